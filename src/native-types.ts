@@ -1,0 +1,100 @@
+// Types of the native addon (build/Release/toa_otel.node). The addon is the thin
+// node-addon-api layer over native/core; these declarations are its contract.
+
+export type ProbeModeName = 'auto' | 'fexit' | 'kretprobe' | 'sockops';
+export type ToaSourceName = 'module' | 'packet';
+
+/** Options handed to the native probe. Every field is required: config supplies defaults. */
+export interface NativeProbeOptions {
+  /** Probe mode; `auto` tries fexit, kretprobe, sockops in that order. */
+  mode: ProbeModeName;
+  /** TOA sources to read. */
+  toaSources: ToaSourceName[];
+  /** Accepted TOA option kind/length pairs (len 8 = port+IPv4, 20 = port+IPv6). */
+  toaAccept: { kind: number; len: number }[];
+  /** Trusted load-balancer peer ranges as CIDR strings; empty = trust every peer. */
+  trustedPeers: string[];
+  /** Parse the saved SYN too (sets TCP_SAVE_SYN on listeners). */
+  parseSyn: boolean;
+  /** Report connections whose peer is a loopback address. */
+  includeLoopback: boolean;
+  /** Merge window in seconds (0 disables merging). */
+  mergeWindowSec: number;
+  /** Maximum number of merge keys (LRU). */
+  mergeMaxKeys: number;
+  /** Kernel event buffer size in bytes (power of two). */
+  ringBufferBytes: number;
+  /** How often the reader thread drains the buffer, in milliseconds. */
+  pollIntervalMs: number;
+  /** Maximum events per batch handed to JS. */
+  batchMaxEvents: number;
+}
+
+/** Why a mode was refused by `auto` (or by a forced mode). */
+export interface ModeRefusal {
+  mode: string;
+  code: string;
+  message: string;
+}
+
+export interface NativeProgramStats {
+  name: string;
+  runCount: number;
+  runTimeNs: number;
+}
+
+export interface NativeStats {
+  mode: string;
+  refused: ModeRefusal[];
+  /** Counters summed over CPUs, named after enum toa_counter in bpf/toa_event.h. */
+  counters: Record<string, number>;
+  /** Batches that JS could not take in time (dropped, counted). */
+  droppedBatches: number;
+  droppedEvents: number;
+  /** run count/time per program; zero unless kernel.bpf_stats_enabled=1. */
+  programs: NativeProgramStats[];
+  bufferKind: 'ringbuf' | 'perfbuf' | '';
+}
+
+export interface CapabilityLine {
+  /** e.g. `mode fexit`, `toa module`, `cgroup v2`, `btf` */
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+export interface LayoutField {
+  offset: number;
+  size: number;
+}
+
+export interface EventLayout {
+  size: number;
+  fields: Record<string, LayoutField>;
+  /** enum values exported from the C header so TS never restates them */
+  enums: Record<string, number>;
+}
+
+/** Batch callback: `events` holds `count` events of `layout.size` bytes, back to back. */
+export type NativeBatchCallback = (events: Buffer, count: number) => void;
+
+export interface NativeProbe {
+  /** Opens, loads and attaches; throws an Error with `.code` (EPERM, ENOBTF, ENOTSUP, ...). */
+  start(onBatch: NativeBatchCallback): void;
+  /** Reports suppressed merge-window counts now; returns how many records it wrote. */
+  sweep(): number;
+  /** Detaches, runs a final sweep, drains the buffer into onBatch, frees everything. */
+  stop(): Promise<void>;
+  stats(): NativeStats;
+  /** Let the process exit while the probe is running (like Timer#unref). */
+  unref(): void;
+  ref(): void;
+}
+
+export interface NativeAddon {
+  Probe: new (options: NativeProbeOptions) => NativeProbe;
+  /** One line per mode and TOA source: supported or not and why. */
+  capabilities(): CapabilityLine[];
+  layout(): EventLayout;
+  version: string;
+}
