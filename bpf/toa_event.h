@@ -99,6 +99,8 @@ enum toa_counter {
 	TOA_CNT_MODULE_INVALID = 10, /* sk_user_data present but not a valid TOA */
 	TOA_CNT_NO_SYN = 11,         /* SYN parsing wanted but no saved SYN was available */
 	TOA_CNT_PENDING_MISS = 12,   /* accept probe found no packet TOA state for the socket */
+	TOA_CNT_LOST_CONNECTIONS = 13, /* connections represented by lost records (1 + suppressed) */
+	TOA_CNT_NOT_TCP = 14,        /* accept probe saw a non-TCP stream socket (e.g. DCCP) */
 	TOA_CNT_MAX = 16,
 };
 

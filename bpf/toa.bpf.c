@@ -1,0 +1,625 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * toa-otel kernel programs: one object, several probe modes (user space picks
+ * which programs load; see native/core/toa_core.c).
+ *
+ *   fexit_accept_old / fexit_accept_new   fexit on inet_csk_accept (<=6.9 / >=6.10)
+ *   kretprobe_accept                      kretprobe on inet_csk_accept
+ *   sockops_full / sockops_packet         cgroup sock_ops on the v2 root: parse TOA from the
+ *                                         handshake ACK / saved SYN; in sockops mode they also
+ *                                         report the connection, otherwise they leave the TOA
+ *                                         for the accept probe in the "pending" map
+ *   sweep                                 run by user space (BPF_PROG_TEST_RUN) to flush
+ *                                         merge-window counts
+ */
+#include "vmlinux_min.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "toa_event.h"
+#include "toa_opt.bpf.h"
+#include "compat.bpf.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define SOL_TCP 6
+#define TCP_SAVE_SYN 27
+#define NSEC_PER_SEC 1000000000ULL
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* ---- knobs (rodata, set by user space before load) ---- */
+const volatile __u8 cfg_mode = TOA_MODE_SOCKOPS;    /* enum toa_probe_mode */
+const volatile bool cfg_src_module = true;          /* read sk_user_data */
+const volatile bool cfg_src_packet = true;          /* parse the handshake ACK */
+const volatile bool cfg_parse_syn = true;           /* parse the saved SYN too */
+const volatile bool cfg_include_loopback = false;
+const volatile bool cfg_trust_all = true;           /* no trusted ranges configured */
+const volatile bool cfg_use_ringbuf = true;         /* false: perf buffer fallback */
+const volatile __u64 cfg_merge_window_ns = 10 * NSEC_PER_SEC; /* 0 = no merging */
+const volatile __u64 cfg_wakeup_bytes = 256 * 1024; /* wake the reader past this fill level */
+
+/* ---- maps ---- */
+
+/* Records to user space. Inserted here, consumed by the C core's reader thread.
+ * User space turns it into a PERF_EVENT_ARRAY on kernels without ring buffers. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} events SEC(".maps");
+
+/* Per-CPU counters, index enum toa_counter. Written here, summed by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TOA_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct merge_val {
+	__u64 last_report_ns; /* when the last record of this key was written */
+	__u32 pending;        /* connections merged since then (atomic add/sub) */
+	__u32 pad;
+	struct toa_event last; /* most recent merged connection: what a sweep reports */
+};
+
+/* Merge window. Inserted by report() on a key's first connection, updated on every
+ * connection, reset by the sweep; entries leave by LRU eviction only (an evicted key
+ * with pending > 0 would lose counts, so size it above the distinct keys per window). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct toa_merge_key);
+	__type(value, struct merge_val);
+} merge SEC(".maps");
+
+struct pending_toa {
+	struct toa_found toa;
+	__u8 source; /* enum toa_source */
+	__u8 pad[3];
+};
+
+/* Packet TOA of an established child socket, keyed by socket cookie (never reused,
+ * unlike the struct sock address). Inserted by the sock_ops program at
+ * PASSIVE_ESTABLISHED, deleted by the accept probe; LRU drops the ones never accepted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct pending_toa);
+} pending SEC(".maps");
+
+/* Trusted load-balancer ranges (IPv4 stored v4-mapped). Filled by user space from
+ * config before attach; read-only here. Empty list => cfg_trust_all. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__type(key, struct toa_trust_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} trusted SEC(".maps");
+
+/* ---- small helpers ---- */
+
+static __always_inline void count(__u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+
+	if (v)
+		*v += n; /* per-CPU slot: no atomics needed */
+}
+
+static __always_inline bool is_loopback(const struct toa_event *ev)
+{
+	if (ev->family == TOA_FAMILY_IPV4)
+		return ev->peer_addr[0] == 127;
+	for (int i = 0; i < 15; i++)
+		if (ev->peer_addr[i])
+			return false;
+	return ev->peer_addr[15] == 1;
+}
+
+static __always_inline bool peer_trusted(const struct toa_event *ev)
+{
+	struct toa_trust_key k = {};
+
+	if (cfg_trust_all)
+		return true;
+	if (ev->family == TOA_FAMILY_IPV4) {
+		k.prefixlen = 128;
+		k.addr[10] = 0xff;
+		k.addr[11] = 0xff;
+		__builtin_memcpy(&k.addr[12], ev->peer_addr, 4);
+	} else {
+		k.prefixlen = 128;
+		__builtin_memcpy(k.addr, ev->peer_addr, 16);
+	}
+	return bpf_map_lookup_elem(&trusted, &k) != NULL;
+}
+
+/* v4-mapped ::ffff:a.b.c.d (dual-stack listener) is reported as IPv4 */
+static __always_inline bool v6_is_v4mapped(const __u8 *a)
+{
+	for (int i = 0; i < 10; i++)
+		if (a[i])
+			return false;
+	return a[10] == 0xff && a[11] == 0xff;
+}
+
+static __always_inline void set_addrs6(struct toa_event *ev, const __u8 *local, const __u8 *peer)
+{
+	if (v6_is_v4mapped(local) && v6_is_v4mapped(peer)) {
+		ev->family = TOA_FAMILY_IPV4;
+		ev->flags |= TOA_FLAG_V4MAPPED;
+		__builtin_memcpy(ev->local_addr, local + 12, 4);
+		__builtin_memcpy(ev->peer_addr, peer + 12, 4);
+	} else {
+		ev->family = TOA_FAMILY_IPV6;
+		__builtin_memcpy(ev->local_addr, local, 16);
+		__builtin_memcpy(ev->peer_addr, peer, 16);
+	}
+}
+
+static __always_inline void set_toa(struct toa_event *ev, const struct toa_found *t, __u8 source)
+{
+	ev->toa_source = source;
+	ev->toa_kind = t->kind;
+	ev->toa_len = t->len;
+	ev->toa_port = t->port;
+	__builtin_memcpy(ev->toa_addr, t->addr, 16);
+	if (t->is_v6)
+		ev->flags |= TOA_FLAG_TOA_V6;
+}
+
+/*
+ * sk_user_data as toa.ko variants leave it (TOA.md): IPv4 is the 8 option bytes
+ * stored by value (kind in the low byte on little-endian); IPv6/NAT64 is a pointer
+ * to {u8 opcode, u8 opsize, be16 port, in6_addr}. A kernel pointer has 0xffff in
+ * its top 16 bits; an inline value has the last IPv4 octets there. Low bits set on a
+ * pointer are sockmap/psock flags: not ours.
+ */
+static __always_inline bool module_toa_decode(__u64 ud, struct toa_found *t)
+{
+	__u8 raw[20] = {};
+
+	if (!ud)
+		return false;
+	if ((ud >> 48) == 0xffff) {
+		if (ud & 7)
+			return false;
+		if (bpf_probe_read_kernel(raw, sizeof(raw), (void *)ud))
+			goto invalid;
+	} else {
+		__builtin_memcpy(raw, &ud, 8);
+	}
+	if (toa_classify(raw[0], raw[1]) != 1)
+		goto invalid;
+	if ((ud >> 48) != 0xffff && raw[1] != 8)
+		goto invalid; /* the inline form only holds 8 bytes */
+	t->kind = raw[0];
+	t->len = raw[1];
+	t->port = ((__u16)raw[2] << 8) | raw[3];
+	t->is_v6 = raw[1] == 20;
+	__builtin_memcpy(t->addr, &raw[4], 16);
+	if (!t->is_v6)
+		__builtin_memset(&t->addr[4], 0, 12);
+	return true;
+invalid:
+	count(TOA_CNT_MODULE_INVALID, 1);
+	return false;
+}
+
+/* Merge the module TOA into an event that may already hold a packet TOA. */
+static __always_inline void apply_module_toa(struct toa_event *ev, const struct toa_found *m)
+{
+	if (ev->toa_source == TOA_SOURCE_NONE) {
+		set_toa(ev, m, TOA_SOURCE_MODULE);
+		return;
+	}
+	bool same = ev->toa_port == m->port;
+
+	for (int i = 0; i < 16; i++)
+		if (ev->toa_addr[i] != m->addr[i])
+			same = false;
+	if (same)
+		ev->flags |= TOA_FLAG_MODULE_AGREES;
+	else
+		ev->flags |= TOA_FLAG_MODULE_DIFFERS;
+}
+
+static __always_inline void emit(void *ctx, struct toa_event *ev)
+{
+	long err;
+
+	if (cfg_use_ringbuf) {
+		/* A wakeup per record costs ~6 us in this VM (KERNEL.md): wake the reader
+		 * only past a fill level; it also drains on a short timer. */
+		__u64 flags = BPF_RB_NO_WAKEUP;
+
+		if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes)
+			flags = BPF_RB_FORCE_WAKEUP;
+		err = bpf_ringbuf_output(&events, ev, sizeof(*ev), flags);
+	} else {
+		err = bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, ev, sizeof(*ev));
+	}
+	if (err) {
+		count(TOA_CNT_LOST, 1);
+		count(TOA_CNT_LOST_CONNECTIONS, 1 + (__u64)ev->suppressed);
+	} else {
+		count(TOA_CNT_EVENTS, 1);
+	}
+}
+
+/*
+ * Finish an accept event: trust, merge window, output. The merge key holds the
+ * client as it will be reported (trusted TOA, else the peer), so records of one key
+ * share their client.address; the peer is not in the key when a TOA is present.
+ */
+static __always_inline void report(void *ctx, struct toa_event *ev, __u64 start_ns)
+{
+	struct toa_merge_key key = {};
+	struct merge_val *v;
+
+	count(TOA_CNT_CONNECTIONS, 1);
+	ev->type = TOA_EVENT_ACCEPT;
+	ev->since_last_s = TOA_SINCE_LAST_NONE;
+	if (ev->toa_source != TOA_SOURCE_NONE) {
+		count(TOA_CNT_TOA_SEEN, 1);
+		ev->toa_trusted = peer_trusted(ev);
+		if (!ev->toa_trusted)
+			count(TOA_CNT_TOA_UNTRUSTED, 1);
+	}
+	ev->probe_ns = bpf_ktime_get_ns() - start_ns;
+
+	if (!cfg_merge_window_ns) {
+		emit(ctx, ev);
+		return;
+	}
+	key.family = ev->family;
+	key.local_port = ev->local_port;
+	__builtin_memcpy(key.local_addr, ev->local_addr, 16);
+	if (ev->toa_source != TOA_SOURCE_NONE && ev->toa_trusted) {
+		/* 1 = IPv4 client, 2 = IPv6 client (may differ from the socket: NAT64) */
+		key.toa_present = (ev->flags & TOA_FLAG_TOA_V6) ? 2 : 1;
+		__builtin_memcpy(key.client_addr, ev->toa_addr, 16);
+	} else {
+		__builtin_memcpy(key.client_addr, ev->peer_addr, 16);
+	}
+
+	v = bpf_map_lookup_elem(&merge, &key);
+	if (v) {
+		__u64 now = ev->ts_boot_ns;
+
+		if (now - v->last_report_ns < cfg_merge_window_ns) {
+			__builtin_memcpy(&v->last, ev, sizeof(*ev));
+			__sync_fetch_and_add(&v->pending, 1);
+			count(TOA_CNT_MERGED, 1);
+			return;
+		}
+		__u32 n = v->pending;
+
+		__sync_fetch_and_add(&v->pending, -n); /* XADD: no fetch-sub before cpu v3 */
+		ev->suppressed = n;
+		ev->since_last_s = (now - v->last_report_ns) / NSEC_PER_SEC;
+		v->last_report_ns = now;
+	} else {
+		struct merge_val nv = {};
+
+		nv.last_report_ns = ev->ts_boot_ns;
+		bpf_map_update_elem(&merge, &key, &nv, BPF_ANY);
+	}
+	emit(ctx, ev);
+}
+
+/* ---- accept probes (fexit / kretprobe) ---- */
+
+static __always_inline void on_accept(void *ctx, struct sock *sk)
+{
+	__u64 start = bpf_ktime_get_ns();
+	struct toa_event ev = {};
+	__u16 family;
+
+	if (!sk)
+		return;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP) {
+		count(TOA_CNT_NOT_TCP, 1);
+		return;
+	}
+	ev.ts_boot_ns = bpf_ktime_get_boot_ns();
+	ev.mode = cfg_mode;
+	ev.local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	ev.peer_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		__be32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__be32 p = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+
+		ev.family = TOA_FAMILY_IPV4;
+		__builtin_memcpy(ev.local_addr, &l, 4);
+		__builtin_memcpy(ev.peer_addr, &p, 4);
+	} else {
+		__u8 l[16], p[16];
+
+		bpf_core_read(l, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(p, 16, &sk->__sk_common.skc_v6_daddr);
+		set_addrs6(&ev, l, p);
+	}
+	if (!cfg_include_loopback && is_loopback(&ev)) {
+		count(TOA_CNT_LOOPBACK, 1);
+		return;
+	}
+	ev.pid = bpf_get_current_pid_tgid() >> 32;
+	ev.cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
+
+	if (cfg_src_packet) {
+		/* the sock_ops program left the packet TOA under the socket's cookie */
+		__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		struct pending_toa *p = cookie ? bpf_map_lookup_elem(&pending, &cookie) : NULL;
+
+		if (p) {
+			if (p->source != TOA_SOURCE_NONE)
+				set_toa(&ev, &p->toa, p->source);
+			bpf_map_delete_elem(&pending, &cookie);
+		} else {
+			count(TOA_CNT_PENDING_MISS, 1);
+		}
+	}
+	if (cfg_src_module) {
+		struct toa_found m = {};
+
+		if (module_toa_decode((__u64)BPF_CORE_READ(sk, sk_user_data), &m))
+			apply_module_toa(&ev, &m);
+	}
+	report(ctx, &ev, start);
+}
+
+/* inet_csk_accept(struct sock *sk, int flags, int *err, bool kern), kernels <= 6.9 */
+SEC("fexit/inet_csk_accept")
+int BPF_PROG(fexit_accept_old, struct sock *sk, int flags, int *err, bool kern, struct sock *ret)
+{
+	on_accept(ctx, ret);
+	return 0;
+}
+
+/* inet_csk_accept(struct sock *sk, struct proto_accept_arg *arg), kernels >= 6.10
+ * (commit 92ef0fd55ac8 "net: change proto and proto_ops accept type") */
+SEC("fexit/inet_csk_accept")
+int BPF_PROG(fexit_accept_new, struct sock *sk, struct proto_accept_arg *arg, struct sock *ret)
+{
+	on_accept(ctx, ret);
+	return 0;
+}
+
+/* the return value is the child socket under both signatures */
+SEC("kretprobe/inet_csk_accept")
+int BPF_KRETPROBE(kretprobe_accept, struct sock *ret)
+{
+	on_accept(ctx, ret);
+	return 0;
+}
+
+/* ---- sock_ops: TOA from packets (and the whole event in sockops mode) ---- */
+
+/* Copy the options of the handshake ACK. skb_data..skb_data_end is exactly the TCP
+ * header at PASSIVE_ESTABLISHED (bpf_skops_established, kernel >= 5.10). */
+static __always_inline int ack_options(struct bpf_sock_ops *ctx, struct opt_walk *w)
+{
+	__u8 *data = (__u8 *)(long)ctx->skb_data;
+	__u8 *end = (__u8 *)(long)ctx->skb_data_end;
+	int optlen;
+
+	if (data + 20 > end)
+		return -1;
+	optlen = ((data[12] >> 4) * 4) - 20;
+	if (optlen <= 0)
+		return 0;
+	if (optlen > TCP_OPT_MAX)
+		optlen = TCP_OPT_MAX;
+	if (data + 20 + optlen > end)
+		optlen = end - (data + 20); /* shorter than doff says: walk what is there */
+	/* One fixed-size copy instead of a byte loop over packet pointers (whose
+	 * per-iteration exits blew the verifier's budget). Bytes past optlen are
+	 * copied but never parsed. */
+	if (bpf_probe_read_kernel(w->buf, TCP_OPT_MAX, data + 20))
+		return -1;
+	return optlen;
+}
+
+/* TCP header of the SYN saved by TCP_SAVE_SYN (set on listeners at TCP_LISTEN_CB). */
+static __always_inline int syn_options(struct bpf_sock_ops *ctx, struct opt_walk *w)
+{
+	__u8 hdr[60] = {};
+	int n = bpf_getsockopt(ctx, SOL_TCP, TCP_BPF_SYN, hdr, sizeof(hdr));
+	int optlen;
+
+	if (n < 20)
+		return -1;
+	optlen = ((hdr[12] >> 4) * 4) - 20;
+	if (optlen > n - 20)
+		optlen = n - 20;
+	if (optlen <= 0)
+		return 0;
+	if (optlen > TCP_OPT_MAX)
+		optlen = TCP_OPT_MAX;
+	/* fixed-size copy; the parser never reads past optlen */
+	__builtin_memcpy(w->buf, &hdr[20], TCP_OPT_MAX);
+	return optlen;
+}
+
+/* Returns the toa_source found (0 = none). Malformed lists are counted, never trusted. */
+static __always_inline __u8 packet_toa(struct bpf_sock_ops *ctx, struct toa_found *t)
+{
+	struct opt_walk *w = opt_walk_get();
+	int optlen, r;
+
+	if (!w)
+		return TOA_SOURCE_NONE;
+	optlen = ack_options(ctx, w);
+	if (optlen > 0) {
+		w->optlen = optlen;
+		r = toa_parse_opts(w, t);
+		if (t->bad_len)
+			count(TOA_CNT_OPT_BAD_LEN, 1);
+		if (r == TOA_PARSE_FOUND)
+			return TOA_SOURCE_PACKET_ACK;
+		if (r == TOA_PARSE_MALFORMED)
+			count(TOA_CNT_OPT_MALFORMED, 1);
+	}
+	if (!cfg_parse_syn)
+		return TOA_SOURCE_NONE;
+	__builtin_memset(t, 0, sizeof(*t));
+	optlen = syn_options(ctx, w);
+	if (optlen < 0) {
+		count(TOA_CNT_NO_SYN, 1);
+		return TOA_SOURCE_NONE;
+	}
+	if (optlen == 0)
+		return TOA_SOURCE_NONE;
+	w->optlen = optlen;
+	r = toa_parse_opts(w, t);
+	if (t->bad_len)
+		count(TOA_CNT_OPT_BAD_LEN, 1);
+	if (r == TOA_PARSE_FOUND)
+		return TOA_SOURCE_PACKET_SYN;
+	if (r == TOA_PARSE_MALFORMED)
+		count(TOA_CNT_OPT_MALFORMED, 1);
+	return TOA_SOURCE_NONE;
+}
+
+static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool with_module)
+{
+	__u64 start = bpf_ktime_get_ns();
+	struct toa_event ev = {};
+	struct toa_found t = {};
+	__u8 source = TOA_SOURCE_NONE;
+
+	if (cfg_src_packet)
+		source = packet_toa(ctx, &t);
+
+	if (cfg_mode != TOA_MODE_SOCKOPS) {
+		/* fexit/kretprobe mode: hand the packet TOA to the accept probe */
+		struct pending_toa p = {};
+		__u64 cookie = bpf_get_socket_cookie(ctx);
+
+		p.toa = t;
+		p.source = source;
+		bpf_map_update_elem(&pending, &cookie, &p, BPF_ANY);
+		return;
+	}
+
+	ev.ts_boot_ns = bpf_ktime_get_boot_ns();
+	ev.mode = TOA_MODE_SOCKOPS;
+	ev.local_port = ctx->local_port;
+	ev.peer_port = sockops_remote_port(ctx);
+	if (ctx->family == AF_INET) {
+		__u32 l = ctx->local_ip4, p = ctx->remote_ip4;
+
+		ev.family = TOA_FAMILY_IPV4;
+		__builtin_memcpy(ev.local_addr, &l, 4);
+		__builtin_memcpy(ev.peer_addr, &p, 4);
+	} else if (ctx->family == AF_INET6) {
+		__u32 l[4], p[4];
+
+		l[0] = ctx->local_ip6[0];
+		l[1] = ctx->local_ip6[1];
+		l[2] = ctx->local_ip6[2];
+		l[3] = ctx->local_ip6[3];
+		p[0] = ctx->remote_ip6[0];
+		p[1] = ctx->remote_ip6[1];
+		p[2] = ctx->remote_ip6[2];
+		p[3] = ctx->remote_ip6[3];
+		set_addrs6(&ev, (__u8 *)l, (__u8 *)p);
+	} else {
+		return;
+	}
+	if (!cfg_include_loopback && is_loopback(&ev)) {
+		count(TOA_CNT_LOOPBACK, 1);
+		return;
+	}
+	if (source != TOA_SOURCE_NONE)
+		set_toa(&ev, &t, source);
+	if (with_module && cfg_src_module) {
+		/* the module ran in syn_recv_sock, before this callback */
+		struct bpf_sock *bsk = ctx->sk;
+		struct tcp_sock *tp = bsk ? bpf_skc_to_tcp_sock(bsk) : NULL;
+		struct toa_found m = {};
+
+		if (tp && module_toa_decode((__u64)BPF_CORE_READ((struct sock *)tp, sk_user_data), &m))
+			apply_module_toa(&ev, &m);
+	}
+	report(ctx, &ev, start);
+}
+
+static __always_inline int sockops_main(struct bpf_sock_ops *ctx, bool with_module)
+{
+	int one = 1;
+
+	switch (ctx->op) {
+	case BPF_SOCK_OPS_TCP_LISTEN_CB:
+		/* keep the SYN of new connections for vendors that tag the SYN */
+		if (cfg_src_packet && cfg_parse_syn)
+			bpf_setsockopt(ctx, SOL_TCP, TCP_SAVE_SYN, &one, sizeof(one));
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		sockops_established(ctx, with_module);
+		break;
+	}
+	return 1;
+}
+
+/* needs kernel BTF (bpf_skc_to_tcp_sock + CO-RE read of sk_user_data) */
+SEC("sockops")
+int sockops_full(struct bpf_sock_ops *ctx)
+{
+	return sockops_main(ctx, true);
+}
+
+/* packet TOA only: no CO-RE, loads on kernels without BTF */
+SEC("sockops")
+int sockops_packet(struct bpf_sock_ops *ctx)
+{
+	return sockops_main(ctx, false);
+}
+
+/* ---- sweep: report merged connections that are still pending ---- */
+
+struct sweep_ctx {
+	void *ctx;
+	__u64 now;
+	__u32 written;
+};
+
+static long sweep_one(void *map, struct toa_merge_key *key, struct merge_val *v,
+		      struct sweep_ctx *sc)
+{
+	struct toa_event ev;
+	__u32 n = v->pending;
+
+	if (!n)
+		return 0;
+	__sync_fetch_and_add(&v->pending, -n); /* XADD: no fetch-sub before cpu v3 */
+	__builtin_memcpy(&ev, &v->last, sizeof(ev));
+	/* the record stands for the latest merged connection plus n - 1 others */
+	ev.type = TOA_EVENT_SWEEP;
+	ev.suppressed = n - 1;
+	ev.since_last_s = (sc->now - v->last_report_ns) / NSEC_PER_SEC;
+	v->last_report_ns = sc->now;
+	emit(sc->ctx, &ev);
+	count(TOA_CNT_SWEPT, 1);
+	sc->written++;
+	return 0;
+}
+
+SEC("raw_tp")
+int sweep(void *ctx)
+{
+	struct sweep_ctx sc = { .ctx = ctx, .now = bpf_ktime_get_boot_ns() };
+
+	bpf_for_each_map_elem(&merge, sweep_one, &sc, 0);
+	return sc.written;
+}

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Minimal CO-RE kernel types: only the fields toa.bpf.c reads. libbpf relocates
+ * every access against the running kernel's BTF at load time, so the build
+ * needs neither /sys/kernel/btf nor a generated vmlinux.h.
+ */
+#ifndef TOA_VMLINUX_MIN_H
+#define TOA_VMLINUX_MIN_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/in6.h>
+
+/* bpf_tracing.h: use the kernel's pt_regs field names (di, si, ax, ...) */
+#define __VMLINUX_H__
+
+typedef __u8 u8;
+typedef __u16 u16;
+typedef __u32 u32;
+typedef __u64 u64;
+typedef _Bool bool;
+#define true 1
+#define false 0
+
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
+	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+};
+
+typedef struct {
+	__s64 counter;
+} atomic64_t;
+
+/* Fields live inside anonymous unions in the kernel; CO-RE matches by name. */
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+	atomic64_t skc_cookie;
+};
+
+struct sock {
+	struct sock_common __sk_common;
+	__u16 sk_protocol; /* a bitfield before 5.6: read with BPF_CORE_READ_BITFIELD_PROBED */
+	void *sk_user_data;
+};
+
+struct proto_accept_arg {
+	int flags;
+	int err;
+	int is_empty;
+	bool kern;
+};
+
+#pragma clang attribute pop
+
+#endif

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * toa_core: the C core that owns libbpf. No N-API here: the addon
+ * (native/addon) and the toa-probe command (native/tools) both drive it.
+ * Every function returns 0 (or a count) on success and -errno on failure.
+ */
+#ifndef TOA_CORE_H
+#define TOA_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "toa_event.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TOA_CORE_MAX_TRUSTED 1024
+#define TOA_CORE_MSG 320
+
+/* Our own errno-style codes for conditions errno does not name. */
+#define TOA_ENOBTF 10001    /* kernel has no BTF (/sys/kernel/btf/vmlinux) */
+#define TOA_ENOCGROUP2 10002 /* no cgroup v2 mount */
+#define TOA_ENOMODE 10003   /* auto: no probe mode could be attached */
+#define TOA_ENOTRAMP 10004  /* kernel refused BPF trampolines (fexit) */
+#define TOA_ENOKPROBE 10005 /* kernel has no kprobes */
+#define TOA_ELOAD 10006     /* the kernel (verifier) rejected a program */
+
+struct toa_cidr {
+	uint8_t family; /* 4 or 6 */
+	uint8_t prefix;
+	uint8_t addr[16];
+};
+
+struct toa_core_config {
+	int mode; /* TOA_MODE_*, or TOA_MODE_NONE for auto */
+	bool src_module;
+	bool src_packet;
+	bool parse_syn;
+	bool include_loopback;
+	struct toa_accept accept[TOA_MAX_ACCEPT];
+	int accept_n;
+	const struct toa_cidr *trusted; /* copied during open */
+	int trusted_n;
+	uint32_t merge_window_s; /* 0 = off */
+	uint32_t merge_max_keys;
+	uint32_t ringbuf_bytes;  /* power of two */
+	uint32_t wakeup_bytes;   /* ring fill level that wakes the reader */
+};
+
+/* Defaults from ARCHITECTURE.md (auto mode, both sources, 254/8 254/20 253/20 200/8, 10 s, 65536). */
+void toa_core_config_default(struct toa_core_config *cfg);
+
+enum toa_log_level { TOA_LOG_DEBUG = 0, TOA_LOG_INFO = 1, TOA_LOG_WARN = 2, TOA_LOG_ERROR = 3 };
+typedef void (*toa_log_fn)(enum toa_log_level level, const char *msg, void *user);
+
+/* Called once per record during toa_core_poll/consume; return non-zero to stop early. */
+typedef int (*toa_event_fn)(const struct toa_event *ev, void *user);
+
+struct toa_refusal {
+	int mode;
+	int err; /* positive errno or TOA_E* */
+	char msg[TOA_CORE_MSG];
+};
+
+struct toa_prog_stats {
+	const char *name;
+	uint64_t run_cnt;
+	uint64_t run_time_ns;
+};
+
+struct toa_core_stats {
+	int mode;
+	const char *buffer_kind; /* "ringbuf" or "perfbuf" */
+	uint64_t counters[TOA_CNT_MAX];
+	struct toa_prog_stats progs[8];
+	int nprogs;
+	bool sweep_supported;
+};
+
+struct toa_core;
+
+/* Select the mode (cfg->mode or auto), load, fill maps, attach. On failure *out is NULL
+ * and, when refusals is given, it holds why each tried mode was refused. */
+int toa_core_open(struct toa_core **out, const struct toa_core_config *cfg, toa_log_fn log,
+		  void *log_user, struct toa_refusal *refusals, int *nrefusals);
+
+/* Wait up to timeout_ms for records and deliver them; returns records delivered. */
+int toa_core_poll(struct toa_core *c, int timeout_ms, toa_event_fn cb, void *user);
+/* Deliver what is buffered now, without waiting. */
+int toa_core_consume(struct toa_core *c, toa_event_fn cb, void *user);
+/* Report merged connections still pending; returns records written (or -errno). */
+int toa_core_sweep(struct toa_core *c);
+/* Detach every program (no new records); maps and buffer stay readable. */
+void toa_core_detach(struct toa_core *c);
+void toa_core_close(struct toa_core *c);
+
+int toa_core_mode(const struct toa_core *c);
+void toa_core_get_refusals(const struct toa_core *c, const struct toa_refusal **r, int *n);
+int toa_core_stats(struct toa_core *c, struct toa_core_stats *st);
+
+const char *toa_mode_name(int mode);
+int toa_mode_from_name(const char *name); /* -1 if unknown; TOA_MODE_NONE for "auto" */
+const char *toa_counter_name(int idx);
+const char *toa_source_name(int source);
+/* Stable short code for an error ("EPERM", "ENOBTF", ...). */
+const char *toa_err_code(int err);
+/* CLOCK_REALTIME - CLOCK_BOOTTIME in ns: add to ts_boot_ns for wall-clock time. */
+int64_t toa_clock_offset_ns(void);
+
+/* Capability report for `doctor`: one line per mode / TOA source / feature. */
+struct toa_cap_line {
+	char name[32];
+	bool ok;
+	char detail[TOA_CORE_MSG];
+};
+int toa_core_capabilities(struct toa_cap_line *lines, int max);
+
+/* Parse "198.18.0.0/15" or "2001:db8::/32" (bare address = full prefix). */
+int toa_parse_cidr(const char *s, struct toa_cidr *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
