@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Guest-side TOA writer for the stock-kernel matrix: a cgroup sock_ops
+ * program that, like an LVS FullNAT balancer, adds a kind-254 option to the
+ * ACK that completes a client's handshake. IPv4 connections get the 8-byte
+ * form {254, 8, be16 port, be32 addr}, IPv6 ones the 20-byte form.
+ * The "real client" it claims is derived from the client's own port, so the
+ * guest checks can tell every connection's TOA apart:
+ *   IPv4 198.19.<port hi>.<port lo>, IPv6 2001:2:0:ffff::<port>, port = client port.
+ * (198.18.0.0/15 and 2001:2::/48 are the benchmarking ranges; the guest has no NIC.)
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define AF_INET 2
+#define AF_INET6 10
+#define TCPHDR_SYN 0x02
+#define TCPHDR_ACK 0x10
+
+/* Filled by the loader before attach; read on every callback. */
+struct writer_cfg {
+	__u32 dport; /* server port to tag, host order */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct writer_cfg);
+} cfg SEC(".maps");
+
+/* Options written: [0] IPv4, [1] IPv6, [2] store errors. Read by the loader's
+ * "stats" command through the pinned map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 3);
+	__type(key, __u32);
+	__type(value, __u64);
+} written SEC(".maps");
+
+static __always_inline void bump(__u32 i)
+{
+	__u64 *v = bpf_map_lookup_elem(&written, &i);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+SEC("sockops")
+int toa_writer(struct bpf_sock_ops *skops)
+{
+	__u32 zero = 0;
+	struct writer_cfg *c = bpf_map_lookup_elem(&cfg, &zero);
+	__u32 v6 = skops->family == AF_INET6;
+
+	if (!c)
+		return 1;
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		/* before the SYN is built: ask for the header callbacks */
+		if (bpf_ntohl(skops->remote_port) == c->dport)
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						  BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+		break;
+	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
+		/* not on the SYN; also when tcp_current_mss asks (flags 0) */
+		if (!(skops->skb_tcp_flags & TCPHDR_SYN))
+			bpf_reserve_hdr_opt(skops, v6 ? 20 : 8, 0);
+		break;
+	case BPF_SOCK_OPS_WRITE_HDR_OPT_CB: {
+		__u8 opt[20] = {};
+		__u16 port = (__u16)skops->local_port;
+		long err;
+
+		if ((skops->skb_tcp_flags & (TCPHDR_SYN | TCPHDR_ACK)) != TCPHDR_ACK)
+			break;
+		opt[0] = 254;
+		opt[1] = v6 ? 20 : 8;
+		opt[2] = port >> 8;
+		opt[3] = port & 0xff;
+		if (v6) {
+			opt[4] = 0x20; opt[5] = 0x01; opt[6] = 0x00; opt[7] = 0x02;
+			opt[10] = 0xff; opt[11] = 0xff;
+			opt[18] = port >> 8;
+			opt[19] = port & 0xff;
+			err = bpf_store_hdr_opt(skops, opt, 20, 0);
+		} else {
+			opt[4] = 198; opt[5] = 19;
+			opt[6] = port >> 8;
+			opt[7] = port & 0xff;
+			err = bpf_store_hdr_opt(skops, opt, 8, 0);
+		}
+		bump(err ? 2 : v6);
+		/* ACK-only, like LVS: stop after the handshake ACK */
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
+					  ~BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+		break;
+	}
+	}
+	return 1;
+}
+
+char LICENSE[] SEC("license") = "GPL";

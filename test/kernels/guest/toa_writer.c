@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * toa-writer: loads toa_writer.bpf.c into the guest and attaches it to a
+ * cgroup (BPF_PROG_ATTACH with ALLOW_MULTI, so no BPF link is created and the
+ * "no links after stop" check only sees the probe's). Statically linked.
+ *   toa-writer attach CGROUP_DIR PORT PIN_DIR   attach, pin maps, exit
+ *   toa-writer stats PIN_DIR                    print "v4 N v6 N err N"
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include "toa_writer.skel.h"
+
+static int stats(const char *pin_dir)
+{
+	char path[256];
+	__u64 v[3] = {};
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/written", pin_dir);
+	fd = bpf_obj_get(path);
+	if (fd < 0) {
+		fprintf(stderr, "toa-writer: failed to open %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	for (__u32 i = 0; i < 3; i++)
+		bpf_map_lookup_elem(fd, &i, &v[i]);
+	printf("v4 %llu v6 %llu err %llu\n", (unsigned long long)v[0],
+	       (unsigned long long)v[1], (unsigned long long)v[2]);
+	return 0;
+}
+
+static int attach(const char *cg, int port, const char *pin_dir)
+{
+	struct toa_writer_bpf *skel = toa_writer_bpf__open_and_load();
+	__u32 zero = 0, dport = port;
+	char path[256];
+	int cg_fd, err;
+
+	if (!skel) {
+		fprintf(stderr, "toa-writer: failed to load BPF object: %s\n", strerror(errno));
+		return 1;
+	}
+	bpf_map_update_elem(bpf_map__fd(skel->maps.cfg), &zero, &dport, BPF_ANY);
+	cg_fd = open(cg, O_RDONLY | O_DIRECTORY);
+	if (cg_fd < 0) {
+		fprintf(stderr, "toa-writer: failed to open cgroup %s: %s\n", cg, strerror(errno));
+		return 1;
+	}
+	err = bpf_prog_attach(bpf_program__fd(skel->progs.toa_writer), cg_fd,
+			      BPF_CGROUP_SOCK_OPS, BPF_F_ALLOW_MULTI);
+	if (err) {
+		fprintf(stderr, "toa-writer: failed to attach to %s: %s\n", cg, strerror(errno));
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/written", pin_dir);
+	if (bpf_map__pin(skel->maps.written, path)) {
+		fprintf(stderr, "toa-writer: failed to pin %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	/* the cgroup keeps the program; the pin keeps the counters */
+	toa_writer_bpf__destroy(skel);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 5 && !strcmp(argv[1], "attach"))
+		return attach(argv[2], atoi(argv[3]), argv[4]);
+	if (argc == 3 && !strcmp(argv[1], "stats"))
+		return stats(argv[2]);
+	fprintf(stderr, "usage: toa-writer attach CGROUP_DIR PORT PIN_DIR | stats PIN_DIR\n");
+	return 2;
+}

@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Stock-kernel matrix: boots current Debian bookworm kernels in QEMU (TCG) with a
+# busybox initramfs holding the static toa-probe, the test TOA module built for
+# that kernel and the guest test programs, then turns the guest's PASS/FAIL lines
+# into a table (kernel x mode x TOA source). Exit status: 0 only if every
+# expected check passed on every kernel.
+#
+#   bash test/kernels/run-matrix.sh            # or: npm run test:kernels
+# Environment:
+#   TOA_PROBE_STATIC=path   statically linked toa-probe (default build/toa-probe-static,
+#                           built with cmake -DTOA_STATIC=ON when missing)
+#   TOA_KERNELS_SMOKE_ONLY=1  run only the kernel/module checks (no toa-probe needed)
+#   TOA_KERNELS="6.1 6.12"  subset of the kernel list below, by label
+#   TOA_KERNELS_TIMEOUT=s   per-boot timeout (default 300)
+#   TOA_KERNELS_JOBS=n      kernels booted in parallel (default 1)
+# Everything downloaded or built lives in .cache/kernels/ (ignored by git).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE=$ROOT/test/kernels
+CACHE=$ROOT/.cache/kernels
+T0=$(date +%s)
+BOOT_TIMEOUT=${TOA_KERNELS_TIMEOUT:-300}
+
+# The kernel list: one place to extend. "label|how to find the image package":
+#   dep:PKG       the linux-image package that meta-package PKG depends on
+#   latest:REGEX  the newest package name matching REGEX (sorted by version)
+KERNELS=(
+	"6.1|dep:linux-image-amd64"
+	"6.12|latest:^linux-image-6\.12\.[0-9]+\+deb12-amd64$"
+)
+
+log() { printf '[kernels %3ss] %s\n' $(( $(date +%s) - T0 )) "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------- host tools ----------
+APT_UPDATED=
+apt_install() {
+	[ "$(id -u)" = 0 ] || die "missing packages: $* (run as root, or apt-get install them)"
+	if [ -z "$APT_UPDATED" ]; then
+		log "apt-get update"
+		apt-get update -qq || die "apt-get update failed"
+		APT_UPDATED=1
+	fi
+	log "installing $*"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
+		die "apt-get install $* failed"
+}
+ensure_tools() {
+	local want=() cmd pkg
+	# command:package (busybox must be the static one: it is the guest's userland)
+	for pair in qemu-system-x86_64:qemu-system-x86 cpio:cpio pahole:dwarves make:make \
+		gcc-12:gcc-12 clang:clang bpftool:bpftool xz:xz-utils; do
+		cmd=${pair%%:*} pkg=${pair#*:}
+		command -v "$cmd" >/dev/null || want+=("$pkg")
+	done
+	[ -x /bin/busybox ] && file_is_static /bin/busybox || want+=(busybox-static)
+	for lib in libbpf.a:libbpf-dev libelf.a:libelf-dev libz.a:zlib1g-dev libc.a:libc6-dev; do
+		[ -e "/usr/lib/x86_64-linux-gnu/${lib%%:*}" ] || want+=("${lib#*:}")
+	done
+	[ ${#want[@]} -eq 0 ] || apt_install "${want[@]}"
+	command -v apt-get >/dev/null || die "apt-get not found: this script needs a Debian bookworm host"
+}
+file_is_static() { ! LC_ALL=C readelf -l "$1" 2>/dev/null | grep -q 'Requesting program interpreter'; }
+
+# ---------- kernels ----------
+apt_lists_ready() {
+	# apt-cache answers from the lists; on a fresh machine they may be empty
+	if [ -z "$APT_UPDATED" ] && ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
+		[ "$(id -u)" = 0 ] || die "apt lists are empty: run apt-get update as root"
+		log "apt-get update"; apt-get update -qq || die "apt-get update failed"; APT_UPDATED=1
+	fi
+}
+resolve_image_pkg() { # spec -> package name
+	local spec=$1
+	case $spec in
+	dep:*) apt-cache depends --important "${spec#dep:}" 2>/dev/null |
+		awk '$1=="Depends:" && $2 ~ /^linux-image-/ {print $2; exit}' ;;
+	latest:*) apt-cache pkgnames linux-image- 2>/dev/null | grep -E "${spec#latest:}" | sort -V | tail -n 1 ;;
+	*) die "unknown kernel spec $spec" ;;
+	esac
+}
+fetch() { # download packages into the cache unless already there
+	local need=() p
+	mkdir -p "$CACHE/debs"
+	for p in "$@"; do
+		ls "$CACHE/debs/${p}_"*.deb >/dev/null 2>&1 || need+=("$p")
+	done
+	[ ${#need[@]} -eq 0 ] && return 0
+	log "apt-get download ${need[*]}"
+	(cd "$CACHE/debs" && apt-get download -q -o APT::Sandbox::User=root "${need[@]}" >/dev/null) ||
+		die "apt-get download ${need[*]} failed"
+}
+deb_of() { ls -t "$CACHE/debs/${1}_"*.deb | head -n 1; }
+
+# prepare_kernel LABEL SPEC: sets KVER and fills $CACHE/$KVER/{vmlinuz,veth.ko,root/}
+prepare_kernel() {
+	local label=$1 spec=$2 img hdr deps d dir
+	img=$(resolve_image_pkg "$spec")
+	[ -n "$img" ] || die "no package found for kernel $label ($spec); is apt-get update done?"
+	KVER=${img#linux-image-}
+	hdr=linux-headers-$KVER
+	# headers need their -common tree and the kbuild tools to build a module
+	deps=$(apt-cache depends --important "$hdr" | awk '$1 ~ /Depends:/ && $2 ~ /^linux-(headers-.*-common|kbuild-)/ {print $2}')
+	[ -n "$deps" ] || die "cannot resolve dependencies of $hdr"
+	fetch "$img" "$hdr" $deps
+	dir=$CACHE/$KVER
+	if [ ! -f "$dir/.extracted" ]; then
+		log "$label: extracting $KVER"
+		rm -rf "$dir"; mkdir -p "$dir/root"
+		dpkg-deb --fsys-tarfile "$(deb_of "$img")" |
+			tar -x -C "$dir/root" --wildcards "./boot/vmlinuz-*" "./lib/modules/*/kernel/drivers/net/veth.ko*"
+		mv "$dir/root/boot/vmlinuz-$KVER" "$dir/vmlinuz"
+		d=$(find "$dir/root/lib/modules" -name 'veth.ko*' | head -n 1)
+		case $d in *.xz) xz -dc "$d" > "$dir/veth.ko" ;; *) cp "$d" "$dir/veth.ko" ;; esac
+		rm -rf "$dir/root/boot" "$dir/root/lib"
+		for d in "$hdr" $deps; do dpkg-deb -x "$(deb_of "$d")" "$dir/root"; done
+		# the arch Makefile includes the -common tree by absolute path: point it into the cache
+		sed -i "s#include /usr/src/#include $dir/root/usr/src/#" "$dir/root/usr/src/$hdr/Makefile"
+		touch "$dir/.extracted"
+	fi
+	HEADERS=$dir/root/usr/src/$hdr
+}
+
+build_module() { # into $CACHE/$KVER/kmod/toa_test.ko
+	local b=$CACHE/$KVER/kmod
+	if [ -f "$b/toa_test.ko" ] && [ "$b/toa_test.ko" -nt "$HERE/kmod/toa_test.c" ] && [ "$b/toa_test.ko" -nt "$HERE/kmod/Kbuild" ]; then
+		return 0
+	fi
+	log "$KVER: building toa_test.ko"
+	rm -rf "$b"; mkdir -p "$b"; cp "$HERE/kmod/Kbuild" "$HERE/kmod/toa_test.c" "$b/"
+	make -s -C "$HEADERS" M="$b" modules > "$b/build.log" 2>&1 || { cat "$b/build.log" >&2; die "module build failed for $KVER"; }
+}
+
+# ---------- guest programs (kernel independent) ----------
+build_guest() {
+	local g=$CACHE/guest src=$HERE/guest
+	mkdir -p "$g"
+	if [ ! -x "$g/kt" ] || [ "$src/kt.c" -nt "$g/kt" ]; then
+		log "building guest programs"
+		gcc -static -O2 -Wall -o "$g/kt" "$src/kt.c"
+	fi
+	if [ ! -x "$g/toa-writer" ] || [ "$src/toa_writer.c" -nt "$g/toa-writer" ] || [ "$src/toa_writer.bpf.c" -nt "$g/toa-writer" ]; then
+		log "building guest TOA writer"
+		clang -g -O2 -target bpf -I/usr/include/x86_64-linux-gnu -c "$src/toa_writer.bpf.c" -o "$g/toa_writer.bpf.o"
+		bpftool gen object "$g/toa_writer.stripped.o" "$g/toa_writer.bpf.o"
+		bpftool gen skeleton "$g/toa_writer.stripped.o" name toa_writer_bpf > "$g/toa_writer.skel.h"
+		# static glibc warns about NSS functions libbpf never calls here
+		gcc -static -O2 -Wall -I"$g" -o "$g/toa-writer" "$src/toa_writer.c" -lbpf -lelf -lz 2> "$g/writer-link.log" ||
+			{ cat "$g/writer-link.log" >&2; die "toa-writer link failed"; }
+	fi
+}
+
+# ---------- toa-probe (static) ----------
+PROBE=
+find_probe() {
+	[ -n "${TOA_KERNELS_SMOKE_ONLY:-}" ] && { log "TOA_KERNELS_SMOKE_ONLY set: kernel and module checks only"; return 0; }
+	PROBE=${TOA_PROBE_STATIC:-$ROOT/build/toa-probe-static}
+	if [ ! -x "$PROBE" ] && [ -z "${TOA_PROBE_STATIC:-}" ] && [ -f "$ROOT/CMakeLists.txt" ]; then
+		log "building static toa-probe (cmake -DTOA_STATIC=ON)"
+		if cmake -S "$ROOT" -B "$ROOT/build/static" -DTOA_STATIC=ON -DCMAKE_BUILD_TYPE=Release > "$CACHE/probe-build.log" 2>&1 &&
+			cmake --build "$ROOT/build/static" --target toa-probe >> "$CACHE/probe-build.log" 2>&1; then
+			cp "$(find "$ROOT/build/static" -name toa-probe -type f -perm -u+x | head -n 1)" "$PROBE"
+		else
+			tail -n 20 "$CACHE/probe-build.log" >&2
+		fi
+	fi
+	[ -x "$PROBE" ] || die "no static toa-probe at $PROBE: build it with cmake -DTOA_STATIC=ON (or set TOA_PROBE_STATIC, or TOA_KERNELS_SMOKE_ONLY=1 for kernel/module checks only)"
+	file_is_static "$PROBE" || die "$PROBE is dynamically linked: the guest has no libc; build with -DTOA_STATIC=ON"
+}
+
+# ---------- initramfs ----------
+build_initramfs() { # -> $CACHE/$KVER/initramfs.cpio.gz
+	local s=$CACHE/$KVER/initramfs g=$CACHE/guest n
+	rm -rf "$s"; mkdir -p "$s"/{bin,dev,proc,sys,tmp,etc,lib/modules}
+	cp /bin/busybox "$s/bin/busybox"
+	cp "$HERE/guest/init" "$s/init"; chmod +x "$s/init"
+	cp "$HERE/guest/checks.sh" "$s/checks.sh"
+	for n in tsrv tcli bpflinks; do cp "$g/kt" "$s/bin/$n"; done
+	cp "$g/toa-writer" "$s/bin/toa-writer"
+	cp "$CACHE/$KVER/kmod/toa_test.ko" "$CACHE/$KVER/veth.ko" "$s/lib/modules/"
+	if [ -n "$PROBE" ]; then
+		cp "$PROBE" "$s/bin/toa-probe"
+		cp "$HERE/guest/checks-probe.sh" "$s/checks-probe.sh"
+	fi
+	(cd "$s" && find . | cpio -o -H newc --quiet | gzip -1) > "$CACHE/$KVER/initramfs.cpio.gz"
+}
+
+# ---------- expected checks ----------
+expected_checks() {
+	cat <<-EOF
+	smoke/kernel/btf
+	smoke/kernel/kprobe-target
+	smoke/module/load
+	smoke/net/setup
+	smoke/module/v4-stored
+	smoke/module/v6-stored
+	smoke/module/v6-freed
+	smoke/module/no-toa
+	EOF
+	[ -n "$PROBE" ] && grep -oE '^# expect [^ ]+' "$HERE/guest/checks-probe.sh" | awk '{print $3}'
+	return 0
+}
+
+boot() { # LABEL -> $CACHE/$KVER/console.log, $CACHE/$KVER/results
+	local label=$1 dir=$CACHE/$KVER t rc=0
+	t=$(date +%s)
+	log "$label: booting $KVER (TCG, timeout ${BOOT_TIMEOUT}s)"
+	timeout --kill-after=10 "$BOOT_TIMEOUT" qemu-system-x86_64 -accel tcg -m 1024 -nographic -no-reboot -nic none \
+		-kernel "$dir/vmlinuz" -initrd "$dir/initramfs.cpio.gz" \
+		-append 'console=ttyS0 panic=-1 oops=panic quiet' < /dev/null > "$dir/console.log" 2>&1 || rc=$?
+	tr -d '\r' < "$dir/console.log" | grep -E '^(PASS|FAIL) ' > "$dir/results" || true
+	echo "$(( $(date +%s) - t ))" > "$dir/seconds"
+	[ $rc -eq 124 ] && log "$label: QEMU timed out after ${BOOT_TIMEOUT}s (console: $dir/console.log)"
+	grep -q '^GUEST done' <(tr -d '\r' < "$dir/console.log") || log "$label: guest did not finish (console: $dir/console.log)"
+	log "$label: $(grep -c '^PASS' "$dir/results" || true) passed, $(grep -c '^FAIL' "$dir/results" || true) failed in $(cat "$dir/seconds")s"
+}
+
+# ---------- main ----------
+ensure_tools
+apt_lists_ready
+mkdir -p "$CACHE"
+build_guest
+find_probe
+
+SELECT=${TOA_KERNELS:-}
+LABELS=() KVERS=()
+for k in "${KERNELS[@]}"; do
+	label=${k%%|*} spec=${k#*|}
+	if [ -n "$SELECT" ] && ! grep -qw -- "$label" <<< "$SELECT"; then continue; fi
+	prepare_kernel "$label" "$spec"
+	build_module
+	build_initramfs
+	LABELS+=("$label") KVERS+=("$KVER")
+done
+[ ${#LABELS[@]} -gt 0 ] || die "no kernel selected (TOA_KERNELS=$SELECT)"
+
+JOBS=${TOA_KERNELS_JOBS:-1}
+for i in "${!LABELS[@]}"; do
+	KVER=${KVERS[$i]} boot "${LABELS[$i]}" &
+	while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+done
+wait
+
+# table: one row per check, one column per kernel; rows named mode/source/check
+EXPECTED=$(expected_checks)
+bad=0
+{
+	printf '%-9s %-8s %-28s' MODE SOURCE CHECK
+	for i in "${!LABELS[@]}"; do printf ' %-8s' "${LABELS[$i]}"; done; echo
+	while read -r name; do
+		IFS=/ read -r mode src chk <<< "$name"
+		printf '%-9s %-8s %-28s' "$mode" "$src" "$chk"
+		for i in "${!LABELS[@]}"; do
+			r=$CACHE/${KVERS[$i]}/results
+			if grep -qxF "PASS $name" "$r"; then st=pass
+			elif grep -q "^FAIL $name:" "$r"; then st=FAIL; bad=1
+			else st=MISSING; bad=1; fi
+			printf ' %-8s' "$st"
+		done; echo
+	done <<< "$EXPECTED"
+} > "$CACHE/table.txt"
+echo
+echo "Stock-kernel matrix (QEMU TCG):"
+for i in "${!LABELS[@]}"; do echo "  ${LABELS[$i]} = ${KVERS[$i]} (boot+checks $(cat "$CACHE/${KVERS[$i]}/seconds")s)"; done
+cat "$CACHE/table.txt"
+for i in "${!LABELS[@]}"; do
+	r=$CACHE/${KVERS[$i]}/results
+	grep '^FAIL' "$r" | sed "s/^/  ${LABELS[$i]}: /" || true
+	# lines the guest printed that no one expected: a renamed check must not pass silently
+	grep -oE '^(PASS|FAIL) [^:]+' "$r" | awk '{print $2}' | grep -vxF -f <(echo "$EXPECTED") | sed "s/^/  ${LABELS[$i]}: unexpected check /" || true
+done
+npass=$(awk 'NR>1 {for (i=4;i<=NF;i++) if ($i=="pass") n++} END {print n+0}' "$CACHE/table.txt")
+nfail=$(awk 'NR>1 {for (i=4;i<=NF;i++) if ($i!="pass") n++} END {print n+0}' "$CACHE/table.txt")
+echo "kernels: $npass passed, $nfail failed"
+echo "total time: $(( $(date +%s) - T0 ))s"
+exit $bad
