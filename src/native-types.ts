@@ -54,6 +54,10 @@ export interface NativeStats {
   /** run count/time per program; zero unless kernel.bpf_stats_enabled=1. */
   programs: NativeProgramStats[];
   bufferKind: 'ringbuf' | 'perfbuf' | '';
+  /** false on kernels without bpf_for_each_map_elem (< 5.13): no sweep, counts flush on the next connection */
+  sweepSupported: boolean;
+  /** Log lines the core produced since the previous stats() call (mode choice, refusals, warnings). */
+  logs: { level: 'debug' | 'info' | 'warn' | 'error'; message: string }[];
 }
 
 export interface CapabilityLine {
@@ -79,7 +83,8 @@ export interface EventLayout {
 export type NativeBatchCallback = (events: Buffer, count: number) => void;
 
 export interface NativeProbe {
-  /** Opens, loads and attaches; throws an Error with `.code` (EPERM, ENOBTF, ENOTSUP, ...). */
+  /** Opens, loads and attaches; throws an Error with `.code` (EPERM, ENOBTF, ENOCGROUP2, ENOTRAMP,
+   * ENOKPROBE, ELOAD, ENOMODE, ...) and `.refused` (ModeRefusal[]). */
   start(onBatch: NativeBatchCallback): void;
   /** Reports suppressed merge-window counts now; returns how many records it wrote. */
   sweep(): number;
@@ -96,5 +101,7 @@ export interface NativeAddon {
   /** One line per mode and TOA source: supported or not and why. */
   capabilities(): CapabilityLine[];
   layout(): EventLayout;
+  /** CLOCK_REALTIME - CLOCK_BOOTTIME in ns: add to ts_boot_ns to get wall-clock ns. */
+  clockOffsetNs(): bigint;
   version: string;
 }

@@ -1,0 +1,393 @@
+// SPDX-License-Identifier: Apache-2.0
+// Thin node-addon-api glue over native/core: converts JS options into a plain
+// toa_core_config, runs the reader on its own thread and hands batches of raw
+// events to JS as Buffers through a thread-safe function. Decoding happens in TS.
+#include <napi.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern "C" {
+#include "toa_core.h"
+}
+
+namespace {
+
+// Batches queued for JS but not yet taken: past this the reader drops and counts.
+constexpr size_t kMaxQueuedBatches = 4096;
+
+Napi::Error ProbeError(Napi::Env env, const std::string &code, const std::string &message,
+                       const std::vector<toa_refusal> &refusals = {}) {
+  Napi::Error err = Napi::Error::New(env, message);
+  err.Set("code", Napi::String::New(env, code));
+  err.Set("name", Napi::String::New(env, "ProbeError"));
+  Napi::Array arr = Napi::Array::New(env, refusals.size());
+  for (size_t i = 0; i < refusals.size(); i++) {
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("mode", toa_mode_name(refusals[i].mode));
+    r.Set("code", toa_err_code(refusals[i].err));
+    r.Set("message", refusals[i].msg);
+    arr.Set(i, r);
+  }
+  err.Set("refused", arr);
+  return err;
+}
+
+struct Batch {
+  std::vector<uint8_t> bytes;
+  uint32_t count = 0;
+};
+
+// Options object -> toa_core_config; throws TypeError naming the bad key.
+void ReadConfig(const Napi::Object &o, toa_core_config &cfg, std::vector<toa_cidr> &trusted) {
+  Napi::Env env = o.Env();
+  auto need = [&](const char *key) {
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined()) throw Napi::TypeError::New(env, std::string("options.") + key + " is required");
+    return v;
+  };
+  auto num = [&](const char *key, double lo, double hi) {
+    Napi::Value v = need(key);
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (!v.IsNumber() || d < lo || d > hi)
+      throw Napi::TypeError::New(env, std::string("options.") + key + " must be a number in [" +
+                                          std::to_string((long long)lo) + ", " + std::to_string((long long)hi) + "]");
+    return d;
+  };
+  toa_core_config_default(&cfg);
+  std::string mode = need("mode").ToString().Utf8Value();
+  cfg.mode = toa_mode_from_name(mode.c_str());
+  if (cfg.mode < 0) throw Napi::TypeError::New(env, "options.mode must be one of auto, fexit, kretprobe, sockops");
+  Napi::Array sources = need("toaSources").As<Napi::Array>();
+  cfg.src_module = cfg.src_packet = false;
+  for (uint32_t i = 0; i < sources.Length(); i++) {
+    std::string s = sources.Get(i).ToString().Utf8Value();
+    if (s == "module") cfg.src_module = true;
+    else if (s == "packet") cfg.src_packet = true;
+    else throw Napi::TypeError::New(env, "options.toaSources entries must be module or packet");
+  }
+  Napi::Array accept = need("toaAccept").As<Napi::Array>();
+  if (accept.Length() > TOA_MAX_ACCEPT)
+    throw Napi::TypeError::New(env, "options.toaAccept holds at most " + std::to_string(TOA_MAX_ACCEPT) + " pairs");
+  cfg.accept_n = 0;
+  for (uint32_t i = 0; i < accept.Length(); i++) {
+    Napi::Object a = accept.Get(i).As<Napi::Object>();
+    uint32_t kind = a.Get("kind").ToNumber().Uint32Value(), len = a.Get("len").ToNumber().Uint32Value();
+    if (kind < 2 || kind > 255 || (len != 8 && len != 20))
+      throw Napi::TypeError::New(env, "options.toaAccept entries need kind 2..255 and len 8 or 20");
+    cfg.accept[cfg.accept_n].kind = (uint8_t)kind;
+    cfg.accept[cfg.accept_n].len = (uint8_t)len;
+    cfg.accept_n++;
+  }
+  Napi::Array peers = need("trustedPeers").As<Napi::Array>();
+  if (peers.Length() > TOA_CORE_MAX_TRUSTED)
+    throw Napi::TypeError::New(env, "options.trustedPeers holds at most " + std::to_string(TOA_CORE_MAX_TRUSTED) + " ranges");
+  trusted.resize(peers.Length());
+  for (uint32_t i = 0; i < peers.Length(); i++) {
+    std::string s = peers.Get(i).ToString().Utf8Value();
+    if (toa_parse_cidr(s.c_str(), &trusted[i]))
+      throw Napi::TypeError::New(env, "options.trustedPeers: not a CIDR: " + s);
+  }
+  cfg.trusted = trusted.data();
+  cfg.trusted_n = (int)trusted.size();
+  cfg.parse_syn = need("parseSyn").ToBoolean();
+  cfg.include_loopback = need("includeLoopback").ToBoolean();
+  cfg.merge_window_s = (uint32_t)num("mergeWindowSec", 0, 86400);
+  cfg.merge_max_keys = (uint32_t)num("mergeMaxKeys", 1, 1 << 24);
+  cfg.ringbuf_bytes = (uint32_t)num("ringBufferBytes", 4096, 1u << 30);
+  if (cfg.ringbuf_bytes & (cfg.ringbuf_bytes - 1))
+    throw Napi::TypeError::New(env, "options.ringBufferBytes must be a power of two");
+}
+
+class Probe : public Napi::ObjectWrap<Probe> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Probe",
+                       {InstanceMethod("start", &Probe::Start), InstanceMethod("sweep", &Probe::Sweep),
+                        InstanceMethod("stop", &Probe::Stop), InstanceMethod("stats", &Probe::Stats),
+                        InstanceMethod("unref", &Probe::Unref), InstanceMethod("ref", &Probe::Ref)});
+  }
+
+  // The constructor only validates and stores options: nothing touches the kernel yet.
+  explicit Probe(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Probe>(info) {
+    if (!info[0].IsObject()) throw Napi::TypeError::New(info.Env(), "new Probe(options): options object required");
+    ReadConfig(info[0].As<Napi::Object>(), cfg_, trusted_);
+    Napi::Object o = info[0].As<Napi::Object>();
+    poll_ms_ = o.Get("pollIntervalMs").IsNumber() ? o.Get("pollIntervalMs").ToNumber().Int32Value() : 50;
+    if (poll_ms_ < 1 || poll_ms_ > 10000) throw Napi::TypeError::New(info.Env(), "options.pollIntervalMs must be in [1, 10000]");
+    batch_max_ = o.Get("batchMaxEvents").IsNumber() ? o.Get("batchMaxEvents").ToNumber().Uint32Value() : 4096;
+    if (batch_max_ < 1 || batch_max_ > 1 << 20) throw Napi::TypeError::New(info.Env(), "options.batchMaxEvents must be in [1, 1048576]");
+  }
+
+  ~Probe() override {
+    // Normal shutdown goes through stop(); this only covers a probe garbage-collected while running.
+    stopping_ = true;
+    if (reader_.joinable()) reader_.detach();
+  }
+
+ private:
+  static void Log(enum toa_log_level level, const char *msg, void *user) {
+    auto *self = static_cast<Probe *>(user);
+    std::lock_guard<std::mutex> lock(self->log_mu_);
+    if (self->logs_.size() < 256) self->logs_.push_back({level, msg});
+  }
+
+  Napi::Value Start(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (started_) throw ProbeError(env, "EBUSY", "probe already started");
+    if (!info[0].IsFunction()) throw Napi::TypeError::New(env, "start(onBatch): callback required");
+    toa_refusal refusals[3];
+    int nref = 0;
+    int err = toa_core_open(&core_, &cfg_, &Probe::Log, this, refusals, &nref);
+    refusals_.assign(refusals, refusals + nref);
+    if (err) {
+      std::string msg = std::string("failed to attach the probe (") + toa_err_code(err) + ")";
+      for (auto &r : refusals_) msg += std::string("\n  ") + toa_mode_name(r.mode) + ": " + r.msg;
+      throw ProbeError(env, toa_err_code(err), msg, refusals_);
+    }
+    started_ = true;
+    tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "toa-otel reader", 0, 1, this,
+                                          [](Napi::Env env, Probe *self) { self->OnReaderGone(env); });
+    reader_ = std::thread([this] { ReaderLoop(); });
+    return env.Undefined();
+  }
+
+  // ---- reader thread ----
+  static int OnEvent(const toa_event *ev, void *user) {
+    auto *self = static_cast<Probe *>(user);
+    Batch *b = self->current_;
+    if (!b) b = self->current_ = new Batch(), b->bytes.reserve(size_t(self->batch_max_) * sizeof(toa_event));
+    const uint8_t *p = reinterpret_cast<const uint8_t *>(ev);
+    b->bytes.insert(b->bytes.end(), p, p + sizeof(toa_event));
+    if (++b->count >= self->batch_max_) self->Flush();
+    return 0;
+  }
+
+  void Flush() {
+    Batch *b = current_;
+    current_ = nullptr;
+    if (!b || !b->count) {
+      delete b;
+      return;
+    }
+    if (queued_.load() >= kMaxQueuedBatches) {  // JS is not keeping up: count, never block the reader
+      dropped_batches_++;
+      dropped_events_ += b->count;
+      delete b;
+      return;
+    }
+    queued_++;
+    auto deliver = [this](Napi::Env env, Napi::Function cb, Batch *batch) {
+      queued_--;
+      if (!env) {  // finalizing: the batch can no longer reach JS
+        delete batch;
+        return;
+      }
+      uint32_t count = batch->count;
+      Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(
+          env, batch->bytes.data(), batch->bytes.size(), [](Napi::Env, uint8_t *, Batch *b) { delete b; }, batch);
+      cb.Call({buf, Napi::Number::New(env, count)});
+    };
+    if (tsfn_.NonBlockingCall(b, deliver) != napi_ok) {
+      queued_--;
+      dropped_batches_++;
+      dropped_events_ += b->count;
+      delete b;
+    }
+  }
+
+  void ReaderLoop() {
+    while (!stopping_) {
+      int n = toa_core_poll(core_, poll_ms_, &Probe::OnEvent, this);
+      if (n < 0 && n != -EINTR) {
+        Log(TOA_LOG_ERROR, (std::string("failed to poll events: ") + strerror(-n)).c_str(), this);
+        break;
+      }
+      Flush();
+    }
+    // Stop: no new records, flush the merge window, drain everything that is left.
+    toa_core_detach(core_);
+    toa_core_sweep(core_);
+    while (toa_core_consume(core_, &Probe::OnEvent, this) > 0) {
+    }
+    Flush();
+    tsfn_.Release();
+  }
+
+  // Runs on the JS thread once the reader released the tsfn and every batch was delivered.
+  void OnReaderGone(Napi::Env env) {
+    if (reader_.joinable()) reader_.join();
+    if (core_) {
+      toa_core_stats(core_, &final_stats_);
+      have_final_stats_ = true;
+      toa_core_close(core_);
+      core_ = nullptr;
+    }
+    for (auto &d : stop_waiters_) d.Resolve(env.Undefined());
+    stop_waiters_.clear();
+    stopped_ = true;
+  }
+
+  Napi::Value Sweep(const Napi::CallbackInfo &info) {
+    if (!core_ || stopping_) return Napi::Number::New(info.Env(), 0);
+    int n = toa_core_sweep(core_);
+    return Napi::Number::New(info.Env(), n < 0 ? 0 : n);
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    auto deferred = Napi::Promise::Deferred::New(env);
+    if (!started_ || stopped_) {
+      deferred.Resolve(env.Undefined());
+      return deferred.Promise();
+    }
+    stop_waiters_.push_back(deferred);
+    stopping_ = true;  // the reader finishes its poll (<= pollIntervalMs), drains and releases
+    return deferred.Promise();
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    struct toa_core_stats st{};
+    if (core_) toa_core_stats(core_, &st);
+    else if (have_final_stats_) st = final_stats_;
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("mode", core_ || have_final_stats_ ? toa_mode_name(st.mode) : "");
+    o.Set("bufferKind", st.buffer_kind ? st.buffer_kind : "");
+    o.Set("sweepSupported", st.sweep_supported);
+    Napi::Array refused = Napi::Array::New(env, refusals_.size());
+    for (size_t i = 0; i < refusals_.size(); i++) {
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("mode", toa_mode_name(refusals_[i].mode));
+      r.Set("code", toa_err_code(refusals_[i].err));
+      r.Set("message", refusals_[i].msg);
+      refused.Set(i, r);
+    }
+    o.Set("refused", refused);
+    Napi::Object counters = Napi::Object::New(env);
+    for (int i = 0; i < TOA_CNT_MAX; i++)
+      if (toa_counter_name(i)) counters.Set(toa_counter_name(i), Napi::Number::New(env, (double)st.counters[i]));
+    o.Set("counters", counters);
+    o.Set("droppedBatches", Napi::Number::New(env, (double)dropped_batches_.load()));
+    o.Set("droppedEvents", Napi::Number::New(env, (double)dropped_events_.load()));
+    Napi::Array progs = Napi::Array::New(env, st.nprogs);
+    for (int i = 0; i < st.nprogs; i++) {
+      Napi::Object p = Napi::Object::New(env);
+      p.Set("name", st.progs[i].name);
+      p.Set("runCount", Napi::Number::New(env, (double)st.progs[i].run_cnt));
+      p.Set("runTimeNs", Napi::Number::New(env, (double)st.progs[i].run_time_ns));
+      progs.Set(i, p);
+    }
+    o.Set("programs", progs);
+    // log lines the core produced since the last call (mode choice, refusals, warnings)
+    Napi::Array logs;
+    {
+      std::lock_guard<std::mutex> lock(log_mu_);
+      logs = Napi::Array::New(env, logs_.size());
+      for (size_t i = 0; i < logs_.size(); i++) {
+        Napi::Object l = Napi::Object::New(env);
+        static const char *names[] = {"debug", "info", "warn", "error"};
+        l.Set("level", names[logs_[i].first]);
+        l.Set("message", logs_[i].second);
+        logs.Set(i, l);
+      }
+      logs_.clear();
+    }
+    o.Set("logs", logs);
+    return o;
+  }
+
+  Napi::Value Unref(const Napi::CallbackInfo &info) {
+    if (started_ && !stopped_) tsfn_.Unref(info.Env());
+    return info.Env().Undefined();
+  }
+  Napi::Value Ref(const Napi::CallbackInfo &info) {
+    if (started_ && !stopped_) tsfn_.Ref(info.Env());
+    return info.Env().Undefined();
+  }
+
+  toa_core_config cfg_{};
+  std::vector<toa_cidr> trusted_;
+  int poll_ms_ = 50;
+  uint32_t batch_max_ = 4096;
+  toa_core *core_ = nullptr;
+  std::vector<toa_refusal> refusals_;
+  Napi::ThreadSafeFunction tsfn_;
+  std::thread reader_;
+  std::atomic<bool> stopping_{false};
+  bool started_ = false, stopped_ = false;
+  Batch *current_ = nullptr;  // reader thread only
+  std::atomic<size_t> queued_{0};
+  std::atomic<uint64_t> dropped_batches_{0}, dropped_events_{0};
+  std::vector<Napi::Promise::Deferred> stop_waiters_;
+  struct toa_core_stats final_stats_{};
+  bool have_final_stats_ = false;
+  std::mutex log_mu_;
+  std::vector<std::pair<int, std::string>> logs_;
+};
+
+Napi::Value Capabilities(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  toa_cap_line lines[16];
+  int n = toa_core_capabilities(lines, 16);
+  Napi::Array arr = Napi::Array::New(env, n < 0 ? 0 : n);
+  for (int i = 0; i < n; i++) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", lines[i].name);
+    o.Set("ok", lines[i].ok);
+    o.Set("detail", lines[i].detail);
+    arr.Set(i, o);
+  }
+  return arr;
+}
+
+// The C layout of struct toa_event and the header's enum values, so the TS
+// decoder never restates them by hand.
+Napi::Value Layout(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env), fields = Napi::Object::New(env), enums = Napi::Object::New(env);
+  auto field = [&](const char *name, size_t off, size_t size) {
+    Napi::Object f = Napi::Object::New(env);
+    f.Set("offset", Napi::Number::New(env, (double)off));
+    f.Set("size", Napi::Number::New(env, (double)size));
+    fields.Set(name, f);
+  };
+#define F(n) field(#n, offsetof(toa_event, n), sizeof(((toa_event *)0)->n))
+  F(ts_boot_ns); F(cgroup_id); F(probe_ns); F(pid); F(since_last_s); F(suppressed);
+  F(type); F(family); F(mode); F(toa_source); F(toa_kind); F(toa_len); F(toa_trusted); F(flags);
+  F(local_port); F(peer_port); F(toa_port); F(reserved); F(local_addr); F(peer_addr); F(toa_addr); F(comm);
+#undef F
+#define E(n) enums.Set(#n, Napi::Number::New(env, (double)(n)))
+  E(TOA_EVENT_ACCEPT); E(TOA_EVENT_SWEEP); E(TOA_FAMILY_IPV4); E(TOA_FAMILY_IPV6);
+  E(TOA_MODE_NONE); E(TOA_MODE_FEXIT); E(TOA_MODE_KRETPROBE); E(TOA_MODE_SOCKOPS);
+  E(TOA_SOURCE_NONE); E(TOA_SOURCE_MODULE); E(TOA_SOURCE_PACKET_ACK); E(TOA_SOURCE_PACKET_SYN);
+  E(TOA_FLAG_V4MAPPED); E(TOA_FLAG_MODULE_AGREES); E(TOA_FLAG_MODULE_DIFFERS); E(TOA_FLAG_TOA_V6);
+  E(TOA_SINCE_LAST_NONE);
+#undef E
+  o.Set("size", Napi::Number::New(env, (double)sizeof(toa_event)));
+  o.Set("fields", fields);
+  o.Set("enums", enums);
+  return o;
+}
+
+Napi::Value ClockOffsetNs(const Napi::CallbackInfo &info) {
+  return Napi::BigInt::New(info.Env(), (int64_t)toa_clock_offset_ns());
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Probe", Probe::Init(env));
+  exports.Set("capabilities", Napi::Function::New(env, Capabilities));
+  exports.Set("layout", Napi::Function::New(env, Layout));
+  exports.Set("clockOffsetNs", Napi::Function::New(env, ClockOffsetNs));
+  exports.Set("version", Napi::String::New(env, "0.1.0"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(toa_otel, Init)

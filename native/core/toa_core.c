@@ -693,9 +693,16 @@ int toa_core_poll(struct toa_core *c, int timeout_ms, toa_event_fn cb, void *use
 	c->cb = cb;
 	c->cb_user = user;
 	c->cb_stop = 0;
-	if (c->rb)
+	if (c->rb) {
+		/* records are written without a wakeup (below the fill level), so epoll may
+		 * time out with data waiting: always consume after the wait */
 		n = ring_buffer__poll(c->rb, timeout_ms);
-	else if (c->pb)
+		if (n >= 0 && !c->cb_stop) {
+			int m = ring_buffer__consume(c->rb);
+
+			n = m < 0 ? m : n + m;
+		}
+	} else if (c->pb)
 		n = perf_buffer__poll(c->pb, timeout_ms);
 	else
 		n = -EINVAL;
