@@ -24,6 +24,13 @@ for var in $(grep -o '\${env:[A-Z0-9_]*}' "$cfg" | sed 's/\${env:\(.*\)}/\1/' | 
   [ -n "${!var:-}" ] || die "$cfg needs the environment variable $var (see the comment atop the file)"
 done
 
+# The examples write kept records to TOA_OTEL_COLLECTOR_OUTPUT: keep that inside the ignored folder.
+if [ -z "${TOA_OTEL_COLLECTOR_OUTPUT:-}" ]; then
+  mkdir -p "$ROOT/otel-collector/_build/out"
+  export TOA_OTEL_COLLECTOR_OUTPUT="$ROOT/otel-collector/_build/out/$(basename "$cfg" .yaml).jsonl"
+  echo "collector: records written by file exporters go to $TOA_OTEL_COLLECTOR_OUTPUT" >&2
+fi
+
 bin=$("$ROOT/scripts/build-collector.sh" --print-path) || die "could not build the collector (see the messages above)"
 echo "collector: $bin --config $cfg $*" >&2
 exec "$bin" --config "$cfg" "$@"
