@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+// Launcher for `toa-otel` / `npx toa-otel`. Runs the compiled dist/src/cli.js when it is at least
+// as new as every src/*.ts; otherwise (a fresh checkout, or sources edited since `npm run build:ts`)
+// runs the TypeScript sources through tsx, so a checkout never runs stale code.
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const [major, minor] = process.versions.node.split('.').map(Number);
+if (major < 22 || (major === 22 && minor < 15)) {
+  process.stderr.write(
+    `toa-otel needs Node.js >= 22.15 (this is ${process.versions.node}). In a checkout run it as \`npx toa-otel\` ` +
+      `or \`npm run toa-otel --\`, which use the Node 24 from node_modules.\n`,
+  );
+  process.exit(2);
+}
+
+const root = new URL('../', import.meta.url);
+const dist = new URL('dist/src/cli.js', root);
+const srcDir = new URL('src/', root);
+
+function newestSourceMtime() {
+  let newest = 0;
+  for (const f of readdirSync(srcDir)) if (f.endsWith('.ts')) newest = Math.max(newest, statSync(new URL(f, srcDir)).mtimeMs);
+  return newest;
+}
+
+let cli;
+const haveSrc = existsSync(fileURLToPath(srcDir));
+if (existsSync(fileURLToPath(dist)) && (!haveSrc || statSync(dist).mtimeMs >= newestSourceMtime())) {
+  cli = await import(dist.href);
+} else {
+  const { register } = await import('tsx/esm/api');
+  register();
+  cli = await import(new URL('src/cli.ts', root).href);
+}
+const code = await cli.main(process.argv.slice(2));
+// exit explicitly: keep-alive sockets of the exporters must not hold a finished process open
+process.exit(code);

@@ -1,0 +1,233 @@
+// The `toa-otel` command: run (default), doctor, config --print, --help, --version.
+// Signals are handled here, at the entry point; the Pipeline only knows start()/stop().
+import { configMarkdownTable, flagIndex, loadConfig, redactConfig, SCHEMA, flagName, envName, type LoadedConfig } from './config.js';
+import { ConfigError, ExitCode, ProbeError, UsageError } from './errors.js';
+import { createLogger, installDiagLogger, type Logger } from './log.js';
+import { loadAddon } from './native.js';
+import { Pipeline } from './pipeline.js';
+import { packageVersion } from './resource.js';
+
+/** Parsed command line. */
+export interface ParsedArgs {
+  command: 'run' | 'doctor' | 'config';
+  help: boolean;
+  version: boolean;
+  configFile: string | undefined;
+  /** `config --print` */
+  print: boolean;
+  /** `config --table` (markdown table of every key, for the README) */
+  table: boolean;
+  /** dotted key → raw value */
+  cli: Record<string, string | boolean>;
+}
+
+/** Parses argv (without node and script). Throws UsageError on unknown commands and flags. */
+export function parseArgs(argv: string[]): ParsedArgs {
+  const out: ParsedArgs = { command: 'run', help: false, version: false, configFile: undefined, print: false, table: false, cli: {} };
+  const flags = flagIndex();
+  let sawCommand = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith('-')) {
+      if (sawCommand) throw new UsageError(`unexpected argument "${a}"`);
+      if (a !== 'run' && a !== 'doctor' && a !== 'config') throw new UsageError(`unknown command "${a}" (commands: run, doctor, config)`);
+      out.command = a;
+      sawCommand = true;
+      continue;
+    }
+    if (a === '-h' || a === '--help') {
+      out.help = true;
+      continue;
+    }
+    if (a === '-V' || a === '--version') {
+      out.version = true;
+      continue;
+    }
+    const eq = a.indexOf('=');
+    const name = (eq >= 0 ? a.slice(0, eq) : a).replace(/^--?/, '');
+    const inline = eq >= 0 ? a.slice(eq + 1) : undefined;
+    const value = (): string => {
+      if (inline !== undefined) return inline;
+      const v = argv[i + 1];
+      if (v === undefined || (v.startsWith('--') && v.length > 2)) throw new UsageError(`--${name} needs a value`);
+      i++;
+      return v;
+    };
+    if (name === 'config') {
+      out.configFile = value();
+      continue;
+    }
+    if (name === 'print' || name === 'table') {
+      out[name] = true;
+      continue;
+    }
+    const f = flags.get(name);
+    if (f) {
+      out.cli[f.key] = f.flag && inline === undefined ? true : value();
+      continue;
+    }
+    if (name.startsWith('no-') && flags.get(name.slice(3))?.flag) {
+      out.cli[flags.get(name.slice(3))!.key] = false;
+      continue;
+    }
+    throw new UsageError(`unknown option "${a}" (see toa-otel --help)`);
+  }
+  if ((out.print || out.table) && out.command !== 'config') throw new UsageError('--print and --table belong to the config command');
+  return out;
+}
+
+/** Text of `toa-otel --help`. */
+export function helpText(): string {
+  const lines = [
+    `toa-otel ${packageVersion()} — real client addresses of LVS FullNAT connections, as OpenTelemetry log records`,
+    '',
+    'Usage:',
+    '  toa-otel [run] [options]        attach the probe and export one record per connection (default)',
+    '  toa-otel doctor                 show which probe modes and TOA sources this kernel supports',
+    '  toa-otel config --print         print the effective configuration as JSON (secrets redacted)',
+    '  toa-otel config --table         print every key as a markdown table',
+    '  toa-otel --help | --version',
+    '',
+    'Options:',
+    '  --config FILE                   JSON config file (keys as in config/default.json)',
+  ];
+  for (const [key, def] of Object.entries(SCHEMA)) {
+    const flag = `--${flagName(key)}${def.flag ? '' : ' VALUE'}`;
+    lines.push(`  ${flag.padEnd(32)}${key} (env ${envName(key)}; default ${JSON.stringify(def.default)})`);
+  }
+  lines.push(
+    '',
+    'Standard variables: OTEL_EXPORTER_OTLP_(LOGS_)ENDPOINT, _PROTOCOL (http/protobuf|http/json), _HEADERS,',
+    '  _CERTIFICATE, _CLIENT_KEY, _CLIENT_CERTIFICATE, _COMPRESSION, _TIMEOUT, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES.',
+    '',
+    'Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage, 3 probe could not start,',
+    '  4 flush timed out or records were lost at shutdown.',
+  );
+  return lines.join('\n') + '\n';
+}
+
+/** I/O of {@link main} (defaults: the process's). */
+export interface CliIo {
+  stdout?: (s: string) => void;
+  stderr?: (s: string) => void;
+  env?: NodeJS.ProcessEnv;
+}
+
+function reportConfigError(log: Logger, e: ConfigError): void {
+  for (const i of e.issues) log.error('invalid configuration value', { key: i.key, value: i.value, allowed: i.allowed, problem: i.message?.replace(/:$/, '') });
+  log.error(`invalid configuration: ${e.issues.length} problem${e.issues.length === 1 ? '' : 's'} (see the README config table)`);
+}
+
+function reportProbeError(log: Logger, e: ProbeError): void {
+  log.error(e.message, { code: e.code, hint: e.hint, refused: e.refused.length ? e.refused : undefined });
+}
+
+/** Runs the command line; resolves to the exit code. */
+export async function main(argv: string[], io: CliIo = {}): Promise<number> {
+  const out = io.stdout ?? ((s: string) => void process.stdout.write(s));
+  const errWrite = io.stderr ?? ((s: string) => void process.stderr.write(s));
+  const env = io.env ?? process.env;
+  let log = createLogger('info', errWrite);
+  let args: ParsedArgs;
+  try {
+    args = parseArgs(argv);
+  } catch (e) {
+    log.error((e as Error).message, { code: 'EUSAGE' });
+    return ExitCode.CONFIG;
+  }
+  if (args.help) {
+    out(helpText());
+    return ExitCode.OK;
+  }
+  if (args.version) {
+    out(`${packageVersion()}\n`);
+    return ExitCode.OK;
+  }
+  if (args.command === 'config' && args.table) {
+    out(configMarkdownTable() + '\n');
+    return ExitCode.OK;
+  }
+  if (args.command === 'doctor') return doctor(out, log);
+
+  let loaded: LoadedConfig;
+  try {
+    loaded = loadConfig({ configFile: args.configFile, cli: args.cli, env });
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      reportConfigError(log, e);
+      return ExitCode.CONFIG;
+    }
+    throw e;
+  }
+  if (args.command === 'config') {
+    if (!args.print) {
+      log.error('config needs --print or --table', { code: 'EUSAGE' });
+      return ExitCode.CONFIG;
+    }
+    out(JSON.stringify(redactConfig(loaded.config), null, 2) + '\n');
+    return ExitCode.OK;
+  }
+  log = createLogger(loaded.config.log.level, errWrite);
+  installDiagLogger(log);
+  return run(loaded, log, env);
+}
+
+/** `toa-otel doctor`: one line per capability; exit 3 when no probe mode works. */
+function doctor(out: (s: string) => void, log: Logger): number {
+  let addon;
+  try {
+    addon = loadAddon();
+  } catch (e) {
+    reportProbeError(log, e as ProbeError);
+    return ExitCode.PROBE;
+  }
+  const lines = addon.capabilities();
+  for (const l of lines) out(`${l.ok ? 'ok ' : 'no '} ${l.name}: ${l.detail}\n`);
+  const anyMode = lines.some((l) => l.name.startsWith('mode ') && l.ok);
+  if (!anyMode) {
+    log.error('no probe mode works on this kernel; see the lines above for what is missing', { code: 'ENOTSUP' });
+    return ExitCode.PROBE;
+  }
+  return ExitCode.OK;
+}
+
+async function run(loaded: LoadedConfig, log: Logger, env: NodeJS.ProcessEnv): Promise<number> {
+  const pipeline = new Pipeline(loaded.config, { log, env, serviceNameIsDefault: loaded.origin['service.name'] === 'default' });
+  try {
+    await pipeline.start();
+  } catch (e) {
+    if (e instanceof ProbeError) {
+      reportProbeError(log, e);
+      return ExitCode.PROBE;
+    }
+    log.error('failed to start', { err: e as Error });
+    return ExitCode.RUNTIME;
+  }
+  log.info('running', { version: packageVersion(), pid: process.pid });
+  // keeps the event loop alive while the probe runs (its batch callback may be unref'd)
+  const keepAlive = setInterval(() => {}, 1 << 30);
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        log.warn('second signal: exiting without waiting for the flush', { signal });
+        process.exit(ExitCode.FLUSH);
+      }
+      stopping = true;
+      log.info('stopping', { signal });
+      pipeline
+        .stop()
+        .then((r) => {
+          clearInterval(keepAlive);
+          resolve(r.timedOut || r.lostAtShutdown > 0 ? ExitCode.FLUSH : ExitCode.OK);
+        })
+        .catch((e: unknown) => {
+          clearInterval(keepAlive);
+          log.error('shutdown failed', { err: e as Error });
+          resolve(ExitCode.RUNTIME);
+        });
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}

@@ -1,0 +1,254 @@
+// Raw event buffers from the addon → typed events. The byte layout is never restated here: the
+// field offsets and enum values come from the addon's layout() (generated from bpf/toa_event.h),
+// and a test checks the checked-in copy in test/fixtures/layout.json against it.
+import { endianness } from 'node:os';
+import { ProbeError } from './errors.js';
+import type { EventLayout } from './native-types.js';
+
+/** One decoded kernel event (struct toa_event). */
+export interface ToaEvent {
+  /** `accept` (first connection of a merge key in the window) or `sweep` (pending suppressed counts). */
+  type: 'accept' | 'sweep';
+  /** CLOCK_BOOTTIME ns when the kernel saw it. */
+  tsBootNs: bigint;
+  /** cgroup v2 id of the accepting task, 0n when unknown. */
+  cgroupId: bigint;
+  /** Time spent in the probe, ns. */
+  probeNs: number;
+  /** tgid of the acceptor, 0 when the mode does not know it (sockops). */
+  pid: number;
+  /** Seconds since the last record of this key; undefined for the first. */
+  sinceLastS: number | undefined;
+  /** Connections of this key merged into this record. */
+  suppressed: number;
+  family: 4 | 6;
+  /** Probe mode name (`fexit`, `kretprobe`, `sockops`, ...). */
+  mode: string;
+  /** `module` | `packet_ack` | `packet_syn`; undefined when no TOA was seen. */
+  toaSource: string | undefined;
+  toaKind: number;
+  toaLen: number;
+  toaTrusted: boolean;
+  flags: number;
+  /** Accepted on an AF_INET6 socket with a v4-mapped address (reported as IPv4). */
+  v4mapped: boolean;
+  localAddr: string;
+  localPort: number;
+  peerAddr: string;
+  peerPort: number;
+  /** TOA client address, undefined when no TOA. */
+  toaAddr: string | undefined;
+  toaPort: number;
+  /** Task comm of the acceptor ('' in sockops mode). */
+  comm: string;
+}
+
+/** Counters of events the decoder refused (never fatal). */
+export interface DecodeStats {
+  /** Events decoded. */
+  decoded: number;
+  /** Batches shorter than count × size (the tail was skipped). */
+  shortBatches: number;
+  /** Events lost in short batches. */
+  shortEvents: number;
+  /** Events with an unknown type. */
+  unknownType: number;
+  /** Events with an unknown family. */
+  unknownFamily: number;
+}
+
+const FIELD_SIZES: Record<string, number> = {
+  ts_boot_ns: 8,
+  cgroup_id: 8,
+  probe_ns: 4,
+  pid: 4,
+  since_last_s: 4,
+  suppressed: 4,
+  type: 1,
+  family: 1,
+  mode: 1,
+  toa_source: 1,
+  toa_kind: 1,
+  toa_len: 1,
+  toa_trusted: 1,
+  flags: 1,
+  local_port: 2,
+  peer_port: 2,
+  toa_port: 2,
+  local_addr: 16,
+  peer_addr: 16,
+  toa_addr: 16,
+  comm: 16,
+};
+
+const REQUIRED_ENUMS = [
+  'TOA_EVENT_ACCEPT',
+  'TOA_EVENT_SWEEP',
+  'TOA_FAMILY_IPV4',
+  'TOA_FAMILY_IPV6',
+  'TOA_SOURCE_NONE',
+  'TOA_FLAG_V4MAPPED',
+  'TOA_FLAG_TOA_V6',
+  'TOA_SINCE_LAST_NONE',
+];
+
+/** Checks that a layout has every field (with the size the decoder reads) and enum it needs. */
+export function validateLayout(layout: EventLayout): string[] {
+  const problems: string[] = [];
+  if (!Number.isInteger(layout?.size) || layout.size <= 0) problems.push(`bad size ${String(layout?.size)}`);
+  for (const [name, size] of Object.entries(FIELD_SIZES)) {
+    const f = layout?.fields?.[name];
+    if (!f) problems.push(`missing field ${name}`);
+    else if (f.size !== size) problems.push(`field ${name} has size ${f.size}, decoder reads ${size}`);
+    else if (f.offset < 0 || f.offset + f.size > layout.size) problems.push(`field ${name} outside the event`);
+  }
+  for (const e of REQUIRED_ENUMS) if (typeof layout?.enums?.[e] !== 'number') problems.push(`missing enum ${e}`);
+  return problems;
+}
+
+/** value → lower-case name for enum entries with `prefix` (TOA_MODE_SOCKOPS → sockops). */
+function reverseEnum(enums: Record<string, number>, prefix: string): Map<number, string> {
+  const m = new Map<number, string>();
+  for (const [k, v] of Object.entries(enums)) if (k.startsWith(prefix)) m.set(v, k.slice(prefix.length).toLowerCase());
+  return m;
+}
+
+/** Dotted-quad of 4 bytes at `o`. */
+export function formatIPv4(b: Buffer, o: number): string {
+  return `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
+}
+
+/** RFC 5952 text of 16 bytes at `o` (longest zero run ≥ 2 groups compressed; v4-mapped as ::ffff:a.b.c.d). */
+export function formatIPv6(b: Buffer, o: number): string {
+  const g: number[] = new Array(8);
+  for (let i = 0; i < 8; i++) g[i] = (b[o + 2 * i]! << 8) | b[o + 2 * i + 1]!;
+  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
+    return `::ffff:${formatIPv4(b, o + 12)}`;
+  }
+  let bestStart = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = (x: number) => x.toString(16);
+  if (bestLen < 2) return g.map(hex).join(':');
+  const head = g.slice(0, bestStart).map(hex).join(':');
+  const tail = g.slice(bestStart + bestLen).map(hex).join(':');
+  return `${head}::${tail}`;
+}
+
+/**
+ * Decodes event buffers using a layout table. Construct once per addon; `decodeBatch` is the hot
+ * path (no allocation besides the event objects and address strings).
+ */
+export class EventDecoder {
+  /** Bytes per event. */
+  readonly size: number;
+  readonly stats: DecodeStats = { decoded: 0, shortBatches: 0, shortEvents: 0, unknownType: 0, unknownFamily: 0 };
+  private readonly o: Record<string, number>;
+  private readonly e: Record<string, number>;
+  private readonly modes: Map<number, string>;
+  private readonly sources: Map<number, string>;
+  private readonly le: boolean;
+
+  /** Throws ProbeError(ELAYOUT) when the layout lacks something the decoder needs. */
+  constructor(layout: EventLayout) {
+    const problems = validateLayout(layout);
+    if (problems.length) throw new ProbeError('ELAYOUT', `event layout from the addon is unusable: ${problems.join('; ')}`);
+    this.size = layout.size;
+    this.o = Object.fromEntries(Object.entries(layout.fields).map(([k, f]) => [k, f.offset]));
+    this.e = layout.enums;
+    this.modes = reverseEnum(layout.enums, 'TOA_MODE_');
+    this.sources = reverseEnum(layout.enums, 'TOA_SOURCE_');
+    // the struct is in host byte order (ports "host order"); addresses are network order bytes
+    this.le = endianness() === 'LE';
+  }
+
+  /** Decodes the event at byte offset `at`; returns undefined (and counts) for unknown type/family. */
+  decode(b: Buffer, at: number): ToaEvent | undefined {
+    const o = this.o;
+    const e = this.e;
+    const le = this.le;
+    const typeCode = b[at + o.type!]!;
+    let type: ToaEvent['type'];
+    if (typeCode === e.TOA_EVENT_ACCEPT) type = 'accept';
+    else if (typeCode === e.TOA_EVENT_SWEEP) type = 'sweep';
+    else {
+      this.stats.unknownType++;
+      return undefined;
+    }
+    const famCode = b[at + o.family!]!;
+    let family: 4 | 6;
+    if (famCode === e.TOA_FAMILY_IPV4) family = 4;
+    else if (famCode === e.TOA_FAMILY_IPV6) family = 6;
+    else {
+      this.stats.unknownFamily++;
+      return undefined;
+    }
+    const u16 = (off: number) => (le ? b.readUInt16LE(at + off) : b.readUInt16BE(at + off));
+    const u32 = (off: number) => (le ? b.readUInt32LE(at + off) : b.readUInt32BE(at + off));
+    const u64 = (off: number) => (le ? b.readBigUInt64LE(at + off) : b.readBigUInt64BE(at + off));
+    const addr = (off: number, fam: 4 | 6) => (fam === 4 ? formatIPv4(b, at + off) : formatIPv6(b, at + off));
+
+    const flags = b[at + o.flags!]!;
+    const srcCode = b[at + o.toa_source!]!;
+    const hasToa = srcCode !== e.TOA_SOURCE_NONE;
+    const since = u32(o.since_last_s!);
+    const commStart = at + o.comm!;
+    let commEnd = commStart;
+    while (commEnd < commStart + 16 && b[commEnd] !== 0) commEnd++;
+    this.stats.decoded++;
+    return {
+      type,
+      tsBootNs: u64(o.ts_boot_ns!),
+      cgroupId: u64(o.cgroup_id!),
+      probeNs: u32(o.probe_ns!),
+      pid: u32(o.pid!),
+      sinceLastS: since === e.TOA_SINCE_LAST_NONE ? undefined : since,
+      suppressed: u32(o.suppressed!),
+      family,
+      mode: this.modes.get(b[at + o.mode!]!) ?? `unknown(${b[at + o.mode!]})`,
+      toaSource: hasToa ? (this.sources.get(srcCode) ?? `unknown(${srcCode})`) : undefined,
+      toaKind: b[at + o.toa_kind!]!,
+      toaLen: b[at + o.toa_len!]!,
+      toaTrusted: b[at + o.toa_trusted!] !== 0,
+      flags,
+      v4mapped: (flags & e.TOA_FLAG_V4MAPPED!) !== 0,
+      localAddr: addr(o.local_addr!, family),
+      localPort: u16(o.local_port!),
+      peerAddr: addr(o.peer_addr!, family),
+      peerPort: u16(o.peer_port!),
+      toaAddr: hasToa ? addr(o.toa_addr!, (flags & e.TOA_FLAG_TOA_V6!) !== 0 ? 6 : 4) : undefined,
+      toaPort: u16(o.toa_port!),
+      comm: b.toString('latin1', commStart, commEnd),
+    };
+  }
+
+  /**
+   * Decodes `count` back-to-back events and calls `onEvent` for each valid one. A buffer shorter
+   * than count × size is counted (shortBatches/shortEvents) and only its whole events are used.
+   */
+  decodeBatch(buf: Buffer, count: number, onEvent: (ev: ToaEvent) => void): void {
+    let n = count;
+    const whole = Math.floor(buf.length / this.size);
+    if (whole < n) {
+      this.stats.shortBatches++;
+      this.stats.shortEvents += n - whole;
+      n = whole;
+    }
+    for (let i = 0; i < n; i++) {
+      const ev = this.decode(buf, i * this.size);
+      if (ev !== undefined) onEvent(ev);
+    }
+  }
+}

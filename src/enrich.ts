@@ -1,0 +1,399 @@
+// Process and container metadata from /proc, resolved once per pid or listener and cached with a
+// TTL and a size bound. The event path only reads the caches: a miss starts an async lookup and
+// the record goes out without the fields; later records of the same pid/listener get them.
+import { readFile, readdir, readlink } from 'node:fs/promises';
+import { basename } from 'node:path';
+import type { ToaEvent } from './decode.js';
+
+/** Metadata added to a record. */
+export interface EnrichInfo {
+  pid?: number;
+  executableName?: string;
+  containerId?: string;
+}
+
+/** Map with per-entry expiry and a size bound (oldest entry evicted first). */
+export class TtlCache<K, V> {
+  private readonly m = new Map<K, { v: V; exp: number }>();
+  constructor(
+    private readonly ttlMs: number,
+    private readonly max: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+  get(k: K): V | undefined {
+    const e = this.m.get(k);
+    if (e === undefined) return undefined;
+    if (e.exp <= this.now()) {
+      this.m.delete(k);
+      return undefined;
+    }
+    return e.v;
+  }
+  set(k: K, v: V, ttlMs = this.ttlMs): void {
+    this.m.delete(k);
+    this.m.set(k, { v, exp: this.now() + ttlMs });
+    while (this.m.size > this.max) {
+      const oldest = this.m.keys().next().value as K;
+      this.m.delete(oldest);
+    }
+  }
+  get size(): number {
+    return this.m.size;
+  }
+}
+
+// Container runtimes put the 64-hex container id into the cgroup path, in these forms:
+//   docker (cgroupfs)            /docker/<id>
+//   docker / k8s (systemd)       /system.slice/docker-<id>.scope
+//   containerd k8s (cgroupfs)    /kubepods/burstable/pod<uid>/<id>
+//   containerd k8s (systemd)     /kubepods.slice/.../cri-containerd-<id>.scope
+//   cri-o                        /kubepods.slice/.../crio-<id>.scope   (crio-conmon-<id> is the monitor)
+//   podman                       /machine.slice/libpod-<id>.scope[/container]  (libpod-conmon-<id> is the monitor)
+//   nerdctl / containerd         /system.slice/nerdctl-<id>.scope, /<namespace>/<id>
+//   ECS                          /ecs/<task>/<id>
+const SEGMENT_ID = /^(?:(?:docker|cri-containerd|crio|libpod|nerdctl|containerd)-)?([0-9a-f]{64})(?:\.scope)?$/;
+
+/** Container id named by a cgroup path, or undefined. The innermost matching segment wins. */
+export function containerIdFromCgroupPath(path: string): string | undefined {
+  const segs = path.split('/');
+  for (let i = segs.length - 1; i >= 0; i--) {
+    const s = segs[i]!;
+    if (s.includes('conmon')) return undefined; // the runtime's monitor process, not the container
+    const m = SEGMENT_ID.exec(s);
+    if (m) return m[1];
+  }
+  return undefined;
+}
+
+/** Container id from the text of /proc/PID/cgroup (v1 `N:ctrl:/path` or v2 `0::/path` lines). */
+export function containerIdFromCgroupFile(text: string): string | undefined {
+  // prefer the v2 line, then any v1 line naming an id
+  const lines = text.split('\n').filter((l) => l !== '');
+  const v2 = lines.find((l) => l.startsWith('0::'));
+  const ordered = v2 ? [v2, ...lines.filter((l) => l !== v2)] : lines;
+  for (const line of ordered) {
+    const path = line.slice(line.indexOf(':', line.indexOf(':') + 1) + 1);
+    const id = containerIdFromCgroupPath(path);
+    if (id) return id;
+  }
+  return undefined;
+}
+
+/** One LISTEN socket from /proc/net/tcp{,6}. */
+export interface ListenSocket {
+  addr: string;
+  port: number;
+  inode: number;
+}
+
+function hexWordsToAddr(hex: string): string {
+  // /proc/net/tcp prints each 32-bit word of the address in host byte order
+  const bytes = Buffer.alloc(hex.length / 2);
+  for (let w = 0; w < hex.length / 8; w++) bytes.writeUInt32LE(parseInt(hex.slice(w * 8, w * 8 + 8), 16) >>> 0, w * 4);
+  if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
+  const g: string[] = [];
+  for (let i = 0; i < 16; i += 2) g.push(bytes.readUInt16BE(i).toString(16));
+  if (g.slice(0, 5).every((x) => x === '0') && g[5] === 'ffff') return `::ffff:${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
+  return normalizeV6(g.join(':'));
+}
+
+function normalizeV6(full: string): string {
+  // compress the longest run of zero groups (RFC 5952), same text as decode.ts produces
+  const g = full.split(':');
+  let bs = -1;
+  let bl = 0;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== '0') {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === '0') j++;
+    if (j - i > bl) {
+      bs = i;
+      bl = j - i;
+    }
+    i = j;
+  }
+  if (bl < 2) return g.join(':');
+  return `${g.slice(0, bs).join(':')}::${g.slice(bs + bl).join(':')}`;
+}
+
+/** Parses /proc/net/tcp or tcp6 text and returns the LISTEN (state 0A) sockets. */
+export function parseProcNetTcp(text: string): ListenSocket[] {
+  const out: ListenSocket[] = [];
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10 || f[3] !== '0A') continue;
+    const [addrHex, portHex] = f[1]!.split(':');
+    if (!addrHex || !portHex) continue;
+    out.push({ addr: hexWordsToAddr(addrHex), port: parseInt(portHex, 16), inode: Number(f[9]) });
+  }
+  return out;
+}
+
+/** Does a listener bound to `l` accept a connection to `addr`? Exact = 2, wildcard = 1, no = 0. */
+export function listenerMatch(l: ListenSocket, addr: string, port: number): number {
+  if (l.port !== port) return 0;
+  if (l.addr === addr || l.addr === `::ffff:${addr}`) return 2;
+  if (l.addr === '::') return 1; // dual-stack wildcard takes IPv4 too (unless IPV6_V6ONLY)
+  if (l.addr === '0.0.0.0' && !addr.includes(':')) return 1;
+  return 0;
+}
+
+/** Options of {@link Enricher}. */
+export interface EnricherOptions {
+  /** Cache entry lifetime, ms. Default 60000. */
+  ttlMs?: number;
+  /** Entries per cache. Default 4096. */
+  maxEntries?: number;
+  /** Root of procfs. Default /proc. */
+  procRoot?: string;
+  /** Minimum ms between two /proc/<pid>/fd scans (listener lookups coalesce). Default 1000. */
+  minScanIntervalMs?: number;
+  /** Called with unexpected lookup errors (debug log). */
+  onError?: (what: string, err: unknown) => void;
+}
+
+/** Lookup counters. */
+export interface EnrichStats {
+  pidHits: number;
+  pidMisses: number;
+  pidErrors: number;
+  listenerHits: number;
+  listenerMisses: number;
+  listenerNotFound: number;
+  fdScans: number;
+}
+
+interface PidInfo {
+  executableName?: string;
+  containerId?: string;
+}
+
+/**
+ * Adds process/container metadata to events without blocking: `lookup()` is synchronous and
+ * cache-only; misses are resolved in the background.
+ */
+export class Enricher {
+  readonly stats: EnrichStats = { pidHits: 0, pidMisses: 0, pidErrors: 0, listenerHits: 0, listenerMisses: 0, listenerNotFound: 0, fdScans: 0 };
+  private readonly pids: TtlCache<number, PidInfo>;
+  private readonly listeners: TtlCache<string, number>;
+  private readonly pendingPids = new Set<number>();
+  private readonly pendingListeners = new Map<string, { addr: string; port: number }>();
+  private scanRunning: Promise<void> | undefined;
+  private scanTimer: NodeJS.Timeout | undefined;
+  private lastScan = 0;
+  private closed = false;
+  private readonly proc: string;
+  private readonly ttlMs: number;
+  private readonly minScanIntervalMs: number;
+  private readonly inflight = new Set<Promise<void>>();
+
+  constructor(private readonly opts: EnricherOptions = {}) {
+    this.ttlMs = opts.ttlMs ?? 60_000;
+    const max = opts.maxEntries ?? 4096;
+    this.pids = new TtlCache(this.ttlMs, max);
+    this.listeners = new TtlCache(this.ttlMs, max);
+    this.proc = opts.procRoot ?? '/proc';
+    this.minScanIntervalMs = opts.minScanIntervalMs ?? 1000;
+  }
+
+  /** Cached metadata for an event (never waits). Starts background lookups on misses. */
+  lookup(ev: Pick<ToaEvent, 'pid' | 'localAddr' | 'localPort'>): EnrichInfo {
+    let pid = ev.pid;
+    if (pid === 0) {
+      const key = `${ev.localAddr}|${ev.localPort}`;
+      const owner = this.listeners.get(key);
+      if (owner === undefined) {
+        this.stats.listenerMisses++;
+        this.requestListener(key, ev.localAddr, ev.localPort);
+        return {};
+      }
+      this.stats.listenerHits++;
+      if (owner === 0) return {}; // looked up, not found (another netns, gone); retried after the negative TTL
+      pid = owner;
+    }
+    const info = this.pids.get(pid);
+    if (info === undefined) {
+      this.stats.pidMisses++;
+      this.requestPid(pid);
+      return { pid };
+    }
+    this.stats.pidHits++;
+    const out: EnrichInfo = { pid };
+    if (info.executableName !== undefined) out.executableName = info.executableName;
+    if (info.containerId !== undefined) out.containerId = info.containerId;
+    return out;
+  }
+
+  /** Resolves when every lookup started so far has finished (tests, shutdown). */
+  async idle(): Promise<void> {
+    while (this.inflight.size > 0 || this.scanRunning || this.scanTimer) {
+      if (this.scanTimer && !this.scanRunning && this.inflight.size === 0) {
+        clearTimeout(this.scanTimer);
+        this.scanTimer = undefined;
+        this.startScan();
+      }
+      await Promise.allSettled([...this.inflight, this.scanRunning]);
+    }
+  }
+
+  /** Stops scheduling lookups. */
+  close(): void {
+    this.closed = true;
+    if (this.scanTimer) clearTimeout(this.scanTimer);
+    this.scanTimer = undefined;
+  }
+
+  private track(p: Promise<void>): void {
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p));
+  }
+
+  private requestPid(pid: number): void {
+    if (this.closed || this.pendingPids.has(pid)) return;
+    this.pendingPids.add(pid);
+    this.track(
+      this.resolvePid(pid)
+        .then((info) => this.pids.set(pid, info))
+        .catch((err) => {
+          this.stats.pidErrors++;
+          this.opts.onError?.(`pid ${pid}`, err);
+          this.pids.set(pid, {}, Math.min(this.ttlMs, 5000));
+        })
+        .finally(() => this.pendingPids.delete(pid)),
+    );
+  }
+
+  /** exe basename (fallback /proc/PID/comm) and container id of a pid. */
+  async resolvePid(pid: number): Promise<PidInfo> {
+    const base = `${this.proc}/${pid}`;
+    const info: PidInfo = {};
+    try {
+      info.executableName = basename((await readlink(`${base}/exe`)).replace(/ \(deleted\)$/, ''));
+    } catch {
+      // kernel threads and processes we may not ptrace have no readable exe
+      try {
+        info.executableName = (await readFile(`${base}/comm`, 'utf8')).trim();
+      } catch {
+        /* process gone */
+      }
+    }
+    try {
+      const id = containerIdFromCgroupFile(await readFile(`${base}/cgroup`, 'utf8'));
+      if (id) info.containerId = id;
+    } catch {
+      /* process gone */
+    }
+    if (info.executableName === undefined && info.containerId === undefined) throw new Error(`process ${pid} not found`);
+    return info;
+  }
+
+  private requestListener(key: string, addr: string, port: number): void {
+    if (this.closed || this.pendingListeners.has(key)) return;
+    this.pendingListeners.set(key, { addr, port });
+    if (this.scanRunning || this.scanTimer) return; // the running/scheduled scan picks it up
+    const wait = Math.max(0, this.lastScan + this.minScanIntervalMs - Date.now());
+    if (wait === 0) this.startScan();
+    else {
+      this.scanTimer = setTimeout(() => {
+        this.scanTimer = undefined;
+        this.startScan();
+      }, wait);
+      this.scanTimer.unref();
+    }
+  }
+
+  private startScan(): void {
+    if (this.closed) return;
+    const batch = new Map(this.pendingListeners);
+    this.lastScan = Date.now();
+    this.scanRunning = this.resolveListeners(batch)
+      .then(() => undefined)
+      .catch((err) => this.opts.onError?.('listener scan', err))
+      .finally(() => {
+        for (const k of batch.keys()) this.pendingListeners.delete(k);
+        this.scanRunning = undefined;
+        if (this.pendingListeners.size > 0) {
+          const next = [...this.pendingListeners.entries()];
+          this.pendingListeners.clear();
+          for (const [k, v] of next) this.requestListener(k, v.addr, v.port);
+        }
+      });
+  }
+
+  /**
+   * Finds the owner pid of the listening socket for each (addr, port): LISTEN inodes from
+   * /proc/net/tcp{,6}, then one pass over /proc/<pid>/fd links `socket:[inode]`.
+   */
+  async resolveListeners(wanted: Map<string, { addr: string; port: number }>): Promise<Map<string, number>> {
+    const result = new Map<string, number>();
+    const socks: ListenSocket[] = [];
+    for (const f of ['tcp', 'tcp6']) {
+      try {
+        socks.push(...parseProcNetTcp(await readFile(`${this.proc}/net/${f}`, 'utf8')));
+      } catch {
+        /* no IPv6 */
+      }
+    }
+    const inodeToKeys = new Map<number, string[]>();
+    for (const [key, { addr, port }] of wanted) {
+      let best: ListenSocket | undefined;
+      let bestScore = 0;
+      for (const s of socks) {
+        const sc = listenerMatch(s, addr, port);
+        if (sc > bestScore) {
+          best = s;
+          bestScore = sc;
+        }
+      }
+      if (best && best.inode !== 0) inodeToKeys.set(best.inode, [...(inodeToKeys.get(best.inode) ?? []), key]);
+    }
+    if (inodeToKeys.size > 0) {
+      this.stats.fdScans++;
+      const pids = (await readdir(this.proc)).filter((d) => /^\d+$/.test(d));
+      const remaining = new Set(inodeToKeys.keys());
+      const CHUNK = 32;
+      for (let i = 0; i < pids.length && remaining.size > 0; i += CHUNK) {
+        await Promise.all(
+          pids.slice(i, i + CHUNK).map(async (p) => {
+            let fds: string[];
+            try {
+              fds = await readdir(`${this.proc}/${p}/fd`);
+            } catch {
+              return;
+            }
+            for (const fd of fds) {
+              if (remaining.size === 0) return;
+              let link: string;
+              try {
+                link = await readlink(`${this.proc}/${p}/fd/${fd}`);
+              } catch {
+                continue;
+              }
+              if (!link.startsWith('socket:[')) continue;
+              const inode = Number(link.slice(8, -1));
+              if (!remaining.has(inode)) continue;
+              remaining.delete(inode);
+              for (const key of inodeToKeys.get(inode)!) result.set(key, Number(p));
+            }
+          }),
+        );
+      }
+    }
+    for (const key of wanted.keys()) {
+      const owner = result.get(key);
+      if (owner === undefined) {
+        this.stats.listenerNotFound++;
+        // negative entry, retried sooner than a positive one
+        this.listeners.set(key, 0, Math.min(this.ttlMs, 10_000));
+      } else {
+        this.listeners.set(key, owner);
+        // prefetch the owner's metadata so the next record of this listener has all fields
+        if (this.pids.get(owner) === undefined) this.requestPid(owner);
+      }
+    }
+    return result;
+  }
+}

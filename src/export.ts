@@ -1,0 +1,232 @@
+// Exporters and the log provider: OTLP/HTTP (protobuf default, JSON selectable), stdout JSON
+// lines, or none; wrapped to count what was delivered and what failed, so nothing is lost silently.
+import type { MeterProvider } from '@opentelemetry/api';
+import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
+import { OTLPLogExporter as OTLPLogExporterJson } from '@opentelemetry/exporter-logs-otlp-http';
+import { OTLPLogExporter as OTLPLogExporterProto } from '@opentelemetry/exporter-logs-otlp-proto';
+import { OTLPMetricExporter as OTLPMetricExporterJson } from '@opentelemetry/exporter-metrics-otlp-http';
+import { OTLPMetricExporter as OTLPMetricExporterProto } from '@opentelemetry/exporter-metrics-otlp-proto';
+import type { Resource } from '@opentelemetry/resources';
+import {
+  BatchLogRecordProcessor,
+  LoggerProvider,
+  type LogRecordExporter,
+  type LogRecordProcessor,
+  type ReadableLogRecord,
+} from '@opentelemetry/sdk-logs';
+import type { PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import { parseHeaderList, type ToaConfig } from './config.js';
+
+export type OtlpProtocol = 'http/protobuf' | 'http/json';
+
+/** What `exporter` resolved to and why. */
+export interface ExporterChoice {
+  kind: 'otlp' | 'stdout' | 'none';
+  /** Why this kind (for the start-up log). */
+  reason: string;
+  logsProtocol: OtlpProtocol;
+  metricsProtocol: OtlpProtocol;
+  /** URL we pass to the logs exporter; undefined = the exporter reads OTEL_EXPORTER_OTLP_(LOGS_)ENDPOINT. */
+  logsUrl: string | undefined;
+  metricsUrl: string | undefined;
+  /** Where logs will actually go (for the start-up log). */
+  effectiveLogsUrl: string;
+}
+
+const nonEmpty = (v: string | undefined): v is string => v !== undefined && v.trim() !== '';
+
+function protocolFor(signal: 'LOGS' | 'METRICS', config: ToaConfig, env: NodeJS.ProcessEnv): OtlpProtocol {
+  if (config.otlp.protocol !== '') return config.otlp.protocol;
+  const v = env[`OTEL_EXPORTER_OTLP_${signal}_PROTOCOL`]?.trim() || env.OTEL_EXPORTER_OTLP_PROTOCOL?.trim();
+  return v === 'http/json' ? 'http/json' : 'http/protobuf';
+}
+
+function joinPath(base: string, path: string): string {
+  return base.endsWith('/') ? base + path : `${base}/${path}`;
+}
+
+/**
+ * Resolves `exporter: auto|otlp|stdout|none`. `auto` = otlp when an endpoint is configured
+ * (otlp.endpoint, OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_LOGS_ENDPOINT), else stdout.
+ */
+export function resolveExporter(config: ToaConfig, env: NodeJS.ProcessEnv = process.env): ExporterChoice {
+  const logsProtocol = protocolFor('LOGS', config, env);
+  const metricsProtocol = protocolFor('METRICS', config, env);
+  const logsUrl = config.otlp.endpoint !== '' ? joinPath(config.otlp.endpoint, 'v1/logs') : undefined;
+  const metricsUrl = config.otlp.endpoint !== '' ? joinPath(config.otlp.endpoint, 'v1/metrics') : undefined;
+  const effectiveLogsUrl =
+    logsUrl ??
+    (nonEmpty(env.OTEL_EXPORTER_OTLP_LOGS_ENDPOINT)
+      ? env.OTEL_EXPORTER_OTLP_LOGS_ENDPOINT.trim()
+      : nonEmpty(env.OTEL_EXPORTER_OTLP_ENDPOINT)
+        ? joinPath(env.OTEL_EXPORTER_OTLP_ENDPOINT.trim(), 'v1/logs')
+        : 'http://localhost:4318/v1/logs');
+  const common = { logsProtocol, metricsProtocol, logsUrl, metricsUrl, effectiveLogsUrl };
+  if (config.exporter !== 'auto') return { kind: config.exporter, reason: `exporter=${config.exporter}`, ...common };
+  if (config.otlp.endpoint !== '') return { kind: 'otlp', reason: 'otlp.endpoint is set', ...common };
+  for (const name of ['OTEL_EXPORTER_OTLP_LOGS_ENDPOINT', 'OTEL_EXPORTER_OTLP_ENDPOINT']) {
+    if (nonEmpty(env[name])) return { kind: 'otlp', reason: `${name} is set`, ...common };
+  }
+  return { kind: 'stdout', reason: 'no OTLP endpoint configured (set otlp.endpoint or OTEL_EXPORTER_OTLP_ENDPOINT)', ...common };
+}
+
+/** Options shared by our OTLP exporters; unset values fall back to the OTEL_EXPORTER_OTLP_* variables. */
+function otlpOptions(config: ToaConfig, url: string | undefined, selfObs: MeterProvider | undefined) {
+  const o: {
+    url?: string;
+    headers?: Record<string, string>;
+    compression?: 'gzip' | 'none';
+    timeoutMillis?: number;
+    selfObsMeterProvider?: MeterProvider;
+  } = {};
+  if (url !== undefined) o.url = url;
+  const headers = parseHeaderList(config.otlp.headers);
+  if (Object.keys(headers).length > 0) o.headers = headers;
+  // the exporters accept the CompressionAlgorithm enum, whose values are these strings
+  if (config.otlp.compression !== '') o.compression = config.otlp.compression;
+  if (config.otlp.timeoutMs > 0) o.timeoutMillis = config.otlp.timeoutMs;
+  if (selfObs) o.selfObsMeterProvider = selfObs;
+  return o;
+}
+
+/** Creates the OTLP log exporter for a choice (protobuf or JSON). */
+export function createOtlpLogExporter(choice: ExporterChoice, config: ToaConfig, selfObs?: MeterProvider): LogRecordExporter {
+  const o = otlpOptions(config, choice.logsUrl, selfObs) as ConstructorParameters<typeof OTLPLogExporterProto>[0];
+  return choice.logsProtocol === 'http/json' ? new OTLPLogExporterJson(o) : new OTLPLogExporterProto(o);
+}
+
+/** Creates the OTLP metric exporter for self-telemetry. */
+export function createOtlpMetricExporter(choice: ExporterChoice, config: ToaConfig): PushMetricExporter {
+  const o = otlpOptions(config, choice.metricsUrl, undefined) as ConstructorParameters<typeof OTLPMetricExporterProto>[0];
+  return choice.metricsProtocol === 'http/json' ? new OTLPMetricExporterJson(o) : new OTLPMetricExporterProto(o);
+}
+
+function isoWithNanos(t: [number, number]): string {
+  const iso = new Date(t[0] * 1000).toISOString(); // ...T12:34:56.000Z
+  return `${iso.slice(0, -4)}${String(t[1]).padStart(9, '0')}Z`;
+}
+
+/**
+ * Writes one JSON object per record:
+ * `{"timestamp","eventName","severityNumber","attributes":{...},"resource":{...}}`.
+ */
+export class StdoutLogRecordExporter implements LogRecordExporter {
+  private resourceCache = new WeakMap<object, string>();
+  private stopped = false;
+  /** @param write where lines go (default process.stdout.write). */
+  constructor(private readonly write: (chunk: string) => void = (c) => void process.stdout.write(c)) {}
+
+  export(records: ReadableLogRecord[], done: (r: ExportResult) => void): void {
+    if (this.stopped) return done({ code: ExportResultCode.FAILED, error: new Error('exporter is shut down') });
+    try {
+      let out = '';
+      for (const r of records) {
+        let res = this.resourceCache.get(r.resource);
+        if (res === undefined) {
+          res = JSON.stringify(r.resource.attributes);
+          this.resourceCache.set(r.resource, res);
+        }
+        out += `{"timestamp":${JSON.stringify(isoWithNanos(r.hrTime))},"eventName":${JSON.stringify(r.eventName ?? '')},"severityNumber":${r.severityNumber ?? 0},"attributes":${JSON.stringify(r.attributes)},"resource":${res}}\n`;
+      }
+      this.write(out);
+      done({ code: ExportResultCode.SUCCESS });
+    } catch (e) {
+      done({ code: ExportResultCode.FAILED, error: e as Error });
+    }
+  }
+  async shutdown(): Promise<void> {
+    this.stopped = true;
+  }
+  async forceFlush(): Promise<void> {}
+}
+
+/** Accepts and discards records (exporter=none; benchmarks of everything but the network). */
+export class NoneLogRecordExporter implements LogRecordExporter {
+  export(_records: ReadableLogRecord[], done: (r: ExportResult) => void): void {
+    done({ code: ExportResultCode.SUCCESS });
+  }
+  async shutdown(): Promise<void> {}
+  async forceFlush(): Promise<void> {}
+}
+
+/** Delivery counters kept by {@link CountingLogRecordExporter}. */
+export interface ExportCounters {
+  /** Records the exporter delivered. */
+  exported: number;
+  /** Records whose export failed (after the exporter's own retries). */
+  failed: number;
+  /** Export calls that failed. */
+  failedRequests: number;
+  /** Failed records by error name. */
+  failedByType: Record<string, number>;
+  /** Message of the last failure. */
+  lastError: string | undefined;
+}
+
+/** Wraps an exporter and counts delivered and failed records. */
+export class CountingLogRecordExporter implements LogRecordExporter {
+  readonly counters: ExportCounters = { exported: 0, failed: 0, failedRequests: 0, failedByType: {}, lastError: undefined };
+  constructor(
+    readonly inner: LogRecordExporter,
+    private readonly onFailure?: (err: Error | undefined, records: number) => void,
+  ) {}
+  export(records: ReadableLogRecord[], done: (r: ExportResult) => void): void {
+    const n = records.length;
+    let settled = false;
+    this.inner.export(records, (r) => {
+      if (settled) return; // exporters must call back once; be safe about double counting
+      settled = true;
+      if (r.code === ExportResultCode.SUCCESS) this.counters.exported += n;
+      else {
+        this.counters.failed += n;
+        this.counters.failedRequests++;
+        const type = r.error?.name ?? 'export_failed';
+        this.counters.failedByType[type] = (this.counters.failedByType[type] ?? 0) + n;
+        this.counters.lastError = r.error?.message ?? 'export failed';
+        this.onFailure?.(r.error, n);
+      }
+      done(r);
+    });
+  }
+  shutdown(): Promise<void> {
+    return this.inner.shutdown();
+  }
+  forceFlush(): Promise<void> {
+    return this.inner.forceFlush?.() ?? Promise.resolve();
+  }
+}
+
+/** Inputs of {@link createLogPipeline}. */
+export interface LogPipelineOptions {
+  config: ToaConfig;
+  resource: Resource;
+  /** The exporter to wrap (otlp, stdout, none, or a test exporter). */
+  exporter: LogRecordExporter;
+  /** Receives the SDK's self-observability metrics (queue drops, processed, queue size). */
+  selfObs?: MeterProvider;
+  onExportFailure?: (err: Error | undefined, records: number) => void;
+  /** Use this processor instead of a BatchLogRecordProcessor (tests: SimpleLogRecordProcessor). */
+  processor?: (exporter: LogRecordExporter) => LogRecordProcessor;
+}
+
+/** LoggerProvider + BatchLogRecordProcessor (explicit queue/batch/timeouts from config) + counting exporter. */
+export function createLogPipeline(o: LogPipelineOptions): { provider: LoggerProvider; counting: CountingLogRecordExporter } {
+  const counting = new CountingLogRecordExporter(o.exporter, o.onExportFailure);
+  const processor =
+    o.processor?.(counting) ??
+    new BatchLogRecordProcessor({
+      exporter: counting,
+      // the SDK ignores OTEL_BLRP_*; its default queue (2048) drops at tens of thousands of records/s
+      maxQueueSize: o.config.export.maxQueueSize,
+      maxExportBatchSize: o.config.export.maxExportBatchSize,
+      scheduledDelayMillis: o.config.export.scheduledDelayMillis,
+      exportTimeoutMillis: o.config.export.exportTimeoutMillis,
+      ...(o.selfObs ? { selfObsMeterProvider: o.selfObs } : {}),
+    });
+  const provider = new LoggerProvider({
+    resource: o.resource,
+    processors: [processor],
+    ...(o.selfObs ? { meterProvider: o.selfObs } : {}),
+  });
+  return { provider, counting };
+}

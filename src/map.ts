@@ -1,0 +1,58 @@
+// Decoded event + enrichment → OpenTelemetry log record, exactly as ARCHITECTURE.md
+// "Event → log record" says (names in semconv.ts).
+import { SeverityNumber, type Attributes, type LogRecord } from '@opentelemetry/api';
+import type { BootClock } from './clock.js';
+import type { ToaEvent } from './decode.js';
+import type { EnrichInfo } from './enrich.js';
+import * as sc from './semconv.js';
+
+/** Mapping options. */
+export interface MapOptions {
+  /** Configured merge window in seconds (`lvs.merge.window_s`). */
+  mergeWindowSec: number;
+}
+
+/** Attributes of one record. */
+export function eventAttributes(ev: ToaEvent, info: EnrichInfo, opts: MapOptions): Attributes {
+  const toaUsable = ev.toaAddr !== undefined && ev.toaTrusted;
+  const a: Attributes = {
+    [sc.ATTR_NET_PEER_IP]: ev.peerAddr,
+    [sc.ATTR_NETWORK_PEER_ADDRESS]: ev.peerAddr,
+    [sc.ATTR_NETWORK_PEER_PORT]: ev.peerPort,
+    [sc.ATTR_NETWORK_LOCAL_ADDRESS]: ev.localAddr,
+    [sc.ATTR_NETWORK_LOCAL_PORT]: ev.localPort,
+    [sc.ATTR_NETWORK_TRANSPORT]: sc.NETWORK_TRANSPORT_VALUE_TCP,
+    [sc.ATTR_NETWORK_TYPE]: ev.family === 4 ? sc.NETWORK_TYPE_VALUE_IPV4 : sc.NETWORK_TYPE_VALUE_IPV6,
+    // the real client: a trusted TOA, else the socket peer (an untrusted TOA may be forged)
+    [sc.ATTR_CLIENT_ADDRESS]: toaUsable ? ev.toaAddr : ev.peerAddr,
+    [sc.ATTR_CLIENT_PORT]: toaUsable ? ev.toaPort : ev.peerPort,
+  };
+  if (ev.toaAddr !== undefined) {
+    a[sc.ATTR_LVS_TOA_CLIENT_IP] = ev.toaAddr;
+    a[sc.ATTR_LVS_TOA_CLIENT_PORT] = ev.toaPort;
+    a[sc.ATTR_LVS_TOA_SOURCE] = ev.toaSource;
+    a[sc.ATTR_LVS_TOA_KIND] = ev.toaKind;
+    a[sc.ATTR_LVS_TOA_TRUSTED] = ev.toaTrusted;
+  }
+  a[sc.ATTR_LVS_MERGE_WINDOW_S] = opts.mergeWindowSec;
+  if (ev.sinceLastS !== undefined) a[sc.ATTR_LVS_MERGE_SINCE_LAST_S] = ev.sinceLastS;
+  a[sc.ATTR_LVS_MERGE_SUPPRESSED_COUNT] = ev.suppressed;
+  const pid = ev.pid !== 0 ? ev.pid : info.pid;
+  if (pid !== undefined && pid !== 0) a[sc.ATTR_PROCESS_PID] = pid;
+  if (info.executableName !== undefined) a[sc.ATTR_PROCESS_EXECUTABLE_NAME] = info.executableName;
+  if (info.containerId !== undefined) a[sc.ATTR_CONTAINER_ID] = info.containerId;
+  a[sc.ATTR_LVS_PROBE_MODE] = ev.mode;
+  a[sc.ATTR_LVS_PROBE_DURATION_NS] = ev.probeNs;
+  return a;
+}
+
+/** The log record of one event: EventName lvs.tcp.accept, INFO, timestamp = kernel time. */
+export function toLogRecord(ev: ToaEvent, info: EnrichInfo, clock: BootClock, opts: MapOptions): LogRecord {
+  return {
+    eventName: sc.EVENT_NAME_TCP_ACCEPT,
+    timestamp: clock.toHrTime(ev.tsBootNs),
+    severityNumber: SeverityNumber.INFO,
+    severityText: 'INFO',
+    attributes: eventAttributes(ev, info, opts),
+  };
+}

@@ -1,0 +1,352 @@
+// Wires probe → decode → enrich → map → logger, and the lifecycle around it: the constructor does
+// nothing; start() builds the export side first, then starts the probe; stop() detaches the probe
+// (the addon sweeps and drains into onBatch), then flushes and shuts the providers down within
+// shutdown.timeoutMs.
+import type { Logger as OtelLogger } from '@opentelemetry/api';
+import type { LoggerProvider, LogRecordExporter, LogRecordProcessor } from '@opentelemetry/sdk-logs';
+import type { PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import { BootClock } from './clock.js';
+import { nativeOptions, type ToaConfig } from './config.js';
+import { EventDecoder, type ToaEvent } from './decode.js';
+import { Enricher } from './enrich.js';
+import { ProbeError } from './errors.js';
+import {
+  createLogPipeline,
+  createOtlpLogExporter,
+  createOtlpMetricExporter,
+  NoneLogRecordExporter,
+  resolveExporter,
+  StdoutLogRecordExporter,
+  type CountingLogRecordExporter,
+  type ExporterChoice,
+} from './export.js';
+import { createLogger, type Logger } from './log.js';
+import { toLogRecord } from './map.js';
+import { loadAddon, type LoadedAddon } from './native.js';
+import type { NativeProbe, NativeStats } from './native-types.js';
+import { buildResource, packageVersion } from './resource.js';
+import { counterName, SelfTelemetry } from './telemetry.js';
+
+/** What the pipeline can be given instead of the defaults (tests, benchmarks, embedding). */
+export interface PipelineDeps {
+  /** The native addon (default: build/Release/toa_otel.node). */
+  addon?: LoadedAddon;
+  /** Log exporter to use instead of the one `exporter` selects. */
+  logExporter?: LogRecordExporter;
+  /** Processor factory instead of the BatchLogRecordProcessor (tests). */
+  processor?: (exporter: LogRecordExporter) => LogRecordProcessor;
+  /** Metric exporter for self-telemetry instead of the OTLP one. */
+  metricExporter?: PushMetricExporter;
+  /** Structured logger (default: JSON on stderr at config log.level). */
+  log?: Logger;
+  /** Environment for OTEL_* resolution (default process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** Clock conversion (default: addon clockOffsetNs() or /proc/uptime edge method). */
+  clock?: BootClock;
+  /** Where the stdout exporter writes. */
+  stdoutWrite?: (chunk: string) => void;
+  /** True when service.name is the default (not set by config or OTEL_SERVICE_NAME). */
+  serviceNameIsDefault?: boolean;
+}
+
+/** Outcome of {@link Pipeline.stop}. */
+export interface StopResult {
+  /** The deadline passed before probe stop + flush + shutdown completed. */
+  timedOut: boolean;
+  /** Records lost during shutdown (failed or dropped while flushing, or still queued at the deadline). */
+  lostAtShutdown: number;
+  totals: PipelineTotals;
+}
+
+/** Cumulative counters of the run. */
+export interface PipelineTotals {
+  /** Records handed to the SDK. */
+  emitted: number;
+  exported: number;
+  exportFailed: number;
+  queueFull: number;
+  decodeErrors: number;
+  pipelineErrors: number;
+  /** Σ (1 + suppressed) over emitted records: connections represented. */
+  connections: number;
+  kernelLost: number;
+  droppedBatches: number;
+  droppedEvents: number;
+}
+
+const sleep = (ms: number) => new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms).unref());
+
+/** The running sidecar. Construct, then start(); stop() on SIGINT/SIGTERM. */
+export class Pipeline {
+  private addon: LoadedAddon | undefined;
+  private probe: NativeProbe | undefined;
+  private decoder: EventDecoder | undefined;
+  private enricher: Enricher | undefined;
+  private clock: BootClock | undefined;
+  private provider: LoggerProvider | undefined;
+  private counting: CountingLogRecordExporter | undefined;
+  private telemetry: SelfTelemetry | undefined;
+  private otelLogger: OtelLogger | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private emitted = 0;
+  private connections = 0;
+  private pipelineErrors = 0;
+  private lastStatus = { at: Date.now(), emitted: 0 };
+  private readonly log: Logger;
+  /** What `exporter` resolved to (after start). */
+  choice: ExporterChoice | undefined;
+  private stopped = false;
+
+  /** Does nothing; call {@link start}. */
+  constructor(
+    readonly config: ToaConfig,
+    private readonly deps: PipelineDeps = {},
+  ) {
+    this.log = deps.log ?? createLogger(config.log.level);
+  }
+
+  /**
+   * Loads the addon, builds the export side, starts the probe. Throws ProbeError (exit code 3) when
+   * the probe cannot start; everything started so far is shut down again.
+   */
+  async start(): Promise<void> {
+    const c = this.config;
+    const env = this.deps.env ?? process.env;
+    this.addon = this.deps.addon ?? loadAddon();
+    this.decoder = new EventDecoder(this.addon.layout());
+    this.clock = this.deps.clock ?? BootClock.create(this.addon);
+    const resource = buildResource(c.service.name, this.deps.serviceNameIsDefault ?? c.service.name === 'toa-otel');
+    this.choice = resolveExporter(c, env);
+    if (c.enrich.enabled) {
+      this.enricher = new Enricher({
+        ttlMs: c.enrich.cacheTtlSec * 1000,
+        maxEntries: c.enrich.cacheMaxEntries,
+        onError: (what, err) => this.log.debug('enrichment lookup failed', { what, err: err as Error }),
+      });
+    }
+    const metricExporter =
+      this.deps.metricExporter ?? (this.choice.kind === 'otlp' && c.telemetry.metrics ? createOtlpMetricExporter(this.choice, c) : undefined);
+    this.telemetry = new SelfTelemetry({
+      resource,
+      exporter: metricExporter,
+      exportIntervalMs: c.telemetry.intervalSec * 1000,
+      sources: {
+        probeStats: () => this.safeStats(),
+        decodeStats: () => this.decoder!.stats,
+        enrichStats: () => this.enricher?.stats,
+        exportCounters: () => this.counting!.counters,
+        emitted: () => this.emitted,
+        pipelineErrors: () => this.pipelineErrors,
+      },
+    });
+    const exporter = this.deps.logExporter ?? this.makeExporter(this.choice);
+    const { provider, counting } = createLogPipeline({
+      config: c,
+      resource,
+      exporter,
+      selfObs: this.telemetry.meterProvider,
+      processor: this.deps.processor,
+      onExportFailure: (err, n) => this.log.warn('export failed', { records: n, error: err?.message ?? 'unknown', exporter: this.choice?.kind }),
+    });
+    this.provider = provider;
+    this.counting = counting;
+    this.otelLogger = provider.getLogger('toa-otel', packageVersion());
+    this.log.info('exporter selected', {
+      exporter: this.choice.kind,
+      reason: this.choice.reason,
+      ...(this.choice.kind === 'otlp' ? { protocol: this.choice.logsProtocol, endpoint: this.choice.effectiveLogsUrl } : {}),
+      clock: this.clock.method,
+      clockErrorNs: Number(this.clock.errorNs),
+    });
+
+    try {
+      const Probe = this.addon.Probe;
+      this.probe = new Probe(nativeOptions(c));
+      this.probe.start((buf, count) => this.onBatch(buf, count));
+    } catch (e) {
+      this.probe = undefined;
+      await this.shutdownProviders(Math.min(c.shutdown.timeoutMs, 2000));
+      throw ProbeError.fromNative(e, `start the probe (mode ${c.probe.mode})`);
+    }
+    const st = this.safeStats();
+    this.log.info('probe started', {
+      mode: st?.mode,
+      buffer: st?.bufferKind,
+      refused: st?.refused.map((r) => `${r.mode}: ${r.code} ${r.message}`),
+      sweepSupported: st?.sweepSupported,
+    });
+    if (c.merge.sweepIntervalSec > 0) this.every(c.merge.sweepIntervalSec * 1000, () => this.sweep());
+    const tickMs = (c.status.intervalSec > 0 ? c.status.intervalSec : c.telemetry.intervalSec) * 1000;
+    this.every(tickMs, () => void this.tick(c.status.intervalSec > 0));
+  }
+
+  private every(ms: number, fn: () => void): void {
+    const t = setInterval(fn, ms);
+    t.unref();
+    this.timers.push(t);
+  }
+
+  private makeExporter(choice: ExporterChoice): LogRecordExporter {
+    switch (choice.kind) {
+      case 'otlp':
+        return createOtlpLogExporter(choice, this.config, this.telemetry!.meterProvider);
+      case 'stdout':
+        return new StdoutLogRecordExporter(this.deps.stdoutWrite);
+      case 'none':
+        return new NoneLogRecordExporter();
+    }
+  }
+
+  /** probe.stats(), forwarding the core's log lines (stats() hands each line out once). */
+  private safeStats(): NativeStats | undefined {
+    let st: NativeStats | undefined;
+    try {
+      st = this.probe?.stats();
+    } catch {
+      return undefined;
+    }
+    for (const l of st?.logs ?? []) {
+      const lvl = l.level === 'error' || l.level === 'warn' || l.level === 'info' ? l.level : 'debug';
+      this.log[lvl](`probe: ${l.message}`);
+    }
+    return st;
+  }
+
+  private sweep(): void {
+    try {
+      this.probe?.sweep();
+    } catch (e) {
+      this.log.warn('merge sweep failed', { err: e as Error });
+    }
+  }
+
+  /**
+   * The batch callback handed to the addon: `count` events of layout.size bytes. Never throws
+   * (an exception here would reach the native thread-safe function); errors are counted.
+   */
+  onBatch(buf: Buffer, count: number): void {
+    try {
+      this.decoder!.decodeBatch(buf, count, (ev) => this.emit(ev));
+    } catch (e) {
+      this.pipelineErrors++;
+      if (this.pipelineErrors <= 10) this.log.error('event batch failed', { err: e as Error, count });
+    }
+  }
+
+  private emit(ev: ToaEvent): void {
+    const info = this.enricher ? this.enricher.lookup(ev) : {};
+    this.otelLogger!.emit(toLogRecord(ev, info, this.clock!, { mergeWindowSec: this.config.merge.windowSec }));
+    this.emitted++;
+    this.connections += 1 + ev.suppressed;
+  }
+
+  /** Current totals (synchronous; queue drops as of the last refresh). */
+  totals(): PipelineTotals {
+    const st = this.safeStats();
+    const c = this.counting?.counters;
+    const d = this.decoder?.stats;
+    const k = (name: string) => {
+      if (!st) return 0;
+      for (const [key, v] of Object.entries(st.counters)) if (counterName(key) === name) return v;
+      return 0;
+    };
+    return {
+      emitted: this.emitted,
+      exported: c?.exported ?? 0,
+      exportFailed: c?.failed ?? 0,
+      queueFull: this.telemetry?.lastSnapshot.queueFull ?? 0,
+      decodeErrors: d ? d.shortEvents + d.unknownType + d.unknownFamily : 0,
+      pipelineErrors: this.pipelineErrors,
+      connections: this.connections,
+      kernelLost: k('lost'),
+      droppedBatches: st?.droppedBatches ?? 0,
+      droppedEvents: st?.droppedEvents ?? 0,
+    };
+  }
+
+  /** Refreshes SDK numbers and (optionally) writes the one-line status. */
+  async tick(print: boolean): Promise<void> {
+    try {
+      const snap = await this.telemetry!.refresh();
+      if (!print) return;
+      const t = this.totals();
+      const now = Date.now();
+      const rate = ((t.emitted - this.lastStatus.emitted) * 1000) / Math.max(1, now - this.lastStatus.at);
+      this.lastStatus = { at: now, emitted: t.emitted };
+      this.log.info('status', {
+        mode: this.safeStats()?.mode,
+        recordsPerSec: Math.round(rate * 10) / 10,
+        emitted: t.emitted,
+        exported: t.exported,
+        exportFailed: t.exportFailed,
+        queueFull: snap.queueFull,
+        queued: snap.queued,
+        connections: t.connections,
+        kernelLost: t.kernelLost,
+        droppedEvents: t.droppedEvents,
+        decodeErrors: t.decodeErrors + t.pipelineErrors,
+      });
+    } catch (e) {
+      this.log.debug('status collection failed', { err: e as Error });
+    }
+  }
+
+  /**
+   * Detaches the probe (the addon runs a final sweep and drains into onBatch), then flushes and
+   * shuts down the providers, all within shutdown.timeoutMs.
+   */
+  async stop(): Promise<StopResult> {
+    if (this.stopped) throw new Error('stop() called twice');
+    this.stopped = true;
+    const deadline = Date.now() + this.config.shutdown.timeoutMs;
+    const left = () => Math.max(0, deadline - Date.now());
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    let timedOut = false;
+    if (this.probe) {
+      const r = await Promise.race([this.probe.stop().then(() => 'ok' as const), sleep(left())]).catch((e: unknown) => {
+        this.log.error('probe stop failed', { err: e as Error });
+        return 'error' as const;
+      });
+      if (r === 'timeout') {
+        timedOut = true;
+        this.log.error('probe stop did not finish before shutdown.timeoutMs', { timeoutMs: this.config.shutdown.timeoutMs });
+      }
+    }
+    this.enricher?.close();
+    const before = this.totals();
+    const beforeSnap = this.telemetry ? await this.telemetry.refresh().catch(() => this.telemetry!.lastSnapshot) : { queueFull: 0, queued: 0 };
+    const flushed = await this.shutdownProviders(left(), true);
+    if (!flushed) timedOut = true;
+    const after = this.totals();
+    const lostInFlush = after.exportFailed - before.exportFailed + (after.queueFull - beforeSnap.queueFull);
+    // records handed to the SDK that never reached a final state (still queued/in flight at the deadline)
+    const unaccounted = Math.max(0, after.emitted - after.exported - after.exportFailed - after.queueFull);
+    const lostAtShutdown = lostInFlush + unaccounted;
+    this.log.info('stopped', { ...after, lostAtShutdown, timedOut });
+    return { timedOut, lostAtShutdown, totals: after };
+  }
+
+  /** Flush + shutdown of the log provider, then a last SDK snapshot, then the meter provider. */
+  private async shutdownProviders(budgetMs: number, final = false): Promise<boolean> {
+    const deadline = Date.now() + budgetMs;
+    const left = () => Math.max(0, deadline - Date.now());
+    let ok = true;
+    if (this.provider) {
+      const r = await Promise.race([this.provider.shutdown().then(() => 'ok' as const), sleep(left())]).catch((e: unknown) => {
+        this.log.error('log provider shutdown failed', { err: e as Error });
+        return 'error' as const;
+      });
+      if (r === 'timeout') {
+        ok = false;
+        this.log.error('flush did not finish before shutdown.timeoutMs', { timeoutMs: this.config.shutdown.timeoutMs });
+      }
+    }
+    if (this.telemetry) {
+      if (final) await this.telemetry.refresh().catch(() => undefined);
+      const r = await Promise.race([this.telemetry.shutdown().then(() => 'ok' as const), sleep(Math.max(left(), 1))]).catch(() => 'error' as const);
+      if (r !== 'ok') this.log.warn('self-telemetry metrics were not exported at shutdown', { result: r });
+    }
+    return ok;
+  }
+}
