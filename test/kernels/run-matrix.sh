@@ -8,8 +8,8 @@
 #
 #   bash test/kernels/run-matrix.sh            # or: npm run test:kernels
 # Environment:
-#   TOA_PROBE_STATIC=path   statically linked toa-probe (default build/toa-probe-static,
-#                           built with cmake -DTOA_STATIC=ON when missing)
+#   TOA_PROBE_STATIC=path   statically linked toa-probe to test (default: built here with
+#                           cmake -DTOA_STATIC=ON into build/kernels-static)
 #   TOA_KERNELS_SMOKE_ONLY=1  run only the kernel/module checks (no toa-probe needed)
 #   TOA_KERNELS="6.1 6.12"  subset of the kernel list below, by label
 #   TOA_KERNELS_TIMEOUT=s   per-boot timeout (default 300)
@@ -156,15 +156,15 @@ build_guest() {
 PROBE=
 find_probe() {
 	[ -n "${TOA_KERNELS_SMOKE_ONLY:-}" ] && { log "TOA_KERNELS_SMOKE_ONLY set: kernel and module checks only"; return 0; }
-	PROBE=${TOA_PROBE_STATIC:-$ROOT/build/toa-probe-static}
-	if [ ! -x "$PROBE" ] && [ -z "${TOA_PROBE_STATIC:-}" ] && [ -f "$ROOT/CMakeLists.txt" ]; then
-		log "building static toa-probe (cmake -DTOA_STATIC=ON)"
-		if cmake -S "$ROOT" -B "$ROOT/build/static" -DTOA_STATIC=ON -DCMAKE_BUILD_TYPE=Release > "$CACHE/probe-build.log" 2>&1 &&
-			cmake --build "$ROOT/build/static" --target toa-probe >> "$CACHE/probe-build.log" 2>&1; then
-			cp "$(find "$ROOT/build/static" -name toa-probe -type f -perm -u+x | head -n 1)" "$PROBE"
-		else
-			tail -n 20 "$CACHE/probe-build.log" >&2
-		fi
+	if [ -n "${TOA_PROBE_STATIC:-}" ]; then
+		PROBE=$TOA_PROBE_STATIC
+	else
+		# incremental, so a stale binary never gets tested
+		log "building static toa-probe (cmake -DTOA_STATIC=ON in build/kernels-static)"
+		PROBE=$ROOT/build/kernels-static/toa-probe
+		{ cmake -S "$ROOT" -B "$ROOT/build/kernels-static" -DTOA_STATIC=ON -DCMAKE_BUILD_TYPE=Release &&
+			cmake --build "$ROOT/build/kernels-static" --target toa-probe -j2; } > "$CACHE/probe-build.log" 2>&1 ||
+			{ tail -n 30 "$CACHE/probe-build.log" >&2; die "static toa-probe build failed (log: $CACHE/probe-build.log)"; }
 	fi
 	[ -x "$PROBE" ] || die "no static toa-probe at $PROBE: build it with cmake -DTOA_STATIC=ON (or set TOA_PROBE_STATIC, or TOA_KERNELS_SMOKE_ONLY=1 for kernel/module checks only)"
 	file_is_static "$PROBE" || die "$PROBE is dynamically linked: the guest has no libc; build with -DTOA_STATIC=ON"

@@ -12,7 +12,7 @@ CG=/sys/fs/cgroup/toacli
 pass() { echo "PASS $1"; }
 fail() { echo "FAIL $1: $2"; }
 # check NAME REASON CMD...: PASS when CMD succeeds, else FAIL with REASON
-check() { n=$1 r=$2; shift 2; if "$@"; then pass "$n"; else fail "$n" "$r"; fi; }
+check() { _n=$1 _r=$2; shift 2; if "$@"; then pass "$_n"; else fail "$_n" "$_r"; fi; }
 modstat() { awk -v k="$1" '$1==k {print $2}' /proc/toa_test; }
 in_srv() { nsenter -t "$SRV_NS" -n "$@"; }
 # run a command in the client namespace and cgroup (joined before any socket exists)
@@ -26,6 +26,8 @@ connections() {
 	srv=$!
 	in_cli tcli "$sa" "$2" "$3" > /tmp/cli.out 2>&1 || { cat /tmp/cli.out; kill $srv 2>/dev/null; return 1; }
 	wait $srv || { cat /tmp/srv.out; return 1; }
+	# the pid the probe must report as the acceptor
+	awk '/^listening pid/ {print $3}' /tmp/srv.out >> /tmp/srvpids
 	grep -q "accepted $3" /tmp/srv.out
 }
 

@@ -4,7 +4,8 @@
  * (the initramfs links each name to it, so the probe reports that name as
  * the process' comm):
  *   tsrv ADDR PORT COUNT [HOLD_MS]   listen, accept COUNT connections, read each
- *                                    to EOF, keep it HOLD_MS, close; prints "accepted N"
+ *                                    to EOF, keep it HOLD_MS, close; prints
+ *                                    "listening pid P" and "accepted N"
  *   tcli ADDR PORT COUNT [GAP_MS]    COUNT sequential connections, each sends a line,
  *                                    half-closes, reads to EOF; prints "connected N"
  *   bpflinks                         prints "links N" and one line per BPF link
@@ -90,7 +91,7 @@ static int server(int argc, char **argv)
 		die("bind");
 	if (listen(fd, 128))
 		die("listen");
-	printf("listening\n");
+	printf("listening pid %d\n", (int)getpid());
 	fflush(stdout);
 	for (n = 0; n < count; n++) {
 		int c = accept(fd, NULL, NULL);

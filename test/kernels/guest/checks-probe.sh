@@ -1,0 +1,233 @@
+# SPDX-License-Identifier: GPL-2.0
+# toa-probe checks, sourced by checks.sh (its helpers and the network are set up).
+# The host requires exactly the checks listed by the "# expect" lines below.
+#
+# expect fexit/-/attach
+# expect fexit/-/accepts-procinfo
+# expect fexit/-/no-toa
+# expect fexit/module/ipv4-inline
+# expect fexit/module/ipv6-pointer
+# expect fexit/module/counters-agree
+# expect fexit/module/no-links-after-stop
+# expect fexit/packet/ipv4
+# expect fexit/packet/ipv6
+# expect fexit/packet/no-links-after-stop
+# expect fexit/both/agree
+# expect fexit/both/no-links-after-stop
+# expect fexit/-/merge-window
+# expect fexit/-/sweep
+# expect kretprobe/-/attach
+# expect kretprobe/-/accepts-procinfo
+# expect kretprobe/-/no-toa
+# expect kretprobe/module/ipv4-inline
+# expect kretprobe/module/ipv6-pointer
+# expect kretprobe/module/counters-agree
+# expect kretprobe/module/no-links-after-stop
+# expect kretprobe/packet/ipv4
+# expect kretprobe/packet/ipv6
+# expect kretprobe/packet/no-links-after-stop
+# expect kretprobe/both/agree
+# expect kretprobe/both/no-links-after-stop
+# expect kretprobe/-/merge-window
+# expect kretprobe/-/sweep
+# expect sockops/module/ipv4-inline
+# expect sockops/module/ipv6-pointer
+# expect sockops/packet/ipv4
+# expect sockops/packet/ipv6
+# expect auto/-/picks-fexit
+
+N=5 # TOA connections per family and run
+
+# probe_start NAME ARGS...: start toa-probe, wait (bounded) for its "ready" line
+probe_start() {
+	W=/tmp/$1; shift
+	toa-probe "$@" > $W.out 2> $W.err &
+	PROBE_PID=$!
+	for i in $(seq 1 300); do
+		grep -q 'ready mode=' $W.err && return 0
+		kill -0 $PROBE_PID 2>/dev/null || break
+		sleep 0.1
+	done
+	return 1
+}
+
+# probe_stop: SIGINT (the probe detaches, sweeps, drains, prints stats); sets
+# PROBE_RC, LINKS_AFTER and $W.recs (one normalized line per record)
+probe_stop() {
+	kill -INT $PROBE_PID 2>/dev/null
+	( sleep 60; kill -9 $PROBE_PID 2>/dev/null ) & dog=$!
+	wait $PROBE_PID; PROBE_RC=$?
+	kill $dog 2>/dev/null
+	LINKS_AFTER=$(bpflinks | awk '/^links/ {print $2}')
+	normalize < $W.out > $W.recs
+}
+
+links_now() { bpflinks | awk '/^links/ {print $2}'; }
+
+# One line per record: type mode family lport pport toa_addr toa_port source kind len module pid comm suppressed
+normalize() {
+	awk '
+	function jget(s, k,   r) {
+		if (!match(s, "\"" k "\":(\"[^\"]*\"|[^,}]*)")) return "-"
+		r = substr(s, RSTART + length(k) + 3, RLENGTH - length(k) - 3)
+		gsub(/"/, "", r)
+		return r == "null" ? "-" : r
+	}
+	/^\{"type":/ {
+		print jget($0,"type"), jget($0,"mode"), jget($0,"family"), jget($0,"local_port"),
+			jget($0,"peer_port"), jget($0,"addr"), jget($0,"port"), jget($0,"source"),
+			jget($0,"kind"), jget($0,"len"), jget($0,"module"), jget($0,"pid"),
+			jget($0,"comm"), jget($0,"suppressed")
+	}'
+}
+
+stat_of() { # stat_of KEY: a counter from the probe's final {"stats":...} line
+	awk -v k="$1" '/^\{"stats":/ { if (match($0, "\"" k "\":[^,}]*")) print substr($0, RSTART + length(k) + 3, RLENGTH - length(k) - 3) }' $W.out
+}
+
+# toa_ok FAMILY SOURCE LEN: "N OK details": accept records on $PORT of FAMILY and
+# how many carry exactly the TOA the guest writer put on that connection
+# (IPv4 198.19.<port>, IPv6 2001:2:0:ffff::<port>, TOA port = client port)
+toa_ok() {
+	awk -v f=$1 -v s=$2 -v l=$3 -v port=$PORT '
+	$1 == "accept" && $3 == f && $4 == port {
+		n++; pp = $5
+		e = (f == 4) ? sprintf("198.19.%d.%d", int(pp / 256), pp % 256) : sprintf("2001:2:0:ffff::%x", pp)
+		if ($6 == e && $7 == pp && $8 == s && $9 == 254 && $10 == l) ok++
+		else if (length(bad) < 120) bad = bad " " pp "->" $6 ":" $7 "/" $8 "/" $10
+	}
+	END { print n + 0, ok + 0, bad }' $W.recs
+}
+
+# check_toa NAME FAMILY SOURCE LEN
+check_toa() {
+	r=$(toa_ok $2 $3 $4)
+	tn=${r%% *} rest=${r#* }
+	tok=${rest%% *}
+	check "$NAME_PREFIX$1" "$tok of $tn IPv$2 records carry the sent TOA as $3 (want $N):${rest#$tok}" [ "$tn" = $N -a "$tok" = $N ]
+}
+
+# run_basic MODE SOURCES: N IPv4 + N IPv6 TOA connections and 2 without TOA
+run_basic() {
+	mode=$1 src=$2
+	: > /tmp/srvpids
+	m4=$(modstat v4_stored) m6=$(modstat v6_stored) mn=$(modstat no_toa)
+	LINKS_DURING=0
+	probe_start $mode-$src --mode $mode --toa-sources $src --merge-window 0 || {
+		echo "probe did not start: $(cat $W.err)"; kill $PROBE_PID 2>/dev/null; return 1; }
+	LINKS_DURING=$(links_now)
+	connections 4 $PORT $N && connections 6 $PORT $N && connections 4 $PORT_NOTOA 2 || echo "connections failed"
+	probe_stop
+	MOD_TOA=$(( $(modstat v4_stored) - m4 + $(modstat v6_stored) - m6 )) MOD_NOTOA=$(( $(modstat no_toa) - mn ))
+	return 0
+}
+
+check_links() { # NAME: the probe held links while running and none are left after it stopped
+	check "$1" "links while running $LINKS_DURING, after stop $LINKS_AFTER ($(bpflinks | grep '^link ' | tr '\n' ';'))" \
+		[ "${LINKS_DURING:-0}" -gt 0 -a "$LINKS_AFTER" = 0 ]
+}
+
+for mode in fexit kretprobe; do
+	# ---- module TOA only ----
+	if run_basic $mode module; then
+		ready=$(sed -n 's/.*ready mode=\([a-z]*\).*/\1/p' $W.err)
+		wrong=$(awk -v m=$mode '$2 != m' $W.recs | wc -l)
+		check $mode/-/attach "ready mode=$ready, exit $PROBE_RC, stats mode $(stat_of mode), $wrong records of another mode" \
+			[ "$ready" = $mode -a "$PROBE_RC" = 0 -a "$(stat_of mode)" = "\"$mode\"" -a "$wrong" = 0 -a -s $W.recs ]
+		# every accept comes from one of our servers, by pid and comm
+		set -- $(awk -v pids=" $(tr '\n' ' ' < /tmp/srvpids)" '$1 == "accept" { n++; if (index(pids, " " $12 " ") && $13 == "tsrv") ok++ } END { print n + 0, ok + 0 }' $W.recs)
+		check $mode/-/accepts-procinfo "$2 of $1 records name a tsrv pid ($(tr '\n' ' ' < /tmp/srvpids)); want $((2 * N + 2))" \
+			[ "$1" = $((2 * N + 2)) -a "$2" = "$1" ]
+		nt=$(awk -v p=$PORT_NOTOA '$1 == "accept" && $4 == p && $6 == "-"' $W.recs | wc -l)
+		check $mode/-/no-toa "$nt records without TOA on port $PORT_NOTOA, want 2" [ "$nt" = 2 ]
+		NAME_PREFIX=$mode/module/
+		check_toa ipv4-inline 4 module 8
+		check_toa ipv6-pointer 6 module 20
+		NAME_PREFIX=
+		seen=$(stat_of toa_seen) nmod=$(awk '$8 == "module"' $W.recs | wc -l)
+		check $mode/module/counters-agree "module stored $MOD_TOA and saw $MOD_NOTOA without TOA; probe: toa_seen $seen, $nmod module records, $nt without" \
+			[ "$MOD_TOA" = $((2 * N)) -a "$seen" = "$MOD_TOA" -a "$nmod" = "$MOD_TOA" -a "$MOD_NOTOA" = "$nt" ]
+		check_links $mode/module/no-links-after-stop
+	else
+		for c in -/attach -/accepts-procinfo -/no-toa module/ipv4-inline module/ipv6-pointer module/counters-agree module/no-links-after-stop; do
+			fail $mode/$c "toa-probe --mode $mode did not start: $(tr '\n' ' ' < $W.err)"
+		done
+	fi
+	# ---- packet TOA only ----
+	if run_basic $mode packet; then
+		NAME_PREFIX=$mode/packet/
+		check_toa ipv4 4 packet_ack 8
+		check_toa ipv6 6 packet_ack 20
+		NAME_PREFIX=
+		check_links $mode/packet/no-links-after-stop
+	else
+		for c in ipv4 ipv6 no-links-after-stop; do fail $mode/packet/$c "probe did not start: $(tr '\n' ' ' < $W.err)"; done
+	fi
+	# ---- both: the packet TOA wins and the module's copy must agree with it ----
+	if run_basic $mode module,packet; then
+		set -- $(awk -v port=$PORT '$1 == "accept" && $4 == port { n++; if ($8 == "packet_ack" && $11 == "agrees") ok++ } END { print n + 0, ok + 0 }' $W.recs)
+		v4=$(toa_ok 4 packet_ack 8 | cut -d' ' -f2) v6=$(toa_ok 6 packet_ack 20 | cut -d' ' -f2)
+		check $mode/both/agree "$2 of $1 TOA records say module agrees; $v4+$v6 carry the sent TOA; want $((2 * N))" \
+			[ "$1" = $((2 * N)) -a "$2" = "$1" -a "$v4" = $N -a "$v6" = $N ]
+		check_links $mode/both/no-links-after-stop
+	else
+		for c in agree no-links-after-stop; do fail $mode/both/$c "probe did not start: $(tr '\n' ' ' < $W.err)"; done
+	fi
+
+	# ---- merge window: 7 connections of one key (no TOA, same peer) and N with
+	# distinct TOA clients behind that same peer ----
+	if probe_start $mode-merge --mode $mode --merge-window 30; then
+		connections 4 $PORT_NOTOA 7; connections 4 $PORT $N
+		probe_stop
+		# want: port $PORT_NOTOA one accept (suppressed 0) + one final sweep (suppressed 5);
+		# port $PORT N accepts, nothing merged (the key is the TOA client, not the peer)
+		got=$(awk -v a=$PORT_NOTOA -v b=$PORT '
+			$4 == a && $1 == "accept" { aa++; as += $14 } $4 == a && $1 == "sweep" { sw++; ss = ss " " $14 }
+			$4 == b && $1 == "accept" && $14 == 0 { ba++ } $4 == b && ($1 != "accept" || $14 != 0) { bx++ }
+			{ total += 1 + $14 }
+			END { printf "%d/%d/%d/%s/%d/%d/%d", aa, as, sw, ss, ba, bx, total }' $W.recs)
+		want="1/0/1/ 5/$N/0/$((7 + N))"
+		check $mode/-/merge-window "accepts/suppressed/sweeps/sweep-suppressed/toa-accepts/toa-other/sum = $got, want $want; merged $(stat_of merged) swept $(stat_of swept)" \
+			[ "$got" = "$want" -a "$(stat_of merged)" = 6 -a "$(stat_of swept)" = 1 -a "$(stat_of connections)" = $((7 + N)) ]
+	else
+		fail $mode/-/merge-window "probe did not start: $(tr '\n' ' ' < $W.err)"
+	fi
+	# ---- periodic sweep: 7 connections, a sweep while running, 4 more ----
+	if probe_start $mode-sweep --mode $mode --merge-window 30 --sweep-interval 1; then
+		connections 4 $PORT_NOTOA 7
+		for i in $(seq 1 40); do grep -q '"type":"sweep"' $W.out && break; sleep 0.1; done
+		early=$(grep -c '"type":"sweep"' $W.out)
+		connections 4 $PORT_NOTOA 4
+		probe_stop
+		got=$(awk -v a=$PORT_NOTOA '$4 == a { total += 1 + $14; if ($1 == "accept") ac++; else sw++ } END { printf "%d/%d/%d", ac, (sw >= 2), total }' $W.recs)
+		check $mode/-/sweep "accepts/two-or-more-sweeps/sum = $got, want 1/1/11; sweep records before stop: $early" \
+			[ "$got" = 1/1/11 -a "$early" -ge 1 ]
+	else
+		fail $mode/-/sweep "probe did not start: $(tr '\n' ' ' < $W.err)"
+	fi
+done
+
+# ---- sockops: no process info, but both TOA sources ----
+for src in module packet; do
+	if run_basic sockops $src; then
+		if [ $src = module ]; then s=module a=ipv4-inline b=ipv6-pointer; else s=packet_ack a=ipv4 b=ipv6; fi
+		NAME_PREFIX=sockops/$src/
+		check_toa $a 4 $s 8
+		check_toa $b 6 $s 20
+		NAME_PREFIX=
+	else
+		[ $src = module ] && set -- ipv4-inline ipv6-pointer || set -- ipv4 ipv6
+		for c in "$@"; do fail sockops/$src/$c "probe did not start: $(tr '\n' ' ' < $W.err)"; done
+	fi
+done
+
+# ---- auto ----
+if probe_start auto; then
+	connections 4 $PORT 2
+	probe_stop
+	ready=$(sed -n 's/.*ready mode=\([a-z]*\).*/\1/p' $W.err)
+	n=$(awk '$1 == "accept" && $2 == "fexit"' $W.recs | wc -l)
+	check auto/-/picks-fexit "auto chose '$ready', $n fexit records (want fexit, 2)" [ "$ready" = fexit -a "$n" = 2 -a "$PROBE_RC" = 0 ]
+else
+	fail auto/-/picks-fexit "probe did not start: $(tr '\n' ' ' < $W.err)"
+fi
