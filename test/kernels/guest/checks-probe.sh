@@ -14,6 +14,7 @@
 # expect fexit/packet/no-links-after-stop
 # expect fexit/both/agree
 # expect fexit/both/no-links-after-stop
+# expect fexit/both/dual-stack-v4mapped
 # expect fexit/-/merge-window
 # expect fexit/-/sweep
 # expect kretprobe/-/attach
@@ -28,6 +29,7 @@
 # expect kretprobe/packet/no-links-after-stop
 # expect kretprobe/both/agree
 # expect kretprobe/both/no-links-after-stop
+# expect kretprobe/both/dual-stack-v4mapped
 # expect kretprobe/-/merge-window
 # expect kretprobe/-/sweep
 # expect sockops/module/ipv4-inline
@@ -64,7 +66,7 @@ probe_stop() {
 
 links_now() { bpflinks | awk '/^links/ {print $2}'; }
 
-# One line per record: type mode family lport pport toa_addr toa_port source kind len module pid comm suppressed
+# One line per record: type mode family lport pport toa_addr toa_port source kind len module pid comm suppressed v4mapped
 normalize() {
 	awk '
 	function jget(s, k,   r) {
@@ -77,7 +79,7 @@ normalize() {
 		print jget($0,"type"), jget($0,"mode"), jget($0,"family"), jget($0,"local_port"),
 			jget($0,"peer_port"), jget($0,"addr"), jget($0,"port"), jget($0,"source"),
 			jget($0,"kind"), jget($0,"len"), jget($0,"module"), jget($0,"pid"),
-			jget($0,"comm"), jget($0,"suppressed")
+			jget($0,"comm"), jget($0,"suppressed"), jget($0,"v4mapped")
 	}'
 }
 
@@ -172,6 +174,22 @@ for mode in fexit kretprobe; do
 		check_links $mode/both/no-links-after-stop
 	else
 		for c in agree no-links-after-stop; do fail $mode/both/$c "probe did not start: $(tr '\n' ' ' < $W.err)"; done
+	fi
+
+	# ---- IPv4 clients of a dual-stack listener: the module stores from the IPv6
+	# hook, the probe must report IPv4 (v4-mapped) with the same TOA ----
+	m4=$(modstat v4_stored)
+	if probe_start $mode-dual --mode $mode --merge-window 0; then
+		connections 4m $PORT $N || echo "dual-stack connections failed"
+		probe_stop
+		set -- $(toa_ok 4 packet_ack 8) x
+		tn=$1 tok=$2
+		nm=$(awk -v port=$PORT '$1 == "accept" && $4 == port && $15 == "true" && $11 == "agrees"' $W.recs | wc -l)
+		d=$(( $(modstat v4_stored) - m4 ))
+		check $mode/both/dual-stack-v4mapped "$tok of $tn IPv4 records carry the sent TOA, $nm are v4mapped with module agreeing, module stored $d; want $N each" \
+			[ "$tn" = $N -a "$tok" = $N -a "$nm" = $N -a "$d" = $N ]
+	else
+		fail $mode/both/dual-stack-v4mapped "probe did not start: $(tr '\n' ' ' < $W.err)"
 	fi
 
 	# ---- merge window: 7 connections of one key (no TOA, same peer) and N with

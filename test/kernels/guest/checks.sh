@@ -18,13 +18,19 @@ in_srv() { nsenter -t "$SRV_NS" -n "$@"; }
 # run a command in the client namespace and cgroup (joined before any socket exists)
 in_cli() { sh -c 'echo $$ > '"$CG"'/cgroup.procs && exec nsenter -t '"$CLI_NS"' -n "$@"' sh "$@"; }
 
-# connections FAMILY(4|6) PORT COUNT [HOLD_MS]: a guest server accepts COUNT
+# connections FAMILY PORT COUNT [HOLD_MS]: a guest server accepts COUNT
 # connections from the client; prints nothing, returns non-zero on failure.
+# FAMILY 4 or 6; 4m = IPv4 client to a dual-stack (AF_INET6 "::") listener,
+# the default of Go and Java servers.
 connections() {
-	if [ "$1" = 4 ]; then sa=$SRV4; else sa=$SRV6; fi
+	case $1 in
+	4) sa=$SRV4 ca=$SRV4 ;;
+	6) sa=$SRV6 ca=$SRV6 ;;
+	4m) sa=:: ca=$SRV4 ;;
+	esac
 	in_srv tsrv "$sa" "$2" "$3" "${4:-0}" > /tmp/srv.out 2>&1 &
 	srv=$!
-	in_cli tcli "$sa" "$2" "$3" > /tmp/cli.out 2>&1 || { cat /tmp/cli.out; kill $srv 2>/dev/null; return 1; }
+	in_cli tcli "$ca" "$2" "$3" > /tmp/cli.out 2>&1 || { cat /tmp/cli.out; kill $srv 2>/dev/null; return 1; }
 	wait $srv || { cat /tmp/srv.out; return 1; }
 	# the pid the probe must report as the acceptor
 	awk '/^listening pid/ {print $3}' /tmp/srv.out >> /tmp/srvpids
