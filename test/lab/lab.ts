@@ -294,9 +294,8 @@ export class Lab {
     const inL = this.nsenter('lvs');
     const inR = this.nsenter('rs');
     for (const n of [C, L, R]) await this.sh(['ip', 'netns', 'add', n]);
-    await this.sh(['ip', '-n', C, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'vc', 'netns', L]);
-    await this.sh(['ip', '-n', L, 'link', 'add', 'vr', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', R]);
-    // sysctls first: new namespaces start with ip_forward=0 and DAD on
+    // sysctls before the veths exist, so interfaces inherit default.accept_dad=0 (DAD on a
+    // fresh link-local delays the first IPv6 SYN by 1 s); new namespaces have ip_forward=0
     for (const role of ['client', 'lvs', 'rs'] as NsRole[]) {
       await this.sh([
         ...this.nsenter(role), 'sysctl', '-qw',
@@ -305,6 +304,8 @@ export class Lab {
         ...(role === 'lvs' ? ['net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1'] : []),
       ]);
     }
+    await this.sh(['ip', '-n', C, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'vc', 'netns', L]);
+    await this.sh(['ip', '-n', L, 'link', 'add', 'vr', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', R]);
     const addr = (ns: string, a: string, dev: string) =>
       this.sh(['ip', '-n', ns, 'addr', 'add', a, 'dev', dev, ...(a.includes(':') ? ['nodad'] : [])]);
     await addr(C, `${this.clientAddr4}/24`, 'eth0');
@@ -334,6 +335,29 @@ export class Lab {
     // Full checksums on the wire, so a bad fix in a tc program shows up as a drop.
     for (const [pre, dev] of [[inC, 'eth0'], [inL, 'vc'], [inL, 'vr'], [inR, 'eth0']] as [string[], string][])
       await this.sh([...pre, 'ethtool', '-K', dev, 'tx', 'off']);
+    await this.waitLinksReady();
+  }
+
+  /**
+   * Wait until every veth has carrier and a real qdisc. Link state is applied by the kernel's
+   * linkwatch, up to ~1 s after `link set up`; until then the device has the noop qdisc and
+   * drops what is sent (the first IPv6 neighbour solicitation, for one).
+   */
+  private async waitLinksReady(): Promise<void> {
+    const want: [string, string][] = [
+      [this.ns.client, 'eth0'], [this.ns.lvs, 'vc'], [this.ns.lvs, 'vr'], [this.ns.rs, 'eth0'],
+    ];
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const notReady: string[] = [];
+      for (const [ns, dev] of want) {
+        const r = await execFileP('ip', ['-n', ns, '-o', 'link', 'show', 'dev', dev]);
+        if (!/state UP/.test(r.stdout) || /qdisc noop/.test(r.stdout) || /NO-CARRIER/.test(r.stdout)) notReady.push(`${ns}/${dev}`);
+      }
+      if (!notReady.length) return;
+      if (Date.now() > deadline) throw new Error(`lab links not up after 5 s: ${notReady.join(', ')}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   /** Run a command inside a lab namespace (nsenter --net, so /sys/fs/bpf and cgroups stay visible). */

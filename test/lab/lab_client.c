@@ -147,6 +147,8 @@ static int one(const struct sockaddr_storage *dst, const struct sockaddr_storage
 	if (src) {
 		/* pick the port at connect time: bind() alone would use up the port range */
 		setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one_, sizeof(one_));
+		/* IPv6 bind() ignores "local" routes (AnyIP works for IPv4 only): allow it explicitly */
+		setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one_, sizeof(one_));
 		if (bind(fd, (const struct sockaddr *)src, alen)) {
 			err = errno;
 			goto out;
