@@ -97,6 +97,22 @@ test.serial('SYN placement puts TOA on the SYN only; "all" puts it on every clie
   });
 });
 
+test.serial('TFO edge: TOA on a SYN from client port 63881 starts with the TFO magic 0xF989', async (t) => {
+  await withLab(t, async (lab) => {
+    const srv = await lab.startServer({ port: PORT });
+    const cap = await lab.capture('rs');
+    const r = await lab.connect({ vipPort: PORT, srcPort: 63881, rst: true, toa: { place: 'syn' } });
+    const pk = await cap.stop();
+    await srv.stop();
+    t.is(r.client.ok, 1, JSON.stringify(r));
+    t.is(r.conns[0].local, `${lab.clientAddr4}:63881`);
+    const syn = [...flows(pk, lab).values()][0][0];
+    t.true(syn.flags.syn);
+    const o = syn.options.find((x) => x.kind === 254)!;
+    t.deepEqual([...o.data.subarray(0, 2)], [0xf9, 0x89]);
+  });
+});
+
 test.serial('pool mode: fake client addresses from the pool, one per connection (counter) or derived from the port', async (t) => {
   await withLab(t, async (lab) => {
     const srv = await lab.startServer({ port: PORT });

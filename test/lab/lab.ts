@@ -73,6 +73,8 @@ export interface ConnectOptions {
   toa?: ToaSpec | null;
   /** bind connection i to a source address from the client's local pool (base + i % size) */
   pool?: { size: number; base?: string };
+  /** fixed client port (e.g. 63881 = 0xF989: TOA on a SYN then looks like a TFO cookie); use rst with count > 1 */
+  srcPort?: number;
   /** echo (default): one byte there and back; connect: close after the handshake */
   mode?: 'echo' | 'connect';
   /** close with RST (no TIME_WAIT) */
@@ -468,6 +470,7 @@ export class Lab {
       this.tool('lab-client'), '--dst', hostPort(vip, opts.vipPort), '--count', String(opts.count ?? 1),
       '--duration-ms', String(durationMs), '--timeout-ms', String(opts.timeoutMs ?? 2000),
       '--mode', opts.mode ?? 'echo', '--print-conns', ...(opts.rst ? ['--rst'] : []),
+      ...(opts.srcPort ? ['--src-port', String(opts.srcPort)] : []),
     ];
     if (opts.pool) {
       const base = opts.pool.base ?? (family === 6 ? `${this.clientPool6}1` : '198.19.0.1');

@@ -3,13 +3,15 @@
  * lab-client: open N TCP connections one after another, bounded in count and time.
  *
  *   lab-client --dst IP:PORT|[IPV6]:PORT [--count N] [--duration-ms T] [--timeout-ms T]
- *              [--src IP | --pool BASE --pool-size N] [--mode echo|connect] [--rst]
- *              [--print-conns]
+ *              [--src IP | --pool BASE --pool-size N] [--src-port P] [--mode echo|connect]
+ *              [--rst] [--print-conns]
  *
  * echo (default): send one byte, read one byte back, close. connect: close right
  * after the handshake. --pool binds connection i to BASE + (i % N) (the lab makes
  * 198.19.0.0/16 and 2001:2:0:ff::/64 local in the client namespace), so the RS
  * sees many distinct clients. --rst closes with RST (no TIME_WAIT build-up).
+ * --src-port fixes the client port (e.g. 63881 = 0xF989, the TFO magic); use --rst
+ * with --count > 1 or TIME_WAIT blocks the port.
  * --print-conns prints {"conn":i,"local":"ip:port","ok":bool} per connection.
  * Last line: {"client":{"attempted":..,"ok":..,"failed":..,"elapsed_ms":..,"rate":..,"errors":{..}}}
  * Exit status 0 when every attempted connection succeeded, 1 otherwise, 2 on usage errors.
@@ -122,8 +124,8 @@ static void pool_addr(const struct sockaddr_storage *base, unsigned idx, struct 
 }
 
 /* One connection; returns 0 or an errno. */
-static int one(const struct sockaddr_storage *dst, const struct sockaddr_storage *src, int echo,
-	       int rst, int timeout_ms, struct sockaddr_storage *local)
+static int one(const struct sockaddr_storage *dst, const struct sockaddr_storage *src, int sport,
+	       int echo, int rst, int timeout_ms, struct sockaddr_storage *local)
 {
 	socklen_t alen = dst->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 	struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
@@ -144,12 +146,26 @@ static int one(const struct sockaddr_storage *dst, const struct sockaddr_storage
 
 		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	}
-	if (src) {
-		/* pick the port at connect time: bind() alone would use up the port range */
-		setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one_, sizeof(one_));
+	if (src || sport) {
+		struct sockaddr_storage b;
+
+		if (src) {
+			b = *src;
+		} else {
+			memset(&b, 0, sizeof(b));
+			b.ss_family = dst->ss_family;
+		}
+		if (sport) {
+			/* both families keep the port at the same offset */
+			((struct sockaddr_in *)&b)->sin_port = htons(sport);
+			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one_, sizeof(one_));
+		} else {
+			/* pick the port at connect time: bind() alone would use up the port range */
+			setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one_, sizeof(one_));
+		}
 		/* IPv6 bind() ignores "local" routes (AnyIP works for IPv4 only): allow it explicitly */
 		setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one_, sizeof(one_));
-		if (bind(fd, (const struct sockaddr *)src, alen)) {
+		if (bind(fd, (const struct sockaddr *)&b, alen)) {
 			err = errno;
 			goto out;
 		}
@@ -176,7 +192,7 @@ out:
 int main(int argc, char **argv)
 {
 	struct sockaddr_storage dst, src, pool, local, bindaddr;
-	int have_dst = 0, have_src = 0, have_pool = 0, echo = 1, rst = 0, print = 0, i;
+	int have_dst = 0, have_src = 0, have_pool = 0, echo = 1, rst = 0, print = 0, sport = 0, i;
 	long count = 1, duration_ms = 10000, timeout_ms = 2000, pool_size = 1, ok = 0, attempted = 0;
 	unsigned long errs[MAX_ERRNO] = {};
 	long long t0, el;
@@ -201,6 +217,11 @@ int main(int argc, char **argv)
 			if (parse_addr(v, &pool, 0))
 				goto bad;
 			have_pool = 1;
+			i++;
+		} else if (!strcmp(a, "--src-port") && v) {
+			sport = atoi(v);
+			if (sport < 1 || sport > 65535)
+				goto bad;
 			i++;
 		} else if (!strcmp(a, "--pool-size") && v) {
 			pool_size = atol(v);
@@ -245,7 +266,7 @@ int main(int argc, char **argv)
 		} else if (have_src) {
 			s = &src;
 		}
-		e = one(&dst, s, echo, rst, timeout_ms, &local);
+		e = one(&dst, s, sport, echo, rst, timeout_ms, &local);
 		attempted++;
 		if (!e)
 			ok++;
@@ -279,6 +300,7 @@ int main(int argc, char **argv)
 bad:
 	fprintf(stderr,
 		"usage: lab-client --dst IP:PORT|[IPV6]:PORT [--count N] [--duration-ms T] [--timeout-ms T]\n"
-		"                  [--src IP | --pool BASE --pool-size N] [--mode echo|connect] [--rst] [--print-conns]\n");
+		"                  [--src IP | --pool BASE --pool-size N] [--src-port P] [--mode echo|connect]\n"
+		"                  [--rst] [--print-conns]\n");
 	return 2;
 }
