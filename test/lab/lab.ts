@@ -23,7 +23,7 @@
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -158,10 +158,13 @@ export async function labBinDir(binDir?: string): Promise<string> {
   }
   toolsReady ??= (async () => {
     const build = join(REPO, 'build', 'lab-standalone');
+    // flock: test processes of other people may build the same tree at the same time
+    const lock = ['flock', join(REPO, 'build', '.lab-standalone.lock')];
     try {
+      mkdirSync(join(REPO, 'build'), { recursive: true });
       if (!existsSync(join(build, 'CMakeCache.txt')))
-        await execFileP('cmake', ['-S', join(REPO, 'test', 'lab'), '-B', build], { maxBuffer: 1 << 24 });
-      await execFileP('cmake', ['--build', build], { maxBuffer: 1 << 24 });
+        await execFileP(lock[0], [...lock.slice(1), 'cmake', '-S', join(REPO, 'test', 'lab'), '-B', build], { maxBuffer: 1 << 24 });
+      await execFileP(lock[0], [...lock.slice(1), 'cmake', '--build', build], { maxBuffer: 1 << 24 });
     } catch (e) {
       const err = e as { stderr?: string; stdout?: string; message: string };
       throw new Error(
@@ -210,9 +213,64 @@ function waitExit(p: ChildProcess, timeoutMs: number): Promise<void> {
   });
 }
 
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Remove namespaces and cgroups left by lab runs whose process is gone (a crash or
+ * SIGKILL skips teardown). Default run ids start with the creating pid in base 36,
+ * which is how a dead owner is recognised; custom run ids are never touched.
+ * Returns the names removed.
+ */
+export async function cleanupStaleLabs(): Promise<string[]> {
+  const removed: string[] = [];
+  const owner = (runId: string) => (/^[a-z0-9]+[0-9a-f]{6}$/.test(runId) ? parseInt(runId.slice(0, -6), 36) : NaN);
+  let nsList: string[] = [];
+  try {
+    nsList = readdirSync('/run/netns');
+  } catch {
+    /* no namespaces at all */
+  }
+  for (const n of nsList) {
+    const m = /^toalab-([a-z0-9]+)-[clr]$/.exec(n);
+    const pid = m ? owner(m[1]) : NaN;
+    if (!m || Number.isNaN(pid) || pidAlive(pid)) continue;
+    try {
+      await execFileP('ip', ['netns', 'del', n]);
+      removed.push(n);
+    } catch {
+      /* raced with another cleanup */
+    }
+  }
+  try {
+    const root = cgroup2Mount();
+    for (const n of readdirSync(root)) {
+      const m = /^toa-lab-([a-z0-9]+)-\d+$/.exec(n);
+      const pid = m ? owner(m[1]) : NaN;
+      if (!m || Number.isNaN(pid) || pidAlive(pid)) continue;
+      try {
+        rmdirSync(join(root, n));
+        removed.push(n);
+      } catch {
+        /* still has processes */
+      }
+    }
+  } catch {
+    /* no cgroup2 */
+  }
+  return removed;
+}
+
 /** Build the lab. Always pair with `await lab.teardown()` in a finally / t.teardown. */
 export async function createLab(opts: LabOptions = {}): Promise<Lab> {
   const bin = await labBinDir(opts.binDir);
+  await cleanupStaleLabs();
   const lab = new Lab(bin, opts);
   try {
     await lab.setup();
