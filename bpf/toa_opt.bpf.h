@@ -109,7 +109,7 @@ static __always_inline int toa_parse_opts(struct opt_walk *walk, struct toa_foun
 
 		if (w->after_eol) {
 			if (kind != 0)
-				return TOA_PARSE_MALFORMED;
+				goto malformed;
 			w->i = i + 1;
 			continue;
 		}
@@ -119,11 +119,11 @@ static __always_inline int toa_parse_opts(struct opt_walk *walk, struct toa_foun
 			continue;
 		}
 		if (i + 1 >= optlen)
-			return TOA_PARSE_MALFORMED;
+			goto malformed;
 		__u8 len = w->buf[(i + 1) & 63];
 
 		if (len < 2 || i + len > optlen)
-			return TOA_PARSE_MALFORMED;
+			goto malformed;
 		int c = toa_classify(kind, len);
 
 		if (c == 1 && w->toa_off < 0)
@@ -147,6 +147,9 @@ static __always_inline int toa_parse_opts(struct opt_walk *walk, struct toa_foun
 		out->addr[b] = w->buf[(off + 4 + b) & 63];
 	}
 	return TOA_PARSE_FOUND;
+malformed:
+	out->bad_len = w->bad_len; /* a wrong TOA length often breaks the rest of the list */
+	return TOA_PARSE_MALFORMED;
 }
 
 #endif

@@ -1,0 +1,331 @@
+// SPDX-License-Identifier: Apache-2.0
+// The real probe in the real kernel, fed real TOA packets through the FullNAT lab
+// (client -> lvs DNAT+SNAT -> rs). Each test starts the probe before the RS
+// listener (so TCP_LISTEN_CB sees it), connects, stops the probe (detach, sweep,
+// drain) and checks the records of its own port.
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import { createLab, type Lab, type MangleVariant } from '../lab/lab.js';
+import { requirePrivileged } from '../helpers/privileged.js';
+import { connectionsRepresented, loadAddon, startProbe, type RunningProbe } from '../helpers/probe.js';
+
+let lab: Lab | undefined;
+let nextPort = 18000;
+const port = () => nextPort++;
+
+test.before(async () => {
+  if (requirePrivilegedQuiet()) lab = await createLab();
+});
+
+test.after.always(async () => {
+  await lab?.teardown();
+});
+
+/** Whether the lab could be built here; tests report the reason themselves. */
+function requirePrivilegedQuiet(): boolean {
+  try {
+    return process.getuid?.() === 0;
+  } catch {
+    return false;
+  }
+}
+
+function ready(t: Parameters<typeof requirePrivileged>[0]): lab is Lab {
+  if (!requirePrivileged(t)) return false;
+  if (!lab) {
+    t.fail('lab was not created');
+    return false;
+  }
+  return true;
+}
+
+/** Runs fn with a probe and a listener on a fresh port; returns that port's records. */
+async function withProbe(
+  opts: Parameters<typeof startProbe>[0],
+  server: { bind?: string; v6only?: boolean },
+  fn: (port: number) => Promise<void>,
+) {
+  const p = port();
+  const probe: RunningProbe = startProbe(opts);
+  const srv = await lab!.startServer({ port: p, ...server });
+  try {
+    await fn(p);
+    // records leave the kernel on the reader's poll timer
+    await new Promise((r) => setTimeout(r, 150));
+  } finally {
+    await srv.stop();
+  }
+  const stats = await probe.stop();
+  return { events: probe.eventsFor(p), stats, port: p };
+}
+
+test.serial('IPv4: TOA on the handshake ACK gives the real client, the peer is the LVS local address', async (t) => {
+  if (!ready(t)) return;
+  let clientLocal = '';
+  const { events, stats } = await withProbe({}, {}, async (p) => {
+    const r = await lab!.connect({ vipPort: p, toa: { mode: 'real', place: 'ack' } });
+    t.is(r.client.ok, 1, r.stderr);
+    clientLocal = r.conns[0]!.local;
+  });
+  t.is(events.length, 1);
+  const e = events[0]!;
+  t.is(e.mode, 'sockops');
+  t.is(e.family, 4);
+  t.is(e.localAddr, lab!.rsAddr4);
+  t.is(e.peerAddr, lab!.lvsLocal4);
+  t.is(e.toaSource, 'packet_ack');
+  t.is(e.toaKind, 254);
+  t.is(e.toaLen, 8);
+  t.is(e.toaAddr, lab!.clientAddr4);
+  t.is(`${e.toaAddr}:${e.toaPort}`, clientLocal);
+  t.true(e.toaTrusted);
+  t.is(e.sinceLastS, undefined);
+  t.true(e.probeNs > 0);
+  t.true(stats.counters.toa_seen! >= 1);
+});
+
+test.serial('TOA on the SYN only is read from the saved SYN', async (t) => {
+  if (!ready(t)) return;
+  const { events } = await withProbe({}, {}, async (p) => {
+    const r = await lab!.connect({ vipPort: p, toa: { mode: 'real', place: 'syn' } });
+    t.is(r.client.ok, 1, r.stderr);
+  });
+  t.is(events.length, 1);
+  t.is(events[0]!.toaSource, 'packet_syn');
+  t.is(events[0]!.toaAddr, lab!.clientAddr4);
+});
+
+test.serial('TOA on every segment is taken from the ACK', async (t) => {
+  if (!ready(t)) return;
+  const { events } = await withProbe({}, {}, async (p) => {
+    const r = await lab!.connect({ vipPort: p, toa: { mode: 'real', place: 'all' } });
+    t.is(r.client.ok, 1, r.stderr);
+  });
+  t.is(events.length, 1);
+  t.is(events[0]!.toaSource, 'packet_ack');
+});
+
+test.serial('a SYN TOA from client port 63881 (0xF989, looks like a TFO cookie) is still decoded', async (t) => {
+  if (!ready(t)) return;
+  const { events } = await withProbe({}, {}, async (p) => {
+    const r = await lab!.connect({ vipPort: p, toa: { mode: 'real', place: 'syn' }, srcPort: 63881, rst: true });
+    t.is(r.client.ok, 1, r.stderr);
+  });
+  t.is(events.length, 1);
+  t.is(events[0]!.toaPort, 63881);
+  t.is(events[0]!.toaSource, 'packet_syn');
+});
+
+test.serial('IPv6: 20-byte TOA with the IPv6 client', async (t) => {
+  if (!ready(t)) return;
+  const { events } = await withProbe({}, { bind: lab?.rsAddr6, v6only: true }, async (p) => {
+    const r = await lab!.connect({ vipPort: p, family: 6, toa: { mode: 'real' } });
+    t.is(r.client.ok, 1, r.stderr);
+  });
+  t.is(events.length, 1);
+  const e = events[0]!;
+  t.is(e.family, 6);
+  t.is(e.localAddr, lab!.rsAddr6);
+  t.is(e.peerAddr, lab!.lvsLocal6);
+  t.is(e.toaLen, 20);
+  t.is(e.toaAddr, lab!.clientAddr6);
+});
+
+test.serial('dual-stack listener: an IPv4 client is reported as IPv4 (v4-mapped)', async (t) => {
+  if (!ready(t)) return;
+  const { events } = await withProbe({}, { bind: '::', v6only: false }, async (p) => {
+    const r = await lab!.connect({ vipPort: p, toa: { mode: 'real' } });
+    t.is(r.client.ok, 1, r.stderr);
+  });
+  t.is(events.length, 1);
+  t.is(events[0]!.family, 4);
+  t.true(events[0]!.v4mapped);
+  t.is(events[0]!.peerAddr, lab!.lvsLocal4);
+  t.is(events[0]!.toaAddr, lab!.clientAddr4);
+});
+
+test.serial('kind 200 (older FullNAT) and kind 253 are accepted by default; unlisted kinds are not', async (t) => {
+  if (!ready(t)) return;
+  const run = async (kind: number, len?: number) =>
+    (
+      await withProbe({}, {}, async (p) => {
+        const r = await lab!.connect({ vipPort: p, toa: { mode: len === 20 ? 'real6' : 'real', kind, len } });
+        t.is(r.client.ok, 1, r.stderr);
+      })
+    ).events;
+  const k200 = await run(200);
+  t.is(k200[0]?.toaKind, 200);
+  const k253 = await run(253, 20);
+  t.is(k253[0]?.toaKind, 253);
+  t.is(k253[0]?.toaAddr, `::ffff:${lab!.clientAddr4}`);
+  const k199 = await run(199);
+  t.is(k199.length, 1);
+  t.is(k199[0]!.toaSource, undefined);
+});
+
+test.serial('no TOA: the record has none and the client is the peer', async (t) => {
+  if (!ready(t)) return;
+  const { events } = await withProbe({}, {}, async (p) => {
+    const r = await lab!.connect({ vipPort: p, toa: { mode: 'none' } });
+    t.is(r.client.ok, 1, r.stderr);
+  });
+  t.is(events.length, 1);
+  t.is(events[0]!.toaSource, undefined);
+  t.is(events[0]!.toaAddr, undefined);
+  t.is(events[0]!.peerAddr, lab!.lvsLocal4);
+});
+
+test.serial('trusted peer ranges decide lvs.toa.trusted', async (t) => {
+  if (!ready(t)) return;
+  const untrusted = await withProbe({ trustedPeers: ['198.18.9.0/24', '2001:2:0:9::/64'] }, {}, async (p) => {
+    await lab!.connect({ vipPort: p, toa: { mode: 'real' } });
+  });
+  t.is(untrusted.events.length, 1);
+  t.is(untrusted.events[0]!.toaAddr, lab!.clientAddr4);
+  t.false(untrusted.events[0]!.toaTrusted);
+  t.true(untrusted.stats.counters.toa_untrusted! >= 1);
+
+  const trusted = await withProbe({ trustedPeers: ['198.18.2.0/24'] }, {}, async (p) => {
+    await lab!.connect({ vipPort: p, toa: { mode: 'real' } });
+  });
+  t.true(trusted.events[0]!.toaTrusted);
+});
+
+const MALFORMED: { variant: MangleVariant; counter: string }[] = [
+  { variant: 'len1', counter: 'options_malformed' },
+  { variant: 'len6', counter: 'toa_bad_length' },
+  { variant: 'overrun', counter: 'options_malformed' },
+  { variant: 'truncate', counter: 'options_malformed' },
+  { variant: 'eol', counter: 'options_malformed' },
+];
+
+for (const { variant, counter } of MALFORMED) {
+  test.serial(`malformed TOA (${variant}) yields no TOA and bumps ${counter}`, async (t) => {
+    if (!ready(t)) return;
+    await lab!.mangle(variant);
+    try {
+      const { events, stats } = await withProbe({ parseSyn: false }, {}, async (p) => {
+        const r = await lab!.connect({ vipPort: p, toa: { mode: 'real', place: 'ack' } });
+        t.is(r.client.ok, 1, `connection must survive the ${variant} option: ${r.stderr}`);
+      });
+      const mangled = await lab!.mangleStats();
+      t.true(mangled.mangled >= 1, `the tc program changed no packet: ${JSON.stringify(mangled)}`);
+      t.is(events.length, 1);
+      t.is(events[0]!.toaSource, undefined);
+      t.true(stats.counters[counter]! >= 1, JSON.stringify(stats.counters));
+    } finally {
+      await lab!.mangle(null);
+    }
+  });
+}
+
+test.serial('merge window: N connections of one key give one record, and the sweep makes the total exact', async (t) => {
+  if (!ready(t)) return;
+  const N = 300;
+  const { events, stats } = await withProbe({}, {}, async (p) => {
+    const r = await lab!.connect({ vipPort: p, count: N, toa: { mode: 'real' }, rst: true });
+    t.is(r.client.ok, N, r.stderr);
+  });
+  const accepts = events.filter((e) => e.type === 'accept');
+  const sweeps = events.filter((e) => e.type === 'sweep');
+  t.is(accepts.length, 1);
+  t.is(sweeps.length, 1);
+  t.is(connectionsRepresented(events), N);
+  t.is(sweeps[0]!.toaAddr, lab!.clientAddr4);
+  t.true(stats.counters.merged! >= N - 1);
+});
+
+test.serial('distinct TOA clients are distinct keys: each gets its own record', async (t) => {
+  if (!ready(t)) return;
+  const N = 400;
+  const { events } = await withProbe({}, {}, async (p) => {
+    const r = await lab!.connect({ vipPort: p, count: N, toa: { mode: 'pool', size: N }, rst: true });
+    t.is(r.client.ok, N, r.stderr);
+  });
+  t.is(events.length, N);
+  t.is(new Set(events.map((e) => e.toaAddr)).size, N);
+  t.is(connectionsRepresented(events), N);
+});
+
+test.serial('merge window 0 reports every connection', async (t) => {
+  if (!ready(t)) return;
+  const N = 50;
+  const { events } = await withProbe({ mergeWindowSec: 0 }, {}, async (p) => {
+    await lab!.connect({ vipPort: p, count: N, toa: { mode: 'real' }, rst: true });
+  });
+  t.is(events.length, N);
+  t.true(events.every((e) => e.suppressed === 0));
+});
+
+test.serial('loopback connections are excluded by default and reported when included', async (t) => {
+  if (!ready(t)) return;
+  const loop = async (includeLoopback: boolean) => {
+    const p = port();
+    const probe = startProbe({ includeLoopback });
+    const srv = await lab!.startServer({ port: p, bind: '127.0.0.1' });
+    const r = await lab!.nsExec('rs', [lab!.tool('lab-client'), '--dst', `127.0.0.1:${p}`, '--count', '3']);
+    t.is(r.code, 0, r.stderr);
+    await new Promise((res) => setTimeout(res, 150));
+    await srv.stop();
+    const stats = await probe.stop();
+    return { events: probe.eventsFor(p), stats };
+  };
+  const excluded = await loop(false);
+  t.is(excluded.events.length, 0);
+  t.true(excluded.stats.counters.loopback_skipped! >= 3);
+  const included = await loop(true);
+  t.is(connectionsRepresented(included.events), 3);
+  t.is(included.events[0]!.peerAddr, '127.0.0.1');
+});
+
+function bpftoolJson(args: string[]): { id: number; name?: string; prog_id?: number }[] {
+  return JSON.parse(execFileSync('bpftool', ['-j', ...args], { encoding: 'utf8' }) || '[]');
+}
+
+test.serial('stop leaves no BPF links, programs or maps behind', async (t) => {
+  if (!requirePrivileged(t, ['bpftool'])) return;
+  const ids = () => ({
+    links: new Set(bpftoolJson(['link', 'show']).map((l) => l.id)),
+    progs: new Set(bpftoolJson(['prog', 'show']).map((p) => p.id)),
+    maps: new Set(bpftoolJson(['map', 'show']).map((m) => m.id)),
+  });
+  const before = ids();
+  const probe = startProbe({});
+  const during = ids();
+  const added = (a: Set<number>, b: Set<number>) => [...b].filter((x) => !a.has(x));
+  t.true(added(before.links, during.links).length >= 1, 'the probe attached no link');
+  t.true(added(before.progs, during.progs).length >= 1);
+  await probe.stop();
+  // program and map ids are freed by RCU after the last fd closes: give it a moment
+  let after = ids();
+  for (let i = 0; i < 50 && added(before.progs, after.progs).length + added(before.maps, after.maps).length > 0; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    after = ids();
+  }
+  t.deepEqual(added(before.links, after.links), []);
+  t.deepEqual(added(before.progs, after.progs), []);
+  t.deepEqual(added(before.maps, after.maps), []);
+});
+
+test.serial('a forced mode the kernel refuses fails with a code and names the modes that would work', async (t) => {
+  if (!requirePrivileged(t)) return;
+  const caps = loadAddon().capabilities();
+  const refused = ['fexit', 'kretprobe', 'sockops'].find((m) => caps.find((c) => c.name === `mode ${m}`)?.ok === false);
+  if (!refused) {
+    t.log('every mode works on this kernel: nothing to refuse');
+    t.pass();
+    return;
+  }
+  const err = t.throws(() => startProbe({ mode: refused as 'fexit' }));
+  const code = (err as Error & { code?: string }).code;
+  t.truthy(code);
+  t.not(code, 'EPROBE');
+  t.regex(err!.message, /would work/);
+});
+
+test.serial('capabilities report one line per mode and TOA source', (t) => {
+  if (!requirePrivileged(t)) return;
+  const names = loadAddon().capabilities().map((c) => c.name);
+  for (const n of ['privileges', 'btf', 'cgroup v2', 'mode fexit', 'mode kretprobe', 'mode sockops', 'toa module', 'toa packet', 'auto'])
+    t.true(names.includes(n), `missing capability line ${n}`);
+});
