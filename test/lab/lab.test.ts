@@ -154,6 +154,23 @@ test.serial('client source pool: many distinct real clients from the loopback-lo
   });
 });
 
+test.serial('several LVS local addresses (lvsLocalCount) spread clients over the SNAT range', async (t) => {
+  if (!requirePrivileged(t, ['cmake', 'clang', 'bpftool'])) return;
+  const lab = await createLab({ lvsLocalCount: 4 });
+  try {
+    t.deepEqual(lab.lvsLocals4, ['198.18.2.101', '198.18.2.102', '198.18.2.103', '198.18.2.104']);
+    const srv = await lab.startServer({ port: PORT });
+    const r = await lab.connect({ vipPort: PORT, count: 100, rst: true, pool: { size: 100 } });
+    await srv.stop();
+    t.is(r.client.ok, 100, JSON.stringify(r.client));
+    const peers = new Set(srv.accepts.map((a) => a.peer.replace(/:\d+$/, '')));
+    t.true([...peers].every((p) => lab.lvsLocals4.includes(p)), [...peers].join(' '));
+    t.true(peers.size > 1, 'NAT hashes distinct clients onto different local addresses');
+  } finally {
+    await lab.teardown();
+  }
+});
+
 test.serial('kind and length overrides, real6 on IPv4, and mode none', async (t) => {
   await withLab(t, async (lab) => {
     const srv = await lab.startServer({ port: PORT });

@@ -425,6 +425,18 @@ export class Lab {
     return this.run([...this.nsenter(role), ...argv], opts.timeoutMs ?? 30000);
   }
 
+  /**
+   * Start a long-running process inside a lab namespace (e.g. the sidecar or a Node server).
+   * It is killed by teardown() if still running.
+   */
+  spawnIn(role: NsRole, argv: string[], opts: { env?: NodeJS.ProcessEnv } = {}): ChildProcess {
+    const full = [...this.nsenter(role), ...argv];
+    const p = spawn(full[0], full.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    this.procs.add(p);
+    p.once('close', () => this.procs.delete(p));
+    return p;
+  }
+
   private run(argv: string[], timeoutMs: number): Promise<ExecResult> {
     return new Promise((res, rej) => {
       const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
