@@ -68,7 +68,7 @@ run_logged() { # run a command, append its output to the log, show the tail on f
   fi
 }
 
-if [ -x "$BUILDER" ] && "$BUILDER" version 2>/dev/null | grep -q "${BUILDER_VERSION#v}"; then
+if [ -x "$BUILDER" ] && "$BUILDER" version 2>&1 | grep -q "${BUILDER_VERSION#v}"; then
   say "builder $BUILDER_VERSION already installed in $TOOLS"
 else
   say "installing go.opentelemetry.io/collector/cmd/builder@$BUILDER_VERSION into $TOOLS"
@@ -78,10 +78,14 @@ else
 fi
 
 rm -f "$BIN" "$HASH_FILE"
-say "generating sources, fetching modules and compiling (this is the slow step: minutes on 2 cores)"
-# The builder resolves dist.output_path relative to the working directory.
-(cd "$COL_DIR" && run_logged "$BUILDER" --config "$MANIFEST") \
-  || die "collector build failed (see $LOG); a module the manifest pins may be missing from the Go module proxy"
+# The builder resolves dist.output_path relative to the working directory. Two builder passes so
+# the progress shows where the time goes: sources + modules, then compilation.
+say "generating sources and fetching modules"
+(cd "$COL_DIR" && run_logged "$BUILDER" --config "$MANIFEST" --skip-compilation) \
+  || die "generating the collector sources failed (see $LOG); a module the manifest pins may be missing from the Go module proxy"
+say "compiling (the slow step: minutes on 2 cores from an empty build cache)"
+(cd "$COL_DIR" && run_logged "$BUILDER" --config "$MANIFEST" --skip-generate --skip-get-modules) \
+  || die "compiling the collector failed (see $LOG)"
 
 built="$OUT/src/otelcol-toa"
 [ -x "$built" ] || die "builder finished but $built is missing (see $LOG)"
