@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -201,6 +202,10 @@ static void run_child(const char *cg_path, const char *netns, char **argv)
 	char procs[PATH_MAX + 300];
 	int err;
 
+	/* if the loader is killed, take the command along (else it keeps the cgroup and netns busy) */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() == 1)
+		_exit(126);
 	snprintf(procs, sizeof(procs), "%s/cgroup.procs", cg_path);
 	err = write_file(procs, "0");
 	if (err) {
