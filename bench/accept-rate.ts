@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: Apache-2.0
+/**
+ * Accept-rate benchmark (issue: kernel probe). Through the FullNAT lab, alternating
+ * paired runs of N connections without and with the probe attached (sockops mode
+ * unless --mode says otherwise), printed side by side, plus BPF run time per
+ * connection from bpf_stats (kernel.bpf_stats_enabled is restored afterwards).
+ *
+ *   npm run bench:accept -- [--rounds 5] [--connections 5000] [--pool 1000] [--mode auto]
+ *
+ * Needs root. Not a test: it prints numbers, it does not judge them.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { createLab } from '../test/lab/lab.js';
+import { startProbe } from '../test/helpers/probe.js';
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '5' },
+    connections: { type: 'string', default: '5000' },
+    pool: { type: 'string', default: '1000' },
+    mode: { type: 'string', default: 'auto' },
+  },
+});
+const rounds = Number(values.rounds);
+const N = Number(values.connections);
+const poolSize = Number(values.pool);
+const STATS = '/proc/sys/kernel/bpf_stats_enabled';
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+const lab = await createLab({ lvsLocalCount: 4 });
+const statsBefore = readFileSync(STATS, 'utf8').trim();
+const runCnt: number[] = [];
+const rows: { round: number; base: number; probe: number; ratio: number; nsPerConn: number; probeNs: number; events: number }[] = [];
+try {
+  writeFileSync(STATS, '1');
+  const port = 19000;
+  const srv = await lab.startServer({ port, mode: 'accept' });
+  const run = async () => {
+    const r = await lab.connect({ vipPort: port, count: N, mode: 'connect', rst: true, toa: { mode: 'pool', size: poolSize }, durationMs: 60000 });
+    if (r.client.failed) console.error(`warning: ${r.client.failed} connections failed: ${JSON.stringify(r.client.errors)}`);
+    return r.client.rate;
+  };
+  await run(); // warm-up: conntrack, ARP/ND, page cache
+  for (let round = 1; round <= rounds; round++) {
+    // alternate which run goes first so that drift does not favour one side
+    const probeFirst = round % 2 === 0;
+    const base0 = probeFirst ? 0 : await run();
+    const probe = startProbe({ mode: values.mode as 'auto' });
+    const withProbe = await run();
+    await new Promise((r) => setTimeout(r, 100));
+    const stats = await probe.stop();
+    const base = probeFirst ? await run() : base0;
+    // sock_ops runs for several callbacks per socket (and for the lab client's own
+    // sockets, which share this host): charge all of it to the RS's connections
+    const runNs = stats.programs.reduce((s, p) => s + p.runTimeNs, 0);
+    runCnt.push(stats.programs.reduce((s, p) => s + p.runCount, 0));
+    const conns = stats.counters.connections ?? 0;
+    rows.push({
+      round,
+      base,
+      probe: withProbe,
+      ratio: withProbe / base,
+      nsPerConn: conns ? runNs / conns : 0,
+      probeNs: median(probe.events.map((e) => e.probeNs)),
+      events: probe.events.length,
+    });
+    console.error(`round ${round}: without ${base.toFixed(0)}/s, with ${withProbe.toFixed(0)}/s`);
+  }
+  await srv.stop();
+} finally {
+  writeFileSync(STATS, statsBefore);
+  await lab.teardown();
+}
+
+console.log(`\nBPF program runs per connection: ${(median(runCnt) / N).toFixed(1)} (all callbacks of both lab ends)`);
+console.log(`\naccept rate through the FullNAT lab, ${N} connections per run, ${poolSize} distinct TOA clients`);
+console.log('round | without probe (conn/s) | with probe (conn/s) | ratio | BPF ns/conn (all callbacks) | handler ns (median probe_ns) | records');
+for (const r of rows)
+  console.log(`${r.round} | ${r.base.toFixed(0)} | ${r.probe.toFixed(0)} | ${r.ratio.toFixed(3)} | ${r.nsPerConn.toFixed(0)} | ${r.probeNs} | ${r.events}`);
+console.log(
+  `median | ${median(rows.map((r) => r.base)).toFixed(0)} | ${median(rows.map((r) => r.probe)).toFixed(0)} | ${median(rows.map((r) => r.ratio)).toFixed(3)} | ${median(rows.map((r) => r.nsPerConn)).toFixed(0)} | ${median(rows.map((r) => r.probeNs))} |`,
+);
