@@ -4,12 +4,13 @@
 // No root needed. Skipped (with the reason) when the collector is not built, but FAIL under
 // TOA_OTEL_REQUIRE_COLLECTOR=1 (CI). Build it with `npm run build:collector`.
 import test, { type ExecutionContext } from 'ava';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  COLLECTOR_BIN, COLLECTOR_DIR, collectorTestMode, startCollector, validateConfig, type FlatLogRecord,
+  COLLECTOR_BIN, COLLECTOR_DIR, collectorTestMode, makeTestCertificates, startCollector, validateConfig,
+  type FlatLogRecord,
 } from '../helpers/collector.js';
 import { sendConnections, type TestConnection } from '../helpers/otlp-logs.js';
 
@@ -238,31 +239,10 @@ ctest('agent.yaml forwards everything upstream, and records sent while the upstr
 // ---------------------------------------------------------------------------------------------
 // TLS with a test CA, and the bearer-token check of examples/tls-and-token.yaml
 // ---------------------------------------------------------------------------------------------
-function makeCerts(dir: string) {
-  const ossl = (...args: string[]) => {
-    const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`openssl ${args.join(' ')} failed: ${r.error?.message ?? r.stderr}`);
-  };
-  for (const ca of ['ca', 'wrong-ca']) {
-    ossl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
-      '-keyout', `${ca}.key`, '-out', `${ca}.crt`, '-subj', `/CN=toa-otel test ${ca}`,
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
-  }
-  ossl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'server.key',
-    '-out', 'server.csr', '-subj', '/CN=localhost');
-  writeFileSync(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n');
-  ossl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial',
-    '-days', '2', '-out', 'server.crt', '-extfile', 'server.ext');
-  return {
-    ca: readFileSync(join(dir, 'ca.crt')), wrongCa: readFileSync(join(dir, 'wrong-ca.crt')),
-    cert: join(dir, 'server.crt'), key: join(dir, 'server.key'),
-  };
-}
-
 ctest('examples/tls-and-token: OTLP over TLS with a test CA and bearer token works; a wrong CA fails clearly', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'toa-otel-tls-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const certs = makeCerts(dir);
+  const certs = makeTestCertificates(dir);
   const token = `t-${process.pid}-${Date.now()}`;
   const c = await startCollector(t, {
     configFile: ex('tls-and-token'),

@@ -17,7 +17,7 @@
 // this helper sets; a generated config (`yaml`) may use the same ${env:...} names.
 // Processes are stopped by t.teardown (pass or fail) and SIGKILLed at process exit as a backstop.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -445,6 +445,41 @@ export async function startCollector(t: ExecutionContext | undefined, opts: Star
   }
   if (!opts.keepDir) rmSync(dir, { recursive: true, force: true });
   throw lastErr;
+}
+
+export interface TestCertificates {
+  /** PEM of the CA that signed the server certificate (trust this one). */
+  ca: Buffer;
+  /** PEM of an unrelated CA (trusting only this one must fail). */
+  wrongCa: Buffer;
+  /** Paths of the server certificate (SAN IP:127.0.0.1, DNS:localhost) and its key. */
+  cert: string;
+  key: string;
+  caFile: string;
+  wrongCaFile: string;
+}
+
+/** Make a throwaway test CA, a second unrelated CA and a server certificate with openssl in `dir`. */
+export function makeTestCertificates(dir: string): TestCertificates {
+  const ossl = (...args: string[]) => {
+    const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`openssl ${args.join(' ')} failed: ${r.error?.message ?? r.stderr}`);
+  };
+  for (const ca of ['ca', 'wrong-ca']) {
+    ossl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
+      '-keyout', `${ca}.key`, '-out', `${ca}.crt`, '-subj', `/CN=toa-otel test ${ca}`,
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  }
+  ossl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'server.key',
+    '-out', 'server.csr', '-subj', '/CN=localhost');
+  writeFileSync(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n');
+  ossl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial',
+    '-days', '2', '-out', 'server.crt', '-extfile', 'server.ext');
+  return {
+    ca: readFileSync(join(dir, 'ca.crt')), wrongCa: readFileSync(join(dir, 'wrong-ca.crt')),
+    cert: join(dir, 'server.crt'), key: join(dir, 'server.key'),
+    caFile: join(dir, 'ca.crt'), wrongCaFile: join(dir, 'wrong-ca.crt'),
+  };
 }
 
 /** Read a file from the repo (e.g. a config) — small convenience for tests. */
