@@ -47,7 +47,7 @@ struct toa_core {
 	toa_event_fn cb; /* set for the duration of a poll/consume */
 	void *cb_user;
 	int cb_stop;
-	struct toa_refusal refusals[3];
+	struct toa_refusal refusals[4];
 	int nrefusals;
 };
 
@@ -407,7 +407,7 @@ static void refuse(struct toa_core *c, int mode, int err, const char *fmt, ...)
 	struct toa_refusal *r;
 	va_list ap;
 
-	if (c->nrefusals >= 3)
+	if (c->nrefusals >= 4)
 		return;
 	r = &c->refusals[c->nrefusals++];
 	r->mode = mode;
@@ -437,7 +437,7 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 	}
 	if (mode == TOA_MODE_FEXIT) {
 		if (!btf) {
-			refuse(c, mode, TOA_ENOBTF, "fexit needs kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF); kretprobe or sockops would work");
+			refuse(c, mode, TOA_ENOBTF, "fexit needs kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)");
 			return -TOA_ENOBTF;
 		}
 		nparams = accept_param_count();
@@ -447,7 +447,7 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 		}
 	}
 	if (mode == TOA_MODE_SOCKOPS && !cg2) {
-		refuse(c, mode, TOA_ENOCGROUP2, "sockops needs a cgroup v2 mount (mount -t cgroup2 none /sys/fs/cgroup); fexit or kretprobe would work");
+		refuse(c, mode, TOA_ENOCGROUP2, "sockops needs a cgroup v2 mount (mount -t cgroup2 none /sys/fs/cgroup)");
 		return -TOA_ENOCGROUP2;
 	}
 	if (mode != TOA_MODE_SOCKOPS && src_packet && !cg2) {
@@ -540,7 +540,7 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 
 		if (mode == TOA_MODE_FEXIT && (e == EPERM || e == EACCES || e == ENOTSUPP || e == EOPNOTSUPP)) {
 			refuse(c, mode, TOA_ENOTRAMP,
-			       "kernel refused the fexit program (%s) even with full privileges: BPF trampolines unavailable (lockdown, or no CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS); kretprobe or sockops would work",
+			       "kernel refused the fexit program (%s) even with full privileges: BPF trampolines unavailable (lockdown, or no CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS)",
 			       strerror(e == ENOTSUPP ? EOPNOTSUPP : e));
 			err = -TOA_ENOTRAMP;
 		} else {
@@ -563,7 +563,7 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 
 		err = add_link(c, bpf_program__attach(p));
 		if (err) {
-			refuse(c, mode, TOA_ENOTRAMP, "failed to attach fexit to inet_csk_accept: %s; kretprobe or sockops would work",
+			refuse(c, mode, TOA_ENOTRAMP, "failed to attach fexit to inet_csk_accept: %s",
 			       strerror(-err));
 			err = -TOA_ENOTRAMP;
 			goto fail;
@@ -575,7 +575,7 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 
 			if (e == ENOENT || e == EOPNOTSUPP || e == ENOTSUPP || e == EINVAL) {
 				refuse(c, mode, TOA_ENOKPROBE,
-				       "failed to attach kretprobe to inet_csk_accept: %s (kernel without CONFIG_KPROBES, or the symbol is not probeable); fexit or sockops would work",
+				       "failed to attach kretprobe to inet_csk_accept: %s (kernel without CONFIG_KPROBES, or the symbol is not probeable)",
 				       strerror(e == ENOTSUPP ? EOPNOTSUPP : e));
 				err = -TOA_ENOKPROBE;
 			} else {
@@ -629,6 +629,29 @@ fail:
 	return err;
 }
 
+/* A forced mode failed: say which modes do attach here (each tried and released). */
+static void append_working_modes(struct toa_core *c, const struct toa_core_config *cfg, struct toa_refusal *r)
+{
+	static const int modes[] = { TOA_MODE_FEXIT, TOA_MODE_KRETPROBE, TOA_MODE_SOCKOPS };
+	char works[64] = "";
+	struct toa_core probe;
+
+	for (size_t i = 0; i < 3; i++) {
+		if (modes[i] == cfg->mode)
+			continue;
+		memset(&probe, 0, sizeof(probe));
+		if (try_mode(&probe, modes[i], cfg) == 0) {
+			size_t n = strlen(works);
+
+			snprintf(works + n, sizeof(works) - n, "%s%s", n ? ", " : "", toa_mode_name(modes[i]));
+			release(&probe);
+		}
+	}
+	size_t n = strlen(r->msg);
+	snprintf(r->msg + n, sizeof(r->msg) - n, " [modes that attach on this kernel: %s]", works[0] ? works : "none");
+	(void)c;
+}
+
 int toa_core_open(struct toa_core **out, const struct toa_core_config *cfg, toa_log_fn log,
 		  void *log_user, struct toa_refusal *refusals, int *nrefusals)
 {
@@ -653,6 +676,8 @@ int toa_core_open(struct toa_core **out, const struct toa_core_config *cfg, toa_
 
 	if (cfg->mode != TOA_MODE_NONE) {
 		err = try_mode(c, cfg->mode, cfg);
+		if (err && c->nrefusals)
+			append_working_modes(c, cfg, &c->refusals[c->nrefusals - 1]);
 	} else {
 		for (size_t i = 0; i < 3; i++) {
 			err = try_mode(c, auto_order[i], cfg);
@@ -663,8 +688,10 @@ int toa_core_open(struct toa_core **out, const struct toa_core_config *cfg, toa_
 			err = -TOA_ENOMODE;
 	}
 	if (refusals && nrefusals) {
-		memcpy(refusals, c->refusals, sizeof(c->refusals[0]) * c->nrefusals);
-		*nrefusals = c->nrefusals;
+		int n = c->nrefusals < 3 ? c->nrefusals : 3; /* callers hold one per mode */
+
+		memcpy(refusals, c->refusals, sizeof(c->refusals[0]) * n);
+		*nrefusals = n;
 	}
 	tls_log = NULL;
 	if (err) {

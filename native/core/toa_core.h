@@ -17,7 +17,7 @@ extern "C" {
 #endif
 
 #define TOA_CORE_MAX_TRUSTED 1024
-#define TOA_CORE_MSG 320
+#define TOA_CORE_MSG 512
 
 /* Our own errno-style codes for conditions errno does not name. */
 #define TOA_ENOBTF 10001    /* kernel has no BTF (/sys/kernel/btf/vmlinux) */
