@@ -89,22 +89,30 @@ fetch() { # download packages into the cache unless already there
 	done
 	[ ${#need[@]} -eq 0 ] && return 0
 	log "apt-get download ${need[*]}"
-	(cd "$CACHE/debs" && apt-get download -q -o APT::Sandbox::User=root "${need[@]}" >/dev/null) ||
-		die "apt-get download ${need[*]} failed"
+	(cd "$CACHE/debs" && apt-get download -q -o APT::Sandbox::User=root "${need[@]}" >/dev/null)
 }
 deb_of() { ls -t "$CACHE/debs/${1}_"*.deb | head -n 1; }
 
 # prepare_kernel LABEL SPEC: sets KVER and fills $CACHE/$KVER/{vmlinuz,veth.ko,root/}
 prepare_kernel() {
-	local label=$1 spec=$2 img hdr deps d dir
-	img=$(resolve_image_pkg "$spec")
-	[ -n "$img" ] || die "no package found for kernel $label ($spec); is apt-get update done?"
-	KVER=${img#linux-image-}
-	hdr=linux-headers-$KVER
-	# headers need their -common tree and the kbuild tools to build a module
-	deps=$(apt-cache depends --important "$hdr" | awk '$1 ~ /Depends:/ && $2 ~ /^linux-(headers-.*-common|kbuild-)/ {print $2}')
-	[ -n "$deps" ] || die "cannot resolve dependencies of $hdr"
-	fetch "$img" "$hdr" $deps
+	local label=$1 spec=$2 img hdr deps d dir try
+	for try in 1 2; do
+		img=$(resolve_image_pkg "$spec")
+		[ -n "$img" ] || die "no package found for kernel $label ($spec); is apt-get update done?"
+		KVER=${img#linux-image-}
+		hdr=linux-headers-$KVER
+		# headers need their -common tree and the kbuild tools to build a module
+		deps=$(apt-cache depends --important "$hdr" | awk '$1 ~ /Depends:/ && $2 ~ /^linux-(headers-.*-common|kbuild-)/ {print $2}')
+		[ -n "$deps" ] || die "cannot resolve dependencies of $hdr"
+		fetch "$img" "$hdr" $deps && break
+		# old lists name versions the archive no longer has: refresh once, resolve again
+		[ $try = 1 ] && [ -z "$APT_UPDATED" ] && [ "$(id -u)" = 0 ] ||
+			die "apt-get download failed for kernel $label ($img)"
+		log "download failed: apt-get update and retry"
+		apt-get update -qq || die "apt-get update failed"
+		APT_UPDATED=1
+	done
+	USED_PKGS+=" $img $hdr $(echo $deps) "
 	dir=$CACHE/$KVER
 	if [ ! -f "$dir/.extracted" ]; then
 		log "$label: extracting $KVER"
@@ -225,7 +233,7 @@ build_guest
 find_probe
 
 SELECT=${TOA_KERNELS:-}
-LABELS=() KVERS=()
+LABELS=() KVERS=() USED_PKGS=" "
 for k in "${KERNELS[@]}"; do
 	label=${k%%|*} spec=${k#*|}
 	if [ -n "$SELECT" ] && ! grep -qw -- "$label" <<< "$SELECT"; then continue; fi
@@ -235,6 +243,19 @@ for k in "${KERNELS[@]}"; do
 	LABELS+=("$label") KVERS+=("$KVER")
 done
 [ ${#LABELS[@]} -gt 0 ] || die "no kernel selected (TOA_KERNELS=$SELECT)"
+
+# a full run drops kernels the archive has moved past, so the cache stays bounded
+if [ -z "$SELECT" ]; then
+	for d in "$CACHE"/*/; do
+		d=${d%/}; k=${d##*/}
+		[ -f "$d/.extracted" ] && ! grep -qxF "$k" <(printf '%s\n' "${KVERS[@]}") && { log "pruning old kernel $k"; rm -rf "$d"; }
+	done
+	for f in "$CACHE"/debs/*.deb; do
+		[ -e "$f" ] || continue
+		p=${f##*/}; p=${p%%_*}
+		case $USED_PKGS in *" $p "*) ;; *) log "pruning $f"; rm -f "$f" ;; esac
+	done
+fi
 
 JOBS=${TOA_KERNELS_JOBS:-1}
 for i in "${!LABELS[@]}"; do

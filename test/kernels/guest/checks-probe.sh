@@ -213,7 +213,7 @@ for mode in fexit kretprobe; do
 	# ---- periodic sweep: 7 connections, a sweep while running, 4 more ----
 	if probe_start $mode-sweep --mode $mode --merge-window 30 --sweep-interval 1; then
 		connections 4 $PORT_NOTOA 7
-		for i in $(seq 1 40); do grep -q '"type":"sweep"' $W.out && break; sleep 0.1; done
+		for i in $(seq 1 100); do grep -q '"type":"sweep"' $W.out && break; sleep 0.1; done
 		early=$(grep -c '"type":"sweep"' $W.out)
 		connections 4 $PORT_NOTOA 4
 		probe_stop
