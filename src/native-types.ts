@@ -28,6 +28,8 @@ export interface NativeProbeOptions {
   pollIntervalMs: number;
   /** Maximum events per batch handed to JS. */
   batchMaxEvents: number;
+  /** Load the synthetic-record program (benchmarks only; default false). */
+  synthetic?: boolean;
 }
 
 /** Why a mode was refused by `auto` (or by a forced mode). */
@@ -88,6 +90,9 @@ export interface NativeProbe {
   start(onBatch: NativeBatchCallback): void;
   /** Reports suppressed merge-window counts now; returns how many records it wrote. */
   sweep(): number;
+  /** Benchmarks: writes `count` distinct synthetic records through the kernel buffer path
+   * (needs `synthetic: true`); returns how many were requested. */
+  synthesize(count: number): number;
   /** Detaches, runs a final sweep, drains the buffer into onBatch, frees everything. */
   stop(): Promise<void>;
   stats(): NativeStats;

@@ -100,6 +100,7 @@ void ReadConfig(const Napi::Object &o, toa_core_config &cfg, std::vector<toa_cid
   cfg.merge_window_s = (uint32_t)num("mergeWindowSec", 0, 86400);
   cfg.merge_max_keys = (uint32_t)num("mergeMaxKeys", 1, 1 << 24);
   cfg.ringbuf_bytes = (uint32_t)num("ringBufferBytes", 4096, 1u << 30);
+  cfg.synth = o.Get("synthetic").ToBoolean();  // optional: benchmarks only
   if (cfg.ringbuf_bytes & (cfg.ringbuf_bytes - 1))
     throw Napi::TypeError::New(env, "options.ringBufferBytes must be a power of two");
 }
@@ -109,6 +110,7 @@ class Probe : public Napi::ObjectWrap<Probe> {
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "Probe",
                        {InstanceMethod("start", &Probe::Start), InstanceMethod("sweep", &Probe::Sweep),
+                        InstanceMethod("synthesize", &Probe::Synthesize),
                         InstanceMethod("stop", &Probe::Stop), InstanceMethod("stats", &Probe::Stats),
                         InstanceMethod("unref", &Probe::Unref), InstanceMethod("ref", &Probe::Ref)});
   }
@@ -237,6 +239,15 @@ class Probe : public Napi::ObjectWrap<Probe> {
     if (!core_ || stopping_) return Napi::Number::New(info.Env(), 0);
     int n = toa_core_sweep(core_);
     return Napi::Number::New(info.Env(), n < 0 ? 0 : n);
+  }
+
+  // Benchmarks: write N synthetic records through the kernel buffer path.
+  Napi::Value Synthesize(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!core_ || stopping_) throw ProbeError(env, "ESTOPPED", "probe is not running");
+    int n = toa_core_synthesize(core_, info[0].ToNumber().Uint32Value());
+    if (n < 0) throw ProbeError(env, toa_err_code(n), std::string("failed to synthesize records: ") + strerror(-n) + " (start the probe with synthetic: true)");
+    return Napi::Number::New(env, n);
   }
 
   Napi::Value Stop(const Napi::CallbackInfo &info) {

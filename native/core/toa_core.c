@@ -508,6 +508,7 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 	bpf_program__set_autoload(s->progs.sockops_packet, need_sockops && !full);
 	c->sweep_loaded = cfg->merge_window_s && have_for_each_map_elem();
 	bpf_program__set_autoload(s->progs.sweep, c->sweep_loaded);
+	bpf_program__set_autoload(s->progs.synth, cfg->synth);
 	if (cfg->merge_window_s && !c->sweep_loaded)
 		logf_(c->log, c->log_user, TOA_LOG_WARN,
 		      "kernel lacks bpf_for_each_map_elem (< 5.13): merged counts are reported by the next connection of each key only");
@@ -762,6 +763,24 @@ int toa_core_sweep(struct toa_core *c)
 	if (err)
 		return -errno;
 	return (int)opts.retval;
+}
+
+int toa_core_synthesize(struct toa_core *c, uint32_t count)
+{
+	int fd = c->skel ? bpf_program__fd(c->skel->progs.synth) : -1;
+	uint32_t done = 0;
+
+	if (fd < 0)
+		return -EOPNOTSUPP;
+	while (done < count) {
+		__u64 args[1] = { count - done < 256 ? count - done : 256 }; /* SYNTH_BATCH */
+		LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = args, .ctx_size_in = sizeof(args));
+
+		if (bpf_prog_test_run_opts(fd, &opts))
+			return -errno;
+		done += args[0];
+	}
+	return (int)done;
 }
 
 void toa_core_detach(struct toa_core *c)

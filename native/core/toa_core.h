@@ -47,6 +47,7 @@ struct toa_core_config {
 	uint32_t merge_max_keys;
 	uint32_t ringbuf_bytes;  /* power of two */
 	uint32_t wakeup_bytes;   /* ring fill level that wakes the reader */
+	bool synth;              /* load the synthetic-record program (benchmarks) */
 };
 
 /* Defaults from ARCHITECTURE.md (auto mode, both sources, 254/8 254/20 253/20 200/8, 10 s, 65536). */
@@ -92,6 +93,8 @@ int toa_core_poll(struct toa_core *c, int timeout_ms, toa_event_fn cb, void *use
 int toa_core_consume(struct toa_core *c, toa_event_fn cb, void *user);
 /* Report merged connections still pending; returns records written (or -errno). */
 int toa_core_sweep(struct toa_core *c);
+/* Write count synthetic accept records through the real buffer path (needs cfg.synth). */
+int toa_core_synthesize(struct toa_core *c, uint32_t count);
 /* Detach every program (no new records); maps and buffer stay readable. */
 void toa_core_detach(struct toa_core *c);
 void toa_core_close(struct toa_core *c);
