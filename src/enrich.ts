@@ -151,6 +151,8 @@ export interface EnricherOptions {
   procRoot?: string;
   /** Minimum ms between two /proc/<pid>/fd scans (listener lookups coalesce). Default 1000. */
   minScanIntervalMs?: number;
+  /** Also look for listeners in other network namespaces (containers). Default true. */
+  otherNetns?: boolean;
   /** Called with unexpected lookup errors (debug log). */
   onError?: (what: string, err: unknown) => void;
 }
@@ -163,6 +165,8 @@ export interface EnrichStats {
   listenerHits: number;
   listenerMisses: number;
   listenerNotFound: number;
+  /** Listener lookups with the same address:port in several namespaces (no owner reported). */
+  listenerAmbiguous: number;
   fdScans: number;
 }
 
@@ -176,7 +180,7 @@ interface PidInfo {
  * cache-only; misses are resolved in the background.
  */
 export class Enricher {
-  readonly stats: EnrichStats = { pidHits: 0, pidMisses: 0, pidErrors: 0, listenerHits: 0, listenerMisses: 0, listenerNotFound: 0, fdScans: 0 };
+  readonly stats: EnrichStats = { pidHits: 0, pidMisses: 0, pidErrors: 0, listenerHits: 0, listenerMisses: 0, listenerNotFound: 0, listenerAmbiguous: 0, fdScans: 0 };
   private readonly pids: TtlCache<number, PidInfo>;
   private readonly listeners: TtlCache<string, number>;
   private readonly pendingPids = new Set<number>();
@@ -323,32 +327,106 @@ export class Enricher {
       });
   }
 
-  /**
-   * Finds the owner pid of the listening socket for each (addr, port): LISTEN inodes from
-   * /proc/net/tcp{,6}, then one pass over /proc/<pid>/fd links `socket:[inode]`.
-   */
-  async resolveListeners(wanted: Map<string, { addr: string; port: number }>): Promise<Map<string, number>> {
-    const result = new Map<string, number>();
+  private async readListeners(base: string): Promise<ListenSocket[]> {
     const socks: ListenSocket[] = [];
     for (const f of ['tcp', 'tcp6']) {
       try {
-        socks.push(...parseProcNetTcp(await readFile(`${this.proc}/net/${f}`, 'utf8')));
+        socks.push(...parseProcNetTcp(await readFile(`${base}/net/${f}`, 'utf8')));
       } catch {
-        /* no IPv6 */
+        /* no IPv6, or the process is gone */
       }
     }
+    return socks;
+  }
+
+  /** Local IPv4 (fib_trie LOCAL entries) and IPv6 (if_inet6) addresses of a namespace. */
+  private async readLocalAddrs(base: string): Promise<Set<string>> {
+    const out = new Set<string>();
+    try {
+      const trie = await readFile(`${base}/net/fib_trie`, 'utf8');
+      for (const m of trie.matchAll(/\|-- (\d+\.\d+\.\d+\.\d+)\n\s+\/32 host LOCAL/g)) out.add(m[1]!);
+    } catch {
+      /* no IPv4 */
+    }
+    try {
+      for (const line of (await readFile(`${base}/net/if_inet6`, 'utf8')).split('\n')) {
+        const hex = line.split(' ')[0];
+        if (hex && hex.length === 32) out.add(normalizeV6((hex.match(/.{4}/g) ?? []).map((g) => parseInt(g, 16).toString(16)).join(':')));
+      }
+    } catch {
+      /* no IPv6 */
+    }
+    return out;
+  }
+
+  private async onePidPerOtherNetns(): Promise<string[]> {
+    let own = '';
+    try {
+      own = await readlink(`${this.proc}/self/ns/net`);
+    } catch {
+      return [];
+    }
+    const seen = new Set([own]);
+    const out: string[] = [];
+    const pids = (await readdir(this.proc)).filter((d) => /^\d+$/.test(d));
+    for (const p of pids) {
+      try {
+        const ns = await readlink(`${this.proc}/${p}/ns/net`);
+        if (!seen.has(ns)) {
+          seen.add(ns);
+          out.push(p);
+        }
+      } catch {
+        /* gone, or a kernel thread */
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Finds the owner pid of the listening socket for each (addr, port): LISTEN inodes from
+   * /proc/net/tcp{,6} (ours, then one process per other network namespace), then one pass over
+   * /proc/<pid>/fd links `socket:[inode]`. An exact address beats a wildcard listener.
+   */
+  async resolveListeners(wanted: Map<string, { addr: string; port: number }>): Promise<Map<string, number>> {
+    const result = new Map<string, number>();
     const inodeToKeys = new Map<number, string[]>();
+    // our own network namespace, then one process per other namespace (containers, pods): its
+    // /proc/<pid>/net/tcp shows that namespace's sockets; socket inodes are unique host-wide, so
+    // one fd scan below serves all namespaces
+    const spaces = [this.proc];
+    if (this.opts.otherNetns !== false) for (const pid of await this.onePidPerOtherNetns()) spaces.push(`${this.proc}/${pid}`);
+    const listeners = await Promise.all(spaces.map((b) => this.readListeners(b)));
+    const localAddrs = new Map<string, Promise<Set<string>>>();
     for (const [key, { addr, port }] of wanted) {
-      let best: ListenSocket | undefined;
       let bestScore = 0;
-      for (const s of socks) {
-        const sc = listenerMatch(s, addr, port);
-        if (sc > bestScore) {
-          best = s;
-          bestScore = sc;
+      let cands: { space: string; sock: ListenSocket }[] = [];
+      spaces.forEach((space, i) => {
+        for (const sock of listeners[i]!) {
+          const sc = listenerMatch(sock, addr, port);
+          if (sc > bestScore) {
+            bestScore = sc;
+            cands = [];
+          }
+          if (sc > 0 && sc === bestScore) cands.push({ space, sock });
+        }
+      });
+      if (new Set(cands.map((c) => c.space)).size > 1) {
+        // the same addr:port listens in several namespaces: keep those that own the address
+        const keep: typeof cands = [];
+        for (const c of cands) {
+          if (!localAddrs.has(c.space)) localAddrs.set(c.space, this.readLocalAddrs(c.space));
+          if ((await localAddrs.get(c.space)!).has(addr)) keep.push(c);
+        }
+        cands = keep;
+        if (new Set(cands.map((c) => c.space)).size !== 1) {
+          // still ambiguous: better no owner than a wrong one
+          this.stats.listenerAmbiguous++;
+          cands = [];
         }
       }
-      if (best && best.inode !== 0) inodeToKeys.set(best.inode, [...(inodeToKeys.get(best.inode) ?? []), key]);
+      const best = cands.find((c) => c.sock.inode !== 0);
+      if (best) inodeToKeys.set(best.sock.inode, [...(inodeToKeys.get(best.sock.inode) ?? []), key]);
     }
     if (inodeToKeys.size > 0) {
       this.stats.fdScans++;

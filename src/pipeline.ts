@@ -240,6 +240,11 @@ export class Pipeline {
     this.connections += 1 + ev.suppressed;
   }
 
+  /** Resolves when the background /proc lookups started so far have finished (tests, benchmarks). */
+  async enrichmentSettled(): Promise<void> {
+    await this.enricher?.idle();
+  }
+
   /** Current totals (synchronous; queue drops as of the last refresh). */
   totals(): PipelineTotals {
     const st = this.safeStats();

@@ -122,6 +122,7 @@ export class SelfTelemetry {
           r.observe(lookups, e.listenerHits, { kind: 'listener', result: 'hit' });
           r.observe(lookups, e.listenerMisses, { kind: 'listener', result: 'miss' });
           r.observe(lookups, e.listenerNotFound, { kind: 'listener', result: 'not_found' });
+          r.observe(lookups, e.listenerAmbiguous, { kind: 'listener', result: 'ambiguous' });
         }
       },
       [probeCounter, droppedBatches, droppedEvents, runCount, runTime, info, decodeErrors, emitted, exported, dropped, lookups],

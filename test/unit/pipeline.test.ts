@@ -92,6 +92,7 @@ class FailingExporter implements LogRecordExporter {
     done({ code: ExportResultCode.FAILED, error: new Error('collector unreachable') });
   }
   async shutdown() {}
+  async forceFlush() {}
 }
 
 test('records that cannot be delivered at shutdown are counted as lost', async (t) => {

@@ -1,0 +1,175 @@
+// The whole sidecar path with real parts: the FullNAT lab's real packets → the real probe
+// (build/Release/toa_otel.node, auto mode) → decode/enrich/map → BatchLogRecordProcessor → OTLP
+// http/protobuf → a node:http receiver on 127.0.0.1. Needs root (skips with the reason otherwise;
+// fails under TOA_OTEL_REQUIRE_PRIVILEGED=1).
+import test from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { readdir, readFile, readlink } from 'node:fs/promises';
+import { parseProcNetTcp } from '../../src/enrich.js';
+import { loadConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import { addonPath } from '../../src/native.js';
+import { Pipeline } from '../../src/pipeline.js';
+import { OtlpReceiver, type ReceivedLog } from '../helpers/otlp-receiver.js';
+import { privilegedRequired, requirePrivileged } from '../helpers/privileged.js';
+import { createLab } from '../lab/lab.js';
+
+// a random port, so leftovers of other runs (same lab addresses in other namespaces) do not collide
+const PORT = 20000 + Math.floor(Math.random() * 10000);
+/** pids other than `except` with a LISTEN socket on addr:port in any network namespace. */
+async function otherListeners(addr: string, port: number, except: number): Promise<number[]> {
+  const out: number[] = [];
+  for (const p of (await readdir('/proc')).filter((d) => /^\d+$/.test(d) && Number(d) !== except)) {
+    try {
+      const socks = parseProcNetTcp(await readFile(`/proc/${p}/net/tcp`, 'utf8')).filter((s) => s.addr === addr && s.port === port);
+      if (socks.length === 0) continue;
+      const fds = await readdir(`/proc/${p}/fd`);
+      for (const fd of fds) {
+        const link = await readlink(`/proc/${p}/fd/${fd}`).catch(() => '');
+        if (socks.some((s) => link === `socket:[${s.inode}]`)) out.push(Number(p));
+      }
+    } catch {
+      /* gone */
+    }
+  }
+  return [...new Set(out)];
+}
+
+const sum = (xs: ReceivedLog[]) => xs.reduce((a, l) => a + 1 + Number(l.attributes['lvs.merge.suppressed_count']), 0);
+
+test.serial('lab → probe → pipeline → OTLP: TOA and non-TOA connections, real client addresses, merge invariant, listener owner', async (t) => {
+  if (!requirePrivileged(t, ['cmake', 'clang', 'bpftool'])) return;
+  if (!existsSync(addonPath())) {
+    if (privilegedRequired() || process.env.TOA_OTEL_REQUIRE_NATIVE === '1') return t.fail(`addon ${addonPath()} not built: run npm run build`);
+    t.log(`SKIPPED: addon ${addonPath()} not built; run npm run build`);
+    return t.pass();
+  }
+  const rx = await new OtlpReceiver().start();
+  const lab = await createLab();
+  const logLines: Record<string, unknown>[] = [];
+  let pipeline: Pipeline | undefined;
+  let stopped = false;
+  try {
+    const srv = await lab.startServer({ port: PORT });
+    const { config } = loadConfig({
+      env: {},
+      cli: {
+        'otlp.endpoint': rx.url,
+        'toa.trustedPeers': `${lab.lvsLocal4}/32`,
+        'export.scheduledDelayMillis': '50',
+        'status.intervalSec': '0',
+        'telemetry.metrics': 'false',
+        'merge.sweepIntervalSec': '0',
+      },
+    });
+    pipeline = new Pipeline(config, { log: createLogger('debug', (l) => logLines.push(JSON.parse(l))), env: {} });
+    await pipeline.start();
+
+    const real = await lab.connect({ vipPort: PORT, count: 5, toa: { mode: 'real' } });
+    const plain = await lab.connect({ vipPort: PORT, count: 3, toa: null });
+    const pool = await lab.connect({ vipPort: PORT, count: 20, toa: { mode: 'pool' } });
+    const made = real.client.ok + plain.client.ok + pool.client.ok;
+    t.is(made, 28, JSON.stringify([real.client, plain.client, pool.client]));
+    // owner lookups run in the background; let them finish while the server still listens
+    await pipeline.enrichmentSettled();
+    await srv.stop();
+
+    const r = await pipeline.stop();
+    stopped = true;
+    t.false(r.timedOut);
+    t.is(r.lostAtShutdown, 0);
+
+    const ours = rx.logs().filter((l) => l.attributes['network.local.address'] === lab.rsAddr4 && l.attributes['network.local.port'] === PORT);
+    // every connection is accounted for once the final sweep has run
+    t.is(sum(ours), made);
+    for (const l of ours) {
+      t.is(l.eventName, 'lvs.tcp.accept');
+      t.is(l.attributes['net.peer.ip'], lab.lvsLocal4, 'behind FullNAT the socket peer is the LVS local address');
+      t.is(l.attributes['network.type'], 'ipv4');
+      t.is(l.attributes['lvs.merge.window_s'], 10);
+      t.is(l.resource['service.name'], 'toa-otel');
+    }
+    const withToa = ours.filter((l) => l.attributes['lvs.toa.client_ip'] !== undefined);
+    const realToa = withToa.filter((l) => l.attributes['lvs.toa.client_ip'] === lab.clientAddr4);
+    t.is(sum(realToa), 5);
+    for (const l of realToa) {
+      t.is(l.attributes['client.address'], lab.clientAddr4, 'the real client comes from the trusted TOA');
+      t.is(l.attributes['lvs.toa.trusted'], true);
+      t.is(l.attributes['lvs.toa.source'], 'packet_ack');
+      t.is(l.attributes['lvs.toa.kind'], 254);
+    }
+    const noToa = ours.filter((l) => l.attributes['lvs.toa.client_ip'] === undefined);
+    t.is(sum(noToa), 3);
+    for (const l of noToa) t.is(l.attributes['client.address'], lab.lvsLocal4);
+    const poolClients = new Set(withToa.filter((l) => l !== undefined && !realToa.includes(l)).map((l) => l.attributes['client.address']));
+    t.is(poolClients.size, 20, 'each pool address is its own merge key');
+    // sockops mode knows no pid: the listener's owner is found in the rs namespace through /proc
+    const owned = ours.filter((l) => l.attributes['process.pid'] === srv.pid);
+    // sockops mode knows no pid: the listener's owner is found in the rs namespace through /proc.
+    // Never a wrong owner: a leftover process listening on the same address:port in another
+    // namespace makes the lookup ambiguous, and then no owner is reported at all.
+    const others = await otherListeners(lab.rsAddr4, PORT, srv.pid);
+    const pids = new Set(ours.map((l) => l.attributes['process.pid']).filter((p) => p !== undefined));
+    t.true([...pids].every((p) => p === srv.pid), `records name owners ${[...pids].join(',')}, expected only ${srv.pid}`);
+    if (others.length > 0) {
+      t.log(`another process (${others.join(',')}) listens on ${lab.rsAddr4}:${PORT} in another namespace: owner lookup is ambiguous here`);
+    } else {
+      const owned = ours.filter((l) => l.attributes['process.pid'] === srv.pid);
+      t.true(owned.length > 0, `no record names the lab server (pid ${srv.pid}) as owner`);
+      t.true(owned.some((l) => l.attributes['process.executable.name'] === 'lab-server'));
+    }
+    t.truthy(logLines.find((l) => l.msg === 'probe started'));
+  } finally {
+    if (pipeline && !stopped) await pipeline.stop().catch(() => undefined);
+    await lab.teardown();
+    await rx.stop();
+  }
+});
+
+test.serial('the toa-otel command: records of connections made before SIGTERM arrive, exit code 0', async (t) => {
+  if (!requirePrivileged(t, ['cmake', 'clang', 'bpftool'])) return;
+  if (!existsSync(addonPath())) {
+    if (privilegedRequired() || process.env.TOA_OTEL_REQUIRE_NATIVE === '1') return t.fail(`addon ${addonPath()} not built: run npm run build`);
+    t.log(`SKIPPED: addon ${addonPath()} not built; run npm run build`);
+    return t.pass();
+  }
+  const rx = await new OtlpReceiver().start();
+  const lab = await createLab();
+  const bin = fileURLToPath(new URL('../../bin/toa-otel.js', import.meta.url));
+  let child: ChildProcess | undefined;
+  try {
+    const srv = await lab.startServer({ port: PORT });
+    child = spawn(process.execPath, [bin, 'run', '--otlp-endpoint', rx.url, '--status-interval-sec', '0', '--merge-sweep-interval-sec', '0'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, OTEL_SERVICE_NAME: 'rs-sidecar', OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name=lab' },
+    });
+    let stderr = '';
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const exited = new Promise<number | null>((r) => child!.once('exit', (code) => r(code)));
+    // bounded wait for the "running" line
+    for (let i = 0; i < 300 && !stderr.includes('"msg":"running"'); i++) {
+      if (child.exitCode !== null) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    t.true(stderr.includes('"msg":"running"'), stderr);
+    const conn = await lab.connect({ vipPort: PORT, count: 10, toa: { mode: 'real' } });
+    t.is(conn.client.ok, 10);
+    child.kill('SIGTERM');
+    const code = await Promise.race([exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 20_000))]);
+    t.is(code, 0, stderr);
+    await srv.stop();
+    const ours = rx.logs().filter((l) => l.attributes['network.local.address'] === lab.rsAddr4 && l.attributes['network.local.port'] === PORT);
+    t.is(sum(ours), 10);
+    t.true(ours.every((l) => l.attributes['client.address'] === lab.clientAddr4));
+    t.is(ours[0]!.resource['service.name'], 'rs-sidecar');
+    t.is(ours[0]!.resource['deployment.environment.name'], 'lab');
+    const stopped = stderr.split('\n').filter((l) => l.includes('"msg":"stopped"')).map((l) => JSON.parse(l))[0];
+    t.like(stopped, { lostAtShutdown: 0, timedOut: false });
+  } finally {
+    if (child && child.exitCode === null) child.kill('SIGKILL');
+    await lab.teardown();
+    await rx.stop();
+  }
+});
