@@ -23,7 +23,7 @@ import {
 import { createLogger, type Logger } from './log.js';
 import { toLogRecord } from './map.js';
 import { loadAddon, type LoadedAddon } from './native.js';
-import type { NativeProbe, NativeStats } from './native-types.js';
+import type { NativeProbe, NativeProbeOptions, NativeStats } from './native-types.js';
 import { buildResource, packageVersion } from './resource.js';
 import { counterName, SelfTelemetry } from './telemetry.js';
 
@@ -45,6 +45,8 @@ export interface PipelineDeps {
   clock?: BootClock;
   /** Where the stdout exporter writes. */
   stdoutWrite?: (chunk: string) => void;
+  /** Extra native options merged over the config's (benchmarks: `{ synthetic: true }`). */
+  nativeOptions?: Partial<NativeProbeOptions>;
   /** True when service.name is the default (not set by config or OTEL_SERVICE_NAME). */
   serviceNameIsDefault?: boolean;
 }
@@ -161,7 +163,7 @@ export class Pipeline {
 
     try {
       const Probe = this.addon.Probe;
-      this.probe = new Probe(nativeOptions(c));
+      this.probe = new Probe({ ...nativeOptions(c), ...this.deps.nativeOptions });
       this.probe.start((buf, count) => this.onBatch(buf, count));
     } catch (e) {
       this.probe = undefined;
@@ -238,6 +240,11 @@ export class Pipeline {
     this.otelLogger!.emit(toLogRecord(ev, info, this.clock!, { mergeWindowSec: this.config.merge.windowSec }));
     this.emitted++;
     this.connections += 1 + ev.suppressed;
+  }
+
+  /** The running native probe (benchmarks call `synthesize()` on it), undefined before start(). */
+  get nativeProbe(): NativeProbe | undefined {
+    return this.probe;
   }
 
   /** Resolves when the background /proc lookups started so far have finished (tests, benchmarks). */

@@ -67,6 +67,10 @@ export class ReplayProbe implements NativeProbe {
     if (evs.length) this.deliver(evs);
     return evs.length;
   }
+  synthesize(count: number): number {
+    this.deliver(Array.from({ length: count }, (_, i) => ({ local_port: 9, peer_port: i })));
+    return count;
+  }
   async stop(): Promise<void> {
     if (this.s.hangOnStop) return new Promise(() => {});
     if (this.s.final?.length) this.deliver(this.s.final);
