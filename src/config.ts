@@ -30,7 +30,7 @@ export interface ToaConfig {
     accept: string[];
     /** Trusted load-balancer peer CIDRs; empty = trust every peer. Default empty. */
     trustedPeers: string[];
-    /** Also parse the saved SYN (sets TCP_SAVE_SYN on listeners). Default false. */
+    /** Also parse the saved SYN (sets TCP_SAVE_SYN on listeners). Default true. */
     parseSyn: boolean;
   };
   merge: {
@@ -232,7 +232,7 @@ export const SCHEMA: Record<string, KeyDef> = {
     typeof x === 'string' && parseToaAccept(x) ? undefined : 'not kind/len', 8),
   'toa.trustedPeers': listDef('Load-balancer peer ranges whose TOA is trusted; empty = trust every peer', [], 'a comma-separated list of IPv4/IPv6 CIDRs (e.g. 198.18.0.0/15, fd00::/8)', (x) =>
     typeof x === 'string' && parseCidr(x) ? undefined : 'not a CIDR', 1024),
-  'toa.parseSyn': boolDef('Also parse TOA from the saved SYN (sets TCP_SAVE_SYN on listeners; costs memory per connection)', false),
+  'toa.parseSyn': boolDef('Also parse TOA from the saved SYN, for balancers that tag the SYN (sets TCP_SAVE_SYN on listeners created after start; keeps the SYN headers per connection)', true),
   'merge.windowSec': intDef('Merge window: repeats of a key within it are counted, not reported (0 = off)', 10, 0, 3600),
   'merge.maxKeys': intDef('Maximum keys in the kernel merge map (LRU)', 65536, 1, 16777216),
   'merge.sweepIntervalSec': intDef('Seconds between sweeps that report pending suppressed counts (0 = only at shutdown)', 30, 0, 3600),

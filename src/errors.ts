@@ -27,6 +27,10 @@ export type ProbeErrorCode =
   | 'ENOTSUP' // the requested mode is not supported by this kernel
   | 'ENOCGROUP2' // sockops mode needs a cgroup v2 mount
   | 'ELAYOUT' // addon event layout does not match what the decoder needs
+  | 'ENOTRAMP' // fexit: BPF trampolines unavailable
+  | 'ENOKPROBE' // kretprobe: kprobes unavailable
+  | 'ELOAD' // the verifier rejected the programs
+  | 'ENOMODE' // auto found no working mode
   | (string & {});
 
 /** Hints printed under a ProbeError, by code. */
@@ -37,6 +41,12 @@ const PROBE_HINTS: Record<string, string> = {
   ENOTSUP: 'run `toa-otel doctor` to see which probe modes this kernel supports, then set probe.mode',
   ENOCGROUP2: 'mount cgroup v2 (e.g. `mount -t cgroup2 none /sys/fs/cgroup/unified`) or use another mode',
   ELAYOUT: 'the addon and the TypeScript decoder come from different builds: run `npm run build`',
+  ENOTRAMP: 'BPF trampolines are unavailable (lockdown or no CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS): use probe.mode=kretprobe or sockops',
+  ENOKPROBE: 'kprobes are unavailable (no CONFIG_KPROBES, or inet_csk_accept not probeable): use probe.mode=fexit or sockops',
+  ELOAD: 'the kernel verifier rejected the programs: rerun with --log-level debug and report the verifier log',
+  ENOMODE: 'no probe mode works here: run `toa-otel doctor` for what each mode lacks',
+  ENOMEM: 'BPF maps could not be allocated: lower probe.ringBufferBytes or merge.maxKeys, or raise the memory cgroup limit',
+  EBUSY: 'the probe is already running in this process',
 };
 
 /** A probe that could not be loaded, started or read. `code` is stable; see the README. */
