@@ -13,7 +13,7 @@
 #   TOA_KERNELS_SMOKE_ONLY=1  run only the kernel/module checks (no toa-probe needed)
 #   TOA_KERNELS="6.1 6.12"  subset of the kernel list below, by label
 #   TOA_KERNELS_TIMEOUT=s   per-boot timeout (default 300)
-#   TOA_KERNELS_JOBS=n      kernels booted in parallel (default 1)
+#   TOA_KERNELS_JOBS=n      kernels booted in parallel (default 1; 2 when CI is set)
 # Everything downloaded or built lives in .cache/kernels/ (ignored by git).
 set -euo pipefail
 
@@ -257,7 +257,8 @@ if [ -z "$SELECT" ]; then
 	done
 fi
 
-JOBS=${TOA_KERNELS_JOBS:-1}
+# CI runs this step alone on 2 cores: one TCG guest per core there
+JOBS=${TOA_KERNELS_JOBS:-$([ -n "${CI:-}" ] && echo 2 || echo 1)}
 for i in "${!LABELS[@]}"; do
 	KVER=${KVERS[$i]} boot "${LABELS[$i]}" &
 	while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done

@@ -15,6 +15,8 @@
 # expect fexit/both/agree
 # expect fexit/both/no-links-after-stop
 # expect fexit/both/dual-stack-v4mapped
+# expect fexit/packet/syn-ipv4
+# expect fexit/packet/syn-ipv6
 # expect fexit/-/merge-window
 # expect fexit/-/sweep
 # expect kretprobe/-/attach
@@ -30,6 +32,8 @@
 # expect kretprobe/both/agree
 # expect kretprobe/both/no-links-after-stop
 # expect kretprobe/both/dual-stack-v4mapped
+# expect kretprobe/packet/syn-ipv4
+# expect kretprobe/packet/syn-ipv6
 # expect kretprobe/-/merge-window
 # expect kretprobe/-/sweep
 # expect sockops/module/ipv4-inline
@@ -87,11 +91,11 @@ stat_of() { # stat_of KEY: a counter from the probe's final {"stats":...} line
 	awk -v k="$1" '/^\{"stats":/ { if (match($0, "\"" k "\":[^,}]*")) print substr($0, RSTART + length(k) + 3, RLENGTH - length(k) - 3) }' $W.out
 }
 
-# toa_ok FAMILY SOURCE LEN: "N OK details": accept records on $PORT of FAMILY and
+# toa_ok FAMILY SOURCE LEN [PORT]: "N OK details": accept records on PORT (default $PORT) of FAMILY and
 # how many carry exactly the TOA the guest writer put on that connection
 # (IPv4 198.19.<port>, IPv6 2001:2:0:ffff::<port>, TOA port = client port)
 toa_ok() {
-	awk -v f=$1 -v s=$2 -v l=$3 -v port=$PORT '
+	awk -v f=$1 -v s=$2 -v l=$3 -v port=${4:-$PORT} '
 	$1 == "accept" && $3 == f && $4 == port {
 		n++; pp = $5
 		e = (f == 4) ? sprintf("198.19.%d.%d", int(pp / 256), pp % 256) : sprintf("2001:2:0:ffff::%x", pp)
@@ -101,9 +105,9 @@ toa_ok() {
 	END { print n + 0, ok + 0, bad }' $W.recs
 }
 
-# check_toa NAME FAMILY SOURCE LEN
+# check_toa NAME FAMILY SOURCE LEN [PORT]
 check_toa() {
-	r=$(toa_ok $2 $3 $4)
+	r=$(toa_ok $2 $3 $4 $5)
 	tn=${r%% *} rest=${r#* }
 	tok=${rest%% *}
 	check "$NAME_PREFIX$1" "$tok of $tn IPv$2 records carry the sent TOA as $3 (want $N):${rest#$tok}" [ "$tn" = $N -a "$tok" = $N ]
@@ -190,6 +194,21 @@ for mode in fexit kretprobe; do
 			[ "$tn" = $N -a "$tok" = $N -a "$nm" = $N -a "$d" = $N ]
 	else
 		fail $mode/both/dual-stack-v4mapped "probe did not start: $(tr '\n' ' ' < $W.err)"
+	fi
+
+	# ---- TOA on the SYN (saved SYN); the ACK-parsing module sees none ----
+	m4=$(modstat v4_stored) m6=$(modstat v6_stored)
+	if probe_start $mode-syn --mode $mode --merge-window 0; then
+		connections 4 $PORT_SYN $N && connections 6 $PORT_SYN $N || echo "SYN-TOA connections failed"
+		probe_stop
+		d=$(( $(modstat v4_stored) - m4 + $(modstat v6_stored) - m6 ))
+		[ "$d" = 0 ] || echo "module stored $d TOA from SYN-only connections"
+		NAME_PREFIX=$mode/packet/
+		check_toa syn-ipv4 4 packet_syn 8 $PORT_SYN
+		check_toa syn-ipv6 6 packet_syn 20 $PORT_SYN
+		NAME_PREFIX=
+	else
+		for c in syn-ipv4 syn-ipv6; do fail $mode/packet/$c "probe did not start: $(tr '\n' ' ' < $W.err)"; done
 	fi
 
 	# ---- merge window: 7 connections of one key (no TOA, same peer) and N with

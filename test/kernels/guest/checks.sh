@@ -6,6 +6,7 @@
 
 PORT=8080        # the writer tags connections to this port
 PORT_NOTOA=8081  # connections to this one carry no TOA
+PORT_SYN=8082    # the writer puts TOA on the SYN instead of the ACK
 SRV4=198.18.1.1 CLI4=198.18.1.2 SRV6=2001:2::1 CLI6=2001:2::2
 CG=/sys/fs/cgroup/toacli
 
@@ -58,7 +59,7 @@ setup_net() {
 	nsenter -t $CLI_NS -n ip addr add $CLI4/24 dev vcli &&
 	nsenter -t $CLI_NS -n ip addr add $CLI6/64 dev vcli || return 1
 	mkdir -p $CG
-	toa-writer attach $CG $PORT /sys/fs/bpf
+	toa-writer attach $CG $PORT /sys/fs/bpf $PORT_SYN
 }
 
 # ---- kernel features the probe modes rely on ----

@@ -4,6 +4,8 @@
  * program that, like an LVS FullNAT balancer, adds a kind-254 option to the
  * ACK that completes a client's handshake. IPv4 connections get the 8-byte
  * form {254, 8, be16 port, be32 addr}, IPv6 ones the 20-byte form.
+ * Connections to a second port (syn_dport) get the option on the SYN instead,
+ * like Alibaba's FullNAT and CDN do, for the probe's saved-SYN parsing.
  * The "real client" it claims is derived from the client's own port, so the
  * guest checks can tell every connection's TOA apart:
  *   IPv4 198.19.<port hi>.<port lo>, IPv6 2001:2:0:ffff::<port>, port = client port.
@@ -20,7 +22,8 @@
 
 /* Filled by the loader before attach; read on every callback. */
 struct writer_cfg {
-	__u32 dport; /* server port to tag, host order */
+	__u32 dport;     /* server port whose handshake ACK gets TOA, host order */
+	__u32 syn_dport; /* server port whose SYN gets TOA (0 = none) */
 };
 
 struct {
@@ -53,19 +56,23 @@ int toa_writer(struct bpf_sock_ops *skops)
 	__u32 zero = 0;
 	struct writer_cfg *c = bpf_map_lookup_elem(&cfg, &zero);
 	__u32 v6 = skops->family == AF_INET6;
+	__u32 on_syn, want, is_syn;
 
 	if (!c)
 		return 1;
+	on_syn = c->syn_dport && bpf_ntohl(skops->remote_port) == c->syn_dport;
+	is_syn = skops->skb_tcp_flags & TCPHDR_SYN;
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		/* before the SYN is built: ask for the header callbacks */
-		if (bpf_ntohl(skops->remote_port) == c->dport)
+		if (bpf_ntohl(skops->remote_port) == c->dport || on_syn)
 			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 						  BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 		break;
 	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
-		/* not on the SYN; also when tcp_current_mss asks (flags 0) */
-		if (!(skops->skb_tcp_flags & TCPHDR_SYN))
+		/* on the packet that will carry it; for ACK mode also when
+		 * tcp_current_mss asks (flags 0) */
+		if (on_syn ? is_syn : !is_syn)
 			bpf_reserve_hdr_opt(skops, v6 ? 20 : 8, 0);
 		break;
 	case BPF_SOCK_OPS_WRITE_HDR_OPT_CB: {
@@ -73,7 +80,8 @@ int toa_writer(struct bpf_sock_ops *skops)
 		__u16 port = (__u16)skops->local_port;
 		long err;
 
-		if ((skops->skb_tcp_flags & (TCPHDR_SYN | TCPHDR_ACK)) != TCPHDR_ACK)
+		want = on_syn ? TCPHDR_SYN : TCPHDR_ACK;
+		if ((skops->skb_tcp_flags & (TCPHDR_SYN | TCPHDR_ACK)) != want)
 			break;
 		opt[0] = 254;
 		opt[1] = v6 ? 20 : 8;
@@ -92,7 +100,7 @@ int toa_writer(struct bpf_sock_ops *skops)
 			err = bpf_store_hdr_opt(skops, opt, 8, 0);
 		}
 		bump(err ? 2 : v6);
-		/* ACK-only, like LVS: stop after the handshake ACK */
+		/* once per connection, like LVS: stop after that packet */
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
 					  ~BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 		break;

@@ -3,7 +3,8 @@
  * toa-writer: loads toa_writer.bpf.c into the guest and attaches it to a
  * cgroup (BPF_PROG_ATTACH with ALLOW_MULTI, so no BPF link is created and the
  * "no links after stop" check only sees the probe's). Statically linked.
- *   toa-writer attach CGROUP_DIR PORT PIN_DIR   attach, pin maps, exit
+ *   toa-writer attach CGROUP_DIR PORT PIN_DIR [SYN_PORT]
+ *       TOA on the handshake ACK to PORT (and on the SYN to SYN_PORT); attach, pin, exit
  *   toa-writer stats PIN_DIR                    print "v4 N v6 N err N"
  */
 #include <errno.h>
@@ -35,10 +36,10 @@ static int stats(const char *pin_dir)
 	return 0;
 }
 
-static int attach(const char *cg, int port, const char *pin_dir)
+static int attach(const char *cg, int port, const char *pin_dir, int syn_port)
 {
 	struct toa_writer_bpf *skel = toa_writer_bpf__open_and_load();
-	__u32 zero = 0, dport = port;
+	__u32 zero = 0, cfg[2] = { port, syn_port };
 	char path[256];
 	int cg_fd, err;
 
@@ -46,7 +47,7 @@ static int attach(const char *cg, int port, const char *pin_dir)
 		fprintf(stderr, "toa-writer: failed to load BPF object: %s\n", strerror(errno));
 		return 1;
 	}
-	bpf_map_update_elem(bpf_map__fd(skel->maps.cfg), &zero, &dport, BPF_ANY);
+	bpf_map_update_elem(bpf_map__fd(skel->maps.cfg), &zero, cfg, BPF_ANY);
 	cg_fd = open(cg, O_RDONLY | O_DIRECTORY);
 	if (cg_fd < 0) {
 		fprintf(stderr, "toa-writer: failed to open cgroup %s: %s\n", cg, strerror(errno));
@@ -70,10 +71,10 @@ static int attach(const char *cg, int port, const char *pin_dir)
 
 int main(int argc, char **argv)
 {
-	if (argc == 5 && !strcmp(argv[1], "attach"))
-		return attach(argv[2], atoi(argv[3]), argv[4]);
+	if ((argc == 5 || argc == 6) && !strcmp(argv[1], "attach"))
+		return attach(argv[2], atoi(argv[3]), argv[4], argc == 6 ? atoi(argv[5]) : 0);
 	if (argc == 3 && !strcmp(argv[1], "stats"))
 		return stats(argv[2]);
-	fprintf(stderr, "usage: toa-writer attach CGROUP_DIR PORT PIN_DIR | stats PIN_DIR\n");
+	fprintf(stderr, "usage: toa-writer attach CGROUP_DIR PORT PIN_DIR [SYN_PORT] | stats PIN_DIR\n");
 	return 2;
 }
