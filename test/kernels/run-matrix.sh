@@ -206,6 +206,7 @@ expected_checks() {
 	smoke/module/v6-stored
 	smoke/module/v6-freed
 	smoke/module/no-toa
+	smoke/module/unload
 	EOF
 	[ -n "$PROBE" ] && grep -oE '^# expect [^ ]+' "$HERE/guest/checks-probe.sh" | awk '{print $3}'
 	return 0

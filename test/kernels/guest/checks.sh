@@ -109,3 +109,11 @@ fi
 
 [ -f /checks-probe.sh ] && . /checks-probe.sh
 cat /proc/toa_test | tr '\n' ' ' | sed 's/^/GUEST module counters: /'; echo
+
+# every IPv6 entry was freed, so the module must unload (its refcount counts live
+# entries) and TCP must keep working on the restored syn_recv_sock
+if rmmod toa_test && [ ! -e /proc/toa_test ] && connections 4 $PORT 2 && connections 6 $PORT 2; then
+	pass smoke/module/unload
+else
+	fail smoke/module/unload "rmmod or connections after it failed: $(lsmod | grep toa_test) $(dmesg | tail -n 3 | tr '\n' ' ')"
+fi

@@ -126,7 +126,7 @@ static int client(int argc, char **argv)
 			die("socket");
 		/* the server may still be starting: retry refused connects briefly */
 		for (tries = 0; connect(fd, (struct sockaddr *)&ss, len); tries++) {
-			if (errno != ECONNREFUSED || tries > 50)
+			if (errno != ECONNREFUSED || tries > 100)
 				die("connect");
 			close(fd);
 			msleep(100);
