@@ -155,8 +155,36 @@ export class EventDecoder {
   /** Bytes per event. */
   readonly size: number;
   readonly stats: DecodeStats = { decoded: 0, shortBatches: 0, shortEvents: 0, unknownType: 0, unknownFamily: 0 };
-  private readonly o: Record<string, number>;
-  private readonly e: Record<string, number>;
+  // field offsets and enum values from the layout, as plain numbers for the hot path
+  private readonly oTs: number;
+  private readonly oCgroup: number;
+  private readonly oProbeNs: number;
+  private readonly oPid: number;
+  private readonly oSince: number;
+  private readonly oSuppressed: number;
+  private readonly oType: number;
+  private readonly oFamily: number;
+  private readonly oMode: number;
+  private readonly oToaSource: number;
+  private readonly oToaKind: number;
+  private readonly oToaLen: number;
+  private readonly oToaTrusted: number;
+  private readonly oFlags: number;
+  private readonly oLocalPort: number;
+  private readonly oPeerPort: number;
+  private readonly oToaPort: number;
+  private readonly oLocalAddr: number;
+  private readonly oPeerAddr: number;
+  private readonly oToaAddr: number;
+  private readonly oComm: number;
+  private readonly eAccept: number;
+  private readonly eSweep: number;
+  private readonly eV4: number;
+  private readonly eV6: number;
+  private readonly eSourceNone: number;
+  private readonly eSinceNone: number;
+  private readonly eFlagV4Mapped: number;
+  private readonly eFlagToaV6: number;
   private readonly modes: Map<number, string>;
   private readonly sources: Map<number, string>;
   private readonly le: boolean;
@@ -166,8 +194,37 @@ export class EventDecoder {
     const problems = validateLayout(layout);
     if (problems.length) throw new ProbeError('ELAYOUT', `event layout from the addon is unusable: ${problems.join('; ')}`);
     this.size = layout.size;
-    this.o = Object.fromEntries(Object.entries(layout.fields).map(([k, f]) => [k, f.offset]));
-    this.e = layout.enums;
+    const f = (n: string) => layout.fields[n]!.offset;
+    const e = (n: string) => layout.enums[n]!;
+    this.oTs = f('ts_boot_ns');
+    this.oCgroup = f('cgroup_id');
+    this.oProbeNs = f('probe_ns');
+    this.oPid = f('pid');
+    this.oSince = f('since_last_s');
+    this.oSuppressed = f('suppressed');
+    this.oType = f('type');
+    this.oFamily = f('family');
+    this.oMode = f('mode');
+    this.oToaSource = f('toa_source');
+    this.oToaKind = f('toa_kind');
+    this.oToaLen = f('toa_len');
+    this.oToaTrusted = f('toa_trusted');
+    this.oFlags = f('flags');
+    this.oLocalPort = f('local_port');
+    this.oPeerPort = f('peer_port');
+    this.oToaPort = f('toa_port');
+    this.oLocalAddr = f('local_addr');
+    this.oPeerAddr = f('peer_addr');
+    this.oToaAddr = f('toa_addr');
+    this.oComm = f('comm');
+    this.eAccept = e('TOA_EVENT_ACCEPT');
+    this.eSweep = e('TOA_EVENT_SWEEP');
+    this.eV4 = e('TOA_FAMILY_IPV4');
+    this.eV6 = e('TOA_FAMILY_IPV6');
+    this.eSourceNone = e('TOA_SOURCE_NONE');
+    this.eSinceNone = e('TOA_SINCE_LAST_NONE');
+    this.eFlagV4Mapped = e('TOA_FLAG_V4MAPPED');
+    this.eFlagToaV6 = e('TOA_FLAG_TOA_V6');
     this.modes = reverseEnum(layout.enums, 'TOA_MODE_');
     this.sources = reverseEnum(layout.enums, 'TOA_SOURCE_');
     // the struct is in host byte order (ports "host order"); addresses are network order bytes
@@ -176,61 +233,59 @@ export class EventDecoder {
 
   /** Decodes the event at byte offset `at`; returns undefined (and counts) for unknown type/family. */
   decode(b: Buffer, at: number): ToaEvent | undefined {
-    const o = this.o;
-    const e = this.e;
-    const le = this.le;
-    const typeCode = b[at + o.type!]!;
+    // hot path: offsets were resolved to numbers once (see the constructor); no closures here
+    const typeCode = b[at + this.oType]!;
     let type: ToaEvent['type'];
-    if (typeCode === e.TOA_EVENT_ACCEPT) type = 'accept';
-    else if (typeCode === e.TOA_EVENT_SWEEP) type = 'sweep';
+    if (typeCode === this.eAccept) type = 'accept';
+    else if (typeCode === this.eSweep) type = 'sweep';
     else {
       this.stats.unknownType++;
       return undefined;
     }
-    const famCode = b[at + o.family!]!;
+    const famCode = b[at + this.oFamily]!;
     let family: 4 | 6;
-    if (famCode === e.TOA_FAMILY_IPV4) family = 4;
-    else if (famCode === e.TOA_FAMILY_IPV6) family = 6;
+    if (famCode === this.eV4) family = 4;
+    else if (famCode === this.eV6) family = 6;
     else {
       this.stats.unknownFamily++;
       return undefined;
     }
-    const u16 = (off: number) => (le ? b.readUInt16LE(at + off) : b.readUInt16BE(at + off));
-    const u32 = (off: number) => (le ? b.readUInt32LE(at + off) : b.readUInt32BE(at + off));
-    const u64 = (off: number) => (le ? b.readBigUInt64LE(at + off) : b.readBigUInt64BE(at + off));
-    const addr = (off: number, fam: 4 | 6) => (fam === 4 ? formatIPv4(b, at + off) : formatIPv6(b, at + off));
-
-    const flags = b[at + o.flags!]!;
-    const srcCode = b[at + o.toa_source!]!;
-    const hasToa = srcCode !== e.TOA_SOURCE_NONE;
-    const since = u32(o.since_last_s!);
-    const commStart = at + o.comm!;
+    const le = this.le;
+    const flags = b[at + this.oFlags]!;
+    const srcCode = b[at + this.oToaSource]!;
+    const hasToa = srcCode !== this.eSourceNone;
+    const since = le ? b.readUInt32LE(at + this.oSince) : b.readUInt32BE(at + this.oSince);
+    const commStart = at + this.oComm;
     let commEnd = commStart;
     while (commEnd < commStart + 16 && b[commEnd] !== 0) commEnd++;
+    const modeCode = b[at + this.oMode]!;
+    const la = at + this.oLocalAddr;
+    const pa = at + this.oPeerAddr;
+    const ta = at + this.oToaAddr;
     this.stats.decoded++;
     return {
       type,
-      tsBootNs: u64(o.ts_boot_ns!),
-      cgroupId: u64(o.cgroup_id!),
-      probeNs: u32(o.probe_ns!),
-      pid: u32(o.pid!),
-      sinceLastS: since === e.TOA_SINCE_LAST_NONE ? undefined : since,
-      suppressed: u32(o.suppressed!),
+      tsBootNs: le ? b.readBigUInt64LE(at + this.oTs) : b.readBigUInt64BE(at + this.oTs),
+      cgroupId: le ? b.readBigUInt64LE(at + this.oCgroup) : b.readBigUInt64BE(at + this.oCgroup),
+      probeNs: le ? b.readUInt32LE(at + this.oProbeNs) : b.readUInt32BE(at + this.oProbeNs),
+      pid: le ? b.readUInt32LE(at + this.oPid) : b.readUInt32BE(at + this.oPid),
+      sinceLastS: since === this.eSinceNone ? undefined : since,
+      suppressed: le ? b.readUInt32LE(at + this.oSuppressed) : b.readUInt32BE(at + this.oSuppressed),
       family,
-      mode: this.modes.get(b[at + o.mode!]!) ?? `unknown(${b[at + o.mode!]})`,
+      mode: this.modes.get(modeCode) ?? `unknown(${modeCode})`,
       toaSource: hasToa ? (this.sources.get(srcCode) ?? `unknown(${srcCode})`) : undefined,
-      toaKind: b[at + o.toa_kind!]!,
-      toaLen: b[at + o.toa_len!]!,
-      toaTrusted: b[at + o.toa_trusted!] !== 0,
+      toaKind: b[at + this.oToaKind]!,
+      toaLen: b[at + this.oToaLen]!,
+      toaTrusted: b[at + this.oToaTrusted] !== 0,
       flags,
-      v4mapped: (flags & e.TOA_FLAG_V4MAPPED!) !== 0,
-      localAddr: addr(o.local_addr!, family),
-      localPort: u16(o.local_port!),
-      peerAddr: addr(o.peer_addr!, family),
-      peerPort: u16(o.peer_port!),
-      toaAddr: hasToa ? addr(o.toa_addr!, (flags & e.TOA_FLAG_TOA_V6!) !== 0 ? 6 : 4) : undefined,
-      toaPort: u16(o.toa_port!),
-      comm: b.toString('latin1', commStart, commEnd),
+      v4mapped: (flags & this.eFlagV4Mapped) !== 0,
+      localAddr: family === 4 ? formatIPv4(b, la) : formatIPv6(b, la),
+      localPort: le ? b.readUInt16LE(at + this.oLocalPort) : b.readUInt16BE(at + this.oLocalPort),
+      peerAddr: family === 4 ? formatIPv4(b, pa) : formatIPv6(b, pa),
+      peerPort: le ? b.readUInt16LE(at + this.oPeerPort) : b.readUInt16BE(at + this.oPeerPort),
+      toaAddr: hasToa ? ((flags & this.eFlagToaV6) !== 0 ? formatIPv6(b, ta) : formatIPv4(b, ta)) : undefined,
+      toaPort: le ? b.readUInt16LE(at + this.oToaPort) : b.readUInt16BE(at + this.oToaPort),
+      comm: commEnd === commStart ? '' : b.toString('latin1', commStart, commEnd),
     };
   }
 
