@@ -3,6 +3,7 @@
 # The host requires exactly the checks listed by the "# expect" lines below.
 #
 # expect fexit/-/attach
+# expect fexit/-/accept-signature
 # expect fexit/-/accepts-procinfo
 # expect fexit/-/no-toa
 # expect fexit/module/ipv4-inline
@@ -140,6 +141,15 @@ for mode in fexit kretprobe; do
 		wrong=$(awk -v m=$mode '$2 != m' $W.recs | wc -l)
 		check $mode/-/attach "ready mode=$ready, exit $PROBE_RC, stats mode $(stat_of mode), $wrong records of another mode" \
 			[ "$ready" = $mode -a "$PROBE_RC" = 0 -a "$(stat_of mode)" = "\"$mode\"" -a "$wrong" = 0 -a -s $W.recs ]
+		if [ $mode = fexit ]; then
+			# inet_csk_accept changed its parameters in 6.10: the matching program must be the one loaded
+			kv=$(uname -r | awk -F. '{print $1 * 1000 + $2}')
+			if [ "$kv" -ge 6010 ]; then want=fexit_accept_new; else want=fexit_accept_old; fi
+			progs=$(grep -o '"name":"[a-z_]*"' $W.out | cut -d'"' -f4 | tr '\n' ' ')
+			nf=$(echo "$progs" | tr ' ' '\n' | grep -c '^fexit_accept_')
+			case " $progs" in *" $want "*) has=1 ;; *) has=0 ;; esac
+			check fexit/-/accept-signature "kernel $(uname -r) wants $want alone; loaded: $progs" [ "$nf" = 1 -a $has = 1 ]
+		fi
 		# every accept comes from one of our servers, by pid and comm
 		set -- $(awk -v pids=" $(tr '\n' ' ' < /tmp/srvpids)" '$1 == "accept" { n++; if (index(pids, " " $12 " ") && $13 == "tsrv") ok++ } END { print n + 0, ok + 0 }' $W.recs)
 		check $mode/-/accepts-procinfo "$2 of $1 records name a tsrv pid ($(tr '\n' ' ' < /tmp/srvpids)); want $((2 * N + 2))" \
