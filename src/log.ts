@@ -1,5 +1,6 @@
 // Structured logs: one JSON object per line on stderr (stdout belongs to the stdout exporter).
 import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
+import { setGlobalErrorHandler } from '@opentelemetry/core';
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 const RANK: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
@@ -55,4 +56,15 @@ export function installDiagLogger(log: Logger): void {
     verbose: () => {},
   };
   diag.setLogger(d, { logLevel: log.level === 'debug' ? DiagLogLevel.INFO : DiagLogLevel.WARN, suppressOverrideMessage: true });
+  // the SDK reports every failed batch (and export timeouts) here: one line per distinct message
+  // a minute, so an outage does not flood stderr (failures are counted in the status line)
+  const seen = new Map<string, number>();
+  setGlobalErrorHandler((e) => {
+    const msg = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+    const now = Date.now();
+    if ((seen.get(msg) ?? 0) > now - 60_000) return;
+    if (seen.size > 100) seen.clear();
+    seen.set(msg, now);
+    log.warn(`otel: ${msg}`);
+  });
 }

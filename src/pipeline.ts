@@ -148,7 +148,7 @@ export class Pipeline {
       exporter,
       selfObs: this.telemetry.meterProvider,
       processor: this.deps.processor,
-      onExportFailure: (err, n) => this.log.warn('export failed', { records: n, error: err?.message ?? 'unknown', exporter: this.choice?.kind }),
+      onExportFailure: (err, n) => this.exportFailed(err, n),
     });
     this.provider = provider;
     this.counting = counting;
@@ -180,6 +180,20 @@ export class Pipeline {
     if (c.merge.sweepIntervalSec > 0) this.every(c.merge.sweepIntervalSec * 1000, () => this.sweep());
     const tickMs = (c.status.intervalSec > 0 ? c.status.intervalSec : c.telemetry.intervalSec) * 1000;
     this.every(tickMs, () => void this.tick(c.status.intervalSec > 0));
+  }
+
+  // during an outage every batch fails: log the first failure at once, then one summary per 10 s
+  private failLog = { last: 0, records: 0, requests: 0 };
+  private exportFailed(err: Error | undefined, records: number): void {
+    const f = this.failLog;
+    f.records += records;
+    f.requests++;
+    const now = Date.now();
+    if (now - f.last < 10_000) return;
+    this.log.warn('export failed', { records: f.records, requests: f.requests, error: err?.message ?? 'unknown', exporter: this.choice?.kind });
+    f.last = now;
+    f.records = 0;
+    f.requests = 0;
   }
 
   private every(ms: number, fn: () => void): void {
