@@ -113,11 +113,22 @@ function isoWithNanos(t: [number, number]): string {
 export class StdoutLogRecordExporter implements LogRecordExporter {
   private resourceCache = new WeakMap<object, string>();
   private stopped = false;
+  private broken: Error | undefined;
+  private readonly write: (chunk: string) => void;
   /** @param write where lines go (default process.stdout.write). */
-  constructor(private readonly write: (chunk: string) => void = (c) => void process.stdout.write(c)) {}
+  constructor(write?: (chunk: string) => void) {
+    if (write) this.write = write;
+    else {
+      // a closed pipe (`toa-otel | head`) surfaces as an async 'error' event: from then on every
+      // export fails and is counted instead of crashing the process
+      process.stdout.on('error', (e) => (this.broken ??= e));
+      this.write = (c) => void process.stdout.write(c);
+    }
+  }
 
   export(records: ReadableLogRecord[], done: (r: ExportResult) => void): void {
     if (this.stopped) return done({ code: ExportResultCode.FAILED, error: new Error('exporter is shut down') });
+    if (this.broken) return done({ code: ExportResultCode.FAILED, error: this.broken });
     try {
       let out = '';
       for (const r of records) {
