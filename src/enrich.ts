@@ -20,10 +20,11 @@ export class TtlCache<K, V> {
     private readonly max: number,
     private readonly now: () => number = Date.now,
   ) {}
-  get(k: K): V | undefined {
+  /** @param now current time in ms (callers on a hot path pass one value per batch) */
+  get(k: K, now: number = this.now()): V | undefined {
     const e = this.m.get(k);
     if (e === undefined) return undefined;
-    if (e.exp <= this.now()) {
+    if (e.exp <= now) {
       this.m.delete(k);
       return undefined;
     }
@@ -203,12 +204,15 @@ export class Enricher {
     this.minScanIntervalMs = opts.minScanIntervalMs ?? 1000;
   }
 
-  /** Cached metadata for an event (never waits). Starts background lookups on misses. */
-  lookup(ev: Pick<ToaEvent, 'pid' | 'localAddr' | 'localPort'>): EnrichInfo {
+  /**
+   * Cached metadata for an event (never waits). Starts background lookups on misses.
+   * @param now Date.now() of the batch (one clock read per batch instead of per event)
+   */
+  lookup(ev: Pick<ToaEvent, 'pid' | 'localAddr' | 'localPort'>, now: number = Date.now()): EnrichInfo {
     let pid = ev.pid;
     if (pid === 0) {
       const key = `${ev.localAddr}|${ev.localPort}`;
-      const owner = this.listeners.get(key);
+      const owner = this.listeners.get(key, now);
       if (owner === undefined) {
         this.stats.listenerMisses++;
         this.requestListener(key, ev.localAddr, ev.localPort);
@@ -218,7 +222,7 @@ export class Enricher {
       if (owner === 0) return {}; // looked up, not found (another netns, gone); retried after the negative TTL
       pid = owner;
     }
-    const info = this.pids.get(pid);
+    const info = this.pids.get(pid, now);
     if (info === undefined) {
       this.stats.pidMisses++;
       this.requestPid(pid);

@@ -1,6 +1,6 @@
 // Exporters and the log provider: OTLP/HTTP (protobuf default, JSON selectable), stdout JSON
 // lines, or none; wrapped to count what was delivered and what failed, so nothing is lost silently.
-import type { MeterProvider } from '@opentelemetry/api';
+import type { Attributes, Context, MeterProvider } from '@opentelemetry/api';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { OTLPLogExporter as OTLPLogExporterJson } from '@opentelemetry/exporter-logs-otlp-http';
 import { OTLPLogExporter as OTLPLogExporterProto } from '@opentelemetry/exporter-logs-otlp-proto';
@@ -13,9 +13,11 @@ import {
   type LogRecordExporter,
   type LogRecordProcessor,
   type ReadableLogRecord,
+  type ReadWriteLogRecord,
 } from '@opentelemetry/sdk-logs';
 import type { PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import { parseHeaderList, type ToaConfig } from './config.js';
+import { PREVALIDATED_ATTRIBUTES } from './map.js';
 
 export type OtlpProtocol = 'http/protobuf' | 'http/json';
 
@@ -207,6 +209,21 @@ export class CountingLogRecordExporter implements LogRecordExporter {
   }
 }
 
+/**
+ * First processor of the chain: attaches the attributes that toPrevalidatedLogRecord() put in the
+ * context as the record's attribute map, without the SDK's per-attribute copy and validation.
+ * (Processors may modify the record during onEmit; `attributes` is a plain field of the SDK's
+ * LogRecordImpl in sdk-logs 3.1 — the pipeline tests fail if that ever changes.)
+ */
+export class PrevalidatedAttributesProcessor implements LogRecordProcessor {
+  onEmit(record: ReadWriteLogRecord, context?: Context): void {
+    const attrs = context?.getValue(PREVALIDATED_ATTRIBUTES) as Attributes | undefined;
+    if (attrs !== undefined) (record as { attributes: Attributes }).attributes = attrs;
+  }
+  async forceFlush(): Promise<void> {}
+  async shutdown(): Promise<void> {}
+}
+
 /** Inputs of {@link createLogPipeline}. */
 export interface LogPipelineOptions {
   config: ToaConfig;
@@ -236,6 +253,6 @@ export function createLogPipeline(o: LogPipelineOptions): { provider: LoggerProv
     });
   // no `meterProvider` here: its per-record otel.sdk.log.created counter costs ~1 µs a record and
   // duplicates toa_otel.records.emitted; the processor's metrics are per batch and are kept
-  const provider = new LoggerProvider({ resource: o.resource, processors: [processor] });
+  const provider = new LoggerProvider({ resource: o.resource, processors: [new PrevalidatedAttributesProcessor(), processor] });
   return { provider, counting };
 }

@@ -1,6 +1,6 @@
 // Decoded event + enrichment → OpenTelemetry log record, exactly as ARCHITECTURE.md
 // "Event → log record" says (names in semconv.ts).
-import { ROOT_CONTEXT, SeverityNumber, type Attributes, type LogRecord } from '@opentelemetry/api';
+import { createContextKey, ROOT_CONTEXT, SeverityNumber, type Attributes, type Context, type LogRecord } from '@opentelemetry/api';
 import type { BootClock } from './clock.js';
 import type { ToaEvent } from './decode.js';
 import type { EnrichInfo } from './enrich.js';
@@ -57,5 +57,41 @@ export function toLogRecord(ev: ToaEvent, info: EnrichInfo, clock: BootClock, op
     // kernel events belong to no trace; an explicit context also spares the SDK two
     // context.active() lookups per record (about half of its per-record cost)
     context: ROOT_CONTEXT,
+  };
+}
+
+/**
+ * Context key under which {@link toPrevalidatedLogRecord} passes the attributes to
+ * PrevalidatedAttributesProcessor (src/export.ts).
+ */
+export const PREVALIDATED_ATTRIBUTES = createContextKey('toa-otel prevalidated attributes');
+
+/** A root context holding only the attributes: one small object instead of ROOT_CONTEXT.setValue()'s Map copy. */
+class AttributesContext implements Context {
+  constructor(readonly attributes: Attributes) {}
+  getValue(key: symbol): unknown {
+    return key === PREVALIDATED_ATTRIBUTES ? this.attributes : undefined;
+  }
+  setValue(key: symbol, value: unknown): Context {
+    return ROOT_CONTEXT.setValue(PREVALIDATED_ATTRIBUTES, this.attributes).setValue(key, value);
+  }
+  deleteValue(key: symbol): Context {
+    return key === PREVALIDATED_ATTRIBUTES ? ROOT_CONTEXT : this;
+  }
+}
+
+/**
+ * Same record as {@link toLogRecord}, but the attributes travel in the context and are attached by
+ * PrevalidatedAttributesProcessor, skipping the SDK's per-attribute validation: ~2.5 µs of the
+ * SDK's ~4 µs per record, measured. Safe because every value eventAttributes() produces is a
+ * string, number or boolean (a unit test checks this).
+ */
+export function toPrevalidatedLogRecord(ev: ToaEvent, info: EnrichInfo, clock: BootClock, opts: MapOptions): LogRecord {
+  return {
+    eventName: sc.EVENT_NAME_TCP_ACCEPT,
+    timestamp: clock.toHrTime(ev.tsBootNs),
+    severityNumber: SeverityNumber.INFO,
+    severityText: 'INFO',
+    context: new AttributesContext(eventAttributes(ev, info, opts)),
   };
 }

@@ -21,7 +21,7 @@ import {
   type ExporterChoice,
 } from './export.js';
 import { createLogger, type Logger } from './log.js';
-import { toLogRecord } from './map.js';
+import { toPrevalidatedLogRecord } from './map.js';
 import { loadAddon, type LoadedAddon } from './native.js';
 import type { NativeProbe, NativeProbeOptions, NativeStats } from './native-types.js';
 import { buildResource, packageVersion } from './resource.js';
@@ -98,6 +98,8 @@ export class Pipeline {
   /** What `exporter` resolved to (after start). */
   choice: ExporterChoice | undefined;
   private stopped = false;
+  private readonly mapOpts: { mergeWindowSec: number };
+  private batchNow = 0;
 
   /** Does nothing; call {@link start}. */
   constructor(
@@ -105,6 +107,7 @@ export class Pipeline {
     private readonly deps: PipelineDeps = {},
   ) {
     this.log = deps.log ?? createLogger(config.log.level);
+    this.mapOpts = { mergeWindowSec: config.merge.windowSec };
   }
 
   /**
@@ -242,6 +245,7 @@ export class Pipeline {
    */
   onBatch(buf: Buffer, count: number): void {
     try {
+      this.batchNow = Date.now();
       this.decoder!.decodeBatch(buf, count, (ev) => this.emit(ev));
     } catch (e) {
       this.pipelineErrors++;
@@ -250,8 +254,8 @@ export class Pipeline {
   }
 
   private emit(ev: ToaEvent): void {
-    const info = this.enricher ? this.enricher.lookup(ev) : {};
-    this.otelLogger!.emit(toLogRecord(ev, info, this.clock!, { mergeWindowSec: this.config.merge.windowSec }));
+    const info = this.enricher ? this.enricher.lookup(ev, this.batchNow) : {};
+    this.otelLogger!.emit(toPrevalidatedLogRecord(ev, info, this.clock!, this.mapOpts));
     this.emitted++;
     this.connections += 1 + ev.suppressed;
   }

@@ -124,3 +124,43 @@ test('IPv6 records carry network.type ipv6 and an IPv6 TOA client', (t) => {
   t.is(a['client.address'], '2001:db8::9');
   t.is(a['network.peer.address'], 'fd00::1');
 });
+
+test('the prevalidated path gives the same records as the standard one, and every value is a primitive', async (t) => {
+  const { createLogPipeline } = await import('../../src/export.js');
+  const { toPrevalidatedLogRecord } = await import('../../src/map.js');
+  const { loadConfig } = await import('../../src/config.js');
+  const { isAttributeValue } = await import('@opentelemetry/core');
+  const config = loadConfig({ env: {} }).config;
+  const standard = new InMemoryLogRecordExporter();
+  const fast = new InMemoryLogRecordExporter();
+  const res = resourceFromAttributes({ 'service.name': 'toa-otel' });
+  const a = createLogPipeline({ config, resource: res, exporter: standard, processor: (exporter) => new SimpleLogRecordProcessor({ exporter }) });
+  const b = createLogPipeline({ config, resource: res, exporter: fast, processor: (exporter) => new SimpleLogRecordProcessor({ exporter }) });
+  const variants: RawEvent[] = [
+    {},
+    { pid: 7, since_last_s: 3, suppressed: 2, mode: 'TOA_MODE_KRETPROBE' },
+    { toa_source: 'TOA_SOURCE_MODULE', toa_kind: 200, toa_len: 8, toa_trusted: 0, toa_addr: '198.19.0.1', toa_port: 1 },
+    { family: 'TOA_FAMILY_IPV6', toa_source: 'TOA_SOURCE_PACKET_SYN', toa_kind: 253, toa_len: 20, toa_trusted: 1, toa_addr: '2001:db8::1', flags: ['TOA_FLAG_TOA_V6'] },
+    { type: 'TOA_EVENT_SWEEP', suppressed: 100, since_last_s: 0 },
+  ];
+  const infos: EnrichInfo[] = [{}, { pid: 5, executableName: 'x', containerId: 'c'.repeat(64) }];
+  const dec = new EventDecoder(LAYOUT);
+  for (const raw of variants) {
+    for (const info of infos) {
+      const ev = dec.decode(encodeEvent(raw), 0)!;
+      a.provider.getLogger('t').emit(toLogRecord(ev, info, clock, { mergeWindowSec: 10 }));
+      b.provider.getLogger('t').emit(toPrevalidatedLogRecord(ev, info, clock, { mergeWindowSec: 10 }));
+    }
+  }
+  const ra = standard.getFinishedLogRecords();
+  const rb = fast.getFinishedLogRecords();
+  t.is(rb.length, variants.length * infos.length);
+  for (let i = 0; i < ra.length; i++) {
+    t.deepEqual(rb[i]!.attributes, ra[i]!.attributes);
+    t.deepEqual(rb[i]!.hrTime, ra[i]!.hrTime);
+    t.is(rb[i]!.eventName, 'lvs.tcp.accept');
+    for (const [k, v] of Object.entries(rb[i]!.attributes)) {
+      t.true(v !== undefined && v !== null && typeof v !== 'object' && isAttributeValue(v), `${k}=${String(v)}`);
+    }
+  }
+});
