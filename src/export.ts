@@ -3,7 +3,6 @@
 import type { Attributes, Context, MeterProvider } from '@opentelemetry/api';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { OTLPLogExporter as OTLPLogExporterJson } from '@opentelemetry/exporter-logs-otlp-http';
-import { OTLPLogExporter as OTLPLogExporterProto } from '@opentelemetry/exporter-logs-otlp-proto';
 import { OTLPMetricExporter as OTLPMetricExporterJson } from '@opentelemetry/exporter-metrics-otlp-http';
 import { OTLPMetricExporter as OTLPMetricExporterProto } from '@opentelemetry/exporter-metrics-otlp-proto';
 import type { Resource } from '@opentelemetry/resources';
@@ -18,6 +17,7 @@ import {
 import type { PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import { parseHeaderList, type ToaConfig } from './config.js';
 import { PREVALIDATED_ATTRIBUTES } from './map.js';
+import { createFastOtlpProtoLogExporter, type FastOtlpOptions } from './otlp-proto.js';
 
 export type OtlpProtocol = 'http/protobuf' | 'http/json';
 
@@ -93,8 +93,9 @@ function otlpOptions(config: ToaConfig, url: string | undefined, selfObs: MeterP
 
 /** Creates the OTLP log exporter for a choice (protobuf or JSON). */
 export function createOtlpLogExporter(choice: ExporterChoice, config: ToaConfig, selfObs?: MeterProvider): LogRecordExporter {
-  const o = otlpOptions(config, choice.logsUrl, selfObs) as ConstructorParameters<typeof OTLPLogExporterProto>[0];
-  return choice.logsProtocol === 'http/json' ? new OTLPLogExporterJson(o) : new OTLPLogExporterProto(o);
+  const o = otlpOptions(config, choice.logsUrl, selfObs) as ConstructorParameters<typeof OTLPLogExporterJson>[0];
+  // protobuf: the SDK transport with our byte-identical, faster serializer (src/otlp-proto.ts)
+  return choice.logsProtocol === 'http/json' ? new OTLPLogExporterJson(o) : createFastOtlpProtoLogExporter(o as FastOtlpOptions);
 }
 
 /** Creates the OTLP metric exporter for self-telemetry. */
