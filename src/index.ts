@@ -3,12 +3,14 @@ export { Pipeline, type PipelineDeps, type PipelineTotals, type StopResult } fro
 export { loadConfig, defaults, redactConfig, nativeOptions, type ToaConfig, type LoadConfigOptions, type LoadedConfig } from './config.js';
 export { EventDecoder, validateLayout, formatIPv4, formatIPv6, type ToaEvent, type DecodeStats } from './decode.js';
 export { Enricher, containerIdFromCgroupFile, containerIdFromCgroupPath, type EnrichInfo } from './enrich.js';
-export { toLogRecord, eventAttributes, type MapOptions } from './map.js';
+export { toLogRecord, toPrevalidatedLogRecord, eventAttributes, type MapOptions } from './map.js';
+export { createFastOtlpProtoLogExporter, serializeLogs, FastProtobufLogsSerializer } from './otlp-proto.js';
 export {
   resolveExporter,
   StdoutLogRecordExporter,
   CountingLogRecordExporter,
   NoneLogRecordExporter,
+  PrevalidatedAttributesProcessor,
   createLogPipeline,
   type ExporterChoice,
   type ExportCounters,
