@@ -30,7 +30,7 @@ function requirePrivilegedQuiet(): boolean {
   }
 }
 
-function ready(t: Parameters<typeof requirePrivileged>[0]): lab is Lab {
+function ready(t: Parameters<typeof requirePrivileged>[0]): boolean {
   if (!requirePrivileged(t)) return false;
   if (!lab) {
     t.fail('lab was not created');
