@@ -4,12 +4,17 @@
  * paired runs of N connections without and with the probe attached (sockops mode
  * unless --mode says otherwise), printed side by side, plus BPF run time per
  * connection from bpf_stats (kernel.bpf_stats_enabled is restored afterwards).
+ * The RS server runs in its own cgroup and the probe's sock_ops program is attached
+ * to that cgroup (probe.cgroupPath), so BPF time counts the RS side only, as on a
+ * real server; the lab's client sockets share this host and would otherwise add
+ * their own callbacks.
  *
  *   npm run bench:accept -- [--rounds 5] [--connections 5000] [--pool 1000] [--mode auto]
  *
  * Needs root. Not a test: it prints numbers, it does not judge them.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { createLab } from '../test/lab/lab.js';
 import { startProbe } from '../test/helpers/probe.js';
@@ -31,11 +36,21 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const lab = await createLab({ lvsLocalCount: 4 });
 const statsBefore = readFileSync(STATS, 'utf8').trim();
 const runCnt: number[] = [];
+let cgroupDir = '';
 const rows: { round: number; base: number; probe: number; ratio: number; nsPerConn: number; probeNs: number; events: number }[] = [];
 try {
   writeFileSync(STATS, '1');
   const port = 19000;
-  const srv = await lab.startServer({ port, mode: 'accept' });
+  // the RS server inside a dedicated cgroup (its listener and children belong to it)
+  const cg2 = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2')![1]!;
+  cgroupDir = `${cg2}/toa-bench-rs-${process.pid}`;
+  mkdirSync(cgroupDir);
+  const srvProc = spawn('sh', ['-c', `echo $$ > ${cgroupDir}/cgroup.procs && exec nsenter --net=/run/netns/${lab.ns.rs} ${lab.tool('lab-server')} --listen ${lab.rsAddr4}:${port} --mode accept`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((res, rej) => {
+    srvProc.stdout!.on('data', (d: Buffer) => d.toString().includes('READY') && res());
+    srvProc.once('exit', (c) => rej(new Error(`lab-server exited ${c}`)));
+  });
+  const srv = { stop: async () => { srvProc.kill('SIGTERM'); await new Promise((r) => srvProc.once('exit', r)); } };
   const run = async () => {
     const r = await lab.connect({ vipPort: port, count: N, mode: 'connect', rst: true, toa: { mode: 'pool', size: poolSize }, durationMs: 60000 });
     if (r.client.failed) console.error(`warning: ${r.client.failed} connections failed: ${JSON.stringify(r.client.errors)}`);
@@ -46,13 +61,12 @@ try {
     // alternate which run goes first so that drift does not favour one side
     const probeFirst = round % 2 === 0;
     const base0 = probeFirst ? 0 : await run();
-    const probe = startProbe({ mode: values.mode as 'auto' });
+    const probe = startProbe({ mode: values.mode as 'auto', cgroupPath: cgroupDir });
     const withProbe = await run();
     await new Promise((r) => setTimeout(r, 100));
     const stats = await probe.stop();
     const base = probeFirst ? await run() : base0;
-    // sock_ops runs for several callbacks per socket (and for the lab client's own
-    // sockets, which share this host): charge all of it to the RS's connections
+    // sock_ops runs for several callbacks per RS socket: charge all of them to the connection
     const runNs = stats.programs.reduce((s, p) => s + p.runTimeNs, 0);
     runCnt.push(stats.programs.reduce((s, p) => s + p.runCount, 0));
     const conns = stats.counters.connections ?? 0;
@@ -71,11 +85,12 @@ try {
 } finally {
   writeFileSync(STATS, statsBefore);
   await lab.teardown();
+  if (cgroupDir) rmdirSync(cgroupDir);
 }
 
-console.log(`\nBPF program runs per connection: ${(median(runCnt) / N).toFixed(1)} (all callbacks of both lab ends)`);
+console.log(`\nBPF program runs per connection: ${(median(runCnt) / N).toFixed(1)} (every sock_ops callback of the RS sockets)`);
 console.log(`\naccept rate through the FullNAT lab, ${N} connections per run, ${poolSize} distinct TOA clients`);
-console.log('round | without probe (conn/s) | with probe (conn/s) | ratio | BPF ns/conn (all callbacks) | handler ns (median probe_ns) | records');
+console.log('round | without probe (conn/s) | with probe (conn/s) | ratio | BPF ns/conn (all RS callbacks) | handler ns (median probe_ns) | records');
 for (const r of rows)
   console.log(`${r.round} | ${r.base.toFixed(0)} | ${r.probe.toFixed(0)} | ${r.ratio.toFixed(3)} | ${r.nsPerConn.toFixed(0)} | ${r.probeNs} | ${r.events}`);
 console.log(

@@ -50,12 +50,17 @@ struct {
 	__uint(max_entries, 4 * 1024 * 1024);
 } events SEC(".maps");
 
-/* Per-CPU counters, index enum toa_counter. Written here, summed by user space. */
+struct toa_counters {
+	__u64 c[TOA_CNT_MAX]; /* index enum toa_counter */
+};
+
+/* Per-CPU counters: one entry whose value holds them all, so a program run looks
+ * them up once. Written here, summed over CPUs by user space. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, TOA_CNT_MAX);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct toa_counters);
 } counters SEC(".maps");
 
 struct merge_val {
@@ -103,13 +108,19 @@ struct {
 
 /* ---- small helpers ---- */
 
-static __always_inline void count(__u32 idx, __u64 n)
+static __always_inline struct toa_counters *counters_get(void)
 {
-	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	__u32 zero = 0;
 
-	if (v)
-		*v += n; /* per-CPU slot: no atomics needed */
+	return bpf_map_lookup_elem(&counters, &zero);
 }
+
+/* every function that counts takes `struct toa_counters *cnt` (per-CPU slot: no atomics) */
+#define count(idx, n)                       \
+	do {                                \
+		if (cnt)                    \
+			cnt->c[idx] += (n); \
+	} while (0)
 
 static __always_inline bool is_loopback(const struct toa_event *ev)
 {
@@ -180,7 +191,7 @@ static __always_inline void set_toa(struct toa_event *ev, const struct toa_found
  * its top 16 bits; an inline value has the last IPv4 octets there. Low bits set on a
  * pointer are sockmap/psock flags: not ours.
  */
-static __always_inline bool module_toa_decode(__u64 ud, struct toa_found *t)
+static __always_inline bool module_toa_decode(struct toa_counters *cnt, __u64 ud, struct toa_found *t)
 {
 	__u8 raw[20] = {};
 
@@ -229,7 +240,7 @@ static __always_inline void apply_module_toa(struct toa_event *ev, const struct 
 		ev->flags |= TOA_FLAG_MODULE_DIFFERS;
 }
 
-static __always_inline void emit(void *ctx, struct toa_event *ev)
+static __always_inline void emit(struct toa_counters *cnt, void *ctx, struct toa_event *ev)
 {
 	long err;
 
@@ -257,7 +268,7 @@ static __always_inline void emit(void *ctx, struct toa_event *ev)
  * client as it will be reported (trusted TOA, else the peer), so records of one key
  * share their client.address; the peer is not in the key when a TOA is present.
  */
-static __always_inline void report(void *ctx, struct toa_event *ev, __u64 start_ns)
+static __always_inline void report(struct toa_counters *cnt, void *ctx, struct toa_event *ev, __u64 start_ns)
 {
 	struct toa_merge_key key = {};
 	struct merge_val *v;
@@ -271,10 +282,10 @@ static __always_inline void report(void *ctx, struct toa_event *ev, __u64 start_
 		if (!ev->toa_trusted)
 			count(TOA_CNT_TOA_UNTRUSTED, 1);
 	}
-	ev->probe_ns = bpf_ktime_get_ns() - start_ns;
+	ev->probe_ns = bpf_ktime_get_boot_ns() - start_ns; /* start_ns is also the record's timestamp */
 
 	if (!cfg_merge_window_ns) {
-		emit(ctx, ev);
+		emit(cnt, ctx, ev);
 		return;
 	}
 	key.family = ev->family;
@@ -310,14 +321,15 @@ static __always_inline void report(void *ctx, struct toa_event *ev, __u64 start_
 		nv.last_report_ns = ev->ts_boot_ns;
 		bpf_map_update_elem(&merge, &key, &nv, BPF_ANY);
 	}
-	emit(ctx, ev);
+	emit(cnt, ctx, ev);
 }
 
 /* ---- accept probes (fexit / kretprobe) ---- */
 
 static __always_inline void on_accept(void *ctx, struct sock *sk)
 {
-	__u64 start = bpf_ktime_get_ns();
+	__u64 start = bpf_ktime_get_boot_ns();
+	struct toa_counters *cnt = counters_get();
 	struct toa_event ev = {};
 	__u16 family;
 
@@ -330,7 +342,7 @@ static __always_inline void on_accept(void *ctx, struct sock *sk)
 		count(TOA_CNT_NOT_TCP, 1);
 		return;
 	}
-	ev.ts_boot_ns = bpf_ktime_get_boot_ns();
+	ev.ts_boot_ns = start;
 	ev.mode = cfg_mode;
 	ev.local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	ev.peer_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
@@ -372,10 +384,10 @@ static __always_inline void on_accept(void *ctx, struct sock *sk)
 	if (cfg_src_module) {
 		struct toa_found m = {};
 
-		if (module_toa_decode((__u64)BPF_CORE_READ(sk, sk_user_data), &m))
+		if (module_toa_decode(cnt, (__u64)BPF_CORE_READ(sk, sk_user_data), &m))
 			apply_module_toa(&ev, &m);
 	}
-	report(ctx, &ev, start);
+	report(cnt, ctx, &ev, start);
 }
 
 /* inet_csk_accept(struct sock *sk, int flags, int *err, bool kern), kernels <= 6.9 */
@@ -452,7 +464,7 @@ static __always_inline int syn_options(struct bpf_sock_ops *ctx, struct opt_walk
 }
 
 /* Returns the toa_source found (0 = none). Malformed lists are counted, never trusted. */
-static __always_inline __u8 packet_toa(struct bpf_sock_ops *ctx, struct toa_found *t)
+static __always_inline __u8 packet_toa(struct toa_counters *cnt, struct bpf_sock_ops *ctx, struct toa_found *t)
 {
 	struct opt_walk *w = opt_walk_get();
 	int optlen, r;
@@ -493,13 +505,14 @@ static __always_inline __u8 packet_toa(struct bpf_sock_ops *ctx, struct toa_foun
 
 static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool with_module)
 {
-	__u64 start = bpf_ktime_get_ns();
+	__u64 start = bpf_ktime_get_boot_ns();
+	struct toa_counters *cnt = counters_get();
 	struct toa_event ev = {};
 	struct toa_found t = {};
 	__u8 source = TOA_SOURCE_NONE;
 
 	if (cfg_src_packet)
-		source = packet_toa(ctx, &t);
+		source = packet_toa(cnt, ctx, &t);
 
 	if (cfg_mode != TOA_MODE_SOCKOPS) {
 		/* fexit/kretprobe mode: hand the packet TOA to the accept probe */
@@ -512,7 +525,7 @@ static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool w
 		return;
 	}
 
-	ev.ts_boot_ns = bpf_ktime_get_boot_ns();
+	ev.ts_boot_ns = start;
 	ev.mode = TOA_MODE_SOCKOPS;
 	ev.local_port = ctx->local_port;
 	ev.peer_port = sockops_remote_port(ctx);
@@ -549,10 +562,10 @@ static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool w
 		struct tcp_sock *tp = bsk ? bpf_skc_to_tcp_sock(bsk) : NULL;
 		struct toa_found m = {};
 
-		if (tp && module_toa_decode((__u64)BPF_CORE_READ((struct sock *)tp, sk_user_data), &m))
+		if (tp && module_toa_decode(cnt, (__u64)BPF_CORE_READ((struct sock *)tp, sk_user_data), &m))
 			apply_module_toa(&ev, &m);
 	}
-	report(ctx, &ev, start);
+	report(cnt, ctx, &ev, start);
 }
 
 static __always_inline int sockops_main(struct bpf_sock_ops *ctx, bool with_module)
@@ -590,6 +603,7 @@ int sockops_packet(struct bpf_sock_ops *ctx)
 
 struct sweep_ctx {
 	void *ctx;
+	struct toa_counters *cnt;
 	__u64 now;
 	__u32 written;
 };
@@ -597,6 +611,7 @@ struct sweep_ctx {
 static long sweep_one(void *map, struct toa_merge_key *key, struct merge_val *v,
 		      struct sweep_ctx *sc)
 {
+	struct toa_counters *cnt = sc->cnt;
 	struct toa_event ev;
 	__u32 n = v->pending;
 
@@ -609,7 +624,7 @@ static long sweep_one(void *map, struct toa_merge_key *key, struct merge_val *v,
 	ev.suppressed = n - 1;
 	ev.since_last_s = (sc->now - v->last_report_ns) / NSEC_PER_SEC;
 	v->last_report_ns = sc->now;
-	emit(sc->ctx, &ev);
+	emit(sc->cnt, sc->ctx, &ev);
 	count(TOA_CNT_SWEPT, 1);
 	sc->written++;
 	return 0;
@@ -618,7 +633,7 @@ static long sweep_one(void *map, struct toa_merge_key *key, struct merge_val *v,
 SEC("raw_tp")
 int sweep(void *ctx)
 {
-	struct sweep_ctx sc = { .ctx = ctx, .now = bpf_ktime_get_boot_ns() };
+	struct sweep_ctx sc = { .ctx = ctx, .cnt = counters_get(), .now = bpf_ktime_get_boot_ns() };
 
 	bpf_for_each_map_elem(&merge, sweep_one, &sc, 0);
 	return sc.written;
@@ -638,6 +653,7 @@ SEC("raw_tp")
 int synth(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 want = ctx->args[0];
+	struct toa_counters *cnt = counters_get();
 
 	for (int i = 0; i < SYNTH_BATCH; i++) {
 		if (i >= want)
@@ -665,7 +681,7 @@ int synth(struct bpf_raw_tracepoint_args *ctx)
 		ev.toa_addr[2] = (n >> 8) & 0xff;
 		ev.toa_addr[3] = n & 0xff;
 		ev.probe_ns = bpf_ktime_get_ns() - start;
-		emit(ctx, &ev);
+		emit(cnt, ctx, &ev);
 	}
 	return 0;
 }

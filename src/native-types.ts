@@ -28,6 +28,8 @@ export interface NativeProbeOptions {
   pollIntervalMs: number;
   /** Maximum events per batch handed to JS. */
   batchMaxEvents: number;
+  /** cgroup v2 directory the sock_ops program attaches to; '' or absent = the v2 root (every socket). */
+  cgroupPath?: string;
   /** Load the synthetic-record program (benchmarks only; default false). */
   synthetic?: boolean;
 }

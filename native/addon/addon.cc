@@ -44,7 +44,8 @@ struct Batch {
 };
 
 // Options object -> toa_core_config; throws TypeError naming the bad key.
-void ReadConfig(const Napi::Object &o, toa_core_config &cfg, std::vector<toa_cidr> &trusted) {
+// cfg.trusted and cfg.cgroup_path point into `trusted` and `cgroup`: keep them alive with cfg.
+void ReadConfig(const Napi::Object &o, toa_core_config &cfg, std::vector<toa_cidr> &trusted, std::string &cgroup) {
   Napi::Env env = o.Env();
   auto need = [&](const char *key) {
     Napi::Value v = o.Get(key);
@@ -101,6 +102,9 @@ void ReadConfig(const Napi::Object &o, toa_core_config &cfg, std::vector<toa_cid
   cfg.merge_max_keys = (uint32_t)num("mergeMaxKeys", 1, 1 << 24);
   cfg.ringbuf_bytes = (uint32_t)num("ringBufferBytes", 4096, 1u << 30);
   cfg.synth = o.Get("synthetic").ToBoolean();  // optional: benchmarks only
+  Napi::Value cg = o.Get("cgroupPath");         // optional: "" = cgroup v2 root
+  cgroup = cg.IsString() ? cg.As<Napi::String>().Utf8Value() : "";
+  cfg.cgroup_path = cgroup.c_str();
   if (cfg.ringbuf_bytes & (cfg.ringbuf_bytes - 1))
     throw Napi::TypeError::New(env, "options.ringBufferBytes must be a power of two");
 }
@@ -118,7 +122,7 @@ class Probe : public Napi::ObjectWrap<Probe> {
   // The constructor only validates and stores options: nothing touches the kernel yet.
   explicit Probe(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Probe>(info) {
     if (!info[0].IsObject()) throw Napi::TypeError::New(info.Env(), "new Probe(options): options object required");
-    ReadConfig(info[0].As<Napi::Object>(), cfg_, trusted_);
+    ReadConfig(info[0].As<Napi::Object>(), cfg_, trusted_, cgroup_);
     Napi::Object o = info[0].As<Napi::Object>();
     poll_ms_ = o.Get("pollIntervalMs").IsNumber() ? o.Get("pollIntervalMs").ToNumber().Int32Value() : 50;
     if (poll_ms_ < 1 || poll_ms_ > 10000) throw Napi::TypeError::New(info.Env(), "options.pollIntervalMs must be in [1, 10000]");
@@ -324,6 +328,7 @@ class Probe : public Napi::ObjectWrap<Probe> {
 
   toa_core_config cfg_{};
   std::vector<toa_cidr> trusted_;
+  std::string cgroup_;
   int poll_ms_ = 50;
   uint32_t batch_max_ = 4096;
   toa_core *core_ = nullptr;

@@ -586,6 +586,9 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 		}
 	}
 	if (need_sockops) {
+		/* the root sees every socket; a sub-cgroup limits the probe to its services */
+		if (cfg->cgroup_path && cfg->cgroup_path[0])
+			snprintf(cgpath, sizeof(cgpath), "%s", cfg->cgroup_path);
 		int cg = open(cgpath, O_RDONLY | O_DIRECTORY);
 		struct bpf_program *p = full ? s->progs.sockops_full : s->progs.sockops_packet;
 
@@ -810,15 +813,16 @@ int toa_core_stats(struct toa_core *c, struct toa_core_stats *st)
 	st->sweep_supported = c->sweep_loaded;
 	if (!c->skel || ncpu <= 0)
 		return -EINVAL;
-	vals = calloc(ncpu, sizeof(__u64));
+	/* one per-CPU entry holding every counter (see bpf/toa.bpf.c struct toa_counters) */
+	vals = calloc((size_t)ncpu * TOA_CNT_MAX, sizeof(__u64));
 	if (!vals)
 		return -ENOMEM;
-	for (__u32 i = 0; i < TOA_CNT_MAX; i++) {
-		if (bpf_map_lookup_elem(bpf_map__fd(c->skel->maps.counters), &i, vals))
-			continue;
+	__u32 zero = 0;
+
+	if (!bpf_map_lookup_elem(bpf_map__fd(c->skel->maps.counters), &zero, vals))
 		for (int cpu = 0; cpu < ncpu; cpu++)
-			st->counters[i] += vals[cpu];
-	}
+			for (int i = 0; i < TOA_CNT_MAX; i++)
+				st->counters[i] += vals[(size_t)cpu * TOA_CNT_MAX + i];
 	free(vals);
 	bpf_object__for_each_program(p, c->skel->obj) {
 		struct bpf_prog_info info = {};

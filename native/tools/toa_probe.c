@@ -125,6 +125,7 @@ static void usage(FILE *f)
 		"  --merge-keys N                        merge window keys (default 65536)\n"
 		"  --sweep-interval SEC                  sweep merged counts every SEC (default 0 = only at exit)\n"
 		"  --duration SEC                        exit after SEC seconds\n"
+		"  --cgroup DIR                          attach sock_ops to this cgroup v2 directory (default: the v2 root)\n"
 		"  --capabilities                        print what this kernel supports and exit\n"
 		"  --verbose                             debug logs on stderr\n");
 }
@@ -192,6 +193,7 @@ int main(int argc, char **argv)
 		{ "merge-keys", required_argument, 0, 'k' },
 		{ "sweep-interval", required_argument, 0, 'i' },
 		{ "duration", required_argument, 0, 'd' },
+		{ "cgroup", required_argument, 0, 'g' },
 		{ "capabilities", no_argument, 0, 'c' },
 		{ "verbose", no_argument, 0, 'v' },
 		{ "help", no_argument, 0, 'h' },
@@ -241,6 +243,7 @@ int main(int argc, char **argv)
 		case 'k': cfg.merge_max_keys = strtoul(optarg, NULL, 10); break;
 		case 'i': sweep_every = atof(optarg); break;
 		case 'd': duration = atof(optarg); break;
+		case 'g': cfg.cgroup_path = optarg; break;
 		case 'v': log_level = TOA_LOG_DEBUG; break;
 		case 'c': {
 			struct toa_cap_line lines[16];
