@@ -64,6 +64,8 @@ export interface ToaConfig {
     scheduledDelayMillis: number;
     /** Deadline of one export, ms. Default 30000. */
     exportTimeoutMillis: number;
+    /** Longest wait between re-sends of records kept after a retryable export failure, ms. Default 30000. */
+    retryMaxBackoffMs: number;
   };
   enrich: {
     /** Look up process and container metadata in /proc. Default true. */
@@ -268,6 +270,7 @@ export const SCHEMA: Record<string, KeyDef> = {
   'export.maxExportBatchSize': intDef('Records per export request (at most export.maxQueueSize)', 2048, 1, 1000000),
   'export.scheduledDelayMillis': intDef('Longest wait before a partial batch is exported (ms)', 500, 1, 60000),
   'export.exportTimeoutMillis': intDef('Deadline of one export including retries (ms)', 30000, 1, 600000),
+  'export.retryMaxBackoffMs': intDef('Longest wait between re-sends of records kept after a retryable OTLP export failure (ms); up to export.maxQueueSize records are kept, beyond that the oldest are dropped (counted)', 30000, 1000, 600000),
   'enrich.enabled': boolDef('Add process.executable.name, container.id and (sockops) the listener process from /proc', true),
   'enrich.cacheTtlSec': intDef('Lifetime of cached /proc lookups (s)', 60, 1, 86400),
   'enrich.cacheMaxEntries': intDef('Entries per enrichment cache', 4096, 16, 1000000),

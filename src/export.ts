@@ -18,6 +18,7 @@ import type { PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import { parseHeaderList, type ToaConfig } from './config.js';
 import { PREVALIDATED_ATTRIBUTES } from './map.js';
 import { createFastOtlpProtoLogExporter, type FastOtlpOptions } from './otlp-proto.js';
+import { isRetryableExportError, RetryingLogRecordExporter, type RetryingExporterOptions } from './retry-exporter.js';
 
 export type OtlpProtocol = 'http/protobuf' | 'http/json';
 
@@ -175,32 +176,49 @@ export interface ExportCounters {
   failedByType: Record<string, number>;
   /** Message of the last failure. */
   lastError: string | undefined;
+  /** Failed export calls that the retrying exporter above keeps for a re-send (not in `failed`). */
+  retryableFailedRequests?: number;
 }
 
-/** Wraps an exporter and counts delivered and failed records. */
+/**
+ * Wraps an exporter and counts delivered and failed records. With `retryable`, failures it accepts
+ * are not counted as failed: the RetryingLogRecordExporter above keeps those records and counts
+ * their fate (delivered later, dropped at its bound, lost at shutdown).
+ */
 export class CountingLogRecordExporter implements LogRecordExporter {
   readonly counters: ExportCounters = { exported: 0, failed: 0, failedRequests: 0, failedByType: {}, lastError: undefined };
   constructor(
     readonly inner: LogRecordExporter,
-    private readonly onFailure?: (err: Error | undefined, records: number) => void,
+    private readonly onFailure?: (err: Error | undefined, records: number, retryable: boolean) => void,
+    private readonly retryable?: (err: Error | undefined) => boolean,
   ) {}
   export(records: ReadableLogRecord[], done: (r: ExportResult) => void): void {
     const n = records.length;
     let settled = false;
-    this.inner.export(records, (r) => {
+    const settle = (r: ExportResult) => {
       if (settled) return; // exporters must call back once; be safe about double counting
       settled = true;
       if (r.code === ExportResultCode.SUCCESS) this.counters.exported += n;
-      else {
+      else if (this.retryable?.(r.error)) {
+        this.counters.retryableFailedRequests = (this.counters.retryableFailedRequests ?? 0) + 1;
+        this.counters.lastError = r.error?.message ?? 'export failed';
+        this.onFailure?.(r.error, n, true);
+      } else {
         this.counters.failed += n;
         this.counters.failedRequests++;
         const type = r.error?.name ?? 'export_failed';
         this.counters.failedByType[type] = (this.counters.failedByType[type] ?? 0) + n;
         this.counters.lastError = r.error?.message ?? 'export failed';
-        this.onFailure?.(r.error, n);
+        this.onFailure?.(r.error, n, false);
       }
       done(r);
-    });
+    };
+    try {
+      this.inner.export(records, settle);
+    } catch (e) {
+      // e.g. a serializer throwing: a counted failure, not a rejection the processor only logs
+      settle({ code: ExportResultCode.FAILED, error: e instanceof Error ? e : new Error(String(e)) });
+    }
   }
   shutdown(): Promise<void> {
     return this.inner.shutdown();
@@ -233,18 +251,41 @@ export interface LogPipelineOptions {
   exporter: LogRecordExporter;
   /** Receives the SDK's self-observability metrics (queue drops, processed, queue size). */
   selfObs?: MeterProvider;
-  onExportFailure?: (err: Error | undefined, records: number) => void;
+  onExportFailure?: (err: Error | undefined, records: number, retryable: boolean) => void;
   /** Use this processor instead of a BatchLogRecordProcessor (tests: SimpleLogRecordProcessor). */
   processor?: (exporter: LogRecordExporter) => LogRecordProcessor;
+  /**
+   * Keep batches that failed retryably and re-send them (src/retry-exporter.ts), bounded by
+   * export.maxQueueSize records; options beyond the config's. Off when undefined (stdout/none).
+   */
+  retry?: Partial<RetryingExporterOptions>;
 }
 
-/** LoggerProvider + BatchLogRecordProcessor (explicit queue/batch/timeouts from config) + counting exporter. */
-export function createLogPipeline(o: LogPipelineOptions): { provider: LoggerProvider; counting: CountingLogRecordExporter } {
-  const counting = new CountingLogRecordExporter(o.exporter, o.onExportFailure);
+/**
+ * LoggerProvider + BatchLogRecordProcessor (explicit queue/batch/timeouts from config) + [retrying
+ * exporter] + counting exporter.
+ */
+export function createLogPipeline(o: LogPipelineOptions): {
+  provider: LoggerProvider;
+  counting: CountingLogRecordExporter;
+  retrying: RetryingLogRecordExporter | undefined;
+} {
+  const counting = new CountingLogRecordExporter(o.exporter, o.onExportFailure, o.retry ? (o.retry.isRetryable ?? isRetryableExportError) : undefined);
+  const retrying = o.retry
+    ? new RetryingLogRecordExporter(counting, {
+        maxRetainedRecords: o.config.export.maxQueueSize,
+        maxBackoffMs: o.config.export.retryMaxBackoffMs,
+        maxBatchRecords: o.config.export.maxExportBatchSize,
+        flushTimeoutMs: o.config.export.exportTimeoutMillis,
+        shutdownTimeoutMs: o.config.shutdown.timeoutMs,
+        ...o.retry,
+      })
+    : undefined;
+  const top = retrying ?? counting;
   const processor =
-    o.processor?.(counting) ??
+    o.processor?.(top) ??
     new BatchLogRecordProcessor({
-      exporter: counting,
+      exporter: top,
       // the SDK ignores OTEL_BLRP_*; its default queue (2048) drops at tens of thousands of records/s
       maxQueueSize: o.config.export.maxQueueSize,
       maxExportBatchSize: o.config.export.maxExportBatchSize,
@@ -255,5 +296,5 @@ export function createLogPipeline(o: LogPipelineOptions): { provider: LoggerProv
   // no `meterProvider` here: its per-record otel.sdk.log.created counter costs ~1 µs a record and
   // duplicates toa_otel.records.emitted; the processor's metrics are per batch and are kept
   const provider = new LoggerProvider({ resource: o.resource, processors: [new PrevalidatedAttributesProcessor(), processor] });
-  return { provider, counting };
+  return { provider, counting, retrying };
 }

@@ -22,6 +22,7 @@ import {
 } from './export.js';
 import { createLogger, type Logger } from './log.js';
 import { toPrevalidatedLogRecord } from './map.js';
+import type { RetryingLogRecordExporter } from './retry-exporter.js';
 import { loadAddon, type LoadedAddon } from './native.js';
 import type { NativeProbe, NativeProbeOptions, NativeStats } from './native-types.js';
 import { buildResource, packageVersion } from './resource.js';
@@ -74,6 +75,14 @@ export interface PipelineTotals {
   kernelLost: number;
   droppedBatches: number;
   droppedEvents: number;
+  /** Records kept after a retryable export failure, waiting for a re-send (now). */
+  retained: number;
+  /** Re-send requests of retained records. */
+  retried: number;
+  /** Oldest retained records dropped because more than export.maxQueueSize were retained. */
+  retryDropped: number;
+  /** Retained records given up at shutdown. */
+  retryLostAtShutdown: number;
 }
 
 const sleep = (ms: number) => new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms).unref());
@@ -87,6 +96,7 @@ export class Pipeline {
   private clock: BootClock | undefined;
   private provider: LoggerProvider | undefined;
   private counting: CountingLogRecordExporter | undefined;
+  private retrying: RetryingLogRecordExporter | undefined;
   private telemetry: SelfTelemetry | undefined;
   private otelLogger: OtelLogger | undefined;
   private timers: NodeJS.Timeout[] = [];
@@ -142,19 +152,23 @@ export class Pipeline {
         exportCounters: () => this.counting!.counters,
         emitted: () => this.emitted,
         pipelineErrors: () => this.pipelineErrors,
+        retryCounters: () => this.retrying?.counters,
       },
     });
     const exporter = this.deps.logExporter ?? this.makeExporter(this.choice);
-    const { provider, counting } = createLogPipeline({
+    const { provider, counting, retrying } = createLogPipeline({
       config: c,
       resource,
       exporter,
       selfObs: this.telemetry.meterProvider,
       processor: this.deps.processor,
-      onExportFailure: (err, n) => this.exportFailed(err, n),
+      onExportFailure: (err, n, retryable) => this.exportFailed(err, n, retryable),
+      // OTLP only: a closed stdout pipe will not come back
+      retry: this.choice.kind === 'otlp' ? { onLoss: (n, reason) => this.recordsLost(n, reason) } : undefined,
     });
     this.provider = provider;
     this.counting = counting;
+    this.retrying = retrying;
     this.otelLogger = provider.getLogger('toa-otel', packageVersion());
     this.log.info('exporter selected', {
       exporter: this.choice.kind,
@@ -187,16 +201,36 @@ export class Pipeline {
 
   // during an outage every batch fails: log the first failure at once, then one summary per 10 s
   private failLog = { last: 0, records: 0, requests: 0 };
-  private exportFailed(err: Error | undefined, records: number): void {
+  private exportFailed(err: Error | undefined, records: number, retryable = false): void {
     const f = this.failLog;
     f.records += records;
     f.requests++;
     const now = Date.now();
     if (now - f.last < 10_000) return;
-    this.log.warn('export failed', { records: f.records, requests: f.requests, error: err?.message ?? 'unknown', exporter: this.choice?.kind });
+    this.log.warn('export failed', {
+      records: f.records, requests: f.requests, error: err?.message ?? 'unknown', exporter: this.choice?.kind,
+      // retryable: the records are kept and re-sent (src/retry-exporter.ts), not lost
+      ...(this.retrying ? { willRetry: retryable, retained: this.retrying.counters.retained } : {}),
+    });
     f.last = now;
     f.records = 0;
     f.requests = 0;
+  }
+
+  // retained records given up: dropped at the bound (rate-limited like export failures) or at shutdown
+  private lossLog = { last: 0, records: 0 };
+  private recordsLost(records: number, reason: 'retry_queue_full' | 'shutdown'): void {
+    if (reason === 'shutdown') {
+      this.log.error('retained records lost at shutdown (export target still unreachable)', { records });
+      return;
+    }
+    const l = this.lossLog;
+    l.records += records;
+    const now = Date.now();
+    if (now - l.last < 10_000) return;
+    this.log.error('retained records dropped: more than export.maxQueueSize records waited for a re-send', { records: l.records, maxQueueSize: this.config.export.maxQueueSize });
+    l.last = now;
+    l.records = 0;
   }
 
   private every(ms: number, fn: () => void): void {
@@ -291,6 +325,10 @@ export class Pipeline {
       kernelLost: k('lost'),
       droppedBatches: st?.droppedBatches ?? 0,
       droppedEvents: st?.droppedEvents ?? 0,
+      retained: this.retrying?.counters.retained ?? 0,
+      retried: this.retrying?.counters.retries ?? 0,
+      retryDropped: this.retrying?.counters.droppedOldest ?? 0,
+      retryLostAtShutdown: this.retrying?.counters.lostAtShutdown ?? 0,
     };
   }
 
@@ -311,6 +349,7 @@ export class Pipeline {
         exportFailed: t.exportFailed,
         queueFull: snap.queueFull,
         queued: snap.queued,
+        ...(this.retrying ? { retained: t.retained, retried: t.retried, retryDropped: t.retryDropped } : {}),
         connections: t.connections,
         kernelLost: t.kernelLost,
         droppedEvents: t.droppedEvents,
@@ -346,12 +385,19 @@ export class Pipeline {
     this.enricher?.close();
     const before = this.totals();
     const beforeSnap = this.telemetry ? await this.telemetry.refresh().catch(() => this.telemetry!.lastSnapshot) : { queueFull: 0, queued: 0 };
+    // retained records get re-sent until this deadline, then count as lost at shutdown
+    this.retrying?.setDeadline(deadline - Math.min(200, this.config.shutdown.timeoutMs / 10));
     const flushed = await this.shutdownProviders(left(), true);
     if (!flushed) timedOut = true;
     const after = this.totals();
-    const lostInFlush = after.exportFailed - before.exportFailed + (after.queueFull - beforeSnap.queueFull);
-    // records handed to the SDK that never reached a final state (still queued/in flight at the deadline)
-    const unaccounted = Math.max(0, after.emitted - after.exported - after.exportFailed - after.queueFull);
+    const lostInFlush =
+      after.exportFailed - before.exportFailed + (after.queueFull - beforeSnap.queueFull) +
+      (after.retryDropped - before.retryDropped) + (after.retryLostAtShutdown - before.retryLostAtShutdown);
+    // records handed to the SDK that never reached a final state (still queued/retained/in flight at the deadline)
+    const unaccounted = Math.max(
+      0,
+      after.emitted - after.exported - after.exportFailed - after.queueFull - after.retryDropped - after.retryLostAtShutdown,
+    );
     const lostAtShutdown = lostInFlush + unaccounted;
     this.log.info('stopped', { ...after, lostAtShutdown, timedOut });
     return { timedOut, lostAtShutdown, totals: after };

@@ -55,8 +55,15 @@ export const METRIC_DECODE_ERRORS = 'toa_otel.decode.errors';
 export const METRIC_RECORDS_EMITTED = 'toa_otel.records.emitted';
 /** Log records the exporter delivered / failed to deliver (attribute `error.type` on failure). */
 export const METRIC_RECORDS_EXPORTED = 'toa_otel.records.exported';
-/** Log records the batch processor dropped because its queue was full. */
+/**
+ * Log records dropped: `error.type` = queue_full (batch processor queue), retry_queue_full (oldest
+ * retained records beyond export.maxQueueSize), shutdown (retained records given up at shutdown).
+ */
 export const METRIC_RECORDS_DROPPED = 'toa_otel.records.dropped';
+/** Records kept after a retryable export failure, waiting for a re-send (gauge). */
+export const METRIC_EXPORT_RETAINED = 'toa_otel.export.retained';
+/** Re-send requests of retained records. */
+export const METRIC_EXPORT_RETRIES = 'toa_otel.export.retries';
 /** Enrichment lookups by kind (`pid`, `listener`) and result (`hit`, `miss`, `error`). */
 export const METRIC_ENRICH_LOOKUPS = 'toa_otel.enrich.lookups';
 

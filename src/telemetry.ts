@@ -15,6 +15,7 @@ import type { DecodeStats } from './decode.js';
 import type { EnrichStats } from './enrich.js';
 import type { ExportCounters } from './export.js';
 import type { NativeStats } from './native-types.js';
+import type { RetryCounters } from './retry-exporter.js';
 import * as sc from './semconv.js';
 
 /** Reader collected on demand (never exports). */
@@ -33,6 +34,8 @@ export interface TelemetrySources {
   emitted: () => number;
   /** Batch callback errors (exceptions in the event path, counted). */
   pipelineErrors: () => number;
+  /** Counters of the retrying exporter (undefined: not in use). */
+  retryCounters?: () => RetryCounters | undefined;
 }
 
 /** Numbers the SDK reports about its batch processor. */
@@ -88,7 +91,9 @@ export class SelfTelemetry {
     const decodeErrors = m.createObservableCounter(sc.METRIC_DECODE_ERRORS, { description: 'Events that could not be decoded' });
     const emitted = m.createObservableCounter(sc.METRIC_RECORDS_EMITTED, { description: 'Log records handed to the SDK' });
     const exported = m.createObservableCounter(sc.METRIC_RECORDS_EXPORTED, { description: 'Log records exported (error.type set when the export failed)' });
-    const dropped = m.createObservableCounter(sc.METRIC_RECORDS_DROPPED, { description: 'Log records dropped because the batch queue was full' });
+    const dropped = m.createObservableCounter(sc.METRIC_RECORDS_DROPPED, { description: 'Log records dropped (error.type: queue_full, retry_queue_full, shutdown)' });
+    const retained = m.createObservableGauge(sc.METRIC_EXPORT_RETAINED, { description: 'Log records kept after a retryable export failure, waiting for a re-send' });
+    const retries = m.createObservableCounter(sc.METRIC_EXPORT_RETRIES, { description: 'Re-send requests of retained log records' });
     const lookups = m.createObservableCounter(sc.METRIC_ENRICH_LOOKUPS, { description: 'Enrichment cache lookups' });
 
     m.addBatchObservableCallback(
@@ -114,6 +119,13 @@ export class SelfTelemetry {
         r.observe(exported, c.exported);
         for (const [type, n] of Object.entries(c.failedByType)) r.observe(exported, n, { 'error.type': type } as Attributes);
         r.observe(dropped, this.last.queueFull, { 'error.type': 'queue_full' });
+        const rc = s.retryCounters?.();
+        if (rc) {
+          r.observe(dropped, rc.droppedOldest, { 'error.type': 'retry_queue_full' });
+          r.observe(dropped, rc.lostAtShutdown, { 'error.type': 'shutdown' });
+          r.observe(retained, rc.retained);
+          r.observe(retries, rc.retries);
+        }
         const e = s.enrichStats();
         if (e) {
           r.observe(lookups, e.pidHits, { kind: 'pid', result: 'hit' });
@@ -125,7 +137,7 @@ export class SelfTelemetry {
           r.observe(lookups, e.listenerAmbiguous, { kind: 'listener', result: 'ambiguous' });
         }
       },
-      [probeCounter, droppedBatches, droppedEvents, runCount, runTime, info, decodeErrors, emitted, exported, dropped, lookups],
+      [probeCounter, droppedBatches, droppedEvents, runCount, runTime, info, decodeErrors, emitted, exported, dropped, retained, retries, lookups],
     );
   }
 
