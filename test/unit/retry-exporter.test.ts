@@ -12,9 +12,14 @@ import {
 } from '@opentelemetry/sdk-logs';
 import { loadConfig } from '../../src/config.js';
 import { createLogPipeline, createOtlpLogExporter, resolveExporter } from '../../src/export.js';
+import { AggregationTemporality, InMemoryMetricExporter } from '@opentelemetry/sdk-metrics';
+import { createLogger } from '../../src/log.js';
+import { SelfTelemetry } from '../../src/telemetry.js';
+import { Pipeline } from '../../src/pipeline.js';
 import { isRetryableExportError, RetryingLogRecordExporter } from '../../src/retry-exporter.js';
 import { freePort } from '../helpers/collector.js';
 import { OtlpReceiver } from '../helpers/otlp-receiver.js';
+import { ReplayAddon } from '../helpers/replay-addon.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const refused = () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:4318'), { code: 'ECONNREFUSED' });
@@ -291,4 +296,59 @@ test('through the batch processor and the counting exporter: no loss, no failure
   t.true(failures.length >= 1 && failures.every((f) => f));
   t.is(retrying!.counters.lostAtShutdown, 0);
   t.true(retrying!.counters.retries >= 1);
+});
+
+test.serial('pipeline: records still retained when stop() gives up are reported in lostAtShutdown, and logged', async (t) => {
+  const endpoint = `http://127.0.0.1:${await freePort()}`; // nothing listens: connection refused
+  const { config } = loadConfig({
+    env: {},
+    cli: {
+      exporter: 'otlp', 'otlp.endpoint': endpoint, 'otlp.timeoutMs': '300', 'telemetry.metrics': 'false', 'enrich.enabled': 'false',
+      'status.intervalSec': '0', 'export.scheduledDelayMillis': '20', 'merge.sweepIntervalSec': '0', 'shutdown.timeoutMs': '1500',
+    },
+  });
+  const addon = new ReplayAddon({ initial: [[{ peer_port: 1 }, { peer_port: 2 }, { peer_port: 3 }]] });
+  const lines: string[] = [];
+  const p = new Pipeline(config, { addon, env: {}, log: createLogger('debug', (l) => lines.push(l)) });
+  await p.start();
+  await until(() => p.totals().retained === 3);
+  t.is(p.totals().exportFailed, 0, 'retained, not failed');
+  const t0 = Date.now();
+  const r = await p.stop();
+  t.true(Date.now() - t0 < 3_000, 'bounded by shutdown.timeoutMs');
+  t.false(r.timedOut);
+  t.is(r.lostAtShutdown, 3);
+  t.is(r.totals.retryLostAtShutdown, 3);
+  t.is(r.totals.retained, 0);
+  t.is(r.totals.exported, 0);
+  t.is(r.totals.exportFailed, 0);
+  t.true(r.totals.retried >= 1);
+  t.truthy(lines.find((l) => l.includes('retained records lost at shutdown') && l.includes('"records":3')));
+});
+
+test('self-telemetry exports the retry counters: retained gauge, retries, dropped{retry_queue_full|shutdown}', async (t) => {
+  const mem = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+  const telemetry = new SelfTelemetry({
+    resource: resourceFromAttributes({ 'service.name': 't' }),
+    exporter: mem,
+    sources: {
+      probeStats: () => undefined,
+      decodeStats: () => ({ shortEvents: 0, unknownType: 0, unknownFamily: 0 }) as never,
+      enrichStats: () => undefined,
+      exportCounters: () => ({ exported: 0, failed: 0, failedRequests: 0, failedByType: {}, lastError: undefined }),
+      emitted: () => 0,
+      pipelineErrors: () => 0,
+      retryCounters: () => ({
+        retained: 7, retainedBatches: 2, retainedTotal: 20, retries: 4, retryFailures: 3, deliveredAfterRetry: 10,
+        droppedOldest: 2, lostAtShutdown: 1, backoffMs: 0,
+      }),
+    },
+  });
+  await telemetry.shutdown();
+  const metrics = mem.getMetrics().flatMap((rm) => rm.scopeMetrics.flatMap((sm) => sm.metrics));
+  const points = (name: string) => metrics.filter((m) => m.descriptor.name === name).flatMap((m) => m.dataPoints);
+  t.deepEqual(points('toa_otel.export.retained').map((p) => p.value), [7]);
+  t.deepEqual(points('toa_otel.export.retries').map((p) => p.value), [4]);
+  const dropped = Object.fromEntries(points('toa_otel.records.dropped').map((p) => [String(p.attributes['error.type']), p.value]));
+  t.like(dropped, { retry_queue_full: 2, shutdown: 1 });
 });
