@@ -346,7 +346,7 @@ test('self-telemetry exports the retry counters: retained gauge, retries, droppe
   });
   await telemetry.shutdown();
   const metrics = mem.getMetrics().flatMap((rm) => rm.scopeMetrics.flatMap((sm) => sm.metrics));
-  const points = (name: string) => metrics.filter((m) => m.descriptor.name === name).flatMap((m) => m.dataPoints);
+  const points = (name: string) => metrics.filter((m) => m.descriptor.name === name).flatMap((m) => m.dataPoints as Array<{ value: unknown; attributes: Record<string, unknown> }>);
   t.deepEqual(points('toa_otel.export.retained').map((p) => p.value), [7]);
   t.deepEqual(points('toa_otel.export.retries').map((p) => p.value), [4]);
   const dropped = Object.fromEntries(points('toa_otel.records.dropped').map((p) => [String(p.attributes['error.type']), p.value]));
