@@ -22,6 +22,8 @@ export interface ToaConfig {
     ringBufferBytes: number;
     /** Max events per batch handed to JS. Default 1024. */
     batchMaxEvents: number;
+    /** cgroup v2 directory for the sock_ops program; '' (default) = the v2 root. */
+    cgroupPath: string;
   };
   toa: {
     /** TOA sources. Default module and packet. */
@@ -228,6 +230,13 @@ export const SCHEMA: Record<string, KeyDef> = {
   'probe.pollIntervalMs': intDef('How often the native reader drains the kernel buffer (ms)', 10, 1, 1000),
   'probe.ringBufferBytes': intDef('Kernel event buffer size in bytes (112 bytes per event)', 8388608, 65536, 1073741824, { pow2: true }),
   'probe.batchMaxEvents': intDef('Maximum events per batch handed to JavaScript', 1024, 1, 65536),
+  'probe.cgroupPath': {
+    doc: 'cgroup v2 directory the sock_ops program attaches to (sockops mode and packet TOA); empty = the v2 root, i.e. every socket on the host',
+    default: '',
+    allowed: 'empty or an absolute path to a cgroup v2 directory',
+    check: (v) => (typeof v === 'string' && (v === '' || v.startsWith('/')) ? undefined : 'not an absolute path'),
+    coerce: (s) => s.trim(),
+  },
   'toa.sources': listDef('Where TOA is read from: module (sk_user_data of toa.ko), packet (handshake ACK/SYN options)', ['module', 'packet'], 'a comma-separated list of module, packet', (x) =>
     x === 'module' || x === 'packet' ? undefined : 'unknown source', 2),
   'toa.accept': listDef('Accepted TOA option kind/length pairs', ['254/8', '254/20', '253/20', '200/8'], 'a comma-separated list of kind/len with kind 2-255 and len 8 (IPv4) or 20 (IPv6)', (x) =>
@@ -521,5 +530,6 @@ export function nativeOptions(c: ToaConfig): import('./native-types.js').NativeP
     ringBufferBytes: c.probe.ringBufferBytes,
     pollIntervalMs: c.probe.pollIntervalMs,
     batchMaxEvents: c.probe.batchMaxEvents,
+    cgroupPath: c.probe.cgroupPath,
   };
 }
