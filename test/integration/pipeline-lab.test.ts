@@ -1,18 +1,17 @@
 // The whole sidecar path with real parts: the FullNAT lab's real packets → the real probe
 // (build/Release/toa_otel.node, auto mode) → decode/enrich/map → BatchLogRecordProcessor → OTLP
-// http/protobuf → a node:http receiver on 127.0.0.1. Needs root (skips with the reason otherwise;
-// fails under TOA_OTEL_REQUIRE_PRIVILEGED=1).
+// http/protobuf → the real collector (file exporter). Needs root and the built collector (skips
+// with the reason otherwise; fails under TOA_OTEL_REQUIRE_PRIVILEGED=1 / TOA_OTEL_REQUIRE_COLLECTOR=1).
+// The toa-otel command itself is exercised the same way in test/e2e/sidecar-lab.test.ts.
 import test from 'ava';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { readdir, readFile, readlink } from 'node:fs/promises';
 import { parseProcNetTcp } from '../../src/enrich.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { addonPath } from '../../src/native.js';
 import { Pipeline } from '../../src/pipeline.js';
-import { OtlpReceiver, type ReceivedLog } from '../helpers/otlp-receiver.js';
+import { collectorTestMode, startCollector, type FlatLogRecord } from '../helpers/collector.js';
 import { privilegedRequired, requirePrivileged } from '../helpers/privileged.js';
 import { createLab } from '../lab/lab.js';
 
@@ -37,7 +36,7 @@ async function otherListeners(addr: string, port: number, except: number): Promi
   return [...new Set(out)];
 }
 
-const sum = (xs: ReceivedLog[]) => xs.reduce((a, l) => a + 1 + Number(l.attributes['lvs.merge.suppressed_count']), 0);
+const sum = (xs: FlatLogRecord[]) => xs.reduce((a, l) => a + 1 + Number(l.attributes['lvs.merge.suppressed_count']), 0);
 
 test.serial('lab → probe → pipeline → OTLP: TOA and non-TOA connections, real client addresses, merge invariant, listener owner', async (t) => {
   if (!requirePrivileged(t, ['cmake', 'clang', 'bpftool'])) return;
@@ -46,7 +45,13 @@ test.serial('lab → probe → pipeline → OTLP: TOA and non-TOA connections, r
     t.log(`SKIPPED: addon ${addonPath()} not built; run npm run build`);
     return t.pass();
   }
-  const rx = await new OtlpReceiver().start();
+  const cmode = collectorTestMode();
+  if (cmode.mode !== 'run') {
+    if (cmode.mode === 'fail') return t.fail(`${cmode.reason} (required: TOA_OTEL_REQUIRE_COLLECTOR=1)`);
+    t.log(`SKIPPED: ${cmode.reason}`);
+    return t.pass();
+  }
+  const rx = await startCollector(t, { name: 'pipeline-lab' });
   const lab = await createLab();
   const logLines: Record<string, unknown>[] = [];
   let pipeline: Pipeline | undefined;
@@ -56,7 +61,7 @@ test.serial('lab → probe → pipeline → OTLP: TOA and non-TOA connections, r
     const { config } = loadConfig({
       env: {},
       cli: {
-        'otlp.endpoint': rx.url,
+        'otlp.endpoint': rx.httpEndpoint,
         'toa.trustedPeers': `${lab.lvsLocal4}/32`,
         'export.scheduledDelayMillis': '50',
         'status.intervalSec': '0',
@@ -81,8 +86,10 @@ test.serial('lab → probe → pipeline → OTLP: TOA and non-TOA connections, r
     t.false(r.timedOut);
     t.is(r.lostAtShutdown, 0);
 
-    const ours = rx.logs().filter((l) => l.attributes['network.local.address'] === lab.rsAddr4 && l.attributes['network.local.port'] === PORT);
-    // every connection is accounted for once the final sweep has run
+    const mine = (recs: FlatLogRecord[]) =>
+      recs.filter((l) => l.attributes['network.local.address'] === lab.rsAddr4 && l.attributes['network.local.port'] === PORT);
+    // every connection is accounted for once the final sweep has run (and the collector wrote it)
+    const ours = mine(await rx.waitForRecords((all) => sum(mine(all)) >= made).catch(() => rx.records()));
     t.is(sum(ours), made);
     for (const l of ours) {
       t.is(l.eventName, 'lvs.tcp.accept');
@@ -124,52 +131,5 @@ test.serial('lab → probe → pipeline → OTLP: TOA and non-TOA connections, r
   } finally {
     if (pipeline && !stopped) await pipeline.stop().catch(() => undefined);
     await lab.teardown();
-    await rx.stop();
-  }
-});
-
-test.serial('the toa-otel command: records of connections made before SIGTERM arrive, exit code 0', async (t) => {
-  if (!requirePrivileged(t, ['cmake', 'clang', 'bpftool'])) return;
-  if (!existsSync(addonPath())) {
-    if (privilegedRequired() || process.env.TOA_OTEL_REQUIRE_NATIVE === '1') return t.fail(`addon ${addonPath()} not built: run npm run build`);
-    t.log(`SKIPPED: addon ${addonPath()} not built; run npm run build`);
-    return t.pass();
-  }
-  const rx = await new OtlpReceiver().start();
-  const lab = await createLab();
-  const bin = fileURLToPath(new URL('../../bin/toa-otel.js', import.meta.url));
-  let child: ChildProcess | undefined;
-  try {
-    const srv = await lab.startServer({ port: PORT });
-    child = spawn(process.execPath, [bin, 'run', '--otlp-endpoint', rx.url, '--status-interval-sec', '0', '--merge-sweep-interval-sec', '0'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, OTEL_SERVICE_NAME: 'rs-sidecar', OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name=lab' },
-    });
-    let stderr = '';
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const exited = new Promise<number | null>((r) => child!.once('exit', (code) => r(code)));
-    // bounded wait for the "running" line
-    for (let i = 0; i < 300 && !stderr.includes('"msg":"running"'); i++) {
-      if (child.exitCode !== null) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    t.true(stderr.includes('"msg":"running"'), stderr);
-    const conn = await lab.connect({ vipPort: PORT, count: 10, toa: { mode: 'real' } });
-    t.is(conn.client.ok, 10);
-    child.kill('SIGTERM');
-    const code = await Promise.race([exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 20_000))]);
-    t.is(code, 0, stderr);
-    await srv.stop();
-    const ours = rx.logs().filter((l) => l.attributes['network.local.address'] === lab.rsAddr4 && l.attributes['network.local.port'] === PORT);
-    t.is(sum(ours), 10);
-    t.true(ours.every((l) => l.attributes['client.address'] === lab.clientAddr4));
-    t.is(ours[0]!.resource['service.name'], 'rs-sidecar');
-    t.is(ours[0]!.resource['deployment.environment.name'], 'lab');
-    const stopped = stderr.split('\n').filter((l) => l.includes('"msg":"stopped"')).map((l) => JSON.parse(l))[0];
-    t.like(stopped, { lostAtShutdown: 0, timedOut: false });
-  } finally {
-    if (child && child.exitCode === null) child.kill('SIGKILL');
-    await lab.teardown();
-    await rx.stop();
   }
 });
