@@ -463,25 +463,32 @@ static __always_inline int syn_options(struct bpf_sock_ops *ctx, struct opt_walk
 	return optlen;
 }
 
+/* Parse w->buf[0..optlen) and count what was wrong; true when a TOA was found. */
+static __always_inline bool parse_counted(struct toa_counters *cnt, struct opt_walk *w, int optlen,
+					  struct toa_found *t)
+{
+	int r;
+
+	w->optlen = optlen;
+	r = toa_parse_opts(w, t);
+	if (t->bad_len)
+		count(TOA_CNT_OPT_BAD_LEN, 1);
+	if (r == TOA_PARSE_MALFORMED)
+		count(TOA_CNT_OPT_MALFORMED, 1);
+	return r == TOA_PARSE_FOUND;
+}
+
 /* Returns the toa_source found (0 = none). Malformed lists are counted, never trusted. */
 static __always_inline __u8 packet_toa(struct toa_counters *cnt, struct bpf_sock_ops *ctx, struct toa_found *t)
 {
 	struct opt_walk *w = opt_walk_get();
-	int optlen, r;
+	int optlen;
 
 	if (!w)
 		return TOA_SOURCE_NONE;
 	optlen = ack_options(ctx, w);
-	if (optlen > 0) {
-		w->optlen = optlen;
-		r = toa_parse_opts(w, t);
-		if (t->bad_len)
-			count(TOA_CNT_OPT_BAD_LEN, 1);
-		if (r == TOA_PARSE_FOUND)
-			return TOA_SOURCE_PACKET_ACK;
-		if (r == TOA_PARSE_MALFORMED)
-			count(TOA_CNT_OPT_MALFORMED, 1);
-	}
+	if (optlen > 0 && parse_counted(cnt, w, optlen, t))
+		return TOA_SOURCE_PACKET_ACK;
 	if (!cfg_parse_syn)
 		return TOA_SOURCE_NONE;
 	__builtin_memset(t, 0, sizeof(*t));
@@ -490,16 +497,8 @@ static __always_inline __u8 packet_toa(struct toa_counters *cnt, struct bpf_sock
 		count(TOA_CNT_NO_SYN, 1);
 		return TOA_SOURCE_NONE;
 	}
-	if (optlen == 0)
-		return TOA_SOURCE_NONE;
-	w->optlen = optlen;
-	r = toa_parse_opts(w, t);
-	if (t->bad_len)
-		count(TOA_CNT_OPT_BAD_LEN, 1);
-	if (r == TOA_PARSE_FOUND)
+	if (optlen > 0 && parse_counted(cnt, w, optlen, t))
 		return TOA_SOURCE_PACKET_SYN;
-	if (r == TOA_PARSE_MALFORMED)
-		count(TOA_CNT_OPT_MALFORMED, 1);
 	return TOA_SOURCE_NONE;
 }
 

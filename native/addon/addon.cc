@@ -21,11 +21,8 @@ namespace {
 // Batches queued for JS but not yet taken: past this the reader drops and counts.
 constexpr size_t kMaxQueuedBatches = 4096;
 
-Napi::Error ProbeError(Napi::Env env, const std::string &code, const std::string &message,
-                       const std::vector<toa_refusal> &refusals = {}) {
-  Napi::Error err = Napi::Error::New(env, message);
-  err.Set("code", Napi::String::New(env, code));
-  err.Set("name", Napi::String::New(env, "ProbeError"));
+// [{mode, code, message}] for each mode that was refused
+Napi::Array RefusalsToJs(Napi::Env env, const std::vector<toa_refusal> &refusals) {
   Napi::Array arr = Napi::Array::New(env, refusals.size());
   for (size_t i = 0; i < refusals.size(); i++) {
     Napi::Object r = Napi::Object::New(env);
@@ -34,7 +31,15 @@ Napi::Error ProbeError(Napi::Env env, const std::string &code, const std::string
     r.Set("message", refusals[i].msg);
     arr.Set(i, r);
   }
-  err.Set("refused", arr);
+  return arr;
+}
+
+Napi::Error ProbeError(Napi::Env env, const std::string &code, const std::string &message,
+                       const std::vector<toa_refusal> &refusals = {}) {
+  Napi::Error err = Napi::Error::New(env, message);
+  err.Set("code", Napi::String::New(env, code));
+  err.Set("name", Napi::String::New(env, "ProbeError"));
+  err.Set("refused", RefusalsToJs(env, refusals));
   return err;
 }
 
@@ -275,15 +280,7 @@ class Probe : public Napi::ObjectWrap<Probe> {
     o.Set("mode", core_ || have_final_stats_ ? toa_mode_name(st.mode) : "");
     o.Set("bufferKind", st.buffer_kind ? st.buffer_kind : "");
     o.Set("sweepSupported", st.sweep_supported);
-    Napi::Array refused = Napi::Array::New(env, refusals_.size());
-    for (size_t i = 0; i < refusals_.size(); i++) {
-      Napi::Object r = Napi::Object::New(env);
-      r.Set("mode", toa_mode_name(refusals_[i].mode));
-      r.Set("code", toa_err_code(refusals_[i].err));
-      r.Set("message", refusals_[i].msg);
-      refused.Set(i, r);
-    }
-    o.Set("refused", refused);
+    o.Set("refused", RefusalsToJs(env, refusals_));
     Napi::Object counters = Napi::Object::New(env);
     for (int i = 0; i < TOA_CNT_MAX; i++)
       if (toa_counter_name(i)) counters.Set(toa_counter_name(i), Napi::Number::New(env, (double)st.counters[i]));
