@@ -30,6 +30,8 @@ export interface NativeProbeOptions {
   batchMaxEvents: number;
   /** cgroup v2 directory the sock_ops program attaches to; '' or absent = the v2 root (every socket). */
   cgroupPath?: string;
+  /** 'perfbuf' forces the perf-buffer fallback of kernels without ring buffers (tests); default 'auto'. */
+  buffer?: 'auto' | 'perfbuf';
   /** Load the synthetic-record program (benchmarks only; default false). */
   synthetic?: boolean;
 }

@@ -107,6 +107,8 @@ void ReadConfig(const Napi::Object &o, toa_core_config &cfg, std::vector<toa_cid
   cfg.merge_max_keys = (uint32_t)num("mergeMaxKeys", 1, 1 << 24);
   cfg.ringbuf_bytes = (uint32_t)num("ringBufferBytes", 4096, 1u << 30);
   cfg.synth = o.Get("synthetic").ToBoolean();  // optional: benchmarks only
+  Napi::Value buffer = o.Get("buffer");         // optional: "auto" (default) or "perfbuf"
+  cfg.force_perfbuf = buffer.IsString() && buffer.As<Napi::String>().Utf8Value() == "perfbuf";
   Napi::Value cg = o.Get("cgroupPath");         // optional: "" = cgroup v2 root
   cgroup = cg.IsString() ? cg.As<Napi::String>().Utf8Value() : "";
   cfg.cgroup_path = cgroup.c_str();

@@ -478,7 +478,7 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 
 		s->rodata->toa_accept_kind[a->kind] |= a->len == 20 ? TOA_ACCEPT_LEN20 : TOA_ACCEPT_LEN8;
 	}
-	c->use_ringbuf = have_ringbuf();
+	c->use_ringbuf = !cfg->force_perfbuf && have_ringbuf();
 	s->rodata->cfg_use_ringbuf = c->use_ringbuf;
 	s->rodata->cfg_wakeup_bytes = cfg->wakeup_bytes ? cfg->wakeup_bytes : cfg->ringbuf_bytes / 4;
 

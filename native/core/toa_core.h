@@ -49,6 +49,7 @@ struct toa_core_config {
 	uint32_t wakeup_bytes;   /* ring fill level that wakes the reader */
 	bool synth;              /* load the synthetic-record program (benchmarks) */
 	const char *cgroup_path; /* cgroup v2 directory for sock_ops; NULL/"" = the v2 root (all sockets) */
+	bool force_perfbuf;      /* use the perf-buffer fallback even where ring buffers exist (tests) */
 };
 
 /* Defaults from ARCHITECTURE.md (auto mode, both sources, 254/8 254/20 253/20 200/8, 10 s, 65536). */

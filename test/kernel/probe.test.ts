@@ -370,3 +370,16 @@ test.serial('probe.cgroupPath: only sockets of that cgroup v2 subtree are seen',
     rmdirSync(other);
   }
 });
+
+test.serial('perf-buffer fallback (kernels without ring buffers) delivers the same records', async (t) => {
+  if (!ready(t)) return;
+  const N = 40;
+  const { events, stats } = await withProbe({ buffer: 'perfbuf' }, {}, async (p) => {
+    const r = await lab!.connect({ vipPort: p, count: N, toa: { mode: 'pool', size: N }, rst: true });
+    t.is(r.client.ok, N, r.stderr);
+  });
+  t.is(stats.bufferKind, 'perfbuf');
+  t.is(events.length, N);
+  t.is(new Set(events.map((e) => e.toaAddr)).size, N);
+  t.is(stats.counters.lost, 0);
+});
