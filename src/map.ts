@@ -12,37 +12,70 @@ export interface MapOptions {
   mergeWindowSec: number;
 }
 
-/** Attributes of one record. */
-export function eventAttributes(ev: ToaEvent, info: EnrichInfo, opts: MapOptions): Attributes {
+/**
+ * Attributes of one record. The keys are the semconv.ts constants; eventAttributes() writes them
+ * as string literals so that each record's attribute object keeps V8's fast (in-object)
+ * properties, and this type makes the compiler check every literal against its constant.
+ * Why: `a[sc.X] = v` is a keyed store, and past 12 of those V8 turns the object into a hash
+ * table: ~1.6 KB and ~1 µs per record instead of ~0.25 KB and ~0.1 µs, measured, and every
+ * queued record holds one.
+ */
+export type AcceptAttributes = {
+  [sc.ATTR_NET_PEER_IP]: string;
+  [sc.ATTR_NETWORK_PEER_ADDRESS]: string;
+  [sc.ATTR_NETWORK_PEER_PORT]: number;
+  [sc.ATTR_NETWORK_LOCAL_ADDRESS]: string;
+  [sc.ATTR_NETWORK_LOCAL_PORT]: number;
+  [sc.ATTR_NETWORK_TRANSPORT]: string;
+  [sc.ATTR_NETWORK_TYPE]: string;
+  [sc.ATTR_CLIENT_ADDRESS]: string;
+  [sc.ATTR_CLIENT_PORT]: number;
+  [sc.ATTR_LVS_TOA_CLIENT_IP]?: string;
+  [sc.ATTR_LVS_TOA_CLIENT_PORT]?: number;
+  [sc.ATTR_LVS_TOA_SOURCE]?: string;
+  [sc.ATTR_LVS_TOA_KIND]?: number;
+  [sc.ATTR_LVS_TOA_TRUSTED]?: boolean;
+  [sc.ATTR_LVS_MERGE_WINDOW_S]?: number;
+  [sc.ATTR_LVS_MERGE_SINCE_LAST_S]?: number;
+  [sc.ATTR_LVS_MERGE_SUPPRESSED_COUNT]?: number;
+  [sc.ATTR_PROCESS_PID]?: number;
+  [sc.ATTR_PROCESS_EXECUTABLE_NAME]?: string;
+  [sc.ATTR_CONTAINER_ID]?: string;
+  [sc.ATTR_LVS_PROBE_MODE]?: string;
+  [sc.ATTR_LVS_PROBE_DURATION_NS]?: number;
+};
+
+/** Attributes of one record (keys: see {@link AcceptAttributes}). */
+export function eventAttributes(ev: ToaEvent, info: EnrichInfo, opts: MapOptions): AcceptAttributes {
   const toaUsable = ev.toaAddr !== undefined && ev.toaTrusted;
-  const a: Attributes = {
-    [sc.ATTR_NET_PEER_IP]: ev.peerAddr,
-    [sc.ATTR_NETWORK_PEER_ADDRESS]: ev.peerAddr,
-    [sc.ATTR_NETWORK_PEER_PORT]: ev.peerPort,
-    [sc.ATTR_NETWORK_LOCAL_ADDRESS]: ev.localAddr,
-    [sc.ATTR_NETWORK_LOCAL_PORT]: ev.localPort,
-    [sc.ATTR_NETWORK_TRANSPORT]: sc.NETWORK_TRANSPORT_VALUE_TCP,
-    [sc.ATTR_NETWORK_TYPE]: ev.family === 4 ? sc.NETWORK_TYPE_VALUE_IPV4 : sc.NETWORK_TYPE_VALUE_IPV6,
+  const a: AcceptAttributes = {
+    'net.peer.ip': ev.peerAddr,
+    'network.peer.address': ev.peerAddr,
+    'network.peer.port': ev.peerPort,
+    'network.local.address': ev.localAddr,
+    'network.local.port': ev.localPort,
+    'network.transport': sc.NETWORK_TRANSPORT_VALUE_TCP,
+    'network.type': ev.family === 4 ? sc.NETWORK_TYPE_VALUE_IPV4 : sc.NETWORK_TYPE_VALUE_IPV6,
     // the real client: a trusted TOA, else the socket peer (an untrusted TOA may be forged)
-    [sc.ATTR_CLIENT_ADDRESS]: toaUsable ? ev.toaAddr : ev.peerAddr,
-    [sc.ATTR_CLIENT_PORT]: toaUsable ? ev.toaPort : ev.peerPort,
+    'client.address': toaUsable ? ev.toaAddr! : ev.peerAddr,
+    'client.port': toaUsable ? ev.toaPort : ev.peerPort,
   };
   if (ev.toaAddr !== undefined) {
-    a[sc.ATTR_LVS_TOA_CLIENT_IP] = ev.toaAddr;
-    a[sc.ATTR_LVS_TOA_CLIENT_PORT] = ev.toaPort;
-    a[sc.ATTR_LVS_TOA_SOURCE] = ev.toaSource;
-    a[sc.ATTR_LVS_TOA_KIND] = ev.toaKind;
-    a[sc.ATTR_LVS_TOA_TRUSTED] = ev.toaTrusted;
+    a['lvs.toa.client_ip'] = ev.toaAddr;
+    a['lvs.toa.client_port'] = ev.toaPort;
+    a['lvs.toa.source'] = ev.toaSource;
+    a['lvs.toa.kind'] = ev.toaKind;
+    a['lvs.toa.trusted'] = ev.toaTrusted;
   }
-  a[sc.ATTR_LVS_MERGE_WINDOW_S] = opts.mergeWindowSec;
-  if (ev.sinceLastS !== undefined) a[sc.ATTR_LVS_MERGE_SINCE_LAST_S] = ev.sinceLastS;
-  a[sc.ATTR_LVS_MERGE_SUPPRESSED_COUNT] = ev.suppressed;
+  a['lvs.merge.window_s'] = opts.mergeWindowSec;
+  if (ev.sinceLastS !== undefined) a['lvs.merge.since_last_s'] = ev.sinceLastS;
+  a['lvs.merge.suppressed_count'] = ev.suppressed;
   const pid = ev.pid !== 0 ? ev.pid : info.pid;
-  if (pid !== undefined && pid !== 0) a[sc.ATTR_PROCESS_PID] = pid;
-  if (info.executableName !== undefined) a[sc.ATTR_PROCESS_EXECUTABLE_NAME] = info.executableName;
-  if (info.containerId !== undefined) a[sc.ATTR_CONTAINER_ID] = info.containerId;
-  a[sc.ATTR_LVS_PROBE_MODE] = ev.mode;
-  a[sc.ATTR_LVS_PROBE_DURATION_NS] = ev.probeNs;
+  if (pid !== undefined && pid !== 0) a['process.pid'] = pid;
+  if (info.executableName !== undefined) a['process.executable.name'] = info.executableName;
+  if (info.containerId !== undefined) a['container.id'] = info.containerId;
+  a['lvs.probe.mode'] = ev.mode;
+  a['lvs.probe.duration_ns'] = ev.probeNs;
   return a;
 }
 

@@ -1,0 +1,36 @@
+// Guards for hot-path properties the pipeline's throughput and memory depend on (see the bench,
+// bench/pipeline.ts): regressions here do not change any output, only cost per record.
+import test from 'ava';
+import v8 from 'node:v8';
+import { EventDecoder } from '../../src/decode.js';
+import { eventAttributes } from '../../src/map.js';
+import { encodeEvent, LAYOUT } from '../helpers/encode-event.js';
+
+v8.setFlagsFromString('--allow-natives-syntax');
+// parsed after the flag is set, so the intrinsic is allowed
+const hasFastProperties = new Function('o', 'return %HasFastProperties(o)') as (o: object) => boolean;
+
+test('record attributes keep V8 fast properties (a hash-table object costs ~1.4 KB more per queued record)', (t) => {
+  const dec = new EventDecoder(LAYOUT);
+  const full = dec.decode(
+    encodeEvent({
+      family: 'TOA_FAMILY_IPV6',
+      toa_source: 'TOA_SOURCE_PACKET_ACK',
+      toa_kind: 254,
+      toa_len: 8,
+      toa_trusted: 1,
+      toa_addr: '198.19.0.7',
+      toa_port: 1234,
+      since_last_s: 3,
+      suppressed: 9,
+      pid: 42,
+    }),
+    0,
+  )!;
+  const bare = dec.decode(encodeEvent({ family: 'TOA_FAMILY_IPV4', toa_source: 'TOA_SOURCE_NONE' }), 0)!;
+  for (let i = 0; i < 2000; i++) eventAttributes(i & 1 ? full : bare, { executableName: 'nginx' }, { mergeWindowSec: 10 }); // warm up (JIT)
+  const all = eventAttributes(full, { executableName: 'nginx', containerId: 'c'.repeat(64), pid: 7 }, { mergeWindowSec: 10 });
+  t.is(Object.keys(all).length, 22);
+  t.true(hasFastProperties(all), 'every attribute present');
+  t.true(hasFastProperties(eventAttributes(bare, {}, { mergeWindowSec: 10 })), 'no TOA, no enrichment');
+});
