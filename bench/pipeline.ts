@@ -6,13 +6,21 @@
  * BatchLogRecordProcessor → OTLP/HTTP protobuf → a counting receiver in its own process.
  * For each offered rate it prints what arrived, losses, CPU µs per record and peak RSS.
  *
- *   npm run bench:pipeline -- [--rates 50000,100000,150000] [--seconds 10]
+ *   npm run bench:pipeline -- [--rates 50000,100000,150000] [--seconds 10] [--v8-defaults]
+ *   npm run build:ts && node dist/bench/pipeline.js [...]   (compiled, without the tsx loader)
  *
- * Needs root (BPF). Prints numbers; it does not judge them.
+ * Each rate runs in a fresh process (peak RSS is per rate, not the maximum so far) started
+ * with the sidecar's V8 flags (bin/node-flags.js, as bin/toa-otel.js applies them);
+ * --v8-defaults runs without them for comparison. The sock_ops program is attached to an
+ * empty cgroup created for the run, so the host's real connections (other tests) do not
+ * add records. Needs root (BPF). Prints numbers; it does not judge them.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { existsSync, mkdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config.js';
 import { loadAddon } from '../src/native.js';
@@ -20,12 +28,41 @@ import { Pipeline } from '../src/pipeline.js';
 import { createLogger } from '../src/log.js';
 import type { NativeProbe, NativeProbeOptions } from '../src/native-types.js';
 
-const { values } = parseArgs({ options: { rates: { type: 'string', default: '50000,100000,150000' }, seconds: { type: 'string', default: '10' } } });
-const rates = values.rates!.split(',').map(Number);
+const { values } = parseArgs({
+  options: {
+    rates: { type: 'string', default: '50000,100000,150000' },
+    seconds: { type: 'string', default: '10' },
+    'v8-defaults': { type: 'boolean', default: false },
+    child: { type: 'string' }, // internal: run one rate, print its result as JSON
+  },
+});
 const seconds = Number(values.seconds);
 
+// the checkout root, from bench/ (tsx) or dist/bench/ (compiled)
+let root = dirname(fileURLToPath(import.meta.url));
+while (!existsSync(join(root, 'bin/node-flags.js'))) {
+  if (dirname(root) === root) throw new Error('bench: cannot find the checkout root (bin/node-flags.js)');
+  root = dirname(root);
+}
+const { NODE_FLAGS } = (await import(pathToFileURL(join(root, 'bin/node-flags.js')).href)) as typeof import('../bin/node-flags.js');
+
+interface RunResult {
+  rate: number;
+  offered: number;
+  offerSeconds: number;
+  received: number;
+  lost: number;
+  kernelLost: number;
+  queueFull: number;
+  exportFailed: number;
+  cpuUsPerRecord: number;
+  rssStartMiB: number;
+  rssPeakMiB: number;
+  heapPeakMiB: number;
+}
+
 async function startReceiver() {
-  const child = spawn(process.execPath, [new URL('./otlp-count-receiver.mjs', import.meta.url).pathname], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [join(root, 'bench/otlp-count-receiver.mjs')], { stdio: ['pipe', 'pipe', 'inherit'] });
   const lines = createInterface({ input: child.stdout! });
   const next = () => once(lines, 'line').then(([l]) => JSON.parse(l as string));
   const { port } = (await next()) as { port: number };
@@ -39,62 +76,105 @@ async function startReceiver() {
   };
 }
 
-async function runOnce(rate: number) {
-  const rx = await startReceiver();
-  const { config } = loadConfig({
-    env: { TOA_OTEL_OTLP_ENDPOINT: `http://127.0.0.1:${rx.port}` },
-    cli: { exporter: 'otlp', 'probe.mode': 'sockops', 'telemetry.metrics': false, 'status.intervalSec': '3600', 'log.level': 'warn' },
-  });
-  // inject synthetic: true and keep the probe to drive it
-  const real = loadAddon();
-  let probe: NativeProbe | undefined;
-  const addon = Object.assign(Object.create(real), {
-    Probe: class {
-      constructor(o: NativeProbeOptions) {
-        probe = new real.Probe({ ...o, synthetic: true });
-        return probe;
-      }
-    },
-  });
-  const pipeline = new Pipeline(config, { addon, log: createLogger('warn'), serviceNameIsDefault: true });
-  await pipeline.start();
-  const cpu0 = process.cpuUsage();
-  const t0 = performance.now();
-  const tickMs = 10;
-  let offered = 0;
-  while (performance.now() - t0 < seconds * 1000) {
-    const due = Math.floor(((performance.now() - t0) / 1000) * rate) - offered;
-    if (due > 0) offered += probe!.synthesize(due);
-    await new Promise((r) => setTimeout(r, tickMs));
-  }
-  const offerSeconds = (performance.now() - t0) / 1000;
-  const result = await pipeline.stop();
-  const cpu = process.cpuUsage(cpu0);
-  const got = await rx.count();
-  rx.stop();
-  const t = result.totals;
-  return {
-    rate,
-    offered,
-    offerSeconds,
-    received: got.records,
-    lost: offered - got.records,
-    kernelLost: t.kernelLost,
-    queueFull: t.queueFull,
-    cpuUsPerRecord: (cpu.user + cpu.system) / Math.max(1, offered),
-    rssMiB: process.resourceUsage().maxRSS / 1024,
-  };
+/** An empty cgroup v2 directory for the sock_ops program, so only synthetic records flow. */
+function emptyCgroup(): string {
+  const mounts = readFileSync('/proc/self/mounts', 'utf8');
+  const root = /^\S+ (\S+) cgroup2 /m.exec(mounts)?.[1];
+  if (!root) throw new Error('no cgroup v2 mount: mount -t cgroup2 none /sys/fs/cgroup/unified');
+  const dir = `${root}/toa-otel-bench-${process.pid}`;
+  mkdirSync(dir);
+  return dir;
 }
 
-const rows = [];
-for (const rate of rates) {
-  const r = await runOnce(rate);
+async function runOnce(rate: number): Promise<RunResult> {
+  const rx = await startReceiver();
+  const cgroup = emptyCgroup();
+  try {
+    const { config } = loadConfig({
+      env: { TOA_OTEL_OTLP_ENDPOINT: `http://127.0.0.1:${rx.port}` },
+      cli: { exporter: 'otlp', 'probe.mode': 'sockops', 'probe.cgroupPath': cgroup, 'telemetry.metrics': false, 'status.intervalSec': '3600', 'log.level': 'warn' },
+    });
+    // inject synthetic: true and keep the probe to drive it
+    const real = loadAddon();
+    let probe: NativeProbe | undefined;
+    const addon = Object.assign(Object.create(real), {
+      Probe: class {
+        constructor(o: NativeProbeOptions) {
+          probe = new real.Probe({ ...o, synthetic: true });
+          return probe;
+        }
+      },
+    });
+    const pipeline = new Pipeline(config, { addon, log: createLogger('warn'), serviceNameIsDefault: true });
+    await pipeline.start();
+    const rssStart = process.memoryUsage().rss;
+    let rssPeak = rssStart;
+    let heapPeak = 0;
+    const sampler = setInterval(() => {
+      const m = process.memoryUsage();
+      rssPeak = Math.max(rssPeak, m.rss);
+      heapPeak = Math.max(heapPeak, m.heapTotal);
+    }, 50);
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    const tickMs = 10;
+    let offered = 0;
+    while (performance.now() - t0 < seconds * 1000) {
+      const due = Math.floor(((performance.now() - t0) / 1000) * rate) - offered;
+      if (due > 0) offered += probe!.synthesize(due);
+      await new Promise((r) => setTimeout(r, tickMs));
+    }
+    const offerSeconds = (performance.now() - t0) / 1000;
+    const result = await pipeline.stop();
+    const cpu = process.cpuUsage(cpu0);
+    clearInterval(sampler);
+    const got = await rx.count();
+    const t = result.totals;
+    return {
+      rate,
+      offered,
+      offerSeconds,
+      received: got.records,
+      lost: offered - got.records,
+      kernelLost: t.kernelLost,
+      queueFull: t.queueFull,
+      exportFailed: t.exportFailed,
+      cpuUsPerRecord: (cpu.user + cpu.system) / Math.max(1, offered),
+      rssStartMiB: rssStart / 2 ** 20,
+      // the sampled peak misses spikes between samples; the kernel's high-water mark does not
+      rssPeakMiB: Math.max(rssPeak / 2 ** 20, process.resourceUsage().maxRSS / 1024),
+      heapPeakMiB: heapPeak / 2 ** 20,
+    };
+  } finally {
+    rx.stop();
+    rmdirSync(cgroup);
+  }
+}
+
+if (values.child !== undefined) {
+  const r = await runOnce(Number(values.child));
+  process.stdout.write(`${JSON.stringify(r)}\n`);
+  process.exit(0); // keep-alive sockets of the exporter must not hold the process open
+}
+
+const nodeFlags = values['v8-defaults'] ? [] : NODE_FLAGS;
+const rows: RunResult[] = [];
+for (const rate of values.rates!.split(',').map(Number)) {
+  const args = [...nodeFlags, ...process.execArgv, fileURLToPath(import.meta.url), '--child', String(rate), '--seconds', String(seconds)];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const [code] = await once(child, 'exit');
+  if (code !== 0) throw new Error(`run at ${rate}/s failed (exit ${code})`);
+  const r = JSON.parse(out.trim().split('\n').pop()!) as RunResult;
   rows.push(r);
   console.error(`offered ${rate}/s: ${JSON.stringify(r)}`);
 }
-console.log('\nsynthetic distinct records, kernel ring buffer → addon → SDK → OTLP/HTTP protobuf → receiver process');
-console.log('offered/s | achieved/s | records | received | lost (kernel/queue/other) | CPU µs/record | peak RSS MiB');
-for (const r of rows)
+console.log(`\nsynthetic distinct records, kernel ring buffer → addon → SDK → OTLP/HTTP protobuf → receiver process; node flags: ${nodeFlags.join(' ') || '(V8 defaults)'}`);
+console.log('offered/s | achieved/s | records | received | lost (kernel/queue/export failed/other) | CPU µs/record | RSS MiB start → peak | V8 heap peak MiB');
+for (const r of rows) {
+  const other = r.lost - r.kernelLost - r.queueFull - r.exportFailed;
   console.log(
-    `${r.rate} | ${(r.offered / r.offerSeconds).toFixed(0)} | ${r.offered} | ${r.received} | ${r.lost} (${r.kernelLost}/${r.queueFull}/${r.lost - r.kernelLost - r.queueFull}) | ${r.cpuUsPerRecord.toFixed(2)} | ${r.rssMiB.toFixed(0)}`,
+    `${r.rate} | ${(r.offered / r.offerSeconds).toFixed(0)} | ${r.offered} | ${r.received} | ${r.lost} (${r.kernelLost}/${r.queueFull}/${r.exportFailed}/${other}) | ${r.cpuUsPerRecord.toFixed(2)} | ${r.rssStartMiB.toFixed(0)} → ${r.rssPeakMiB.toFixed(0)} | ${r.heapPeakMiB.toFixed(0)}`,
   );
+}

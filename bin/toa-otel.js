@@ -14,6 +14,14 @@ if (major < 22 || (major === 22 && minor < 15)) {
   process.exit(2);
 }
 
+// Restart once in place with the sidecar's V8 flags (bin/node-flags.js) unless they were given:
+// process.execve keeps the PID, stdio and signal handling, so nothing wraps the real process.
+const { missingNodeFlags } = await import('./node-flags.js');
+const missing = missingNodeFlags();
+if (missing.length > 0 && typeof process.execve === 'function' && process.env.TOA_OTEL_REEXEC !== '0') {
+  process.execve(process.execPath, [process.execPath, ...missing, ...process.execArgv, ...process.argv.slice(1)], process.env);
+}
+
 const root = new URL('../', import.meta.url);
 const dist = new URL('dist/src/cli.js', root);
 const srcDir = new URL('src/', root);
