@@ -1,6 +1,6 @@
 // Decoded event + enrichment → OpenTelemetry log record, exactly as ARCHITECTURE.md
 // "Event → log record" says (names in semconv.ts).
-import { createContextKey, ROOT_CONTEXT, SeverityNumber, type Attributes, type Context, type LogRecord } from '@opentelemetry/api';
+import { createContextKey, ROOT_CONTEXT, SeverityNumber, type Attributes, type Context, type HrTime, type LogRecord } from '@opentelemetry/api';
 import type { BootClock } from './clock.js';
 import type { ToaEvent } from './decode.js';
 import type { EnrichInfo } from './enrich.js';
@@ -10,6 +10,11 @@ import * as sc from './semconv.js';
 export interface MapOptions {
   /** Configured merge window in seconds (`lvs.merge.window_s`). */
   mergeWindowSec: number;
+  /**
+   * Observed time of the records (when the batch was read); one array shared by a batch's
+   * records instead of a clock read and an HrTime per record. Default: the SDK reads the clock.
+   */
+  observedTime?: HrTime;
 }
 
 /**
@@ -123,6 +128,7 @@ export function toPrevalidatedLogRecord(ev: ToaEvent, info: EnrichInfo, clock: B
   return {
     eventName: sc.EVENT_NAME_TCP_ACCEPT,
     timestamp: clock.toHrTime(ev.tsBootNs),
+    observedTimestamp: opts.observedTime,
     severityNumber: SeverityNumber.INFO,
     severityText: 'INFO',
     context: new AttributesContext(eventAttributes(ev, info, opts)),

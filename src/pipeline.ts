@@ -5,6 +5,7 @@
 import type { Logger as OtelLogger } from '@opentelemetry/api';
 import type { LoggerProvider, LogRecordExporter, LogRecordProcessor } from '@opentelemetry/sdk-logs';
 import type { PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import { millisToHrTime } from '@opentelemetry/core';
 import { BootClock } from './clock.js';
 import { nativeOptions, type ToaConfig } from './config.js';
 import { EventDecoder, type ToaEvent } from './decode.js';
@@ -21,7 +22,7 @@ import {
   type ExporterChoice,
 } from './export.js';
 import { createLogger, type Logger } from './log.js';
-import { toPrevalidatedLogRecord } from './map.js';
+import { toPrevalidatedLogRecord, type MapOptions } from './map.js';
 import type { RetryingLogRecordExporter } from './retry-exporter.js';
 import { loadAddon, type LoadedAddon } from './native.js';
 import type { NativeProbe, NativeProbeOptions, NativeStats } from './native-types.js';
@@ -108,7 +109,7 @@ export class Pipeline {
   /** What `exporter` resolved to (after start). */
   choice: ExporterChoice | undefined;
   private stopped = false;
-  private readonly mapOpts: { mergeWindowSec: number };
+  private readonly mapOpts: MapOptions;
   private batchNow = 0;
 
   /** Does nothing; call {@link start}. */
@@ -117,7 +118,7 @@ export class Pipeline {
     private readonly deps: PipelineDeps = {},
   ) {
     this.log = deps.log ?? createLogger(config.log.level);
-    this.mapOpts = { mergeWindowSec: config.merge.windowSec };
+    this.mapOpts = { mergeWindowSec: config.merge.windowSec, observedTime: undefined };
   }
 
   /**
@@ -280,6 +281,7 @@ export class Pipeline {
   onBatch(buf: Buffer, count: number): void {
     try {
       this.batchNow = Date.now();
+      this.mapOpts.observedTime = millisToHrTime(this.batchNow);
       this.decoder!.decodeBatch(buf, count, (ev) => this.emit(ev));
     } catch (e) {
       this.pipelineErrors++;

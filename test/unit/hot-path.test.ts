@@ -2,8 +2,10 @@
 // bench/pipeline.ts): regressions here do not change any output, only cost per record.
 import test from 'ava';
 import v8 from 'node:v8';
+import { InMemoryLogRecordExporter, LoggerProvider, SimpleLogRecordProcessor } from '@opentelemetry/sdk-logs';
+import { BootClock } from '../../src/clock.js';
 import { EventDecoder } from '../../src/decode.js';
-import { eventAttributes } from '../../src/map.js';
+import { eventAttributes, toPrevalidatedLogRecord } from '../../src/map.js';
 import { encodeEvent, LAYOUT } from '../helpers/encode-event.js';
 
 v8.setFlagsFromString('--allow-natives-syntax');
@@ -33,4 +35,23 @@ test('record attributes keep V8 fast properties (a hash-table object costs ~1.4 
   t.is(Object.keys(all).length, 22);
   t.true(hasFastProperties(all), 'every attribute present');
   t.true(hasFastProperties(eventAttributes(bare, {}, { mergeWindowSec: 10 })), 'no TOA, no enrichment');
+});
+
+test('records of a batch carry the batch observed time (one shared HrTime, no clock read per record)', (t) => {
+  const exporter = new InMemoryLogRecordExporter();
+  const provider = new LoggerProvider({ processors: [new SimpleLogRecordProcessor({ exporter })] });
+  const clock = new BootClock({ offsetNs: 1_700_000_000_000_000_000n, errorNs: 0n, method: 'addon' });
+  const dec = new EventDecoder(LAYOUT);
+  const opts = { mergeWindowSec: 10, observedTime: [1_764_000_000, 250_000_000] as [number, number] };
+  for (let i = 0; i < 3; i++) provider.getLogger('t').emit(toPrevalidatedLogRecord(dec.decode(encodeEvent({ ts_boot_ns: 5_000_000_000n + BigInt(i) }), 0)!, {}, clock, opts));
+  const recs = exporter.getFinishedLogRecords();
+  t.is(recs.length, 3);
+  for (const [i, r] of recs.entries()) {
+    t.deepEqual(r.hrTimeObserved, [1_764_000_000, 250_000_000]);
+    t.deepEqual(r.hrTime, [1_700_000_005, i]);
+  }
+  // without a batch time the SDK reads the clock, as before
+  provider.getLogger('t').emit(toPrevalidatedLogRecord(dec.decode(encodeEvent({}), 0)!, {}, clock, { mergeWindowSec: 10 }));
+  const last = exporter.getFinishedLogRecords()[3]!;
+  t.true(Math.abs(last.hrTimeObserved[0] - Date.now() / 1000) < 60);
 });
