@@ -14,12 +14,17 @@ if (major < 22 || (major === 22 && minor < 15)) {
   process.exit(2);
 }
 
-// Restart once in place with the sidecar's V8 flags (bin/node-flags.js) unless they were given:
-// process.execve keeps the PID, stdio and signal handling, so nothing wraps the real process.
+// Restart once in place with the sidecar's V8 flags (bin/node-flags.js) unless they were given
+// (on the command line or in NODE_OPTIONS, which also overrides them): process.execve keeps the
+// PID, stdio and signal handling, so nothing wraps the real process. TOA_OTEL_REEXEC=0 skips it.
 const { missingNodeFlags } = await import('./node-flags.js');
 const missing = missingNodeFlags();
 if (missing.length > 0 && typeof process.execve === 'function' && process.env.TOA_OTEL_REEXEC !== '0') {
-  process.execve(process.execPath, [process.execPath, ...missing, ...process.execArgv, ...process.argv.slice(1)], process.env);
+  try {
+    process.execve(process.execPath, [process.execPath, ...missing, ...process.execArgv, ...process.argv.slice(1)], process.env);
+  } catch {
+    // cannot exec (unusual sandbox): run on with V8's defaults, which only cost memory
+  }
 }
 
 const root = new URL('../', import.meta.url);
