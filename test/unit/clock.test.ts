@@ -27,7 +27,12 @@ test('without a tick in time the coarse fallback reports a 5 ms error bound', (t
 });
 
 test('on this machine the /proc/uptime method agrees with the addon clockOffsetNs() within 1 ms', (t) => {
-  const measured = measureBoottimeOffset();
+  // a preemption between the clock reads widens one measurement: keep the tightest of a few
+  let measured = measureBoottimeOffset();
+  for (let i = 0; i < 4 && measured.errorNs >= 1_000_000n; i++) {
+    const m = measureBoottimeOffset();
+    if (m.errorNs < measured.errorNs) measured = m;
+  }
   t.true(measured.errorNs < 1_000_000n, `error bound ${measured.errorNs} ns`);
   if (!existsSync(addonPath())) {
     if (process.env.TOA_OTEL_REQUIRE_NATIVE === '1') return t.fail('addon not built (TOA_OTEL_REQUIRE_NATIVE=1)');
