@@ -65,9 +65,15 @@ struct {
 
 struct merge_val {
 	__u64 last_report_ns; /* when the last record of this key was written */
+	__u64 last_seen_ns;   /* when the latest merged connection was seen */
 	__u32 pending;        /* connections merged since then (atomic add/sub) */
 	__u32 pad;
-	struct toa_event last; /* most recent merged connection: what a sweep reports */
+	/* The record that opened the window: a sweep reports its addresses and process
+	 * with the time of the latest merged connection. Written only when a record is
+	 * written, so a merged connection touches one cache line (pending, last_seen_ns):
+	 * copying the whole event per merged connection doubled the per-connection cost
+	 * once the keys no longer fit in the cache. */
+	struct toa_event first;
 };
 
 /* Merge window. Inserted by report() on a key's first connection, updated on every
@@ -304,7 +310,7 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 		__u64 now = ev->ts_boot_ns;
 
 		if (now - v->last_report_ns < cfg_merge_window_ns) {
-			__builtin_memcpy(&v->last, ev, sizeof(*ev));
+			v->last_seen_ns = now;
 			__sync_fetch_and_add(&v->pending, 1);
 			count(TOA_CNT_MERGED, 1);
 			return;
@@ -315,10 +321,12 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 		ev->suppressed = n;
 		ev->since_last_s = (now - v->last_report_ns) / NSEC_PER_SEC;
 		v->last_report_ns = now;
+		__builtin_memcpy(&v->first, ev, sizeof(*ev));
 	} else {
 		struct merge_val nv = {};
 
 		nv.last_report_ns = ev->ts_boot_ns;
+		__builtin_memcpy(&nv.first, ev, sizeof(*ev));
 		bpf_map_update_elem(&merge, &key, &nv, BPF_ANY);
 	}
 	emit(cnt, ctx, ev);
@@ -617,9 +625,10 @@ static long sweep_one(void *map, struct toa_merge_key *key, struct merge_val *v,
 	if (!n)
 		return 0;
 	__sync_fetch_and_add(&v->pending, -n); /* XADD: no fetch-sub before cpu v3 */
-	__builtin_memcpy(&ev, &v->last, sizeof(ev));
+	__builtin_memcpy(&ev, &v->first, sizeof(ev));
 	/* the record stands for the latest merged connection plus n - 1 others */
 	ev.type = TOA_EVENT_SWEEP;
+	ev.ts_boot_ns = v->last_seen_ns;
 	ev.suppressed = n - 1;
 	ev.since_last_s = (sc->now - v->last_report_ns) / NSEC_PER_SEC;
 	v->last_report_ns = sc->now;
