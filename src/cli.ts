@@ -93,7 +93,9 @@ export function helpText(): string {
   ];
   for (const [key, def] of Object.entries(SCHEMA)) {
     const flag = `--${flagName(key)}${def.flag ? '' : ' VALUE'}`;
-    lines.push(`  ${flag.padEnd(32)}${key} (env ${envName(key)}; default ${JSON.stringify(def.default)})`);
+    // long flags get their own line so the key column never runs into them
+    const desc = `${key} (env ${envName(key)}; default ${JSON.stringify(def.default)})`;
+    lines.push(flag.length < 32 ? `  ${flag.padEnd(32)}${desc}` : `  ${flag}\n  ${''.padEnd(32)}${desc}`);
   }
   lines.push(
     '',
