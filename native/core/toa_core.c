@@ -688,8 +688,14 @@ int toa_core_open(struct toa_core **out, const struct toa_core_config *cfg, toa_
 			if (!err)
 				break;
 		}
-		if (err)
-			err = -TOA_ENOMODE;
+		if (err) {
+			/* one shared cause (e.g. EPERM for every mode) is more useful than "no mode" */
+			bool same = c->nrefusals > 0;
+
+			for (int i = 1; i < c->nrefusals; i++)
+				same = same && c->refusals[i].err == c->refusals[0].err;
+			err = same ? -c->refusals[0].err : -TOA_ENOMODE;
+		}
 	}
 	if (refusals && nrefusals) {
 		int n = c->nrefusals < 3 ? c->nrefusals : 3; /* callers hold one per mode */
