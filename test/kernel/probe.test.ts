@@ -383,3 +383,16 @@ test.serial('perf-buffer fallback (kernels without ring buffers) delivers the sa
   t.is(new Set(events.map((e) => e.toaAddr)).size, N);
   t.is(stats.counters.lost, 0);
 });
+
+test.serial('without privileges the probe says which capabilities are missing (EPERM)', async (t) => {
+  if (!requirePrivileged(t, ['setpriv'])) return;
+  const { spawnSync } = await import('node:child_process');
+  const bin = new URL('../../build/toa-probe', import.meta.url).pathname;
+  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', bin, '--duration', '1'], {
+    encoding: 'utf8',
+    timeout: 30000,
+  });
+  t.is(r.status, 3, r.stderr);
+  t.regex(r.stderr, /failed to attach \(EPERM\)/);
+  t.regex(r.stderr, /CAP_BPF/);
+});
