@@ -193,9 +193,11 @@ static __always_inline void set_toa(struct toa_event *ev, const struct toa_found
 /*
  * sk_user_data as toa.ko variants leave it (TOA.md): IPv4 is the 8 option bytes
  * stored by value (kind in the low byte on little-endian); IPv6/NAT64 is a pointer
- * to {u8 opcode, u8 opsize, be16 port, in6_addr}. A kernel pointer has 0xffff in
- * its top 16 bits; an inline value has the last IPv4 octets there. Low bits set on a
- * pointer are sockmap/psock flags: not ours.
+ * to {u8 opcode, u8 opsize, be16 port, in6_addr}. A kernel pointer has 0xff in its
+ * top byte (0xffff.. with 4-level paging, 0xff1.. with 5-level); an inline value has
+ * the last IPv4 octet there (a client x.x.x.255 would be misread as a pointer and then
+ * rejected by validation, never trusted). Low bits set on a pointer are sockmap/psock
+ * flags: not ours.
  */
 static __always_inline bool module_toa_decode(struct toa_counters *cnt, __u64 ud, struct toa_found *t)
 {
@@ -203,7 +205,7 @@ static __always_inline bool module_toa_decode(struct toa_counters *cnt, __u64 ud
 
 	if (!ud)
 		return false;
-	if ((ud >> 48) == 0xffff) {
+	if ((ud >> 56) == 0xff) {
 		if (ud & 7)
 			return false;
 		if (bpf_probe_read_kernel(raw, sizeof(raw), (void *)ud))
@@ -213,7 +215,7 @@ static __always_inline bool module_toa_decode(struct toa_counters *cnt, __u64 ud
 	}
 	if (toa_classify(raw[0], raw[1]) != 1)
 		goto invalid;
-	if ((ud >> 48) != 0xffff && raw[1] != 8)
+	if ((ud >> 56) != 0xff && raw[1] != 8)
 		goto invalid; /* the inline form only holds 8 bytes */
 	t->kind = raw[0];
 	t->len = raw[1];
