@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lab_addr.h"
+
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
@@ -86,23 +88,6 @@ static int parse_addr(const char *s, struct sockaddr_storage *ss, int port_requi
 		return -1;
 	}
 	return 0;
-}
-
-static void fmt_addr(const struct sockaddr_storage *ss, char *out, size_t n)
-{
-	char ip[INET6_ADDRSTRLEN];
-
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const void *)ss;
-
-		inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
-		snprintf(out, n, "%s:%u", ip, ntohs(s4->sin_port));
-	} else {
-		const struct sockaddr_in6 *s6 = (const void *)ss;
-
-		inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-		snprintf(out, n, "[%s]:%u", ip, ntohs(s6->sin6_port));
-	}
 }
 
 /* base + idx (IPv4: whole address; IPv6: last 32 bits) */

@@ -26,6 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lab_addr.h"
+
 #define MAX_FD 65536
 
 static volatile sig_atomic_t stop;
@@ -80,23 +82,6 @@ static int parse_addr(const char *s, struct sockaddr_storage *ss)
 		return -1;
 	}
 	return 0;
-}
-
-static void fmt_addr(const struct sockaddr_storage *ss, char *out, size_t n)
-{
-	char ip[INET6_ADDRSTRLEN];
-
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const void *)ss;
-
-		inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
-		snprintf(out, n, "%s:%u", ip, ntohs(s4->sin_port));
-	} else {
-		const struct sockaddr_in6 *s6 = (const void *)ss;
-
-		inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-		snprintf(out, n, "[%s]:%u", ip, ntohs(s6->sin6_port));
-	}
 }
 
 int main(int argc, char **argv)
