@@ -13,10 +13,9 @@
  *
  * Needs root. Not a test: it prints numbers, it does not judge them.
  */
-import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { createLab } from '../test/lab/lab.js';
+import { cgroup2Mount, createLab } from '../test/lab/lab.js';
 import { startProbe } from '../test/helpers/probe.js';
 
 const { values } = parseArgs({
@@ -42,15 +41,9 @@ try {
   writeFileSync(STATS, '1');
   const port = 19000;
   // the RS server inside a dedicated cgroup (its listener and children belong to it)
-  const cg2 = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2')![1]!;
-  cgroupDir = `${cg2}/toa-bench-rs-${process.pid}`;
+  cgroupDir = `${cgroup2Mount()}/toa-bench-rs-${process.pid}`;
   mkdirSync(cgroupDir);
-  const srvProc = spawn('sh', ['-c', `echo $$ > ${cgroupDir}/cgroup.procs && exec nsenter --net=/run/netns/${lab.ns.rs} ${lab.tool('lab-server')} --listen ${lab.rsAddr4}:${port} --mode accept`], { stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise<void>((res, rej) => {
-    srvProc.stdout!.on('data', (d: Buffer) => d.toString().includes('READY') && res());
-    srvProc.once('exit', (c) => rej(new Error(`lab-server exited ${c}`)));
-  });
-  const srv = { stop: async () => { srvProc.kill('SIGTERM'); await new Promise((r) => srvProc.once('exit', r)); } };
+  const srv = await lab.startServer({ port, mode: 'accept', cgroup: cgroupDir });
   const run = async () => {
     const r = await lab.connect({ vipPort: port, count: N, mode: 'connect', rst: true, toa: { mode: 'pool', size: poolSize }, durationMs: 60000 });
     if (r.client.failed) console.error(`warning: ${r.client.failed} connections failed: ${JSON.stringify(r.client.errors)}`);

@@ -5,7 +5,7 @@
 // drain) and checks the records of its own port.
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
-import { createLab, type Lab, type MangleVariant } from '../lab/lab.js';
+import { cgroup2Mount, createLab, type Lab, type MangleVariant } from '../lab/lab.js';
 import { requirePrivileged } from '../helpers/privileged.js';
 import { connectionsRepresented, loadAddon, startProbe, type RunningProbe } from '../helpers/probe.js';
 
@@ -332,34 +332,20 @@ test.serial('capabilities report one line per mode and TOA source', (t) => {
 
 test.serial('probe.cgroupPath: only sockets of that cgroup v2 subtree are seen', async (t) => {
   if (!ready(t)) return;
-  const { mkdirSync, readFileSync, rmdirSync } = await import('node:fs');
-  const { spawn } = await import('node:child_process');
-  const cg2 = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2')![1]!;
-  const inside = `${cg2}/toa-test-rs-${process.pid}`;
-  const other = `${cg2}/toa-test-other-${process.pid}`;
+  const { mkdirSync, rmdirSync } = await import('node:fs');
+  const inside = `${cgroup2Mount()}/toa-test-rs-${process.pid}`;
+  const other = `${cgroup2Mount()}/toa-test-other-${process.pid}`;
   mkdirSync(inside);
   mkdirSync(other);
   try {
-    // the server is started inside `inside`: its listener and accepted sockets belong to it
-    const runServer = async (p: number) => {
-      const proc = spawn('sh', ['-c', `echo $$ > ${inside}/cgroup.procs && exec nsenter --net=/run/netns/${lab!.ns.rs} ${lab!.tool('lab-server')} --listen ${lab!.rsAddr4}:${p}`], { stdio: ['ignore', 'pipe', 'inherit'] });
-      await new Promise<void>((res, rej) => {
-        proc.stdout!.on('data', (d: Buffer) => d.toString().includes('READY') && res());
-        proc.once('exit', (c) => rej(new Error(`lab-server exited ${c}`)));
-      });
-      return async () => {
-        proc.kill('SIGTERM');
-        await new Promise((r) => proc.once('exit', r));
-      };
-    };
     const seen = async (cgroupPath: string) => {
       const p = port();
       const probe = startProbe({ cgroupPath });
-      const stop = await runServer(p);
+      const srv = await lab!.startServer({ port: p, cgroup: inside });
       const r = await lab!.connect({ vipPort: p, count: 3, toa: { mode: 'real' }, rst: true });
       t.is(r.client.ok, 3, r.stderr);
       await new Promise((res) => setTimeout(res, 150));
-      await stop();
+      await srv.stop();
       await probe.stop();
       return connectionsRepresented(probe.eventsFor(p));
     };

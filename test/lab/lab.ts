@@ -102,6 +102,8 @@ export interface ServerOptions {
   v6only?: boolean;
   /** echo (default) or accept (close right away) */
   mode?: 'echo' | 'accept';
+  /** cgroup v2 directory the server starts in (its listener and accepted sockets belong to it) */
+  cgroup?: string;
 }
 
 export interface ServerSummary {
@@ -176,7 +178,8 @@ export async function labBinDir(binDir?: string): Promise<string> {
   return toolsReady;
 }
 
-function cgroup2Mount(): string {
+/** Mount point of the cgroup v2 hierarchy (found by type, not by path). */
+export function cgroup2Mount(): string {
   const m = /^\S+ (\S+) cgroup2 /m.exec(readFileSync('/proc/self/mounts', 'utf8'));
   if (!m) throw new Error('no cgroup v2 mount in /proc/self/mounts');
   return m[1];
@@ -466,7 +469,9 @@ export class Lab {
       ...this.nsenter('rs'), this.tool('lab-server'), '--listen', hostPort(bind, opts.port), '--log-accepts',
       '--mode', opts.mode ?? 'echo', ...(bind.includes(':') ? ['--v6only', opts.v6only ? '1' : '0'] : []),
     ];
-    const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+    // in a cgroup: the shell moves itself there, then execs the server (sockets are tagged at creation)
+    const cmd = opts.cgroup ? ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', opts.cgroup, ...argv] : argv;
+    const p = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     this.procs.add(p);
     const accepts: { peer: string; local: string }[] = [];
     let summary: ServerSummary | undefined;
