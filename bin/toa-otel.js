@@ -7,11 +7,11 @@ import { fileURLToPath } from 'node:url';
 
 const [major, minor] = process.versions.node.split('.').map(Number);
 if (major < 22 || (major === 22 && minor < 15)) {
-  process.stderr.write(
-    `toa-otel needs Node.js >= 22.15 (this is ${process.versions.node}). In a checkout run it as \`npx toa-otel\` ` +
-      `or \`npm run toa-otel --\`, which use the Node 24 from node_modules.\n`,
-  );
-  process.exit(2);
+  // An older system Node (Debian ships 18): hand over to the Node 24 that comes with the project
+  // (node_modules in a checkout, node/ in the release tarball and packages). It runs as a child
+  // because process.execve is missing before 22.15: forward the stop signals, exit with its code.
+  const { runBundledNode } = await import('./bundled-node.js');
+  process.exit(await runBundledNode());
 }
 
 // Restart once in place with the sidecar's V8 flags (bin/node-flags.js) unless they were given

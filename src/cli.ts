@@ -231,5 +231,27 @@ async function run(loaded: LoadedConfig, log: Logger, env: NodeJS.ProcessEnv): P
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    process.on('SIGHUP', onSignal);
+    watchParent(() => {
+      log.warn('parent process exited: stopping (a wrapper such as npm or npx was killed)');
+      onSignal('SIGHUP');
+    });
   });
+}
+
+/**
+ * Calls onOrphaned once when the process that started the sidecar goes away (npm, npx, a shell or
+ * the bundled-Node launcher killed with SIGKILL): the sidecar is reparented, so process.ppid
+ * changes. Not armed when the parent is PID 1 (systemd, a container's init), which never goes away.
+ */
+export function watchParent(onOrphaned: () => void, intervalMs = 1000): NodeJS.Timeout | undefined {
+  const parent = process.ppid;
+  if (parent <= 1) return undefined;
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    onOrphaned();
+  }, intervalMs);
+  timer.unref();
+  return timer;
 }
