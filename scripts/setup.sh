@@ -8,7 +8,7 @@
 #   bash scripts/setup.sh [--for run|test|package] [--check]
 #     --for run      what the sidecar needs to build and run (default)
 #     --for test     also the tools the lab and kernel tests use (iproute2, iptables, tcpdump, ...)
-#     --for package  also what `npm run package` needs (Go for nfpm)
+#     --for package  also what `npm run package` needs (patchelf, binutils)
 #     --check        only report what is missing; exit 1 if anything is
 #
 # npm runs it before `npm start` and `npm test` (prestart/pretest). Environment:
@@ -48,7 +48,7 @@ NEEDS_TEST=(
 	cmd/ip:iproute2 cmd/iptables:iptables cmd/tcpdump:tcpdump cmd/ethtool:ethtool cmd/nsenter:util-linux
 	cmd/openssl:openssl file/etc/ssl/certs/ca-certificates.crt:ca-certificates
 )
-NEEDS_PACKAGE=(cmd/go:golang-go cmd/xz:xz-utils)
+NEEDS_PACKAGE=(cmd/patchelf:patchelf cmd/objdump:binutils)
 
 have() { # probe -> 0 when present
 	case $1 in
@@ -63,8 +63,8 @@ collect() { local pair; for pair in "$@"; do have "${pair%%:*}" || wanted+=("${p
 collect "${NEEDS_RUN[@]}"
 [ "$PURPOSE" = test ] && collect "${NEEDS_TEST[@]}"
 if [ "$PURPOSE" = package ]; then
-	# nfpm is built with Go from the module proxy; a Go older than 1.23 (bookworm's golang-go is
-	# 1.19) cannot build it, and that is said when `npm run package` runs
+	# nfpm itself is built with the machine's Go by scripts/package.sh (bookworm's golang-go is
+	# too old for it: that is said there)
 	collect "${NEEDS_PACKAGE[@]}"
 fi
 # uniq, keep order
@@ -124,15 +124,18 @@ else
 	fi
 	export DEBIAN_FRONTEND=noninteractive
 	say "installing ${#wanted[@]} system package(s) with apt-get: ${wanted[*]}"
-	# refresh the lists when they are missing or older than a day (a fresh image often has none)
+	# apt-get update only when the lists are missing or the install fails with the lists we have
+	# (a fresh image often has none; a long-lived one may name versions the archive dropped)
+	update() { say "apt-get update"; apt-get update -q -o Dpkg::Progress-Fancy=0 | sed 's/^/[setup]   /' >&2 || die "apt-get update failed"; }
+	install() {
+		apt-get install -y -q --no-install-recommends -o Dpkg::Progress-Fancy=0 "${wanted[@]}" > /tmp/toa-otel-setup-apt.log 2>&1
+		local rc=$?
+		grep -E '^(Unpacking|Setting up|E:|Err)' /tmp/toa-otel-setup-apt.log | sed 's/^/[setup]   /' >&2
+		return $rc
+	}
 	lists=(/var/lib/apt/lists/*_Packages)
-	if [ ! -e "${lists[0]}" ] || [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mtime +0 -print -quit)" ]; then
-		say "apt-get update"
-		apt-get update -q -o Dpkg::Progress-Fancy=0 | sed 's/^/[setup]   /' >&2 || die "apt-get update failed"
-	fi
-	apt-get install -y -q --no-install-recommends -o Dpkg::Progress-Fancy=0 "${wanted[@]}" 2>&1 |
-		grep -E '^(Unpacking|Setting up|E:|Err)' | sed 's/^/[setup]   /' >&2
-	[ "${PIPESTATUS[0]}" = 0 ] || die "apt-get install ${wanted[*]} failed"
+	[ -e "${lists[0]}" ] || update
+	install || { update; install; } || die "apt-get install ${wanted[*]} failed (log: /tmp/toa-otel-setup-apt.log)"
 	still=()
 	for pair in "${NEEDS_RUN[@]}"; do have "${pair%%:*}" || still+=("${pair##*:}"); done
 	[ ${#still[@]} -eq 0 ] || die "still missing after apt-get install: ${still[*]}"

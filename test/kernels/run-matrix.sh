@@ -227,6 +227,8 @@ boot() { # LABEL -> $CACHE/$KVER/console.log, $CACHE/$KVER/results
 }
 
 # ---------- main ----------
+# sourced with TOA_KERNELS_LIB=1 (test/install/run-guest.sh): the functions above only
+if [ -n "${TOA_KERNELS_LIB:-}" ]; then return 0; fi
 ensure_tools
 apt_lists_ready
 mkdir -p "$CACHE"

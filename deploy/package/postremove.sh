@@ -1,0 +1,5 @@
+#!/bin/sh
+if [ -d /run/systemd/system ]; then
+	systemctl daemon-reload >/dev/null 2>&1 || true
+fi
+exit 0
