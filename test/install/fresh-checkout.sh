@@ -40,6 +40,19 @@ log "fresh root: node $(chroot "$CH" node --version), npm $(chroot "$CH" npm --v
 
 git clone -q --no-local "$ROOT" "$CH/root/toa-otel"
 cp /etc/resolv.conf "$CH/etc/resolv.conf"
+# the machine's own trust settings (a fresh machine of this kind has them too): local CAs, npm's
+# cafile, and Node's extra CA variable, so npm reaches its registry the way it does on the host
+if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+	cp /usr/local/share/ca-certificates/*.crt "$CH/usr/local/share/ca-certificates/"
+	chroot "$CH" update-ca-certificates >/dev/null 2>&1 || die "update-ca-certificates failed in the fresh root"
+fi
+[ -f /etc/npmrc ] && cp /etc/npmrc "$CH/etc/npmrc"
+PASS_ENV=()
+for v in NODE_EXTRA_CA_CERTS SSL_CERT_FILE; do
+	[ -n "${!v:-}" ] && [ -f "${!v}" ] || continue
+	[ -e "$CH${!v}" ] || { mkdir -p "$(dirname "$CH${!v}")" && cp "${!v}" "$CH${!v}"; }
+	PASS_ENV+=("$v=${!v}")
+done
 mount -t proc proc "$CH/proc"
 mount --rbind /sys "$CH/sys"
 mount --rbind /dev "$CH/dev"
@@ -48,7 +61,7 @@ run() { # LABEL CMD: runs CMD as root in the checkout inside the chroot, prints 
 	local label=$1 t=$(date +%s) rc=0
 	shift
 	log "$label: $*"
-	chroot "$CH" env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb CI="${CI:-}" \
+	chroot "$CH" env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb CI="${CI:-}" "${PASS_ENV[@]}" \
 		sh -c "cd /root/toa-otel && $*" > "$WORK/$label.log" 2>&1 || rc=$?
 	tail -n 12 "$WORK/$label.log" | sed 's/^/    /' >&2
 	log "$label: exit $rc in $(( $(date +%s) - t ))s"
