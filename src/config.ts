@@ -30,8 +30,10 @@ export interface ToaConfig {
     sources: ToaSourceName[];
     /** Accepted kind/length pairs as `kind/len`. Default 254/8, 254/20, 253/20, 200/8. */
     accept: string[];
-    /** Trusted load-balancer peer CIDRs; empty = trust every peer. Default empty. */
+    /** Trusted load-balancer peer CIDRs; empty = trust every peer (needs trustAll with otlp). Default empty. */
     trustedPeers: string[];
+    /** Explicitly trust every peer (an empty trustedPeers) with the otlp exporter. Default false. */
+    trustAll: boolean;
     /** Also parse the saved SYN (sets TCP_SAVE_SYN on listeners). Default true. */
     parseSyn: boolean;
   };
@@ -162,6 +164,10 @@ const splitList = (s: string): string[] =>
     .map((x) => x.trim())
     .filter((x) => x !== '');
 
+// '' is the explicitly empty list; anything else keeps its empty entries so that ",," or " " is
+// reported instead of silently becoming the empty list (for toa.trustedPeers: trust everybody)
+const splitListKeepEmpty = (s: string): string[] => (s === '' ? [] : s.split(',').map((x) => x.trim()));
+
 const listDef = (doc: string, def: string[], allowed: string, item: Check, max?: number): KeyDef => ({
   doc,
   default: def,
@@ -170,12 +176,13 @@ const listDef = (doc: string, def: string[], allowed: string, item: Check, max?:
     if (!Array.isArray(v)) return 'not a list';
     if (max !== undefined && v.length > max) return `too many entries (${v.length})`;
     for (const x of v) {
+      if (typeof x === 'string' && x.trim() === '') return 'empty entry (a doubled, leading or trailing comma, or only spaces; an empty list is the empty string)';
       const m = item(x);
       if (m) return `${m} (${JSON.stringify(x)})`;
     }
     return undefined;
   },
-  coerce: splitList,
+  coerce: splitListKeepEmpty,
 });
 
 /** Parses `addr/prefix` (or a bare address); returns undefined when invalid. */
@@ -241,8 +248,9 @@ export const SCHEMA: Record<string, KeyDef> = {
     x === 'module' || x === 'packet' ? undefined : 'unknown source', 2),
   'toa.accept': listDef('Accepted TOA option kind/length pairs', ['254/8', '254/20', '253/20', '200/8'], 'a comma-separated list of kind/len with kind 2-255 and len 8 (IPv4) or 20 (IPv6)', (x) =>
     typeof x === 'string' && parseToaAccept(x) ? undefined : 'not kind/len', 8),
-  'toa.trustedPeers': listDef('Load-balancer peer ranges whose TOA is trusted; empty = trust every peer', [], 'a comma-separated list of IPv4/IPv6 CIDRs (e.g. 198.18.0.0/15, fd00::/8)', (x) =>
+  'toa.trustedPeers': listDef('Load-balancer peer ranges whose TOA is trusted; empty = trust every peer (any client can forge its address), which the otlp exporter refuses unless toa.trustAll=true', [], 'a comma-separated list of IPv4/IPv6 CIDRs (e.g. 198.18.0.0/15, fd00::/8)', (x) =>
     typeof x === 'string' && parseCidr(x) ? undefined : 'not a CIDR', 1024),
+  'toa.trustAll': boolDef('Trust the TOA of every peer (toa.trustedPeers must be empty); without it the otlp exporter refuses to start with an empty toa.trustedPeers', false),
   'toa.parseSyn': boolDef('Also parse TOA from the saved SYN, for balancers that tag the SYN (sets TCP_SAVE_SYN on listeners created after start; keeps the SYN headers per connection)', true),
   'merge.windowSec': intDef('Merge window: repeats of a key within it are counted, not reported (0 = off)', 10, 0, 3600),
   'merge.maxKeys': intDef('Maximum keys in the kernel merge map (LRU)', 65536, 1, 16777216),
@@ -448,6 +456,10 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
   const bs = getPath(props, 'export.maxExportBatchSize');
   if (typeof qs === 'number' && typeof bs === 'number' && bs > qs) {
     issues.push({ key: 'export.maxExportBatchSize', value: bs, allowed: `at most export.maxQueueSize (${qs})`, message: 'larger than the queue:' });
+  }
+  const trusted = getPath(props, 'toa.trustedPeers');
+  if (getPath(props, 'toa.trustAll') === true && Array.isArray(trusted) && trusted.length > 0) {
+    issues.push({ key: 'toa.trustAll', value: true, allowed: 'false when toa.trustedPeers lists peers (or empty toa.trustedPeers)', message: 'contradicts toa.trustedPeers:' });
   }
   issues.push(...otelEnvIssues(env));
   if (issues.length > 0) throw new ConfigError(issues);
