@@ -79,6 +79,18 @@ export interface ToaConfig {
     /** Max cached entries per cache. Default 4096. */
     cacheMaxEntries: number;
   };
+  privacy: {
+    /** `clear` (default), `truncate` (network address at the prefixes below) or `hmac` (keyed pseudonym); not clear drops client ports. */
+    clientAddress: 'clear' | 'truncate' | 'hmac';
+    /** IPv4 prefix kept by `truncate`. Default 24. */
+    truncateIpv4Prefix: number;
+    /** IPv6 prefix kept by `truncate`. Default 48. */
+    truncateIpv6Prefix: number;
+    /** File holding the HMAC key (secret); one of hmacKeyFile, hmacKey with `hmac`. */
+    hmacKeyFile: string;
+    /** The HMAC key itself (secret: redacted in config --print; prefer the env variable or the file). */
+    hmacKey: string;
+  };
   shutdown: {
     /** Deadline for stop + final sweep + flush, ms. Default 10000. */
     timeoutMs: number;
@@ -291,6 +303,26 @@ export const SCHEMA: Record<string, KeyDef> = {
   'enrich.enabled': boolDef('Add process.executable.name, container.id and (sockops) the listener process from /proc', true),
   'enrich.cacheTtlSec': intDef('Lifetime of cached /proc lookups (s)', 60, 1, 86400),
   'enrich.cacheMaxEntries': intDef('Entries per enrichment cache', 4096, 16, 1000000),
+  'privacy.clientAddress': enumDef(
+    "What records carry as the client's address (client.address, lvs.toa.client_ip, and the peer fields when the peer is the client): clear, truncate (network address at the prefixes below) or hmac (HMAC-SHA256 pseudonym, 32 hex characters, stable while the key is); not clear also drops the client's ports",
+    'clear', ['clear', 'truncate', 'hmac']),
+  'privacy.truncateIpv4Prefix': intDef('IPv4 prefix length kept by privacy.clientAddress=truncate (IPv4-mapped IPv6 too)', 24, 0, 32),
+  'privacy.truncateIpv6Prefix': intDef('IPv6 prefix length kept by privacy.clientAddress=truncate', 48, 0, 128),
+  'privacy.hmacKeyFile': {
+    doc: 'File holding the key of privacy.clientAddress=hmac (at least 16 bytes; a trailing newline is ignored); set this or privacy.hmacKey',
+    default: '',
+    allowed: 'empty or an absolute path',
+    check: (v) => (typeof v === 'string' && (v === '' || v.startsWith('/')) ? undefined : 'not an absolute path'),
+    coerce: (s) => s.trim(),
+  },
+  'privacy.hmacKey': {
+    doc: 'The key of privacy.clientAddress=hmac itself, at least 16 bytes (secret: prefer the env variable or privacy.hmacKeyFile to a flag)',
+    default: '',
+    allowed: 'empty or a secret of at least 16 bytes',
+    check: (v) => (typeof v === 'string' ? undefined : 'not a string'),
+    coerce: (s) => s,
+    sensitive: true,
+  },
   'shutdown.timeoutMs': intDef('Deadline for detach + final sweep + flush at SIGINT/SIGTERM (ms)', 10000, 100, 600000),
   'status.intervalSec': intDef('Seconds between one-line status reports on stderr (0 = off)', 60, 0, 86400),
   'telemetry.metrics': boolDef('Export self-telemetry metrics over OTLP when the exporter is otlp', true),
@@ -460,6 +492,16 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
   const trusted = getPath(props, 'toa.trustedPeers');
   if (getPath(props, 'toa.trustAll') === true && Array.isArray(trusted) && trusted.length > 0) {
     issues.push({ key: 'toa.trustAll', value: true, allowed: 'false when toa.trustedPeers lists peers (or empty toa.trustedPeers)', message: 'contradicts toa.trustedPeers:' });
+  }
+  const pkFile = getPath(props, 'privacy.hmacKeyFile');
+  const pk = getPath(props, 'privacy.hmacKey');
+  if (getPath(props, 'privacy.clientAddress') === 'hmac' && (pkFile === '') === (pk === '')) {
+    issues.push({
+      key: 'privacy.hmacKeyFile',
+      value: pkFile,
+      allowed: 'exactly one of privacy.hmacKeyFile and privacy.hmacKey (env TOA_OTEL_PRIVACY_HMAC_KEY) with privacy.clientAddress=hmac',
+      message: pkFile === '' ? 'no HMAC key given:' : 'both privacy.hmacKeyFile and privacy.hmacKey are set:',
+    });
   }
   issues.push(...otelEnvIssues(env));
   if (issues.length > 0) throw new ConfigError(issues);

@@ -28,6 +28,7 @@ import type { RetryingLogRecordExporter } from './retry-exporter.js';
 import { loadAddon, type LoadedAddon } from './native.js';
 import type { NativeProbe, NativeProbeOptions, NativeStats } from './native-types.js';
 import { trustsEveryPeer } from './preflight.js';
+import { createAddressMask } from './privacy.js';
 import { buildResource, packageVersion } from './resource.js';
 import { counterName, SelfTelemetry } from './telemetry.js';
 
@@ -141,6 +142,7 @@ export class Pipeline {
     this.clock = this.deps.clock ?? BootClock.create(this.addon);
     const resource = buildResource(c.service.name, this.deps.serviceNameIsDefault ?? c.service.name === 'toa-otel');
     this.choice = resolveExporter(c, env);
+    this.mapOpts.clientMask = createAddressMask(c);
     if (c.enrich.enabled) {
       this.enricher = new Enricher({
         ttlMs: c.enrich.cacheTtlSec * 1000,

@@ -4,6 +4,7 @@
 import { statfsSync, statSync } from 'node:fs';
 import type { ToaConfig } from './config.js';
 import type { ConfigIssue } from './errors.js';
+import { privacyIssues } from './privacy.js';
 
 /** statfs f_type of a cgroup v2 file system (linux/magic.h). */
 const CGROUP2_SUPER_MAGIC = 0x63677270;
@@ -46,5 +47,5 @@ export function trustIssue(config: ToaConfig, exporter: 'otlp' | 'stdout' | 'non
 
 /** Every start-up problem of `toa-otel run` beyond loadConfig's. */
 export function preflightIssues(config: ToaConfig, exporter: 'otlp' | 'stdout' | 'none'): ConfigIssue[] {
-  return [cgroupPathIssue(config.probe.cgroupPath), trustIssue(config, exporter)].filter((i): i is ConfigIssue => i !== undefined);
+  return [cgroupPathIssue(config.probe.cgroupPath), trustIssue(config, exporter), ...privacyIssues(config)].filter((i): i is ConfigIssue => i !== undefined);
 }

@@ -2,7 +2,7 @@
 // Issue 11, defects 1, 2 and 5 in real runs of the `toa-otel` command: the real probe in this
 // kernel (sockops, attached to a cgroup the lab's RS server runs in), real connections through
 // the FullNAT lab, records on stdout. Needs root (BPF, namespaces, cgroups).
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmdirSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -71,7 +71,7 @@ async function attached(lab: Lab, sc: Sidecar, port: number): Promise<number> {
   return sc.records().length;
 }
 
-async function withLab(t: Parameters<Parameters<typeof test>[1]>[0], port: number, fn: (lab: Lab, cg: string, srv: LabServer) => Promise<void>) {
+async function withLab(t: ExecutionContext, port: number, fn: (lab: Lab, cg: string, srv: LabServer) => Promise<void>) {
   const cg = `${cgroup2Mount()}/toa-test-reliab-${process.pid}-${port}`;
   let lab: Lab | undefined;
   let srv: LabServer | undefined;
