@@ -4,7 +4,8 @@
 // the FullNAT lab, records on stdout. Needs root (BPF, namespaces, cgroups).
 import test, { type ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, rmdirSync } from 'node:fs';
+import { createHmac } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { cgroup2Mount, createLab, type Lab, type LabServer } from '../lab/lab.js';
@@ -195,4 +196,54 @@ test.serial('a second signal exits 4 reporting the same totals as the summary wo
     for (const s of sockets) s.destroy();
     hang.close();
   }
+});
+
+test.serial('privacy on real records: truncate and hmac rewrite the TOA client of lab connections on stdout, hmac stable across a restart', async (t) => {
+  if (!requirePrivileged(t)) return;
+  const port = 18613;
+  const key = 'lab-hmac-key-0123456789abcdef';
+  await withLab(t, port, async (lab, cg) => {
+    const run = async (privacy: string[]) => {
+      const sc = startSidecar([...common(lab, cg), '--log-level', 'warn', '--status-interval-sec', '0', ...privacy], port);
+      try {
+        const before = await attached(lab, sc, port);
+        const r = await lab.connect({ vipPort: port, count: 5, toa: { mode: 'real' }, rst: true });
+        t.is(r.client.ok, 5);
+        await until('5 TOA records', () => sc.records().length - before >= 5);
+        sc.child.kill('SIGTERM');
+        t.is(await sc.exit, 0, JSON.stringify(sc.logs()));
+        return sc.records().slice(before).map((x) => x.attributes as Record<string, unknown>);
+      } finally {
+        if (sc.child.exitCode === null) sc.child.kill('SIGKILL');
+      }
+    };
+    const client = lab.clientAddr4;
+    const truncated = await run(['--privacy-client-address', 'truncate']);
+    for (const a of truncated) {
+      t.is(a['client.address'], client.replace(/\.\d+$/, '.0'));
+      t.is(a['lvs.toa.client_ip'], client.replace(/\.\d+$/, '.0'));
+      t.is(a['lvs.toa.trusted'], true);
+      t.is(a['net.peer.ip'], lab.lvsLocal4, 'the balancer stays in clear');
+      t.false('client.port' in a);
+      t.false('lvs.toa.client_port' in a);
+    }
+    t.false(JSON.stringify(truncated).includes(`"${client}"`));
+    const expected = createHmac('sha256', key).update(client).digest('hex').slice(0, 32);
+    const dir = mkdtempSync('/tmp/toa-otel-hmac-');
+    const file = `${dir}/key`;
+    writeFileSync(file, `${key}\n`, { mode: 0o600 });
+    let first: Record<string, unknown>[];
+    let second: Record<string, unknown>[];
+    try {
+      first = await run(['--privacy-client-address', 'hmac', '--privacy-hmac-key-file', file]);
+      second = await run(['--privacy-client-address', 'hmac', '--privacy-hmac-key-file', file]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    for (const a of [...first, ...second]) {
+      t.is(a['client.address'], expected);
+      t.is(a['lvs.toa.client_ip'], expected);
+      t.false('client.port' in a);
+    }
+  });
 });
