@@ -155,6 +155,28 @@ test.serial('a closed stderr does not stop the pipeline: exit 0 at SIGTERM, ever
   });
 });
 
+test.serial('a slow stdout reader loses nothing: records buffered for a full pipe are written before the process exits', async (t) => {
+  if (!requirePrivileged(t)) return;
+  const port = 18614;
+  await withLab(t, port, async (lab, cg) => {
+    const sc = startSidecar([...common(lab, cg), '--log-level', 'warn', '--status-interval-sec', '0'], port);
+    try {
+      const before = await attached(lab, sc, port);
+      sc.child.stdout!.pause(); // the pipe (64 KiB, ~90 records) fills; the rest waits in the sidecar
+      const r = await lab.connect({ vipPort: port, count: 1000, rst: true });
+      await new Promise((res) => setTimeout(res, 1500));
+      sc.child.kill('SIGTERM');
+      await new Promise((res) => setTimeout(res, 1000)); // shutdown is under way while nobody reads
+      sc.child.stdout!.resume();
+      t.is(await sc.exit, 0, JSON.stringify(sc.logs()));
+      t.is(sc.records().length - before, r.client.ok, 'every connection is a record on stdout');
+      t.falsy(sc.logs().find((l) => l.msg === 'records lost'));
+    } finally {
+      if (sc.child.exitCode === null) sc.child.kill('SIGKILL');
+    }
+  });
+});
+
 test.serial('a second signal exits 4 reporting the same totals as the summary would: records not delivered = lostAtShutdown', async (t) => {
   if (!requirePrivileged(t)) return;
   const port = 18612;
