@@ -2,9 +2,12 @@
 // Signals are handled here, at the entry point; the Pipeline only knows start()/stop().
 import { configMarkdownTable, flagIndex, loadConfig, redactConfig, SCHEMA, flagName, envName, type LoadedConfig } from './config.js';
 import { ConfigError, ExitCode, ProbeError, UsageError } from './errors.js';
-import { createLogger, installDiagLogger, type Logger } from './log.js';
+import { resolveExporter } from './export.js';
+import { createLogger, installDiagLogger, stderrWrite, type Logger } from './log.js';
 import { loadAddon } from './native.js';
+import type { CapabilityLine } from './native-types.js';
 import { Pipeline } from './pipeline.js';
+import { preflightIssues } from './preflight.js';
 import { packageVersion } from './resource.js';
 
 /** Parsed command line. */
@@ -63,7 +66,8 @@ export function parseArgs(argv: string[]): ParsedArgs {
     }
     const f = flags.get(name);
     if (f) {
-      out.cli[f.key] = f.flag && inline === undefined ? true : value();
+      out.cli[f.key] = f.flag && inline === undefined ? boolFlagValue(argv, i, name, f.key, sawCommand) : value();
+      if (f.flag && inline === undefined && out.cli[f.key] !== true) i++;
       continue;
     }
     if (name.startsWith('no-') && flags.get(name.slice(3))?.flag) {
@@ -74,6 +78,27 @@ export function parseArgs(argv: string[]): ParsedArgs {
   }
   if ((out.print || out.table) && out.command !== 'config') throw new UsageError('--print and --table belong to the config command');
   return out;
+}
+
+const BOOL_WORDS = new Map([
+  ['true', 'true'], ['yes', 'true'], ['on', 'true'], ['1', 'true'],
+  ['false', 'false'], ['no', 'false'], ['off', 'false'], ['0', 'false'],
+]);
+
+/**
+ * A boolean flag without `=`: bare (`--enrich-enabled` = true) or followed by a boolean word
+ * (`--enrich-enabled false`, the space form every other key accepts). Any other word after it is
+ * an error naming the key, except a command (`--probe-include-loopback run`).
+ */
+function boolFlagValue(argv: string[], i: number, name: string, key: string, sawCommand: boolean): true | string {
+  const next = argv[i + 1];
+  if (next === undefined || next.startsWith('-')) return true;
+  const word = BOOL_WORDS.get(next.trim().toLowerCase());
+  if (word !== undefined) return word;
+  if (!sawCommand && (next === 'run' || next === 'doctor' || next === 'config')) return true;
+  throw new UsageError(
+    `--${name} (${key}) is a boolean: it takes true or false (also yes/no, on/off, 1/0), not "${next}"; write --${name}, --no-${name} or --${name}=false`,
+  );
 }
 
 /** Text of `toa-otel --help`. */
@@ -127,7 +152,8 @@ function reportProbeError(log: Logger, e: ProbeError): void {
 /** Runs the command line; resolves to the exit code. */
 export async function main(argv: string[], io: CliIo = {}): Promise<number> {
   const out = io.stdout ?? ((s: string) => void process.stdout.write(s));
-  const errWrite = io.stderr ?? ((s: string) => void process.stderr.write(s));
+  // never throws: a closed stderr must not take the pipeline down (src/log.ts)
+  const errWrite = io.stderr ?? stderrWrite;
   const env = io.env ?? process.env;
   let log = createLogger('info', errWrite);
   let args: ParsedArgs;
@@ -170,6 +196,11 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
     return ExitCode.OK;
   }
   log = createLogger(loaded.config.log.level, errWrite);
+  const pre = preflightIssues(loaded.config, resolveExporter(loaded.config, env).kind);
+  if (pre.length > 0) {
+    reportConfigError(log, new ConfigError(pre));
+    return ExitCode.CONFIG;
+  }
   installDiagLogger(log);
   return run(loaded, log, env);
 }
@@ -184,13 +215,38 @@ function doctor(out: (s: string) => void, log: Logger): number {
     return ExitCode.PROBE;
   }
   const lines = addon.capabilities();
-  for (const l of lines) out(`${l.ok ? 'ok ' : 'no '} ${l.name}: ${l.detail}\n`);
+  const missing = missingPrivileges(lines);
+  for (const l of lines) out(`${l.ok ? 'ok ' : 'no '} ${l.name}: ${missing && !l.ok ? unprivilegedDetail(l, missing) : l.detail}\n`);
   const anyMode = lines.some((l) => l.name.startsWith('mode ') && l.ok);
+  if (!anyMode && missing) {
+    // unprivileged, the kernel refuses every BPF feature probe: that says nothing about the kernel
+    log.error(`doctor cannot test this kernel without privileges: missing ${missing.join(', ')}`, {
+      code: 'EPERM',
+      missing,
+      hint: 'run `toa-otel doctor` as root (sudo), or with the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN',
+    });
+    return ExitCode.PROBE;
+  }
   if (!anyMode) {
     log.error('no probe mode works on this kernel; see the lines above for what is missing', { code: 'ENOTSUP' });
     return ExitCode.PROBE;
   }
   return ExitCode.OK;
+}
+
+/** Capabilities the `privileges` line says are missing, or undefined when privileged. */
+function missingPrivileges(lines: CapabilityLine[]): string[] | undefined {
+  const p = lines.find((l) => l.name === 'privileges');
+  if (!p || p.ok) return undefined;
+  const caps = p.detail.match(/CAP_[A-Z_]+/g);
+  return caps && caps.length > 0 ? [...new Set(caps)] : ['CAP_BPF', 'CAP_PERFMON', 'CAP_NET_ADMIN'];
+}
+
+/** Detail of a failed doctor line when privileges are missing: what was checked stays, BPF probes are not kernel verdicts. */
+function unprivilegedDetail(l: CapabilityLine, missing: string[]): string {
+  // btf and cgroup v2 are file-system checks: their verdict holds without privileges
+  if (l.name === 'privileges' || l.name === 'btf' || l.name === 'cgroup v2') return l.detail;
+  return `not tested: needs ${missing.join(', ')} (run as root); says nothing about the kernel`;
 }
 
 async function run(loaded: LoadedConfig, log: Logger, env: NodeJS.ProcessEnv): Promise<number> {
@@ -212,7 +268,9 @@ async function run(loaded: LoadedConfig, log: Logger, env: NodeJS.ProcessEnv): P
     let stopping = false;
     const onSignal = (signal: NodeJS.Signals) => {
       if (stopping) {
-        log.warn('second signal: exiting without waiting for the flush', { signal });
+        // the same totals and lostAtShutdown as the `stopped` summary would have carried, as of now
+        const { totals, lostAtShutdown } = pipeline.shutdownSummary();
+        log.error('second signal: exiting without waiting for the flush', { signal, ...totals, lostAtShutdown });
         process.exit(ExitCode.FLUSH);
       }
       stopping = true;

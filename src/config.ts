@@ -30,8 +30,10 @@ export interface ToaConfig {
     sources: ToaSourceName[];
     /** Accepted kind/length pairs as `kind/len`. Default 254/8, 254/20, 253/20, 200/8. */
     accept: string[];
-    /** Trusted load-balancer peer CIDRs; empty = trust every peer. Default empty. */
+    /** Trusted load-balancer peer CIDRs; empty = trust every peer (needs trustAll with otlp). Default empty. */
     trustedPeers: string[];
+    /** Explicitly trust every peer (an empty trustedPeers) with the otlp exporter. Default false. */
+    trustAll: boolean;
     /** Also parse the saved SYN (sets TCP_SAVE_SYN on listeners). Default true. */
     parseSyn: boolean;
   };
@@ -76,6 +78,18 @@ export interface ToaConfig {
     cacheTtlSec: number;
     /** Max cached entries per cache. Default 4096. */
     cacheMaxEntries: number;
+  };
+  privacy: {
+    /** `clear` (default), `truncate` (network address at the prefixes below) or `hmac` (keyed pseudonym); not clear drops client ports. */
+    clientAddress: 'clear' | 'truncate' | 'hmac';
+    /** IPv4 prefix kept by `truncate`. Default 24. */
+    truncateIpv4Prefix: number;
+    /** IPv6 prefix kept by `truncate`. Default 48. */
+    truncateIpv6Prefix: number;
+    /** File holding the HMAC key (secret); one of hmacKeyFile, hmacKey with `hmac`. */
+    hmacKeyFile: string;
+    /** The HMAC key itself (secret: redacted in config --print; prefer the env variable or the file). */
+    hmacKey: string;
   };
   shutdown: {
     /** Deadline for stop + final sweep + flush, ms. Default 10000. */
@@ -162,6 +176,10 @@ const splitList = (s: string): string[] =>
     .map((x) => x.trim())
     .filter((x) => x !== '');
 
+// '' is the explicitly empty list; anything else keeps its empty entries so that ",," or " " is
+// reported instead of silently becoming the empty list (for toa.trustedPeers: trust everybody)
+const splitListKeepEmpty = (s: string): string[] => (s === '' ? [] : s.split(',').map((x) => x.trim()));
+
 const listDef = (doc: string, def: string[], allowed: string, item: Check, max?: number): KeyDef => ({
   doc,
   default: def,
@@ -170,12 +188,13 @@ const listDef = (doc: string, def: string[], allowed: string, item: Check, max?:
     if (!Array.isArray(v)) return 'not a list';
     if (max !== undefined && v.length > max) return `too many entries (${v.length})`;
     for (const x of v) {
+      if (typeof x === 'string' && x.trim() === '') return 'empty entry (a doubled, leading or trailing comma, or only spaces; an empty list is the empty string)';
       const m = item(x);
       if (m) return `${m} (${JSON.stringify(x)})`;
     }
     return undefined;
   },
-  coerce: splitList,
+  coerce: splitListKeepEmpty,
 });
 
 /** Parses `addr/prefix` (or a bare address); returns undefined when invalid. */
@@ -241,8 +260,9 @@ export const SCHEMA: Record<string, KeyDef> = {
     x === 'module' || x === 'packet' ? undefined : 'unknown source', 2),
   'toa.accept': listDef('Accepted TOA option kind/length pairs', ['254/8', '254/20', '253/20', '200/8'], 'a comma-separated list of kind/len with kind 2-255 and len 8 (IPv4) or 20 (IPv6)', (x) =>
     typeof x === 'string' && parseToaAccept(x) ? undefined : 'not kind/len', 8),
-  'toa.trustedPeers': listDef('Load-balancer peer ranges whose TOA is trusted; empty = trust every peer', [], 'a comma-separated list of IPv4/IPv6 CIDRs (e.g. 198.18.0.0/15, fd00::/8)', (x) =>
+  'toa.trustedPeers': listDef('Load-balancer peer ranges whose TOA is trusted; empty = trust every peer (any client can forge its address), which the otlp exporter refuses unless toa.trustAll=true', [], 'a comma-separated list of IPv4/IPv6 CIDRs (e.g. 198.18.0.0/15, fd00::/8)', (x) =>
     typeof x === 'string' && parseCidr(x) ? undefined : 'not a CIDR', 1024),
+  'toa.trustAll': boolDef('Trust the TOA of every peer (toa.trustedPeers must be empty); without it the otlp exporter refuses to start with an empty toa.trustedPeers', false),
   'toa.parseSyn': boolDef('Also parse TOA from the saved SYN, for balancers that tag the SYN (sets TCP_SAVE_SYN on listeners created after start; keeps the SYN headers per connection)', true),
   'merge.windowSec': intDef('Merge window: repeats of a key within it are counted, not reported (0 = off)', 10, 0, 3600),
   'merge.maxKeys': intDef('Maximum keys in the kernel merge map (LRU)', 65536, 1, 16777216),
@@ -283,6 +303,26 @@ export const SCHEMA: Record<string, KeyDef> = {
   'enrich.enabled': boolDef('Add process.executable.name, container.id and (sockops) the listener process from /proc', true),
   'enrich.cacheTtlSec': intDef('Lifetime of cached /proc lookups (s)', 60, 1, 86400),
   'enrich.cacheMaxEntries': intDef('Entries per enrichment cache', 4096, 16, 1000000),
+  'privacy.clientAddress': enumDef(
+    "What records carry as the client's address (client.address, lvs.toa.client_ip, and the peer fields when the peer is the client): clear, truncate (network address at the prefixes below) or hmac (HMAC-SHA256 pseudonym, 32 hex characters, stable while the key is); not clear also drops the client's ports",
+    'clear', ['clear', 'truncate', 'hmac']),
+  'privacy.truncateIpv4Prefix': intDef('IPv4 prefix length kept by privacy.clientAddress=truncate (IPv4-mapped IPv6 too)', 24, 0, 32),
+  'privacy.truncateIpv6Prefix': intDef('IPv6 prefix length kept by privacy.clientAddress=truncate', 48, 0, 128),
+  'privacy.hmacKeyFile': {
+    doc: 'File holding the key of privacy.clientAddress=hmac (at least 16 bytes; a trailing newline is ignored); set this or privacy.hmacKey',
+    default: '',
+    allowed: 'empty or an absolute path',
+    check: (v) => (typeof v === 'string' && (v === '' || v.startsWith('/')) ? undefined : 'not an absolute path'),
+    coerce: (s) => s.trim(),
+  },
+  'privacy.hmacKey': {
+    doc: 'The key of privacy.clientAddress=hmac itself, at least 16 bytes (secret: prefer the env variable or privacy.hmacKeyFile to a flag)',
+    default: '',
+    allowed: 'empty or a secret of at least 16 bytes',
+    check: (v) => (typeof v === 'string' ? undefined : 'not a string'),
+    coerce: (s) => s,
+    sensitive: true,
+  },
   'shutdown.timeoutMs': intDef('Deadline for detach + final sweep + flush at SIGINT/SIGTERM (ms)', 10000, 100, 600000),
   'status.intervalSec': intDef('Seconds between one-line status reports on stderr (0 = off)', 60, 0, 86400),
   'telemetry.metrics': boolDef('Export self-telemetry metrics over OTLP when the exporter is otlp', true),
@@ -448,6 +488,20 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
   const bs = getPath(props, 'export.maxExportBatchSize');
   if (typeof qs === 'number' && typeof bs === 'number' && bs > qs) {
     issues.push({ key: 'export.maxExportBatchSize', value: bs, allowed: `at most export.maxQueueSize (${qs})`, message: 'larger than the queue:' });
+  }
+  const trusted = getPath(props, 'toa.trustedPeers');
+  if (getPath(props, 'toa.trustAll') === true && Array.isArray(trusted) && trusted.length > 0) {
+    issues.push({ key: 'toa.trustAll', value: true, allowed: 'false when toa.trustedPeers lists peers (or empty toa.trustedPeers)', message: 'contradicts toa.trustedPeers:' });
+  }
+  const pkFile = getPath(props, 'privacy.hmacKeyFile');
+  const pk = getPath(props, 'privacy.hmacKey');
+  if (getPath(props, 'privacy.clientAddress') === 'hmac' && (pkFile === '') === (pk === '')) {
+    issues.push({
+      key: 'privacy.hmacKeyFile',
+      value: pkFile,
+      allowed: 'exactly one of privacy.hmacKeyFile and privacy.hmacKey (env TOA_OTEL_PRIVACY_HMAC_KEY) with privacy.clientAddress=hmac',
+      message: pkFile === '' ? 'no HMAC key given:' : 'both privacy.hmacKeyFile and privacy.hmacKey are set:',
+    });
   }
   issues.push(...otelEnvIssues(env));
   if (issues.length > 0) throw new ConfigError(issues);

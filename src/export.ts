@@ -118,15 +118,22 @@ export class StdoutLogRecordExporter implements LogRecordExporter {
   private resourceCache = new WeakMap<object, string>();
   private stopped = false;
   private broken: Error | undefined;
-  private readonly write: (chunk: string) => void;
+  /** Writes a chunk and calls back once it is written (or failed). */
+  private readonly write: (chunk: string, written: (err?: Error | null) => void) => void;
   /** @param write where lines go (default process.stdout.write). */
   constructor(write?: (chunk: string) => void) {
-    if (write) this.write = write;
-    else {
+    if (write) {
+      this.write = (c, written) => {
+        write(c);
+        written();
+      };
+    } else {
       // a closed pipe (`toa-otel | head`) surfaces as an async 'error' event: from then on every
       // export fails and is counted instead of crashing the process
       process.stdout.on('error', (e) => (this.broken ??= e));
-      this.write = (c) => void process.stdout.write(c);
+      // a pipe whose reader is slower than us buffers in the process: the export (and so the
+      // shutdown flush before process.exit) ends when the bytes are written, not when queued
+      this.write = (c, written) => void process.stdout.write(c, written);
     }
   }
 
@@ -143,8 +150,7 @@ export class StdoutLogRecordExporter implements LogRecordExporter {
         }
         out += `{"timestamp":${JSON.stringify(isoWithNanos(r.hrTime))},"eventName":${JSON.stringify(r.eventName ?? '')},"severityNumber":${r.severityNumber ?? 0},"attributes":${JSON.stringify(r.attributes)},"resource":${res}}\n`;
       }
-      this.write(out);
-      done({ code: ExportResultCode.SUCCESS });
+      this.write(out, (err) => done(err ? { code: ExportResultCode.FAILED, error: err } : { code: ExportResultCode.SUCCESS }));
     } catch (e) {
       done({ code: ExportResultCode.FAILED, error: e as Error });
     }

@@ -14,8 +14,34 @@ export interface Logger {
   level: LogLevel;
 }
 
-/** Writes `{"time","level","msg",...fields}` lines to `write` (default: process.stderr). */
-export function createLogger(level: LogLevel = 'info', write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
+/** What {@link stderrWrite} could not write (stderr closed or failing). */
+export const stderrState = { broken: undefined as Error | undefined, droppedLines: 0 };
+let stderrGuarded = false;
+
+/**
+ * Writes to process.stderr without ever taking the process down: a closed stderr pipe (EPIPE)
+ * arrives as an 'error' event that would otherwise be an uncaught exception (exit 1). From then
+ * on lines are counted in stderrState.droppedLines instead of written.
+ */
+export function stderrWrite(line: string): void {
+  if (!stderrGuarded) {
+    stderrGuarded = true;
+    process.stderr.on('error', (e) => (stderrState.broken ??= e));
+  }
+  if (stderrState.broken) {
+    stderrState.droppedLines++;
+    return;
+  }
+  try {
+    process.stderr.write(line);
+  } catch (e) {
+    stderrState.broken ??= e as Error;
+    stderrState.droppedLines++;
+  }
+}
+
+/** Writes `{"time","level","msg",...fields}` lines to `write` (default: process.stderr, see stderrWrite). */
+export function createLogger(level: LogLevel = 'info', write: (line: string) => void = stderrWrite): Logger {
   const log = (lvl: LogLevel, msg: string, fields?: Record<string, unknown>) => {
     if (RANK[lvl] > RANK[logger.level]) return;
     const rec: Record<string, unknown> = { time: new Date().toISOString(), level: lvl, msg };

@@ -4,6 +4,7 @@ import { createContextKey, ROOT_CONTEXT, SeverityNumber, type Attributes, type C
 import type { BootClock } from './clock.js';
 import type { ToaEvent } from './decode.js';
 import type { EnrichInfo } from './enrich.js';
+import type { AddressMask } from './privacy.js';
 import * as sc from './semconv.js';
 
 /** Mapping options. */
@@ -15,6 +16,11 @@ export interface MapOptions {
    * records instead of a clock read and an HrTime per record. Default: the SDK reads the clock.
    */
   observedTime?: HrTime;
+  /**
+   * privacy.clientAddress other than clear: applied to client.address and lvs.toa.client_ip, and
+   * to the peer fields when the peer is the client (no trusted TOA); the client's ports are dropped.
+   */
+  clientMask?: AddressMask;
 }
 
 /**
@@ -28,13 +34,13 @@ export interface MapOptions {
 export type AcceptAttributes = {
   [sc.ATTR_NET_PEER_IP]: string;
   [sc.ATTR_NETWORK_PEER_ADDRESS]: string;
-  [sc.ATTR_NETWORK_PEER_PORT]: number;
+  [sc.ATTR_NETWORK_PEER_PORT]?: number;
   [sc.ATTR_NETWORK_LOCAL_ADDRESS]: string;
   [sc.ATTR_NETWORK_LOCAL_PORT]: number;
   [sc.ATTR_NETWORK_TRANSPORT]: string;
   [sc.ATTR_NETWORK_TYPE]: string;
   [sc.ATTR_CLIENT_ADDRESS]: string;
-  [sc.ATTR_CLIENT_PORT]: number;
+  [sc.ATTR_CLIENT_PORT]?: number;
   [sc.ATTR_LVS_TOA_CLIENT_IP]?: string;
   [sc.ATTR_LVS_TOA_CLIENT_PORT]?: number;
   [sc.ATTR_LVS_TOA_SOURCE]?: string;
@@ -53,7 +59,8 @@ export type AcceptAttributes = {
 /** Attributes of one record (keys: see {@link AcceptAttributes}). */
 export function eventAttributes(ev: ToaEvent, info: EnrichInfo, opts: MapOptions): AcceptAttributes {
   const toaUsable = ev.toaAddr !== undefined && ev.toaTrusted;
-  const a: AcceptAttributes = {
+  const mask = opts.clientMask;
+  const a: AcceptAttributes = mask ? maskedAddressAttributes(ev, toaUsable, mask) : {
     'net.peer.ip': ev.peerAddr,
     'network.peer.address': ev.peerAddr,
     'network.peer.port': ev.peerPort,
@@ -66,8 +73,8 @@ export function eventAttributes(ev: ToaEvent, info: EnrichInfo, opts: MapOptions
     'client.port': toaUsable ? ev.toaPort : ev.peerPort,
   };
   if (ev.toaAddr !== undefined) {
-    a['lvs.toa.client_ip'] = ev.toaAddr;
-    a['lvs.toa.client_port'] = ev.toaPort;
+    a['lvs.toa.client_ip'] = mask ? mask(ev.toaAddr) : ev.toaAddr;
+    if (!mask) a['lvs.toa.client_port'] = ev.toaPort;
     a['lvs.toa.source'] = ev.toaSource;
     a['lvs.toa.kind'] = ev.toaKind;
     a['lvs.toa.trusted'] = ev.toaTrusted;
@@ -81,6 +88,23 @@ export function eventAttributes(ev: ToaEvent, info: EnrichInfo, opts: MapOptions
   if (info.containerId !== undefined) a['container.id'] = info.containerId;
   a['lvs.probe.mode'] = ev.mode;
   a['lvs.probe.duration_ns'] = ev.probeNs;
+  return a;
+}
+
+/** Address attributes under privacy.clientAddress truncate|hmac: no client port; the peer masked when it is the client. */
+function maskedAddressAttributes(ev: ToaEvent, toaUsable: boolean, mask: AddressMask): AcceptAttributes {
+  // with a trusted TOA the peer is the balancer (infrastructure, kept); without, the peer is the client
+  const peer = toaUsable ? ev.peerAddr : mask(ev.peerAddr);
+  const a: AcceptAttributes = {
+    'net.peer.ip': peer,
+    'network.peer.address': peer,
+    'network.local.address': ev.localAddr,
+    'network.local.port': ev.localPort,
+    'network.transport': sc.NETWORK_TRANSPORT_VALUE_TCP,
+    'network.type': ev.family === 4 ? sc.NETWORK_TYPE_VALUE_IPV4 : sc.NETWORK_TYPE_VALUE_IPV6,
+    'client.address': toaUsable ? mask(ev.toaAddr!) : peer,
+  };
+  if (toaUsable) a['network.peer.port'] = ev.peerPort;
   return a;
 }
 

@@ -21,11 +21,14 @@ import {
   type CountingLogRecordExporter,
   type ExporterChoice,
 } from './export.js';
-import { createLogger, type Logger } from './log.js';
+import { createLogger, stderrState, type Logger } from './log.js';
+import { LossReporter, lossTotal, type LossCounts } from './loss.js';
 import { toPrevalidatedLogRecord, type MapOptions } from './map.js';
 import type { RetryingLogRecordExporter } from './retry-exporter.js';
 import { loadAddon, type LoadedAddon } from './native.js';
 import type { NativeProbe, NativeProbeOptions, NativeStats } from './native-types.js';
+import { trustsEveryPeer } from './preflight.js';
+import { createAddressMask } from './privacy.js';
 import { buildResource, packageVersion } from './resource.js';
 import { counterName, SelfTelemetry } from './telemetry.js';
 
@@ -86,6 +89,9 @@ export interface PipelineTotals {
   retryLostAtShutdown: number;
 }
 
+/** How often losses are checked for a warn line (the line itself is rate-limited by LossReporter). */
+const LOSS_CHECK_MS = 2000;
+
 const sleep = (ms: number) => new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms).unref());
 
 /** The running sidecar. Construct, then start(); stop() on SIGINT/SIGTERM. */
@@ -111,6 +117,9 @@ export class Pipeline {
   private stopped = false;
   private readonly mapOpts: MapOptions;
   private batchNow = 0;
+  private readonly losses = new LossReporter();
+  /** Totals when stop() began (after the probe's final drain), for the shutdown accounting. */
+  private stopBaseline: { totals: PipelineTotals; queueFull: number } | undefined;
 
   /** Does nothing; call {@link start}. */
   constructor(
@@ -133,6 +142,7 @@ export class Pipeline {
     this.clock = this.deps.clock ?? BootClock.create(this.addon);
     const resource = buildResource(c.service.name, this.deps.serviceNameIsDefault ?? c.service.name === 'toa-otel');
     this.choice = resolveExporter(c, env);
+    this.mapOpts.clientMask = createAddressMask(c);
     if (c.enrich.enabled) {
       this.enricher = new Enricher({
         ttlMs: c.enrich.cacheTtlSec * 1000,
@@ -178,6 +188,13 @@ export class Pipeline {
       clock: this.clock.method,
       clockErrorNs: Number(this.clock.errorNs),
     });
+    if (trustsEveryPeer(c)) {
+      this.log.warn('every peer is trusted: any client can forge its address', {
+        key: 'toa.trustedPeers',
+        trustAll: c.toa.trustAll,
+        hint: "set toa.trustedPeers to the load balancers' local address ranges",
+      });
+    }
 
     try {
       const Probe = this.addon.Probe;
@@ -198,6 +215,31 @@ export class Pipeline {
     if (c.merge.sweepIntervalSec > 0) this.every(c.merge.sweepIntervalSec * 1000, () => this.sweep());
     const tickMs = (c.status.intervalSec > 0 ? c.status.intervalSec : c.telemetry.intervalSec) * 1000;
     this.every(tickMs, () => void this.tick(c.status.intervalSec > 0));
+    this.every(LOSS_CHECK_MS, () => void this.checkLosses());
+  }
+
+  /** Loss counters of a totals snapshot. */
+  private static lossCounts(t: PipelineTotals): LossCounts {
+    return {
+      kernelLost: t.kernelLost,
+      droppedEvents: t.droppedEvents,
+      queueFull: t.queueFull,
+      retryDropped: t.retryDropped,
+      exportFailed: t.exportFailed,
+      decodeErrors: t.decodeErrors + t.pipelineErrors,
+    };
+  }
+
+  /** Logs a warn line when records were lost since the last one (rate-limited, see LossReporter). */
+  async checkLosses(): Promise<void> {
+    try {
+      await this.telemetry?.refresh();
+      const r = this.losses.check(Pipeline.lossCounts(this.totals()), Date.now());
+      if (!r) return;
+      this.log.warn('records lost', { ...r.since, total: r.total, hint: r.hints.join('; ') });
+    } catch (e) {
+      this.log.debug('loss check failed', { err: e as Error });
+    }
   }
 
   // during an outage every batch fails: log the first failure at once, then one summary per 10 s
@@ -221,10 +263,8 @@ export class Pipeline {
   // retained records given up: dropped at the bound (rate-limited like export failures) or at shutdown
   private lossLog = { last: 0, records: 0 };
   private recordsLost(records: number, reason: 'retry_queue_full' | 'shutdown'): void {
-    if (reason === 'shutdown') {
-      this.log.error('retained records lost at shutdown (export target still unreachable)', { records });
-      return;
-    }
+    // at shutdown: logged once by stop(), with the numbers of the final summary
+    if (reason === 'shutdown') return;
     const l = this.lossLog;
     l.records += records;
     const now = Date.now();
@@ -385,24 +425,43 @@ export class Pipeline {
       }
     }
     this.enricher?.close();
-    const before = this.totals();
     const beforeSnap = this.telemetry ? await this.telemetry.refresh().catch(() => this.telemetry!.lastSnapshot) : { queueFull: 0, queued: 0 };
+    this.stopBaseline = { totals: this.totals(), queueFull: beforeSnap.queueFull };
     // retained records get re-sent until this deadline, then count as lost at shutdown
     this.retrying?.setDeadline(deadline - Math.min(200, this.config.shutdown.timeoutMs / 10));
     const flushed = await this.shutdownProviders(left(), true);
     if (!flushed) timedOut = true;
+    const { totals: after, lostAtShutdown } = this.shutdownSummary();
+    if (after.retryLostAtShutdown > 0) {
+      this.log.error('retained records lost at shutdown (export target still unreachable)', { records: after.retryLostAtShutdown, lostAtShutdown });
+    }
+    const lost = lossTotal(Pipeline.lossCounts(after)) + lostAtShutdown > 0;
+    this.log[lost ? 'warn' : 'info']('stopped', { ...after, lostAtShutdown, timedOut, ...this.logLinesLost() });
+    return { timedOut, lostAtShutdown, totals: after };
+  }
+
+  /**
+   * Totals and the records lost at shutdown as of now: the final summary of stop(), and what the
+   * CLI reports when a second signal ends the process before stop() finished.
+   */
+  shutdownSummary(): { totals: PipelineTotals; lostAtShutdown: number } {
     const after = this.totals();
+    const before = this.stopBaseline?.totals ?? after;
+    const queueFullBefore = this.stopBaseline?.queueFull ?? after.queueFull;
     const lostInFlush =
-      after.exportFailed - before.exportFailed + (after.queueFull - beforeSnap.queueFull) +
+      after.exportFailed - before.exportFailed + (after.queueFull - queueFullBefore) +
       (after.retryDropped - before.retryDropped) + (after.retryLostAtShutdown - before.retryLostAtShutdown);
     // records handed to the SDK that never reached a final state (still queued/retained/in flight at the deadline)
     const unaccounted = Math.max(
       0,
       after.emitted - after.exported - after.exportFailed - after.queueFull - after.retryDropped - after.retryLostAtShutdown,
     );
-    const lostAtShutdown = lostInFlush + unaccounted;
-    this.log.info('stopped', { ...after, lostAtShutdown, timedOut });
-    return { timedOut, lostAtShutdown, totals: after };
+    return { totals: after, lostAtShutdown: lostInFlush + unaccounted };
+  }
+
+  /** Log lines that could not be written (closed stderr), for the final summary. */
+  private logLinesLost(): { logLinesLost?: number } {
+    return stderrState.droppedLines > 0 ? { logLinesLost: stderrState.droppedLines } : {};
   }
 
   /** Flush + shutdown of the log provider, then a last SDK snapshot, then the meter provider. */

@@ -7,6 +7,7 @@ import { defaults, SCHEMA } from '../../src/config.js';
 import { UsageError } from '../../src/errors.js';
 import { addonPath } from '../../src/native.js';
 import { packageVersion } from '../../src/resource.js';
+import { requirePrivileged } from '../helpers/privileged.js';
 
 const BIN = fileURLToPath(new URL('../../bin/toa-otel.js', import.meta.url));
 
@@ -112,4 +113,73 @@ test('the launcher: doctor prints one line per capability and exits 0 only when 
   for (const l of lines) t.regex(l, /^(ok |no ) [^:]+: .+/);
   const anyMode = lines.some((l) => l.startsWith('ok ') && l.includes(' mode '));
   t.is(r.status, anyMode ? 0 : 3, r.stderr);
+});
+
+test('parseArgs: boolean flags take true/false (yes/no, on/off, 1/0) as the next word, like every other key', (t) => {
+  t.deepEqual(parseArgs(['--enrich-enabled', 'false']).cli, { 'enrich.enabled': 'false' });
+  t.deepEqual(parseArgs(['--enrich-enabled', 'NO', '--probe-include-loopback', '1']).cli, { 'enrich.enabled': 'false', 'probe.includeLoopback': 'true' });
+  t.deepEqual(parseArgs(['--probe-include-loopback', '--exporter', 'none']).cli, { 'probe.includeLoopback': true, exporter: 'none' });
+  const a = parseArgs(['--probe-include-loopback', 'run']);
+  t.is(a.command, 'run', 'a command after a bare boolean flag is still the command');
+  t.deepEqual(a.cli, { 'probe.includeLoopback': true });
+  t.is(parseArgs(['--toa-trust-all', 'doctor']).command, 'doctor');
+});
+
+test('parseArgs: a boolean flag followed by a non-boolean word names the flag, the key and the allowed values', (t) => {
+  const e = t.throws(() => parseArgs(['--enrich-enabled', 'maybe']), { instanceOf: UsageError });
+  t.regex(e!.message, /--enrich-enabled \(enrich\.enabled\) is a boolean: it takes true or false/);
+  t.regex(e!.message, /not "maybe"/);
+  t.throws(() => parseArgs(['run', '--enrich-enabled', 'run']), { instanceOf: UsageError, message: /not "run"/ });
+});
+
+test('run: --enrich-enabled false is accepted end to end (config --print shows false)', async (t) => {
+  const r = await runMain(['config', '--print', '--enrich-enabled', 'false', '--exporter', 'none']);
+  t.is(r.code, 0, r.err);
+  t.false(JSON.parse(r.out).enrich.enabled);
+  const bad = await runMain(['--enrich-enabled', 'maybe']);
+  t.is(bad.code, 2);
+  t.regex(String(bad.errLines[0]!.msg), /enrich\.enabled/);
+});
+
+test('run: empty list entries and an unconfigured trust list with otlp exit 2 naming the key, before the probe loads', async (t) => {
+  for (const v of [',,', ' ']) {
+    const r = await runMain(['--toa-trusted-peers', v, '--exporter', 'none']);
+    t.is(r.code, 2, v);
+    t.is(r.errLines[0]!.key, 'toa.trustedPeers');
+  }
+  const otlp = await runMain(['--exporter', 'otlp'], { TOA_OTEL_ADDON: '/nonexistent/toa_otel.node' });
+  t.is(otlp.code, 2);
+  const line = otlp.errLines.find((l) => l.msg === 'invalid configuration value')!;
+  t.is(line.key, 'toa.trustedPeers');
+  t.regex(String(line.problem), /any client could forge its address/);
+  t.regex(String(line.allowed), /toa\.trustAll=true/);
+});
+
+test('run: --probe-cgroup-path that is not a cgroup exits 2 "not a cgroup v2 directory"; a missing one is not called a cgroup v2 root', async (t) => {
+  const etc = await runMain(['--probe-cgroup-path', '/etc', '--exporter', 'none']);
+  t.is(etc.code, 2);
+  t.is(etc.errLines[0]!.key, 'probe.cgroupPath');
+  t.regex(String(etc.errLines[0]!.problem), /not a cgroup v2 directory/);
+  const missing = await runMain(['--probe-cgroup-path', '/nonexistent/cg', '--exporter', 'none']);
+  t.is(missing.code, 2);
+  t.regex(String(missing.errLines[0]!.problem), /no such directory/);
+  t.notRegex(missing.err, /cgroup v2 root/);
+});
+
+test('doctor run unprivileged says which privileges are missing, not that the kernel is too old', (t) => {
+  if (!requirePrivileged(t, ['setpriv'])) return; // root is needed to become nobody
+  if (!existsSync(addonPath())) return void t.fail('the addon is not built (npm run build)');
+  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, BIN, 'doctor'], {
+    encoding: 'utf8', timeout: 60_000, env: { ...process.env },
+  });
+  t.is(r.status, 3, r.stderr);
+  const err = r.stderr.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const line = err.find((l) => l.code === 'EPERM');
+  t.truthy(line, r.stderr);
+  t.regex(String(line!.msg), /privileges: missing CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN/);
+  t.deepEqual(line!.missing, ['CAP_BPF', 'CAP_PERFMON', 'CAP_NET_ADMIN']);
+  t.notRegex(r.stderr, /kernel ?(>=|≥|<)|on this kernel/);
+  t.notRegex(r.stdout, /< ?5\.8|>= ?5\.10|needs kernel/, 'no line blames the kernel version');
+  t.regex(r.stdout, /^no  privileges: missing CAP_BPF/m);
+  t.regex(r.stdout, /^no  mode sockops: not tested: needs CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN/m);
 });

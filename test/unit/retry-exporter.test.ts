@@ -323,7 +323,15 @@ test.serial('pipeline: records still retained when stop() gives up are reported 
   t.is(r.totals.exported, 0);
   t.is(r.totals.exportFailed, 0);
   t.true(r.totals.retried >= 1);
-  t.truthy(lines.find((l) => l.includes('retained records lost at shutdown') && l.includes('"records":3')));
+  // one line, with the numbers of the final summary (not one line per lost batch)
+  const lost = lines.filter((l) => l.includes('retained records lost at shutdown')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.is(lost.length, 1);
+  const stopped = JSON.parse(lines.find((l) => l.includes('"msg":"stopped"'))!) as Record<string, unknown>;
+  t.is(lost[0]!.records, stopped.retryLostAtShutdown);
+  t.is(lost[0]!.lostAtShutdown, stopped.lostAtShutdown);
+  t.is(stopped.lostAtShutdown, 3);
+  t.is(stopped.level, 'warn');
+  t.deepEqual(p.shutdownSummary(), { totals: r.totals, lostAtShutdown: r.lostAtShutdown }, 'what a second signal would report');
 });
 
 test('self-telemetry exports the retry counters: retained gauge, retries, dropped{retry_queue_full|shutdown}', async (t) => {
