@@ -110,6 +110,12 @@ export class Pipeline {
   choice: ExporterChoice | undefined;
   private stopped = false;
   private readonly mapOpts: MapOptions;
+  private probeFailed!: (err: ProbeError) => void;
+  /**
+   * Resolves (never rejects) when the running probe fails for good: its reader thread stopped
+   * and no connection is read any more. The CLI then stops and exits 1.
+   */
+  readonly failure: Promise<ProbeError> = new Promise((resolve) => (this.probeFailed = resolve));
   private batchNow = 0;
 
   /** Does nothing; call {@link start}. */
@@ -182,7 +188,10 @@ export class Pipeline {
     try {
       const Probe = this.addon.Probe;
       this.probe = new Probe({ ...nativeOptions(c), ...this.deps.nativeOptions });
-      this.probe.start((buf, count) => this.onBatch(buf, count));
+      this.probe.start(
+        (buf, count) => this.onBatch(buf, count),
+        (err) => this.onProbeFailure(err),
+      );
     } catch (e) {
       this.probe = undefined;
       await this.shutdownProviders(Math.min(c.shutdown.timeoutMs, 2000));
@@ -287,6 +296,13 @@ export class Pipeline {
       this.pipelineErrors++;
       if (this.pipelineErrors <= 10) this.log.error('event batch failed', { err: e as Error, count });
     }
+  }
+
+  /** The addon's reader died (e.g. the kernel buffer could not be polled): say so, and tell the owner. */
+  private onProbeFailure(err: unknown): void {
+    const e = ProbeError.fromNative(err, 'read connections from the probe');
+    this.log.error(e.message, { code: e.code });
+    this.probeFailed(e);
   }
 
   private emit(ev: ToaEvent): void {
