@@ -46,12 +46,13 @@ struct toa_core_config {
 	uint32_t merge_window_s; /* 0 = off */
 	uint32_t merge_max_keys;
 	uint32_t ringbuf_bytes;  /* power of two */
-	bool synth;              /* load the synthetic-record program (benchmarks) */
+	bool synth;              /* also load the synthetic-record program (bpf/toa_bench.bpf.c, benchmarks) */
 	const char *cgroup_path; /* cgroup v2 directory for sock_ops; NULL/"" = the v2 root (all sockets) */
 	bool force_perfbuf;      /* use the perf-buffer fallback even where ring buffers exist (tests) */
 };
 
-/* Defaults from ARCHITECTURE.md (auto mode, both sources, 254/8 254/20 253/20 200/8, 10 s, 65536). */
+/* toa-probe's defaults (auto mode, both sources, 254/8 254/20 253/20 200/8, 10 s, 65536 keys,
+ * 8 MiB ring). The sidecar passes every value from its config schema (src/config.ts). */
 void toa_core_config_default(struct toa_core_config *cfg);
 
 enum toa_log_level { TOA_LOG_DEBUG = 0, TOA_LOG_INFO = 1, TOA_LOG_WARN = 2, TOA_LOG_ERROR = 3 };
