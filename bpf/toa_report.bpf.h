@@ -185,9 +185,10 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 		v = bpf_map_lookup_elem(&merge, &key);
 	}
 	if (v) {
-		__u64 now = ev->ts_boot_ns;
+		__u64 now = ev->ts_boot_ns, last = v->last_report_ns;
 
-		if (now - v->last_report_ns < cfg_merge_window_ns) {
+		/* now < last: another CPU reported this key with a later clock read */
+		if (now - last < cfg_merge_window_ns || now < last) {
 			v->last_seen_ns = now;
 			__sync_fetch_and_add(&v->pending, 1);
 			count(TOA_CNT_MERGED, 1);
@@ -196,7 +197,7 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 		/* past the window: this record takes what was merged (another CPU may take
 		 * it first: then this record stands for itself only) */
 		ev->suppressed = merge_claim(&key, &v->pending);
-		ev->since_last_s = (now - v->last_report_ns) / NSEC_PER_SEC;
+		ev->since_last_s = (now - last) / NSEC_PER_SEC;
 		v->last_report_ns = now;
 		__builtin_memcpy(&v->first, ev, sizeof(*ev));
 	}
