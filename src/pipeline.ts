@@ -116,6 +116,12 @@ export class Pipeline {
   choice: ExporterChoice | undefined;
   private stopped = false;
   private readonly mapOpts: MapOptions;
+  private probeFailed!: (err: ProbeError) => void;
+  /**
+   * Resolves (never rejects) when the running probe fails for good: its reader thread stopped
+   * and no connection is read any more. The CLI then stops and exits 1.
+   */
+  readonly failure: Promise<ProbeError> = new Promise((resolve) => (this.probeFailed = resolve));
   private batchNow = 0;
   private readonly losses = new LossReporter();
   /** Totals when stop() began (after the probe's final drain), for the shutdown accounting. */
@@ -199,7 +205,10 @@ export class Pipeline {
     try {
       const Probe = this.addon.Probe;
       this.probe = new Probe({ ...nativeOptions(c), ...this.deps.nativeOptions });
-      this.probe.start((buf, count) => this.onBatch(buf, count));
+      this.probe.start(
+        (buf, count) => this.onBatch(buf, count),
+        (err) => this.onProbeFailure(err),
+      );
     } catch (e) {
       this.probe = undefined;
       await this.shutdownProviders(Math.min(c.shutdown.timeoutMs, 2000));
@@ -327,6 +336,13 @@ export class Pipeline {
       this.pipelineErrors++;
       if (this.pipelineErrors <= 10) this.log.error('event batch failed', { err: e as Error, count });
     }
+  }
+
+  /** The addon's reader died (e.g. the kernel buffer could not be polled): say so, and tell the owner. */
+  private onProbeFailure(err: unknown): void {
+    const e = ProbeError.fromNative(err, 'read connections from the probe');
+    this.log.error(e.message, { code: e.code });
+    this.probeFailed(e);
   }
 
   private emit(ev: ToaEvent): void {

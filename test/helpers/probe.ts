@@ -43,6 +43,7 @@ export const defaultProbeOptions: NativeProbeOptions = {
   ringBufferBytes: 8 * 1024 * 1024,
   pollIntervalMs: 20,
   batchMaxEvents: 4096,
+  cgroupPath: '',
 };
 
 export interface RunningProbe {
