@@ -25,17 +25,18 @@ import { createLogger, stderrState, type Logger } from './log.js';
 import { LossReporter, lossTotal, type LossCounts } from './loss.js';
 import { toPrevalidatedLogRecord, type MapOptions } from './map.js';
 import type { RetryingLogRecordExporter } from './retry-exporter.js';
-import { loadAddon, type LoadedAddon } from './native.js';
-import type { NativeProbe, NativeProbeOptions, NativeStats } from './native-types.js';
+import { loadAddon } from './native.js';
+import type { NativeAddon, NativeProbe, NativeProbeOptions, NativeStats } from './native-types.js';
+import { packageVersion } from './package.js';
 import { trustsEveryPeer } from './preflight.js';
 import { createAddressMask } from './privacy.js';
-import { buildResource, packageVersion } from './resource.js';
+import { buildResource } from './resource.js';
 import { counterName, SelfTelemetry } from './telemetry.js';
 
 /** What the pipeline can be given instead of the defaults (tests, benchmarks, embedding). */
 export interface PipelineDeps {
   /** The native addon (default: build/Release/toa_otel.node). */
-  addon?: LoadedAddon;
+  addon?: NativeAddon;
   /** Log exporter to use instead of the one `exporter` selects. */
   logExporter?: LogRecordExporter;
   /** Processor factory instead of the BatchLogRecordProcessor (tests). */
@@ -46,7 +47,7 @@ export interface PipelineDeps {
   log?: Logger;
   /** Environment for OTEL_* resolution (default process.env). */
   env?: NodeJS.ProcessEnv;
-  /** Clock conversion (default: addon clockOffsetNs() or /proc/uptime edge method). */
+  /** Clock conversion (default: the addon's clockOffsetNs()). */
   clock?: BootClock;
   /** Where the stdout exporter writes. */
   stdoutWrite?: (chunk: string) => void;
@@ -96,7 +97,7 @@ const sleep = (ms: number) => new Promise<'timeout'>((r) => setTimeout(() => r('
 
 /** The running sidecar. Construct, then start(); stop() on SIGINT/SIGTERM. */
 export class Pipeline {
-  private addon: LoadedAddon | undefined;
+  private addon: NativeAddon | undefined;
   private probe: NativeProbe | undefined;
   private decoder: EventDecoder | undefined;
   private enricher: Enricher | undefined;
@@ -145,7 +146,7 @@ export class Pipeline {
     const env = this.deps.env ?? process.env;
     this.addon = this.deps.addon ?? loadAddon();
     this.decoder = new EventDecoder(this.addon.layout());
-    this.clock = this.deps.clock ?? BootClock.create(this.addon);
+    this.clock = this.deps.clock ?? BootClock.fromAddon(this.addon);
     const resource = buildResource(c.service.name, this.deps.serviceNameIsDefault ?? c.service.name === 'toa-otel');
     this.choice = resolveExporter(c, env);
     this.mapOpts.clientMask = createAddressMask(c);
@@ -191,8 +192,6 @@ export class Pipeline {
       exporter: this.choice.kind,
       reason: this.choice.reason,
       ...(this.choice.kind === 'otlp' ? { protocol: this.choice.logsProtocol, endpoint: this.choice.effectiveLogsUrl } : {}),
-      clock: this.clock.method,
-      clockErrorNs: Number(this.clock.errorNs),
     });
     if (trustsEveryPeer(c)) {
       this.log.warn('every peer is trusted: any client can forge its address', {

@@ -3,25 +3,20 @@
 // carry records with the contract's attribute names; assertions read the collector's file output.
 // No root needed. Skipped (with the reason) when the collector is not built, but FAIL under
 // TOA_OTEL_REQUIRE_COLLECTOR=1 (CI). Build it with `npm run build:collector`.
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  COLLECTOR_BIN, COLLECTOR_DIR, collectorTestMode, makeTestCertificates, startCollector, validateConfig,
+  COLLECTOR_BIN, COLLECTOR_DIR, makeTestCertificates, startCollector, validateConfig,
   type FlatLogRecord,
 } from '../helpers/collector.js';
+import { collectorGate, gatedTest } from '../helpers/privileged.js';
 import { sendConnections, type TestConnection } from '../helpers/otlp-logs.js';
 
-const mode = collectorTestMode();
-if (mode.mode === 'skip') console.warn(`collector-configs: skipping: ${mode.reason}`);
-
-function ctest(title: string, fn: (t: ExecutionContext) => Promise<void> | void): void {
-  if (mode.mode === 'run') test.serial(title, fn);
-  else if (mode.mode === 'fail') test.serial(title, (t) => { t.fail(`${mode.reason} (required: TOA_OTEL_REQUIRE_COLLECTOR=1)`); });
-  else test.skip(`${title} (skipped: ${mode.reason})`, () => {});
-}
+// serial: the tests share ports, a collector binary and wall-clock bounds
+const ctest = gatedTest(collectorGate()).serial;
 
 const ex = (name: string) => `otel-collector/examples/${name}.yaml`;
 const ids = (recs: FlatLogRecord[]) => recs.map((r) => String(r.attributes['test.id'])).sort();

@@ -9,7 +9,7 @@ import { SelfTelemetry } from '../../src/telemetry.js';
 import { encodeEvent, LAYOUT } from '../helpers/encode-event.js';
 import { OtlpReceiver } from '../helpers/otlp-receiver.js';
 
-const clock = new BootClock({ offsetNs: 1_700_000_000_000_000_000n, errorNs: 0n, method: 'addon' });
+const clock = new BootClock(1_700_000_000_000_000_000n);
 const decoder = new EventDecoder(LAYOUT);
 const resource = resourceFromAttributes({ 'service.name': 'toa-otel-test', 'host.name': 'rs1' });
 

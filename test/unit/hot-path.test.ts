@@ -40,7 +40,7 @@ test('record attributes keep V8 fast properties (a hash-table object costs ~1.4 
 test('records of a batch carry the batch observed time (one shared HrTime, no clock read per record)', (t) => {
   const exporter = new InMemoryLogRecordExporter();
   const provider = new LoggerProvider({ processors: [new SimpleLogRecordProcessor({ exporter })] });
-  const clock = new BootClock({ offsetNs: 1_700_000_000_000_000_000n, errorNs: 0n, method: 'addon' });
+  const clock = new BootClock(1_700_000_000_000_000_000n);
   const dec = new EventDecoder(LAYOUT);
   const opts = { mergeWindowSec: 10, observedTime: [1_764_000_000, 250_000_000] as [number, number] };
   for (let i = 0; i < 3; i++) provider.getLogger('t').emit(toPrevalidatedLogRecord(dec.decode(encodeEvent({ ts_boot_ns: 5_000_000_000n + BigInt(i) }), 0)!, {}, clock, opts));

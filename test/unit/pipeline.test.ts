@@ -112,8 +112,8 @@ test('broken events never reach the native callback as exceptions; they are coun
   const p = new Pipeline(config(), { addon, logExporter: exporter, log: quietLog().log });
   await p.start();
   const buf = Buffer.alloc(112 * 2);
-  t.notThrows(() => p.onBatch(buf, 2)); // type 0 and family 0: unknown
-  t.notThrows(() => p.onBatch(Buffer.alloc(50), 1)); // short
+  p.onBatch(buf, 2); // type 0 and family 0: unknown
+  p.onBatch(Buffer.alloc(50), 1); // short
   const r = await p.stop();
   t.is(r.totals.decodeErrors, 3);
   t.is(exporter.getFinishedLogRecords().length, 0);
