@@ -4,6 +4,7 @@
 import { readFile, readdir, readlink } from 'node:fs/promises';
 import { basename } from 'node:path';
 import type { ToaEvent } from './decode.js';
+import { defaults } from './config.js';
 
 /** Metadata added to a record. */
 export interface EnrichInfo {
@@ -144,9 +145,9 @@ export function listenerMatch(l: ListenSocket, addr: string, port: number): numb
 
 /** Options of {@link Enricher}. */
 export interface EnricherOptions {
-  /** Cache entry lifetime, ms. Default 60000. */
+  /** Cache entry lifetime, ms. Default: enrich.cacheTtlSec of the config schema. */
   ttlMs?: number;
-  /** Entries per cache. Default 4096. */
+  /** Entries per cache. Default: enrich.cacheMaxEntries of the config schema. */
   maxEntries?: number;
   /** Root of procfs. Default /proc. */
   procRoot?: string;
@@ -196,8 +197,9 @@ export class Enricher {
   private readonly inflight = new Set<Promise<void>>();
 
   constructor(private readonly opts: EnricherOptions = {}) {
-    this.ttlMs = opts.ttlMs ?? 60_000;
-    const max = opts.maxEntries ?? 4096;
+    const d = defaults().enrich;
+    this.ttlMs = opts.ttlMs ?? d.cacheTtlSec * 1000;
+    const max = opts.maxEntries ?? d.cacheMaxEntries;
     this.pids = new TtlCache(this.ttlMs, max);
     this.listeners = new TtlCache(this.ttlMs, max);
     this.proc = opts.procRoot ?? '/proc';

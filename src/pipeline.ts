@@ -31,7 +31,7 @@ import { packageVersion } from './package.js';
 import { trustsEveryPeer } from './preflight.js';
 import { createAddressMask } from './privacy.js';
 import { buildResource } from './resource.js';
-import { counterName, SelfTelemetry } from './telemetry.js';
+import { SelfTelemetry } from './telemetry.js';
 
 /** What the pipeline can be given instead of the defaults (tests, benchmarks, embedding). */
 export interface PipelineDeps {
@@ -366,11 +366,7 @@ export class Pipeline {
     const st = this.safeStats();
     const c = this.counting?.counters;
     const d = this.decoder?.stats;
-    const k = (name: string) => {
-      if (!st) return 0;
-      for (const [key, v] of Object.entries(st.counters)) if (counterName(key) === name) return v;
-      return 0;
-    };
+    const k = (name: string) => st?.counters[name] ?? 0;
     return {
       emitted: this.emitted,
       exported: c?.exported ?? 0,

@@ -46,11 +46,6 @@ export interface SdkSnapshot {
   queued: number;
 }
 
-/** Normalises counter names from stats(): TOA_CNT_LOST → lost. */
-export function counterName(k: string): string {
-  return k.replace(/^TOA_CNT_/, '').toLowerCase();
-}
-
 /** Options of {@link SelfTelemetry}. */
 export interface SelfTelemetryOptions {
   resource: Resource;
@@ -100,7 +95,7 @@ export class SelfTelemetry {
       (r) => {
         const st = s.probeStats();
         if (st) {
-          for (const [k, v] of Object.entries(st.counters)) r.observe(probeCounter, v, { counter: counterName(k) });
+          for (const [k, v] of Object.entries(st.counters)) r.observe(probeCounter, v, { counter: k });
           r.observe(droppedBatches, st.droppedBatches);
           r.observe(droppedEvents, st.droppedEvents);
           for (const p of st.programs) {

@@ -82,7 +82,7 @@ export class ReplayProbe implements NativeProbe {
     return {
       mode: 'sockops',
       refused: [{ mode: 'fexit', code: 'ENOTRAMP', message: 'replay' }],
-      counters: { TOA_CNT_EVENTS: 3, TOA_CNT_LOST: 0 },
+      counters: { events: 3, lost: 0 }, // names as toa_counter_name() gives them
       droppedBatches: 0,
       droppedEvents: 0,
       programs: [],

@@ -25,16 +25,15 @@ import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { packageRoot } from '../../src/package.js';
 import { readPcap, type TcpPacket } from './pcap.js';
 
 export * from './pcap.js';
 
 const execFileP = promisify(execFile);
-const HERE = dirname(fileURLToPath(import.meta.url));
-const REPO = resolve(HERE, '..', '..');
+const REPO = packageRoot();
 const TOOLS = ['lab-toa-writer', 'lab-tc-mangle', 'lab-client', 'lab-server'] as const;
 
 export type NsRole = 'client' | 'lvs' | 'rs';
