@@ -93,7 +93,23 @@ export interface PipelineTotals {
 /** How often losses are checked for a warn line (the line itself is rate-limited by LossReporter). */
 const LOSS_CHECK_MS = 2000;
 
-const sleep = (ms: number) => new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms).unref());
+/** A point in time shutdown steps share: how long is left, and a step raced against it. */
+class Deadline {
+  /** Epoch ms. */
+  readonly at: number;
+  constructor(ms: number) {
+    this.at = Date.now() + ms;
+  }
+  left(): number {
+    return Math.max(0, this.at - Date.now());
+  }
+  /** 'ok' when `p` settles before the deadline (at least `minMs` from now), else 'timeout'; a rejection propagates. */
+  race(p: Promise<unknown>, minMs = 0): Promise<'ok' | 'timeout'> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), Math.max(this.left(), minMs)).unref()));
+    return Promise.race([p.then(() => 'ok' as const), timeout]).finally(() => clearTimeout(timer));
+  }
+}
 
 /** The running sidecar. Construct, then start(); stop() on SIGINT/SIGTERM. */
 export class Pipeline {
@@ -210,7 +226,7 @@ export class Pipeline {
       );
     } catch (e) {
       this.probe = undefined;
-      await this.shutdownProviders(Math.min(c.shutdown.timeoutMs, 2000));
+      await this.shutdownProviders(new Deadline(Math.min(c.shutdown.timeoutMs, 2000)));
       throw ProbeError.fromNative(e, `start the probe (mode ${c.probe.mode})`);
     }
     const st = this.safeStats();
@@ -420,13 +436,12 @@ export class Pipeline {
   async stop(): Promise<StopResult> {
     if (this.stopped) throw new Error('stop() called twice');
     this.stopped = true;
-    const deadline = Date.now() + this.config.shutdown.timeoutMs;
-    const left = () => Math.max(0, deadline - Date.now());
+    const deadline = new Deadline(this.config.shutdown.timeoutMs);
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     let timedOut = false;
     if (this.probe) {
-      const r = await Promise.race([this.probe.stop().then(() => 'ok' as const), sleep(left())]).catch((e: unknown) => {
+      const r = await deadline.race(this.probe.stop()).catch((e: unknown) => {
         this.log.error('probe stop failed', { err: e as Error });
         return 'error' as const;
       });
@@ -439,8 +454,8 @@ export class Pipeline {
     const beforeSnap = this.telemetry ? await this.telemetry.refresh().catch(() => this.telemetry!.lastSnapshot) : { queueFull: 0, queued: 0 };
     this.stopBaseline = { totals: this.totals(), queueFull: beforeSnap.queueFull };
     // retained records get re-sent until this deadline, then count as lost at shutdown
-    this.retrying?.setDeadline(deadline - Math.min(200, this.config.shutdown.timeoutMs / 10));
-    const flushed = await this.shutdownProviders(left(), true);
+    this.retrying?.setDeadline(deadline.at - Math.min(200, this.config.shutdown.timeoutMs / 10));
+    const flushed = await this.shutdownProviders(deadline, true);
     if (!flushed) timedOut = true;
     const { totals: after, lostAtShutdown } = this.shutdownSummary();
     if (after.retryLostAtShutdown > 0) {
@@ -476,12 +491,10 @@ export class Pipeline {
   }
 
   /** Flush + shutdown of the log provider, then a last SDK snapshot, then the meter provider. */
-  private async shutdownProviders(budgetMs: number, final = false): Promise<boolean> {
-    const deadline = Date.now() + budgetMs;
-    const left = () => Math.max(0, deadline - Date.now());
+  private async shutdownProviders(deadline: Deadline, final = false): Promise<boolean> {
     let ok = true;
     if (this.provider) {
-      const r = await Promise.race([this.provider.shutdown().then(() => 'ok' as const), sleep(left())]).catch((e: unknown) => {
+      const r = await deadline.race(this.provider.shutdown()).catch((e: unknown) => {
         this.log.error('log provider shutdown failed', { err: e as Error });
         return 'error' as const;
       });
@@ -492,7 +505,7 @@ export class Pipeline {
     }
     if (this.telemetry) {
       if (final) await this.telemetry.refresh().catch(() => undefined);
-      const r = await Promise.race([this.telemetry.shutdown().then(() => 'ok' as const), sleep(Math.max(left(), 1))]).catch(() => 'error' as const);
+      const r = await deadline.race(this.telemetry.shutdown(), 1).catch(() => 'error' as const);
       if (r !== 'ok') this.log.warn('self-telemetry metrics were not exported at shutdown', { result: r });
     }
     return ok;
