@@ -57,7 +57,8 @@ export interface DecodeStats {
   unknownFamily: number;
 }
 
-const FIELD_SIZES: Record<string, number> = {
+/** Fields the decoder reads and their sizes (test/unit/layout.test.ts checks them against bpf/toa_event.h). */
+export const FIELD_SIZES: Record<string, number> = {
   ts_boot_ns: 8,
   cgroup_id: 8,
   probe_ns: 4,
