@@ -63,13 +63,13 @@ interface RunResult {
 
 async function startReceiver() {
   const child = spawn(process.execPath, [packagePath('bench', 'otlp-count-receiver.mjs')], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: child.stdout! });
+  const lines = createInterface({ input: child.stdout });
   const next = () => once(lines, 'line').then(([l]) => JSON.parse(l as string));
   const { port } = (await next()) as { port: number };
   return {
     port,
     async count(): Promise<{ records: number; requests: number }> {
-      child.stdin!.write('count\n');
+      child.stdin.write('count\n');
       return (await next()) as { records: number; requests: number };
     },
     stop: () => child.kill('SIGTERM'),
@@ -173,7 +173,7 @@ if (values.child !== undefined) {
 
 const nodeFlags = values['v8-defaults'] ? [] : NODE_FLAGS;
 const rows: RunResult[] = [];
-for (const rate of values.rates!.split(',').map(Number)) {
+for (const rate of values.rates.split(',').map(Number)) {
   const args = [...nodeFlags, ...process.execArgv, fileURLToPath(import.meta.url), '--child', String(rate), '--seconds', String(seconds)];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';

@@ -463,7 +463,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
     origin[key] = `flag --${flagName(key)}`;
   }
 
-  const props = conf.getProperties() as Record<string, unknown>;
+  const props = conf.getProperties();
   for (const [key, def] of Object.entries(SCHEMA)) {
     const v = getPath(props, key);
     const msg = def.check(v);
@@ -532,7 +532,7 @@ function otelEnvIssues(env: NodeJS.ProcessEnv): ConfigIssue[] {
   for (const name of ['OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_LOGS_ENDPOINT', 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT']) {
     const v = env[name]?.trim();
     if (v === undefined || v === '') continue;
-    let ok = false;
+    let ok: boolean;
     try {
       const u = new URL(v);
       ok = u.protocol === 'http:' || u.protocol === 'https:';

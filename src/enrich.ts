@@ -340,7 +340,7 @@ export class Enricher {
   }
 
   private async onePidPerOtherNetns(): Promise<string[]> {
-    let own = '';
+    let own: string;
     try {
       own = await readlink(`${this.proc}/self/ns/net`);
     } catch {

@@ -2,7 +2,6 @@
 // records, queue size), (b) observes the probe's kernel counters and our pipeline counters, and
 // (c) exports them over OTLP when the exporter is otlp. An in-process reader lets us read the
 // same numbers back for the periodic one-line status and the shutdown accounting.
-import type { Attributes } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
 import {
   MeterProvider,
@@ -112,7 +111,7 @@ export class SelfTelemetry {
         r.observe(emitted, s.emitted());
         const c = s.exportCounters();
         r.observe(exported, c.exported);
-        for (const [type, n] of Object.entries(c.failedByType)) r.observe(exported, n, { 'error.type': type } as Attributes);
+        for (const [type, n] of Object.entries(c.failedByType)) r.observe(exported, n, { 'error.type': type });
         r.observe(dropped, this.last.queueFull, { 'error.type': 'queue_full' });
         const rc = s.retryCounters?.();
         if (rc) {

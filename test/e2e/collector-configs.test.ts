@@ -42,7 +42,7 @@ ctest('the built distribution has exactly the components of the manifest', (t) =
   const out = execFileSync(COLLECTOR_BIN, ['components'], { encoding: 'utf8' });
   const section = (name: string) => {
     const m = out.match(new RegExp(`^${name}:\\n((?:[ -].*\\n?)*)`, 'm'));
-    return m ? [...m[1].matchAll(/- name: (\S+)/g)].map((x) => x[1]).sort() : [];
+    return m ? [...m[1]!.matchAll(/- name: (\S+)/g)].map((x) => x[1]!).sort() : [];
   };
   t.deepEqual(section('receivers'), ['otlp']);
   t.deepEqual(section('processors'), ['attributes', 'batch', 'filter', 'transform']);
@@ -51,7 +51,7 @@ ctest('the built distribution has exactly the components of the manifest', (t) =
   t.deepEqual(section('connectors'), []);
   t.regex(out, /version: 0\.161\.0/);
   for (const m of out.matchAll(/module: (\S+) (v\S+)/g)) {
-    t.true(['v0.161.0', 'v1.67.0'].includes(m[2]), `${m[1]} is at ${m[2]}, not the one release v0.161.0/v1.67.0`);
+    t.true(['v0.161.0', 'v1.67.0'].includes(m[2]!), `${m[1]} is at ${m[2]}, not the one release v0.161.0/v1.67.0`);
   }
 });
 

@@ -20,7 +20,7 @@ function startSidecar(env: Record<string, string>): { child: ChildProcess; stder
   });
   let err = '';
   const running = new Promise<void>((resolve, reject) => {
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
       err += d;
       if (/"msg":"running"/.test(err)) resolve();
     });

@@ -148,7 +148,7 @@ export function parseJsonLines(text: string): FlatLogRecord[] {
       obj = JSON.parse(line);
     } catch (e) {
       if (i === lines.length - 1) return; // no trailing newline yet: still being written
-      throw new Error(`collector output line ${i + 1} is not JSON: ${(e as Error).message}: ${line.slice(0, 200)}`);
+      throw new Error(`collector output line ${i + 1} is not JSON: ${(e as Error).message}: ${line.slice(0, 200)}`, { cause: e });
     }
     out.push(...flattenExportRequest(obj, i));
   });
@@ -277,8 +277,8 @@ export class Collector {
       this.logText += b.toString('utf8');
       if (!ready && this.logText.includes(READY_LINE)) ready = true;
     };
-    proc.stdout!.on('data', onData);
-    proc.stderr!.on('data', onData);
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
     this.exited = new Promise((res) => proc.once('exit', (code, sig) => {
       live.delete(proc);
       this.logText += `--- exited: code ${code} signal ${sig}\n`;
@@ -343,7 +343,7 @@ export class Collector {
   async waitForRecords(until: number | ((r: FlatLogRecord[]) => boolean), timeoutMs = 15_000): Promise<FlatLogRecord[]> {
     const pred = typeof until === 'number' ? (r: FlatLogRecord[]) => r.length >= until : until;
     const deadline = Date.now() + timeoutMs;
-    let recs: FlatLogRecord[] = [];
+    let recs: FlatLogRecord[];
     for (;;) {
       recs = await this.records();
       if (pred(recs)) return recs;

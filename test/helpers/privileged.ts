@@ -58,7 +58,7 @@ function baseReason(): string | null {
   if (!has(CAP_SYS_ADMIN)) return 'needs CAP_SYS_ADMIN (namespaces, cgroups); run the container with --privileged';
   if (!has(CAP_NET_ADMIN)) return 'needs CAP_NET_ADMIN (veth, iptables, tc)';
   if (!has(CAP_BPF) && !has(CAP_SYS_ADMIN)) return 'needs CAP_BPF or CAP_SYS_ADMIN to load BPF programs';
-  let mounts = '';
+  let mounts: string;
   try {
     mounts = readFileSync('/proc/self/mounts', 'utf8');
   } catch {

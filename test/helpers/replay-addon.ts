@@ -24,12 +24,14 @@ export class ReplayAddon implements NativeAddon {
   lastOptions: NativeProbeOptions | undefined;
   probes: ReplayProbe[] = [];
   constructor(readonly script: ReplayScript = {}) {
-    const self = this;
+    const created = (o: NativeProbeOptions, p: ReplayProbe) => {
+      this.lastOptions = o;
+      this.probes.push(p);
+    };
     this.Probe = class extends ReplayProbe {
       constructor(o: NativeProbeOptions) {
-        super(self.script);
-        self.lastOptions = o;
-        self.probes.push(this);
+        super(script);
+        created(o, this);
       }
     };
   }

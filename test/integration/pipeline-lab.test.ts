@@ -99,8 +99,6 @@ test.serial('lab → probe → pipeline → OTLP: TOA and non-TOA connections, r
     for (const l of noToa) t.is(l.attributes['client.address'], lab.lvsLocal4);
     const poolClients = new Set(withToa.filter((l) => l !== undefined && !realToa.includes(l)).map((l) => l.attributes['client.address']));
     t.is(poolClients.size, 20, 'each pool address is its own merge key');
-    // sockops mode knows no pid: the listener's owner is found in the rs namespace through /proc
-    const owned = ours.filter((l) => l.attributes['process.pid'] === srv.pid);
     // sockops mode knows no pid: the listener's owner is found in the rs namespace through /proc.
     // Never a wrong owner: a leftover process listening on the same address:port in another
     // namespace makes the lookup ambiguous, and then no owner is reported at all.

@@ -287,7 +287,7 @@ gatedTest(...gates, { reason: refused ? null : 'every mode attaches on this kern
     const code = (err as Error & { code?: string }).code;
     t.truthy(code);
     t.not(code, 'EPROBE');
-    t.regex(err!.message, /modes that attach on this kernel: \w+/);
+    t.regex(err.message, /modes that attach on this kernel: \w+/);
   },
 );
 

@@ -59,7 +59,7 @@ test.serial('ACK-only TOA (default): the handshake ACK carries 254/8 with the cl
     const toaPorts: number[] = [];
     for (const segs of f.values()) {
       t.true(segs.every((p) => p.checksumOk), 'TCP checksums verify');
-      t.true(segs[0].flags.syn && !has254(segs[0]), 'SYN without TOA');
+      t.true(segs[0]!.flags.syn && !has254(segs[0]!), 'SYN without TOA');
       const ack = segs.find((p) => !p.flags.syn)!;
       const toa = findToa(ack);
       t.truthy(toa, 'handshake ACK has TOA');
@@ -81,7 +81,7 @@ test.serial('SYN placement puts TOA on the SYN only; "all" puts it on every clie
     t.is(rs.client.ok, 3);
     t.like(rs.writer, { syn: 3, ack: 0, other: 0 });
     for (const segs of flows(pk, lab).values()) {
-      t.is(findToa(segs[0])?.address, lab.clientAddr4, 'SYN carries TOA');
+      t.is(findToa(segs[0]!)?.address, lab.clientAddr4, 'SYN carries TOA');
       t.true(segs.slice(1).every((p) => !has254(p)), 'later segments do not');
     }
 
@@ -107,8 +107,8 @@ test.serial('TFO edge: TOA on a SYN from client port 63881 starts with the TFO m
     const pk = await cap.stop();
     await srv.stop();
     t.is(r.client.ok, 1, JSON.stringify(r));
-    t.is(r.conns[0].local, `${lab.clientAddr4}:63881`);
-    const syn = [...flows(pk, lab).values()][0][0];
+    t.is(r.conns[0]!.local, `${lab.clientAddr4}:63881`);
+    const syn = [...flows(pk, lab).values()][0]![0]!;
     t.true(syn.flags.syn);
     const o = syn.options.find((x) => x.kind === 254)!;
     t.deepEqual([...o.data.subarray(0, 2)], [0xf9, 0x89]);
@@ -180,7 +180,7 @@ test.serial('kind and length overrides, real6 on IPv4, and mode none', async (t)
       const r = await lab.connect({ vipPort: PORT, toa });
       const pk = await cap.stop();
       t.is(r.client.ok, 1, JSON.stringify(r));
-      const segs = [...flows(pk, lab).values()][0];
+      const segs = [...flows(pk, lab).values()][0]!;
       return { ack: segs.find((p) => !p.flags.syn)!, port: clientPorts(r.conns)[0], r };
     };
     let { ack, port } = await ackOf({ kind: 200 });
@@ -212,7 +212,7 @@ const mangles: [string, (ack: TcpPacket, pos: number) => void][] = [
     if (ack.optionBytes[pos + 1] !== 6) throw new Error('length byte is not 6');
   }],
   ['overrun', (ack, pos) => {
-    if (pos + ack.optionBytes[pos + 1] !== ack.optionBytes.length + 4) throw new Error('length does not run 4 past the header');
+    if (pos + ack.optionBytes[pos + 1]! !== ack.optionBytes.length + 4) throw new Error('length does not run 4 past the header');
     if (ack.options.at(-1)?.malformed !== 'overrun') throw new Error('strict walk does not flag it');
   }],
   ['truncate', (ack, pos) => {
@@ -266,7 +266,7 @@ test.serial('IPv6 through the lab: 254/20 with the client IPv6 address; pool; du
     const ports: number[] = [];
     for (const segs of f.values()) {
       t.true(segs.every((p) => p.checksumOk && p.family === 6));
-      t.false(has254(segs[0]));
+      t.false(has254(segs[0]!));
       const toa = findToa(segs.find((p) => !p.flags.syn)!)!;
       t.is(toa.address, canonicalIp6(lab.clientAddr6));
       ports.push(toa.port);
@@ -292,7 +292,7 @@ test.serial('IPv6 through the lab: 254/20 with the client IPv6 address; pool; du
 buildTest.serial('teardown removes namespaces, cgroups and processes, and is idempotent', async (t) => {
   const logged: string[] = [];
   const lab = await createLab({ log: (l) => logged.push(l) });
-  let srvPid = 0;
+  let srvPid: number;
   try {
     const srv = await lab.startServer({ port: PORT });
     srvPid = srv.pid;

@@ -74,7 +74,7 @@ test('every invalid value is listed with key, value, allowed values and origin',
         cli: { 'toa.accept': '254/9', 'probe.includeLoopback': 'maybe', 'probe.ringBufferBytes': '100000', 'export.maxExportBatchSize': '100000', 'export.maxQueueSize': '1000' },
       }),
     { instanceOf: ConfigError },
-  )!;
+  );
   const byKey = Object.fromEntries(e.issues.map((i) => [i.key, i]));
   t.deepEqual(Object.keys(byKey).sort(), [
     'export.maxExportBatchSize',
@@ -98,7 +98,7 @@ test('every invalid value is listed with key, value, allowed values and origin',
 });
 
 test('an unreadable config file is a config error naming the file', (t) => {
-  const e = t.throws(() => loadConfig({ configFile: '/nonexistent/toa.json', env: {} }), { instanceOf: ConfigError })!;
+  const e = t.throws(() => loadConfig({ configFile: '/nonexistent/toa.json', env: {} }), { instanceOf: ConfigError });
   t.is(e.issues[0]!.key, 'config');
   t.is(e.issues[0]!.value, '/nonexistent/toa.json');
   const bad = tmpFile('{ not json');
@@ -108,7 +108,7 @@ test('an unreadable config file is a config error naming the file', (t) => {
 test('unsupported OTEL_EXPORTER_OTLP_PROTOCOL (grpc) and bad endpoints stop start-up', (t) => {
   const e = t.throws(() => loadConfig({ env: { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: 'localhost:4318' } }), {
     instanceOf: ConfigError,
-  })!;
+  });
   t.deepEqual(
     e.issues.map((i) => i.key),
     ['OTEL_EXPORTER_OTLP_PROTOCOL', 'OTEL_EXPORTER_OTLP_LOGS_ENDPOINT'],
@@ -121,7 +121,7 @@ test('secrets are redacted in the printed config and in errors', (t) => {
   t.is(config.otlp.headers, 'authorization=Bearer%20s3cret');
   t.is(redactConfig(config).otlp.headers, '<redacted>');
   t.is(redactConfig(defaults()).otlp.headers, '');
-  const e = t.throws(() => loadConfig({ env: { TOA_OTEL_OTLP_HEADERS: 's3cret-no-equals' } }), { instanceOf: ConfigError })!;
+  const e = t.throws(() => loadConfig({ env: { TOA_OTEL_OTLP_HEADERS: 's3cret-no-equals' } }), { instanceOf: ConfigError });
   t.false(e.message.includes('s3cret'));
 });
 

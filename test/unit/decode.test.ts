@@ -159,7 +159,7 @@ test('a layout missing a field or enum is refused with ELAYOUT naming it', (t) =
   t.deepEqual(validateLayout(broken), ['field pid has size 2, decoder reads 4', 'missing field toa_addr', 'missing enum TOA_FLAG_TOA_V6']);
   const e = t.throws(() => new EventDecoder(broken), { instanceOf: ProbeError });
   t.is(e?.code, 'ELAYOUT');
-  t.regex(e!.message, /missing field toa_addr/);
+  t.regex(e.message, /missing field toa_addr/);
 });
 
 test('IPv6 text follows RFC 5952', (t) => {

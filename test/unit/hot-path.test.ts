@@ -10,6 +10,7 @@ import { encodeEvent, LAYOUT } from '../helpers/encode-event.js';
 
 v8.setFlagsFromString('--allow-natives-syntax');
 // parsed after the flag is set, so the intrinsic is allowed
+// eslint-disable-next-line @typescript-eslint/no-implied-eval -- %HasFastProperties is V8 natives syntax, which only a runtime-compiled function may contain
 const hasFastProperties = new Function('o', 'return %HasFastProperties(o)') as (o: object) => boolean;
 
 test('record attributes keep V8 fast properties (a hash-table object costs ~1.4 KB more per queued record)', (t) => {

@@ -65,15 +65,15 @@ test('a probe that cannot start gives a ProbeError with the native code and a hi
   const addon = new ReplayAddon({ startError: { code: 'EPERM', message: 'operation not permitted' } });
   const p = new Pipeline(config(), { addon, logExporter: new InMemoryLogRecordExporter(), log: quietLog().log });
   const e = await t.throwsAsync(() => p.start(), { instanceOf: ProbeError });
-  t.is(e!.code, 'EPERM');
-  t.regex(e!.message, /failed to start the probe \(mode auto\): operation not permitted/);
-  t.regex(e!.hint!, /CAP_BPF/);
+  t.is(e.code, 'EPERM');
+  t.regex(e.message, /failed to start the probe \(mode auto\): operation not permitted/);
+  t.regex(e.hint!, /CAP_BPF/);
 });
 
 test('a missing addon tells the user to run npm run build', (t) => {
   const e = t.throws(() => loadAddon('/nonexistent/toa_otel.node'), { instanceOf: ProbeError });
-  t.is(e!.code, 'ENOADDON');
-  t.regex(e!.message, /npm run build/);
+  t.is(e.code, 'ENOADDON');
+  t.regex(e.message, /npm run build/);
 });
 
 test('a probe that does not stop in time ends with timedOut (exit code 4)', async (t) => {
