@@ -10,6 +10,7 @@ import {
   type PushMetricExporter,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
+import { defaults } from './config.js';
 import type { DecodeStats } from './decode.js';
 import type { EnrichStats } from './enrich.js';
 import type { ExportCounters } from './export.js';
@@ -51,7 +52,7 @@ export interface SelfTelemetryOptions {
   sources: TelemetrySources;
   /** OTLP metric exporter (undefined = metrics stay in process). */
   exporter?: PushMetricExporter;
-  /** Export interval in ms. Default 60000. */
+  /** Export interval in ms. Default: telemetry.intervalSec of the config schema. */
   exportIntervalMs?: number;
 }
 
@@ -65,7 +66,7 @@ export class SelfTelemetry {
   constructor(o: SelfTelemetryOptions) {
     const readers: MetricReader[] = [this.snapshotReader];
     if (o.exporter) {
-      const interval = o.exportIntervalMs ?? 60_000;
+      const interval = o.exportIntervalMs ?? defaults().telemetry.intervalSec * 1000;
       readers.push(
         new PeriodicExportingMetricReader({ exporter: o.exporter, exportIntervalMillis: interval, exportTimeoutMillis: Math.min(interval, 30_000) }),
       );
