@@ -72,7 +72,7 @@ export function loadHmacKey(p: ToaConfig['privacy']): Buffer {
     try {
       key = readFileSync(p.hmacKeyFile);
     } catch (e) {
-      throw new Error(`cannot read the key file (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+      throw new Error(`cannot read the key file (${(e as NodeJS.ErrnoException).code ?? 'error'})`, { cause: e });
     }
     let end = key.length;
     while (end > 0 && (key[end - 1] === 0x0a || key[end - 1] === 0x0d)) end--;

@@ -84,10 +84,13 @@ export function privilegedGate(extraTools: string[] = []): Gate {
   return { reason, requireEnv: 'TOA_OTEL_REQUIRE_PRIVILEGED' };
 }
 
-/** The native addon (build/Release/toa_otel.node, or TOA_OTEL_ADDON) is built. */
-export function nativeGate(): Gate {
-  const path = addonPath();
-  return { reason: existsSync(path) ? null : `native addon ${path} is not built: run \`npm run build\``, requireEnv: 'TOA_OTEL_REQUIRE_NATIVE' };
+/**
+ * The native build: by default the addon (build/Release/toa_otel.node, or TOA_OTEL_ADDON), or the
+ * given outputs of `npm run build` (toa-probe, test tools).
+ */
+export function nativeGate(...paths: string[]): Gate {
+  const missing = (paths.length ? paths : [addonPath()]).filter((p) => !existsSync(p));
+  return { reason: missing.length ? `not built: ${missing.join(', ')}: run \`npm run build\`` : null, requireEnv: 'TOA_OTEL_REQUIRE_NATIVE' };
 }
 
 /** The collector binary (npm run build:collector, or TOA_OTEL_COLLECTOR_BIN) exists and runs. */

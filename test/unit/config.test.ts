@@ -152,11 +152,11 @@ test('the README config table documents every key with its default', (t) => {
 test('lists: empty entries are errors naming the key (",," or " " is not the empty list)', (t) => {
   for (const raw of [',,', ' ', '198.18.2.0/24,', ',198.18.2.0/24', '198.18.2.0/24,,fd00::/8']) {
     const e = t.throws(() => loadConfig({ env: {}, cli: { 'toa.trustedPeers': raw } }), { instanceOf: ConfigError }, JSON.stringify(raw));
-    t.deepEqual(e!.issues.map((i) => i.key), ['toa.trustedPeers'], JSON.stringify(raw));
-    t.regex(e!.issues[0]!.message!, /empty entry/);
+    t.deepEqual(e.issues.map((i) => i.key), ['toa.trustedPeers'], JSON.stringify(raw));
+    t.regex(e.issues[0]!.message!, /empty entry/);
   }
   const e = t.throws(() => loadConfig({ env: { TOA_OTEL_TOA_ACCEPT: '254/8,' } }), { instanceOf: ConfigError });
-  t.is(e!.issues[0]!.key, 'toa.accept');
+  t.is(e.issues[0]!.key, 'toa.accept');
   t.deepEqual(loadConfig({ env: {}, cli: { 'toa.trustedPeers': '' } }).config.toa.trustedPeers, [], 'the empty string is the explicit empty list');
   t.deepEqual(loadConfig({ env: {}, cli: { 'toa.trustedPeers': ' 198.18.2.0/24 , fd00::/8 ' } }).config.toa.trustedPeers, ['198.18.2.0/24', 'fd00::/8']);
 });
@@ -167,5 +167,5 @@ test('toa.trustAll: default false, env and flag; contradicts a non-empty toa.tru
   t.is(flagName('toa.trustAll'), 'toa-trust-all');
   t.true(loadConfig({ env: { TOA_OTEL_TOA_TRUST_ALL: 'true' } }).config.toa.trustAll);
   const e = t.throws(() => loadConfig({ env: {}, cli: { 'toa.trustAll': true, 'toa.trustedPeers': '198.18.2.0/24' } }), { instanceOf: ConfigError });
-  t.deepEqual(e!.issues.map((i) => i.key), ['toa.trustAll']);
+  t.deepEqual(e.issues.map((i) => i.key), ['toa.trustAll']);
 });
