@@ -47,6 +47,7 @@ NEEDS_RUN=(
 NEEDS_TEST=(
 	cmd/ip:iproute2 cmd/iptables:iptables cmd/tcpdump:tcpdump cmd/ethtool:ethtool cmd/nsenter:util-linux
 	cmd/openssl:openssl file/etc/ssl/certs/ca-certificates.crt:ca-certificates
+	cmd/tmux:tmux
 )
 NEEDS_PACKAGE=(cmd/patchelf:patchelf cmd/objdump:binutils)
 
