@@ -53,8 +53,8 @@ export class TopAggregator implements LogRecordProcessor {
   readonly totals: TopTotals = { records: 0, connections: 0, byState: { trusted: 0, untrusted: 0, none: 0 }, evictedClients: 0 };
   private readonly portTotals = new Map<number, { total: number; history: number[]; rate: number }>();
   private ticks = 0;
-  private recordHistory: number[] = [];
-  private connHistory: number[] = [];
+  private recordHistory = [0];
+  private connHistory = [0];
   /** Records/s and connections/s over the rate window (set by tick()). */
   recordsPerSec = 0;
   connectionsPerSec = 0;
@@ -75,14 +75,15 @@ export class TopAggregator implements LogRecordProcessor {
     const key = `${port}|${address}|${state}`;
     let c = this.clients.get(key);
     if (!c) {
-      c = { port, address, state, source: '-', total: 0, history: [], rate: 0, lastTick: this.ticks };
+      // history [0]: a new client had no connections at the previous tick
+      c = { port, address, state, source: '-', total: 0, history: [0], rate: 0, lastTick: this.ticks };
       this.clients.set(key, c);
     }
     c.total += n;
     c.lastTick = this.ticks;
     if (typeof source === 'string') c.source = source;
     let p = this.portTotals.get(port);
-    if (!p) this.portTotals.set(port, (p = { total: 0, history: [], rate: 0 }));
+    if (!p) this.portTotals.set(port, (p = { total: 0, history: [0], rate: 0 }));
     p.total += n;
     this.totals.records++;
     this.totals.connections += n;
