@@ -15,7 +15,7 @@ import { renderPlain, renderScreen, SORT_KEYS, TopAggregator, type SortKey, type
 
 const CSI = '\x1b[';
 const ENTER_ALT = `${CSI}?1049h${CSI}?25l`; // alternate screen, cursor hidden
-const LEAVE_ALT = `${CSI}?25h${CSI}?1049l`; // cursor visible, main screen back
+const LEAVE_ALT = `${CSI}?1049l${CSI}?25h`; // main screen back, cursor visible
 const HOME = `${CSI}H`;
 const ERASE_EOL = `${CSI}K`;
 const ERASE_DOWN = `${CSI}J`;
