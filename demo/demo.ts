@@ -150,6 +150,9 @@ function cleanup(): Promise<void> {
   return cleaning;
 }
 
+// a closed terminal (its window closed: SIGHUP) fails writes with EIO; teardown must go on anyway
+for (const s of [process.stdout, process.stderr]) s.on('error', () => {});
+
 let signals = 0;
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   process.on(sig, () => {

@@ -139,6 +139,8 @@ export async function runTop(loaded: LoadedConfig, io: TopIo): Promise<number> {
         io.stdin.pause();
       }
     };
+    // a closed terminal (SIGHUP) fails writes with EIO: stop the probe anyway instead of crashing
+    io.stdout.on('error', () => {});
     // an exception anywhere must not leave the terminal in the alternate screen without a cursor
     process.once('exit', restore);
     process.on('SIGINT', onSignal).on('SIGTERM', onSignal).on('SIGHUP', onSignal);
