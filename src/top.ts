@@ -198,7 +198,7 @@ export function headerLines(agg: TopAggregator, v: ViewInfo): string[] {
   const t = agg.totals;
   const k = v.counters;
   const saved = t.connections > 0 ? `${Math.max(0, Math.round(100 * (1 - t.records / t.connections)))}%` : '-';
-  const peers = v.trustAll || v.trustedPeers.length === 0 ? 'all peers (toa.trustedPeers empty)' : v.trustedPeers.join(',');
+  const peers = v.trustAll || v.trustedPeers.length === 0 ? 'all (toa.trustedPeers empty)' : v.trustedPeers.join(',');
   return [
     `conn ${rate(agg.connectionsPerSec)}/s  records ${rate(agg.recordsPerSec)}/s  total ${t.connections} conn/${t.records} rec  merge saved ${saved} (${v.mergeWindowSec}s)`,
     `TOA  trusted ${pct(t.byState.trusted, t.connections)}  untrusted ${pct(t.byState.untrusted, t.connections)}  none ${pct(t.byState.none, t.connections)}   trusted peers: ${peers}`,
@@ -225,7 +225,7 @@ export const COLUMN_HEADER = `  ${'CLIENT'.padEnd(COLS.addr)} ${'CONN/S'.padStar
  * while space lasts.
  */
 export function renderScreen(agg: TopAggregator, v: ViewInfo, width: number, height: number): string[] {
-  const title = `toa-otel top  ${v.mode}  ${v.now.toISOString().slice(11, 19)}Z  sort ${SORT_LABEL[v.sort].padEnd(7)}  [c]onn/s [t]otal [a]ddress [q]uit`;
+  const title = `toa-otel top  ${v.mode}  ${v.now.toISOString().slice(11, 19)}Z  sort ${SORT_LABEL[v.sort].padEnd(7)}  [c]onn/s [t]otal [a]ddr [q]uit`;
   const lines = [title, ...headerLines(agg, v), COLUMN_HEADER];
   const footer = v.lastLog ? `log: ${v.lastLog}` : '';
   let budget = height - lines.length - 1;
