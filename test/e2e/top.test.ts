@@ -2,8 +2,8 @@
 // `toa-otel top` and `npm run demo` in a real terminal: tmux (80×24) runs them, send-keys presses
 // the keys, capture-pane reads the screen. Connections go through the FullNAT lab with real TOA
 // options. Needs root, the addon, the collector (demo) and tmux.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
@@ -81,12 +81,13 @@ function rows(screen: string): [string, number, string, string][] {
   return out;
 }
 
+/** A cgroup for the lab's server (removed by the lab's teardown, or here). */
 function clientCgroup(t: ExecutionContext, name: string): string {
   const dir = join(cgroup2Mount(), name);
   mkdirSync(dir);
   t.teardown(() => {
     try {
-      execFileSync('rmdir', [dir]);
+      rmdirSync(dir);
     } catch {
       /* the lab's teardown removed it */
     }
@@ -143,6 +144,47 @@ rootTest.serial('top in a terminal: the lab clients with exact totals, sorting k
     t.is(tm.pane('#{alternate_on} #{cursor_flag}'), '0 1', 'main screen back, cursor visible');
   } finally {
     tm?.kill();
+    await lab?.teardown();
+  }
+});
+
+rootTest.serial('top with stdout not a terminal: plain timestamped lines every 5 s, no escape sequences; SIGTERM exits 0', async (t) => {
+  t.timeout(60_000);
+  let lab: Lab | undefined;
+  let child: ChildProcess | undefined;
+  try {
+    lab = await createLab();
+    const cg = clientCgroup(t, `toa-lab-${lab.runId}-0`);
+    const port = 18621;
+    const srv = await lab.startServer({ port, cgroup: cg });
+    child = spawn(process.execPath, [BIN, 'top'], {
+      env: { ...process.env, TOA_OTEL_PROBE_CGROUP_PATH: cg, TOA_OTEL_TOA_TRUSTED_PEERS: '198.18.2.0/24' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const until = async (what: string, pred: () => boolean, ms: number) => {
+      const deadline = Date.now() + ms;
+      while (!pred()) {
+        if (Date.now() > deadline) throw new Error(`${what} not seen in ${ms} ms; stdout:\n${out}\nstderr:\n${err}`);
+        await sleep(100);
+      }
+    };
+    await until('probe started', () => err.includes('"msg":"probe started"'), 20_000);
+    const r = await lab.connect({ vipPort: port, count: 12, pool: { size: 3, base: '198.19.7.1' }, toa: { mode: 'real' }, rst: true });
+    t.is(r.client.ok, 12);
+    await srv.stop();
+    const line = /^\S+Z {3}198\.19\.7\.1 +[\d.]+ +4 +packet_ack yes$/m;
+    await until('198.19.7.1 with 4 connections', () => line.test(out), 15_000);
+    t.regex(out, new RegExp(`^\\S+Z port ${port} .* 12 total  3 clients$`, 'm'));
+    t.false(out.includes('\x1b'), 'no escape sequences');
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((res) => (child!.exitCode !== null ? res(child!.exitCode) : child!.once('exit', (c) => res(c))));
+    t.is(code, 0, err);
+  } finally {
+    if (child && child.exitCode === null) child.kill('SIGKILL');
     await lab?.teardown();
   }
 });
