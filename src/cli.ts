@@ -1,5 +1,6 @@
 // The `toa-otel` command: run (default), doctor, config --print, --help, --version.
 // Signals are handled here, at the entry point; the Pipeline only knows start()/stop().
+import { dropCapabilitiesAfterAttach, type CapsAddon } from './caps.js';
 import { configMarkdownTable, flagIndex, loadConfig, redactConfig, SCHEMA, flagName, envName, type LoadedConfig } from './config.js';
 import { ConfigError, ExitCode, ProbeError, UsageError } from './errors.js';
 import { resolveExporter } from './export.js';
@@ -260,6 +261,14 @@ async function run(loaded: LoadedConfig, log: Logger, env: NodeJS.ProcessEnv): P
     }
     log.error('failed to start', { err: e as Error });
     return ExitCode.RUNTIME;
+  }
+  if (loaded.config.probe.dropCapabilities) {
+    try {
+      // the same module object the pipeline loaded (require cache)
+      dropCapabilitiesAfterAttach(loadAddon() as CapsAddon, loaded.config.enrich.enabled, log);
+    } catch (e) {
+      log.warn('could not drop capabilities after attach; running with the start-up set', { err: e as Error });
+    }
   }
   log.info('running', { version: packageVersion(), pid: process.pid });
   // keeps the event loop alive while the probe runs (its batch callback may be unref'd)

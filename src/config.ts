@@ -24,6 +24,8 @@ export interface ToaConfig {
     batchMaxEvents: number;
     /** cgroup v2 directory for the sock_ops program; '' (default) = the v2 root. */
     cgroupPath: string;
+    /** Drop the capabilities the running sidecar no longer needs once attached (CLI run). Default true. */
+    dropCapabilities: boolean;
   };
   toa: {
     /** TOA sources. Default module and packet. */
@@ -70,6 +72,10 @@ export interface ToaConfig {
     exportTimeoutMillis: number;
     /** Longest wait between re-sends of records kept after a retryable export failure, ms. Default 30000. */
     retryMaxBackoffMs: number;
+    /** Directory of the on-disk spool of unexported records ('' = off). Default ''. */
+    spoolDir: string;
+    /** Bound of the spool in bytes. Default 64 MiB. */
+    spoolMaxBytes: number;
   };
   enrich: {
     /** Look up process and container metadata in /proc. Default true. */
@@ -256,6 +262,7 @@ export const SCHEMA: Record<string, KeyDef> = {
     check: (v) => (typeof v === 'string' && (v === '' || v.startsWith('/')) ? undefined : 'not an absolute path'),
     coerce: (s) => s.trim(),
   },
+  'probe.dropCapabilities': boolDef('Once the probe is attached, drop every capability the running sidecar no longer needs (keeps CAP_BPF only where the kernel needs it for bpf() on held fds, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH only with enrich.enabled)', true),
   'toa.sources': listDef('Where TOA is read from: module (sk_user_data of toa.ko), packet (handshake ACK/SYN options)', ['module', 'packet'], 'a comma-separated list of module, packet', (x) =>
     x === 'module' || x === 'packet' ? undefined : 'unknown source', 2),
   'toa.accept': listDef('Accepted TOA option kind/length pairs', ['254/8', '254/20', '253/20', '200/8'], 'a comma-separated list of kind/len with kind 2-255 and len 8 (IPv4) or 20 (IPv6)', (x) =>
@@ -300,6 +307,14 @@ export const SCHEMA: Record<string, KeyDef> = {
   'export.scheduledDelayMillis': intDef('Longest wait before a partial batch is exported (ms)', 500, 1, 60000),
   'export.exportTimeoutMillis': intDef('Deadline of one export including retries (ms)', 30000, 1, 600000),
   'export.retryMaxBackoffMs': intDef('Longest wait between re-sends of records kept after a retryable OTLP export failure (ms); up to export.maxQueueSize records are kept, beyond that the oldest are dropped (counted)', 30000, 1000, 600000),
+  'export.spoolDir': {
+    doc: 'Directory of the on-disk spool (otlp): records not delivered at shutdown are written there and re-sent first at the next start, and a state file counts what a killed run had in memory; empty = off',
+    default: '',
+    allowed: 'empty or an absolute path',
+    check: (v) => (typeof v === 'string' && (v === '' || v.startsWith('/')) ? undefined : 'not an absolute path'),
+    coerce: (s) => s.trim(),
+  },
+  'export.spoolMaxBytes': intDef('Bound of the spool files in export.spoolDir (bytes); records beyond it are counted as lost at shutdown', 67108864, 65536, 68719476736),
   'enrich.enabled': boolDef('Add process.executable.name, container.id and (sockops) the listener process from /proc', true),
   'enrich.cacheTtlSec': intDef('Lifetime of cached /proc lookups (s)', 60, 1, 86400),
   'enrich.cacheMaxEntries': intDef('Entries per enrichment cache', 4096, 16, 1000000),
