@@ -79,6 +79,10 @@ export interface ConnectOptions {
   mode?: 'echo' | 'connect';
   /** close with RST (no TIME_WAIT) */
   rst?: boolean;
+  /** at most this many connections a second (default: as fast as possible) */
+  rate?: number;
+  /** one result line per connection in `conns` (default true; off for long runs) */
+  printConns?: boolean;
   /** per-connection timeout; default 2000 ms */
   timeoutMs?: number;
   /** overall bound; default 20000 ms */
@@ -544,7 +548,8 @@ export class Lab {
     const clientArgv = [
       this.tool('lab-client'), '--dst', hostPort(vip, opts.vipPort), '--count', String(opts.count ?? 1),
       '--duration-ms', String(durationMs), '--timeout-ms', String(opts.timeoutMs ?? 2000),
-      '--mode', opts.mode ?? 'echo', '--print-conns', ...(opts.rst ? ['--rst'] : []),
+      '--mode', opts.mode ?? 'echo', ...(opts.printConns === false ? [] : ['--print-conns']), ...(opts.rst ? ['--rst'] : []),
+      ...(opts.rate ? ['--rate', String(opts.rate)] : []),
       ...(opts.srcPort ? ['--src-port', String(opts.srcPort)] : []),
     ];
     if (opts.pool) {
