@@ -259,6 +259,10 @@ async function run(loaded: LoadedConfig, log: Logger, env: NodeJS.ProcessEnv): P
       reportProbeError(log, e);
       return ExitCode.PROBE;
     }
+    if (e instanceof ConfigError) {
+      reportConfigError(log, e); // e.g. export.spoolDir not writable or in use
+      return ExitCode.CONFIG;
+    }
     log.error('failed to start', { err: e as Error });
     return ExitCode.RUNTIME;
   }
