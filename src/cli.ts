@@ -284,6 +284,7 @@ async function run(loaded: LoadedConfig, log: Logger, env: NodeJS.ProcessEnv): P
         // the same totals and lostAtShutdown as the `stopped` summary would have carried, as of now
         const { totals, lostAtShutdown } = pipeline.shutdownSummary();
         log.error('second signal: exiting without waiting for the flush', { signal, ...totals, lostAtShutdown });
+        pipeline.abandonSpool();
         process.exit(ExitCode.FLUSH);
       }
       stopping = true;

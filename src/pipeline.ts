@@ -574,6 +574,17 @@ export class Pipeline {
     this.spool = undefined;
   }
 
+  /**
+   * For an exit without stop() finishing (second signal): the losses were just reported, so the
+   * next start must not count them again; spool files stay (their records are re-sent, at least once).
+   */
+  abandonSpool(): void {
+    if (!this.spool) return;
+    this.writeSpoolState(true);
+    this.spool.close();
+    this.spool = undefined;
+  }
+
   /** Log lines that could not be written (closed stderr), for the final summary. */
   private logLinesLost(): { logLinesLost?: number } {
     return stderrState.droppedLines > 0 ? { logLinesLost: stderrState.droppedLines } : {};

@@ -147,3 +147,22 @@ test('without a spool (or when it is full) what is held at shutdown is counted a
   t.is(a.counters.spooled, 2);
   t.is(a.counters.lostAtShutdown, 3);
 });
+
+test('toa-otel run: a spool directory in use by another process, or not absolute, exits 2 naming export.spoolDir', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const bin = fileURLToPath(new URL('../../bin/toa-otel.js', import.meta.url));
+  const dir = tmp(t);
+  writeFileSync(join(dir, 'lock'), `${process.pid}\n`);
+  const run = (spoolDir: string) =>
+    spawnSync(process.execPath, [bin, 'run', '--exporter', 'otlp', '--otlp-endpoint', 'http://127.0.0.1:9', '--toa-trust-all', '--export-spool-dir', spoolDir, '--telemetry-metrics', 'false'], {
+      encoding: 'utf8', timeout: 30_000, env: { ...process.env, TOA_OTEL_LOG_LEVEL: 'info' },
+    });
+  const inUse = run(dir);
+  t.is(inUse.status, 2, inUse.stderr);
+  t.regex(inUse.stderr, /"key":"export\.spoolDir"/);
+  t.regex(inUse.stderr, new RegExp(`in use by pid ${process.pid}`));
+  const relative = run('spool');
+  t.is(relative.status, 2);
+  t.regex(relative.stderr, /"key":"export\.spoolDir".*not an absolute path/);
+});
