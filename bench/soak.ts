@@ -41,14 +41,14 @@ const rssMiB = (pid: number) => {
 };
 
 const receiver = spawn(process.execPath, [new URL('./otlp-count-receiver.mjs', import.meta.url).pathname], { stdio: ['pipe', 'pipe', 'inherit'] });
-const rl = createInterface({ input: receiver.stdout! });
+const rl = createInterface({ input: receiver.stdout });
 const recvLines: Record<string, number>[] = [];
 rl.on('line', (l) => recvLines.push(JSON.parse(l) as Record<string, number>));
 await until('receiver port', () => recvLines.length > 0, 10_000);
 const endpoint = `http://127.0.0.1:${recvLines[0]!.port}`;
 const received = async () => {
   const n = recvLines.length;
-  receiver.stdin!.write('count\n');
+  receiver.stdin.write('count\n');
   await until('receiver count', () => recvLines.length > n, 10_000);
   return recvLines.at(-1)!.records!;
 };

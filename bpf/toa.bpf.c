@@ -11,80 +11,33 @@
  *                                         for the accept probe in the "pending" map
  *   sweep                                 run by user space (BPF_PROG_TEST_RUN) to flush
  *                                         merge-window counts
+ *
+ * The record path (merge window, buffer, counters) is in toa_report.bpf.h; benchmark
+ * and test programs live in toa_bench.bpf.c, a separate object never shipped loaded.
  */
 #include "vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
-#include "toa_event.h"
 #include "toa_opt.bpf.h"
-#include "compat.bpf.h"
+#include "toa_report.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 #define SOL_TCP 6
 #define TCP_SAVE_SYN 27
-#define NSEC_PER_SEC 1000000000ULL
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* ---- knobs (rodata, set by user space before load) ---- */
-const volatile __u8 cfg_mode = TOA_MODE_SOCKOPS;    /* enum toa_probe_mode */
+/* ---- knobs of the probe programs (rodata, set by user space before load) ---- */
 const volatile bool cfg_src_module = true;          /* read sk_user_data */
 const volatile bool cfg_src_packet = true;          /* parse the handshake ACK */
 const volatile bool cfg_parse_syn = true;           /* parse the saved SYN too */
 const volatile bool cfg_include_loopback = false;
-const volatile bool cfg_trust_all = true;           /* no trusted ranges configured */
-const volatile bool cfg_use_ringbuf = true;         /* false: perf buffer fallback */
-const volatile __u64 cfg_merge_window_ns = 10 * NSEC_PER_SEC; /* 0 = no merging */
-const volatile __u64 cfg_wakeup_bytes = 256 * 1024; /* wake the reader past this fill level */
 
-/* ---- maps ---- */
-
-/* Records to user space. Inserted here, consumed by the C core's reader thread.
- * User space turns it into a PERF_EVENT_ARRAY on kernels without ring buffers. */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 * 1024 * 1024);
-} events SEC(".maps");
-
-struct toa_counters {
-	__u64 c[TOA_CNT_MAX]; /* index enum toa_counter */
-};
-
-/* Per-CPU counters: one entry whose value holds them all, so a program run looks
- * them up once. Written here, summed over CPUs by user space. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct toa_counters);
-} counters SEC(".maps");
-
-struct merge_val {
-	__u64 last_report_ns; /* when the last record of this key was written */
-	__u64 last_seen_ns;   /* when the latest merged connection was seen */
-	__u32 pending;        /* connections merged since then (atomic add/sub) */
-	__u32 pad;
-	/* The record that opened the window: a sweep reports its addresses and process
-	 * with the time of the latest merged connection. Written only when a record is
-	 * written, so a merged connection touches one cache line (pending, last_seen_ns):
-	 * copying the whole event per merged connection doubled the per-connection cost
-	 * once the keys no longer fit in the cache. */
-	struct toa_event first;
-};
-
-/* Merge window. Inserted by report() on a key's first connection, updated on every
- * connection, reset by the sweep; entries leave by LRU eviction only (an evicted key
- * with pending > 0 would lose counts, so size it above the distinct keys per window). */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct toa_merge_key);
-	__type(value, struct merge_val);
-} merge SEC(".maps");
+/* ---- maps of the probe programs ---- */
 
 struct pending_toa {
 	struct toa_found toa;
@@ -102,31 +55,7 @@ struct {
 	__type(value, struct pending_toa);
 } pending SEC(".maps");
 
-/* Trusted load-balancer ranges (IPv4 stored v4-mapped). Filled by user space from
- * config before attach; read-only here. Empty list => cfg_trust_all. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 1024);
-	__type(key, struct toa_trust_key);
-	__type(value, __u8);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} trusted SEC(".maps");
-
 /* ---- small helpers ---- */
-
-static __always_inline struct toa_counters *counters_get(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&counters, &zero);
-}
-
-/* every function that counts takes `struct toa_counters *cnt` (per-CPU slot: no atomics) */
-#define count(idx, n)                       \
-	do {                                \
-		if (cnt)                    \
-			cnt->c[idx] += (n); \
-	} while (0)
 
 static __always_inline bool is_loopback(const struct toa_event *ev)
 {
@@ -136,24 +65,6 @@ static __always_inline bool is_loopback(const struct toa_event *ev)
 		if (ev->peer_addr[i])
 			return false;
 	return ev->peer_addr[15] == 1;
-}
-
-static __always_inline bool peer_trusted(const struct toa_event *ev)
-{
-	struct toa_trust_key k = {};
-
-	if (cfg_trust_all)
-		return true;
-	if (ev->family == TOA_FAMILY_IPV4) {
-		k.prefixlen = 128;
-		k.addr[10] = 0xff;
-		k.addr[11] = 0xff;
-		__builtin_memcpy(&k.addr[12], ev->peer_addr, 4);
-	} else {
-		k.prefixlen = 128;
-		__builtin_memcpy(k.addr, ev->peer_addr, 16);
-	}
-	return bpf_map_lookup_elem(&trusted, &k) != NULL;
 }
 
 /* v4-mapped ::ffff:a.b.c.d (dual-stack listener) is reported as IPv4 */
@@ -191,7 +102,7 @@ static __always_inline void set_toa(struct toa_event *ev, const struct toa_found
 }
 
 /*
- * sk_user_data as toa.ko variants leave it (TOA.md): IPv4 is the 8 option bytes
+ * sk_user_data as toa.ko variants leave it (docs/toa.md): IPv4 is the 8 option bytes
  * stored by value (kind in the low byte on little-endian); IPv6/NAT64 is a pointer
  * to {u8 opcode, u8 opsize, be16 port, in6_addr}. A kernel pointer has 0xff in its
  * top byte (0xffff.. with 4-level paging, 0xff1.. with 5-level); an inline value has
@@ -246,92 +157,6 @@ static __always_inline void apply_module_toa(struct toa_event *ev, const struct 
 		ev->flags |= TOA_FLAG_MODULE_AGREES;
 	else
 		ev->flags |= TOA_FLAG_MODULE_DIFFERS;
-}
-
-static __always_inline void emit(struct toa_counters *cnt, void *ctx, struct toa_event *ev)
-{
-	long err;
-
-	if (cfg_use_ringbuf) {
-		/* A wakeup per record costs ~6 us in this VM (KERNEL.md): wake the reader
-		 * only past a fill level; it also drains on a short timer. */
-		__u64 flags = BPF_RB_NO_WAKEUP;
-
-		if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes)
-			flags = BPF_RB_FORCE_WAKEUP;
-		err = bpf_ringbuf_output(&events, ev, sizeof(*ev), flags);
-	} else {
-		err = bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, ev, sizeof(*ev));
-	}
-	if (err) {
-		count(TOA_CNT_LOST, 1);
-		count(TOA_CNT_LOST_CONNECTIONS, 1 + (__u64)ev->suppressed);
-	} else {
-		count(TOA_CNT_EVENTS, 1);
-	}
-}
-
-/*
- * Finish an accept event: trust, merge window, output. The merge key holds the
- * client as it will be reported (trusted TOA, else the peer), so records of one key
- * share their client.address; the peer is not in the key when a TOA is present.
- */
-static __always_inline void report(struct toa_counters *cnt, void *ctx, struct toa_event *ev, __u64 start_ns)
-{
-	struct toa_merge_key key = {};
-	struct merge_val *v;
-
-	count(TOA_CNT_CONNECTIONS, 1);
-	ev->type = TOA_EVENT_ACCEPT;
-	ev->since_last_s = TOA_SINCE_LAST_NONE;
-	if (ev->toa_source != TOA_SOURCE_NONE) {
-		count(TOA_CNT_TOA_SEEN, 1);
-		ev->toa_trusted = peer_trusted(ev);
-		if (!ev->toa_trusted)
-			count(TOA_CNT_TOA_UNTRUSTED, 1);
-	}
-	ev->probe_ns = bpf_ktime_get_boot_ns() - start_ns; /* start_ns is also the record's timestamp */
-
-	if (!cfg_merge_window_ns) {
-		emit(cnt, ctx, ev);
-		return;
-	}
-	key.family = ev->family;
-	key.local_port = ev->local_port;
-	__builtin_memcpy(key.local_addr, ev->local_addr, 16);
-	if (ev->toa_source != TOA_SOURCE_NONE && ev->toa_trusted) {
-		/* 1 = IPv4 client, 2 = IPv6 client (may differ from the socket: NAT64) */
-		key.toa_present = (ev->flags & TOA_FLAG_TOA_V6) ? 2 : 1;
-		__builtin_memcpy(key.client_addr, ev->toa_addr, 16);
-	} else {
-		__builtin_memcpy(key.client_addr, ev->peer_addr, 16);
-	}
-
-	v = bpf_map_lookup_elem(&merge, &key);
-	if (v) {
-		__u64 now = ev->ts_boot_ns;
-
-		if (now - v->last_report_ns < cfg_merge_window_ns) {
-			v->last_seen_ns = now;
-			__sync_fetch_and_add(&v->pending, 1);
-			count(TOA_CNT_MERGED, 1);
-			return;
-		}
-		__u32 n = v->pending;
-
-		__sync_fetch_and_add(&v->pending, -n); /* XADD: no fetch-sub before cpu v3 */
-		ev->suppressed = n;
-		ev->since_last_s = (now - v->last_report_ns) / NSEC_PER_SEC;
-		v->last_report_ns = now;
-		__builtin_memcpy(&v->first, ev, sizeof(*ev));
-	} else {
-		struct merge_val nv = {};
-
-		nv.last_report_ns = ev->ts_boot_ns;
-		__builtin_memcpy(&nv.first, ev, sizeof(*ev));
-		bpf_map_update_elem(&merge, &key, &nv, BPF_ANY);
-	}
-	emit(cnt, ctx, ev);
 }
 
 /* ---- accept probes (fexit / kretprobe) ---- */
@@ -608,37 +433,7 @@ int sockops_packet(struct bpf_sock_ops *ctx)
 	return sockops_main(ctx, false);
 }
 
-/* ---- sweep: report merged connections that are still pending ---- */
-
-struct sweep_ctx {
-	void *ctx;
-	struct toa_counters *cnt;
-	__u64 now;
-	__u32 written;
-};
-
-static long sweep_one(void *map, struct toa_merge_key *key, struct merge_val *v,
-		      struct sweep_ctx *sc)
-{
-	struct toa_counters *cnt = sc->cnt;
-	struct toa_event ev;
-	__u32 n = v->pending;
-
-	if (!n)
-		return 0;
-	__sync_fetch_and_add(&v->pending, -n); /* XADD: no fetch-sub before cpu v3 */
-	__builtin_memcpy(&ev, &v->first, sizeof(ev));
-	/* the record stands for the latest merged connection plus n - 1 others */
-	ev.type = TOA_EVENT_SWEEP;
-	ev.ts_boot_ns = v->last_seen_ns;
-	ev.suppressed = n - 1;
-	ev.since_last_s = (sc->now - v->last_report_ns) / NSEC_PER_SEC;
-	v->last_report_ns = sc->now;
-	emit(sc->cnt, sc->ctx, &ev);
-	count(TOA_CNT_SWEPT, 1);
-	sc->written++;
-	return 0;
-}
+/* ---- sweep ---- */
 
 SEC("raw_tp")
 int sweep(void *ctx)
@@ -647,51 +442,4 @@ int sweep(void *ctx)
 
 	bpf_for_each_map_elem(&merge, sweep_one, &sc, 0);
 	return sc.written;
-}
-
-/* ---- synthetic records for the pipeline benchmark (never attached) ---- */
-
-/* Next synthetic client index; only the synth program touches it. */
-__u64 synth_seq = 0;
-
-/* Run by user space with BPF_PROG_TEST_RUN (ctx arg 0 = records to write, at most
- * SYNTH_BATCH): writes distinct accept records through the same buffer path as real
- * ones (emit()), so a benchmark can drive user space harder than real connections
- * through the lab can. */
-#define SYNTH_BATCH 256
-SEC("raw_tp")
-int synth(struct bpf_raw_tracepoint_args *ctx)
-{
-	__u64 want = ctx->args[0];
-	struct toa_counters *cnt = counters_get();
-
-	for (int i = 0; i < SYNTH_BATCH; i++) {
-		if (i >= want)
-			break;
-		__u64 start = bpf_ktime_get_ns();
-		__u64 n = __sync_fetch_and_add(&synth_seq, 1);
-		struct toa_event ev = {};
-
-		ev.ts_boot_ns = bpf_ktime_get_boot_ns();
-		ev.type = TOA_EVENT_ACCEPT;
-		ev.family = TOA_FAMILY_IPV4;
-		ev.mode = cfg_mode;
-		ev.since_last_s = TOA_SINCE_LAST_NONE;
-		ev.local_port = 443;
-		ev.peer_port = 1024 + (n & 0x7fff);
-		ev.local_addr[0] = 198, ev.local_addr[1] = 18, ev.local_addr[2] = 2, ev.local_addr[3] = 2;
-		ev.peer_addr[0] = 198, ev.peer_addr[1] = 18, ev.peer_addr[2] = 2, ev.peer_addr[3] = 1;
-		ev.toa_source = TOA_SOURCE_PACKET_ACK;
-		ev.toa_kind = 254;
-		ev.toa_len = 8;
-		ev.toa_trusted = 1;
-		ev.toa_port = ev.peer_port;
-		ev.toa_addr[0] = 198;
-		ev.toa_addr[1] = 19;
-		ev.toa_addr[2] = (n >> 8) & 0xff;
-		ev.toa_addr[3] = n & 0xff;
-		ev.probe_ns = bpf_ktime_get_ns() - start;
-		emit(cnt, ctx, &ev);
-	}
-	return 0;
 }

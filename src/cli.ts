@@ -9,7 +9,7 @@ import { loadAddon } from './native.js';
 import type { CapabilityLine } from './native-types.js';
 import { Pipeline } from './pipeline.js';
 import { preflightIssues } from './preflight.js';
-import { packageVersion } from './resource.js';
+import { packageVersion } from './package.js';
 
 /** Parsed command line. */
 export interface ParsedArgs {
@@ -275,7 +275,7 @@ async function run(loaded: LoadedConfig, log: Logger, env: NodeJS.ProcessEnv): P
     }
   }
   log.info('running', { version: packageVersion(), pid: process.pid });
-  // keeps the event loop alive while the probe runs (its batch callback may be unref'd)
+  // keeps the event loop alive until a signal or a probe failure has finished the shutdown
   const keepAlive = setInterval(() => {}, 1 << 30);
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -307,6 +307,20 @@ async function run(loaded: LoadedConfig, log: Logger, env: NodeJS.ProcessEnv): P
     watchParent(() => {
       log.warn('parent process exited: stopping (a wrapper such as npm or npx was killed)');
       onSignal('SIGHUP');
+    });
+    // a probe that stops reading is a runtime failure (the pipeline logged the error line)
+    void pipeline.failure.then(() => {
+      if (stopping) return;
+      stopping = true;
+      log.info('stopping', { reason: 'probe failed' });
+      const done = () => {
+        clearInterval(keepAlive);
+        resolve(ExitCode.RUNTIME);
+      };
+      pipeline.stop().then(done, (e: unknown) => {
+        log.error('shutdown failed', { err: e as Error });
+        done();
+      });
     });
   });
 }

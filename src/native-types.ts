@@ -4,7 +4,8 @@
 export type ProbeModeName = 'auto' | 'fexit' | 'kretprobe' | 'sockops';
 export type ToaSourceName = 'module' | 'packet';
 
-/** Options handed to the native probe. Every field is required: config supplies defaults. */
+/** Options handed to the native probe. Every field but the test/benchmark-only ones is required
+ * (the addon names a missing key); ranges and defaults belong to the config schema (src/config.ts). */
 export interface NativeProbeOptions {
   /** Probe mode; `auto` tries fexit, kretprobe, sockops in that order. */
   mode: ProbeModeName;
@@ -28,8 +29,8 @@ export interface NativeProbeOptions {
   pollIntervalMs: number;
   /** Maximum events per batch handed to JS. */
   batchMaxEvents: number;
-  /** cgroup v2 directory the sock_ops program attaches to; '' or absent = the v2 root (every socket). */
-  cgroupPath?: string;
+  /** cgroup v2 directory the sock_ops program attaches to; '' = the v2 root (every socket). */
+  cgroupPath: string;
   /** 'perfbuf' forces the perf-buffer fallback of kernels without ring buffers (tests); default 'auto'. */
   buffer?: 'auto' | 'perfbuf';
   /** Load the synthetic-record program (benchmarks only; default false). */
@@ -88,10 +89,14 @@ export interface EventLayout {
 /** Batch callback: `events` holds `count` events of `layout.size` bytes, back to back. */
 export type NativeBatchCallback = (events: Buffer, count: number) => void;
 
+/** Fatal reader error: an Error with `.code` (errno name such as EINVAL, EBADF). */
+export type NativeErrorCallback = (err: Error & { code?: string }) => void;
+
 export interface NativeProbe {
   /** Opens, loads and attaches; throws an Error with `.code` (EPERM, ENOBTF, ENOCGROUP2, ENOTRAMP,
-   * ENOKPROBE, ELOAD, ENOMODE, ...) and `.refused` (ModeRefusal[]). */
-  start(onBatch: NativeBatchCallback): void;
+   * ENOKPROBE, ELOAD, ENOMODE, ...) and `.refused` (ModeRefusal[]). `onError` runs once if the
+   * reader thread fails for good (the probe then reads nothing more); the error has a `.code`. */
+  start(onBatch: NativeBatchCallback, onError?: NativeErrorCallback): void;
   /** Reports suppressed merge-window counts now; returns how many records it wrote. */
   sweep(): number;
   /** Benchmarks: writes `count` distinct synthetic records through the kernel buffer path
@@ -100,9 +105,6 @@ export interface NativeProbe {
   /** Detaches, runs a final sweep, drains the buffer into onBatch, frees everything. */
   stop(): Promise<void>;
   stats(): NativeStats;
-  /** Let the process exit while the probe is running (like Timer#unref). */
-  unref(): void;
-  ref(): void;
 }
 
 export interface NativeAddon {
@@ -112,5 +114,4 @@ export interface NativeAddon {
   layout(): EventLayout;
   /** CLOCK_REALTIME - CLOCK_BOOTTIME in ns: add to ts_boot_ns to get wall-clock ns. */
   clockOffsetNs(): bigint;
-  version: string;
 }

@@ -80,7 +80,7 @@ export class Spool {
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
     } catch (e) {
-      throw new Error(`export.spoolDir ${dir} cannot be created: ${(e as Error).message}`);
+      throw new Error(`export.spoolDir ${dir} cannot be created: ${(e as Error).message}`, { cause: e });
     }
     const lock = join(dir, LOCK);
     for (let attempt = 0; attempt < 2; attempt++) {
@@ -90,9 +90,9 @@ export class Spool {
         closeSync(fd);
         return new Spool(dir, maxBytes);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`export.spoolDir ${dir} is not writable: ${(e as Error).message}`);
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`export.spoolDir ${dir} is not writable: ${(e as Error).message}`, { cause: e });
         const owner = Number(readFileSync(lock, 'utf8').trim());
-        if (owner > 0 && owner !== process.pid && alive(owner)) throw new Error(`export.spoolDir ${dir} is in use by pid ${owner}`);
+        if (owner > 0 && owner !== process.pid && alive(owner)) throw new Error(`export.spoolDir ${dir} is in use by pid ${owner}`, { cause: e });
         rmSync(lock, { force: true }); // left by a killed run
       }
     }
@@ -274,5 +274,5 @@ function toRecord(l: Line, resource: Resource, scope: { name: string; version?: 
     resource,
     instrumentationScope: scope,
     spanContext: undefined,
-  } as ReadableLogRecord;
+  };
 }

@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -48,73 +50,115 @@ struct Batch {
   uint32_t count = 0;
 };
 
-// Options object -> toa_core_config; throws TypeError naming the bad key.
-// cfg.trusted and cfg.cgroup_path point into `trusted` and `cgroup`: keep them alive with cfg.
-void ReadConfig(const Napi::Object &o, toa_core_config &cfg, std::vector<toa_cidr> &trusted, std::string &cgroup) {
-  Napi::Env env = o.Env();
-  auto need = [&](const char *key) {
-    Napi::Value v = o.Get(key);
-    if (v.IsUndefined()) throw Napi::TypeError::New(env, std::string("options.") + key + " is required");
+// Options object -> toa_core_config. The TypeScript config schema (src/config.ts) owns
+// ranges and defaults and validates first; this checks only what the C side relies on
+// (types, the accept table size, CIDR syntax, a power-of-two ring) and requires every
+// key, throwing a TypeError that names the key. cfg.trusted and cfg.cgroup_path point
+// into `trusted` and `cgroup`: keep them alive with cfg.
+class OptionReader {
+ public:
+  explicit OptionReader(const Napi::Object &o) : o_(o), env_(o.Env()) {}
+
+  Napi::Value Need(const char *key) const {
+    Napi::Value v = o_.Get(key);
+    if (v.IsUndefined()) throw Fail(key, "is required");
     return v;
-  };
-  auto num = [&](const char *key, double lo, double hi) {
-    Napi::Value v = need(key);
+  }
+  bool Bool(const char *key) const {
+    Napi::Value v = Need(key);
+    if (!v.IsBoolean()) throw Fail(key, "must be a boolean");
+    return v.As<Napi::Boolean>().Value();
+  }
+  std::string String(const char *key) const {
+    Napi::Value v = Need(key);
+    if (!v.IsString()) throw Fail(key, "must be a string");
+    return v.As<Napi::String>().Utf8Value();
+  }
+  // a non-negative integer that fits in uint32_t (ranges are the schema's business)
+  uint32_t Uint32(const char *key) const { return ToUint32(Need(key), key); }
+  Napi::Array Array(const char *key) const {
+    Napi::Value v = Need(key);
+    if (!v.IsArray()) throw Fail(key, "must be an array");
+    return v.As<Napi::Array>();
+  }
+  // optional keys (tests and benchmarks only)
+  Napi::Value Optional(const char *key) const { return o_.Get(key); }
+
+  uint32_t ToUint32(Napi::Value v, const std::string &key) const {
     double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-    if (!v.IsNumber() || d < lo || d > hi)
-      throw Napi::TypeError::New(env, std::string("options.") + key + " must be a number in [" +
-                                          std::to_string((long long)lo) + ", " + std::to_string((long long)hi) + "]");
-    return d;
-  };
+    if (!v.IsNumber() || d < 0 || d > 4294967295.0 || d != (double)(uint32_t)d)
+      throw Fail(key, "must be an integer in [0, 4294967295]");
+    return (uint32_t)d;
+  }
+  Napi::TypeError Fail(const std::string &key, const std::string &what) const {
+    return Napi::TypeError::New(env_, "options." + key + " " + what);
+  }
+
+ private:
+  Napi::Object o_;
+  Napi::Env env_;
+};
+
+void ReadConfig(const OptionReader &r, toa_core_config &cfg, std::vector<toa_cidr> &trusted, std::string &cgroup) {
   toa_core_config_default(&cfg);
-  std::string mode = need("mode").ToString().Utf8Value();
+  std::string mode = r.String("mode");
   cfg.mode = toa_mode_from_name(mode.c_str());
-  if (cfg.mode < 0) throw Napi::TypeError::New(env, "options.mode must be one of auto, fexit, kretprobe, sockops");
-  Napi::Array sources = need("toaSources").As<Napi::Array>();
+  if (cfg.mode < 0) throw r.Fail("mode", "must be one of auto, fexit, kretprobe, sockops");
+  Napi::Array sources = r.Array("toaSources");
   cfg.src_module = cfg.src_packet = false;
   for (uint32_t i = 0; i < sources.Length(); i++) {
-    std::string s = sources.Get(i).ToString().Utf8Value();
+    Napi::Value v = sources.Get(i);
+    std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
     if (s == "module") cfg.src_module = true;
     else if (s == "packet") cfg.src_packet = true;
-    else throw Napi::TypeError::New(env, "options.toaSources entries must be module or packet");
+    else throw r.Fail("toaSources", "entries must be \"module\" or \"packet\"");
   }
-  Napi::Array accept = need("toaAccept").As<Napi::Array>();
+  Napi::Array accept = r.Array("toaAccept");
   if (accept.Length() > TOA_MAX_ACCEPT)
-    throw Napi::TypeError::New(env, "options.toaAccept holds at most " + std::to_string(TOA_MAX_ACCEPT) + " pairs");
+    throw r.Fail("toaAccept", "holds at most " + std::to_string(TOA_MAX_ACCEPT) + " pairs");
   cfg.accept_n = 0;
   for (uint32_t i = 0; i < accept.Length(); i++) {
-    Napi::Object a = accept.Get(i).As<Napi::Object>();
-    uint32_t kind = a.Get("kind").ToNumber().Uint32Value(), len = a.Get("len").ToNumber().Uint32Value();
-    if (kind < 2 || kind > 255 || (len != 8 && len != 20))
-      throw Napi::TypeError::New(env, "options.toaAccept entries need kind 2..255 and len 8 or 20");
+    Napi::Value e = accept.Get(i);
+    if (!e.IsObject()) throw r.Fail("toaAccept", "entries must be {kind, len} objects");
+    Napi::Object a = e.As<Napi::Object>();
+    uint32_t kind = r.ToUint32(a.Get("kind"), "toaAccept[].kind"), len = r.ToUint32(a.Get("len"), "toaAccept[].len");
+    // the kernel's accept table is indexed by kind and knows the two TOA lengths only
+    if (kind > 255 || (len != 8 && len != 20)) throw r.Fail("toaAccept", "entries need kind 0..255 and len 8 or 20");
     cfg.accept[cfg.accept_n].kind = (uint8_t)kind;
     cfg.accept[cfg.accept_n].len = (uint8_t)len;
     cfg.accept_n++;
   }
-  Napi::Array peers = need("trustedPeers").As<Napi::Array>();
+  Napi::Array peers = r.Array("trustedPeers");
   if (peers.Length() > TOA_CORE_MAX_TRUSTED)
-    throw Napi::TypeError::New(env, "options.trustedPeers holds at most " + std::to_string(TOA_CORE_MAX_TRUSTED) + " ranges");
+    throw r.Fail("trustedPeers", "holds at most " + std::to_string(TOA_CORE_MAX_TRUSTED) + " ranges");
   trusted.resize(peers.Length());
   for (uint32_t i = 0; i < peers.Length(); i++) {
     std::string s = peers.Get(i).ToString().Utf8Value();
-    if (toa_parse_cidr(s.c_str(), &trusted[i]))
-      throw Napi::TypeError::New(env, "options.trustedPeers: not a CIDR: " + s);
+    if (toa_parse_cidr(s.c_str(), &trusted[i])) throw r.Fail("trustedPeers", "entry is not a CIDR: " + s);
   }
   cfg.trusted = trusted.data();
   cfg.trusted_n = (int)trusted.size();
-  cfg.parse_syn = need("parseSyn").ToBoolean();
-  cfg.include_loopback = need("includeLoopback").ToBoolean();
-  cfg.merge_window_s = (uint32_t)num("mergeWindowSec", 0, 86400);
-  cfg.merge_max_keys = (uint32_t)num("mergeMaxKeys", 1, 1 << 24);
-  cfg.ringbuf_bytes = (uint32_t)num("ringBufferBytes", 4096, 1u << 30);
-  cfg.synth = o.Get("synthetic").ToBoolean();  // optional: benchmarks only
-  Napi::Value buffer = o.Get("buffer");         // optional: "auto" (default) or "perfbuf"
-  cfg.force_perfbuf = buffer.IsString() && buffer.As<Napi::String>().Utf8Value() == "perfbuf";
-  Napi::Value cg = o.Get("cgroupPath");         // optional: "" = cgroup v2 root
-  cgroup = cg.IsString() ? cg.As<Napi::String>().Utf8Value() : "";
+  cfg.parse_syn = r.Bool("parseSyn");
+  cfg.include_loopback = r.Bool("includeLoopback");
+  cfg.merge_window_s = r.Uint32("mergeWindowSec");
+  cfg.merge_max_keys = r.Uint32("mergeMaxKeys");
+  if (cfg.merge_max_keys < 1) throw r.Fail("mergeMaxKeys", "must be at least 1");
+  cfg.ringbuf_bytes = r.Uint32("ringBufferBytes");
+  if (cfg.ringbuf_bytes < 4096 || (cfg.ringbuf_bytes & (cfg.ringbuf_bytes - 1)))
+    throw r.Fail("ringBufferBytes", "must be a power of two of at least 4096 (a page)");
+  cgroup = r.String("cgroupPath");  // "" = the cgroup v2 root
   cfg.cgroup_path = cgroup.c_str();
-  if (cfg.ringbuf_bytes & (cfg.ringbuf_bytes - 1))
-    throw Napi::TypeError::New(env, "options.ringBufferBytes must be a power of two");
+  cfg.synth = r.Optional("synthetic").ToBoolean();  // optional: benchmarks only
+  Napi::Value buffer = r.Optional("buffer");       // optional: "auto" (default) or "perfbuf" (tests)
+  cfg.force_perfbuf = buffer.IsString() && buffer.As<Napi::String>().Utf8Value() == "perfbuf";
 }
+
+// Shared by the probe, its reader thread and the thread-safe function's callbacks; deleted by
+// the tsfn finalizer, which runs after the last batch call, so it outlives all three users.
+struct ReaderLink {
+  class Probe *probe;  // null once the probe was destroyed
+  std::atomic<size_t> queued{0};  // batches handed to the tsfn but not yet taken by JS
+};
 
 class Probe : public Napi::ObjectWrap<Probe> {
  public:
@@ -122,25 +166,29 @@ class Probe : public Napi::ObjectWrap<Probe> {
     return DefineClass(env, "Probe",
                        {InstanceMethod("start", &Probe::Start), InstanceMethod("sweep", &Probe::Sweep),
                         InstanceMethod("synthesize", &Probe::Synthesize),
-                        InstanceMethod("stop", &Probe::Stop), InstanceMethod("stats", &Probe::Stats),
-                        InstanceMethod("unref", &Probe::Unref), InstanceMethod("ref", &Probe::Ref)});
+                        InstanceMethod("stop", &Probe::Stop), InstanceMethod("stats", &Probe::Stats)});
   }
 
   // The constructor only validates and stores options: nothing touches the kernel yet.
   explicit Probe(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Probe>(info) {
     if (!info[0].IsObject()) throw Napi::TypeError::New(info.Env(), "new Probe(options): options object required");
-    ReadConfig(info[0].As<Napi::Object>(), cfg_, trusted_, cgroup_);
-    Napi::Object o = info[0].As<Napi::Object>();
-    poll_ms_ = o.Get("pollIntervalMs").IsNumber() ? o.Get("pollIntervalMs").ToNumber().Int32Value() : 50;
-    if (poll_ms_ < 1 || poll_ms_ > 10000) throw Napi::TypeError::New(info.Env(), "options.pollIntervalMs must be in [1, 10000]");
-    batch_max_ = o.Get("batchMaxEvents").IsNumber() ? o.Get("batchMaxEvents").ToNumber().Uint32Value() : 4096;
-    if (batch_max_ < 1 || batch_max_ > 1 << 20) throw Napi::TypeError::New(info.Env(), "options.batchMaxEvents must be in [1, 1048576]");
+    OptionReader r(info[0].As<Napi::Object>());
+    ReadConfig(r, cfg_, trusted_, cgroup_);
+    uint32_t poll_ms = r.Uint32("pollIntervalMs");
+    if (poll_ms < 1 || poll_ms > INT32_MAX) throw r.Fail("pollIntervalMs", "must be at least 1");
+    poll_ms_ = (int)poll_ms;
+    batch_max_ = r.Uint32("batchMaxEvents");
+    if (batch_max_ < 1) throw r.Fail("batchMaxEvents", "must be at least 1");
   }
 
+  // start() holds a reference on the JS object until the reader is gone, so garbage
+  // collection cannot get here while the reader runs. Environment teardown (process or
+  // worker exit) can: then stop the reader and wait for it, since it uses `this`.
   ~Probe() override {
-    // Normal shutdown goes through stop(); this only covers a probe garbage-collected while running.
     stopping_ = true;
-    if (reader_.joinable()) reader_.detach();
+    if (reader_.joinable()) reader_.join();
+    if (link_) link_->probe = nullptr;  // the tsfn finalizer may still run later
+    if (core_) toa_core_close(core_);
   }
 
  private:
@@ -150,10 +198,14 @@ class Probe : public Napi::ObjectWrap<Probe> {
     if (self->logs_.size() < 256) self->logs_.push_back({level, msg});
   }
 
+  // start(onBatch, onError?): onError(err) runs once if the reader fails for good (the probe
+  // then reads nothing more); err has .code like the errors start() throws.
   Napi::Value Start(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (started_) throw ProbeError(env, "EBUSY", "probe already started");
-    if (!info[0].IsFunction()) throw Napi::TypeError::New(env, "start(onBatch): callback required");
+    if (!info[0].IsFunction()) throw Napi::TypeError::New(env, "start(onBatch, onError): onBatch callback required");
+    if (!info[1].IsUndefined() && !info[1].IsFunction())
+      throw Napi::TypeError::New(env, "start(onBatch, onError): onError must be a function");
     toa_refusal refusals[3];
     int nref = 0;
     int err = toa_core_open(&core_, &cfg_, &Probe::Log, this, refusals, &nref);
@@ -163,11 +215,28 @@ class Probe : public Napi::ObjectWrap<Probe> {
       for (auto &r : refusals_) msg += std::string("\n  ") + toa_mode_name(r.mode) + ": " + r.msg;
       throw ProbeError(env, toa_err_code(err), msg, refusals_);
     }
+    if (TestHookBreakReader()) {
+      int e = toa_core_test_break_reader(core_);
+      if (e) Log(TOA_LOG_WARN, (std::string("test hook: cannot break the reader: ") + strerror(-e)).c_str(), this);
+    }
     started_ = true;
-    tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "toa-otel reader", 0, 1, this,
-                                          [](Napi::Env env, Probe *self) { self->OnReaderGone(env); });
+    if (info[1].IsFunction()) on_error_ = Napi::Persistent(info[1].As<Napi::Function>());
+    link_ = new ReaderLink{this};
+    tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "toa-otel reader", 0, 1, link_,
+                                          [](Napi::Env env, ReaderLink *link) {
+                                            if (link->probe) link->probe->OnReaderGone(env);
+                                            delete link;
+                                          });
+    Ref();  // ObjectWrap: keep this object alive while the reader runs (OnReaderGone releases it)
     reader_ = std::thread([this] { ReaderLoop(); });
     return env.Undefined();
+  }
+
+  // Tests: TOA_OTEL_TEST_BREAK_READER=1 makes the reader's first poll fail for real
+  // (its epoll fd is swapped for /dev/null), to check that a dead reader stops the sidecar.
+  static bool TestHookBreakReader() {
+    const char *v = getenv("TOA_OTEL_TEST_BREAK_READER");
+    return v && strcmp(v, "1") == 0;
   }
 
   // ---- reader thread ----
@@ -188,15 +257,16 @@ class Probe : public Napi::ObjectWrap<Probe> {
       delete b;
       return;
     }
-    if (queued_.load() >= kMaxQueuedBatches) {  // JS is not keeping up: count, never block the reader
+    ReaderLink *link = link_;
+    if (link->queued.load() >= kMaxQueuedBatches) {  // JS is not keeping up: count, never block the reader
       dropped_batches_++;
       dropped_events_ += b->count;
       delete b;
       return;
     }
-    queued_++;
-    auto deliver = [this](Napi::Env env, Napi::Function cb, Batch *batch) {
-      queued_--;
+    link->queued++;
+    auto deliver = [link](Napi::Env env, Napi::Function cb, Batch *batch) {
+      link->queued--;
       if (!env) {  // finalizing: the batch can no longer reach JS
         delete batch;
         return;
@@ -207,7 +277,7 @@ class Probe : public Napi::ObjectWrap<Probe> {
       cb.Call({buf, Napi::Number::New(env, count)});
     };
     if (tsfn_.NonBlockingCall(b, deliver) != napi_ok) {
-      queued_--;
+      link->queued--;
       dropped_batches_++;
       dropped_events_ += b->count;
       delete b;
@@ -217,8 +287,9 @@ class Probe : public Napi::ObjectWrap<Probe> {
   void ReaderLoop() {
     while (!stopping_) {
       int n = toa_core_poll(core_, poll_ms_, &Probe::OnEvent, this);
-      if (n < 0 && n != -EINTR) {
-        Log(TOA_LOG_ERROR, (std::string("failed to poll events: ") + strerror(-n)).c_str(), this);
+      if (n < 0) {  // the core already retried EINTR: the reader cannot go on
+        fatal_code_ = toa_err_code(n);
+        fatal_ = std::string("cannot poll the kernel event buffer: ") + strerror(-n) + "; no connections are read any more";
         break;
       }
       Flush();
@@ -235,15 +306,27 @@ class Probe : public Napi::ObjectWrap<Probe> {
   // Runs on the JS thread once the reader released the tsfn and every batch was delivered.
   void OnReaderGone(Napi::Env env) {
     if (reader_.joinable()) reader_.join();
+    link_ = nullptr;  // the tsfn finalizer deletes it after this returns
     if (core_) {
       toa_core_stats(core_, &final_stats_);
       have_final_stats_ = true;
       toa_core_close(core_);
       core_ = nullptr;
     }
+    stopped_ = true;
+    if (!fatal_.empty() && !on_error_.IsEmpty()) {
+      try {
+        on_error_.Call({ProbeError(env, fatal_code_, fatal_).Value()});
+      } catch (const Napi::Error &) {
+        // an exception from the JS handler must not escape into the finalizer
+      }
+    } else if (!fatal_.empty()) {
+      Log(TOA_LOG_ERROR, fatal_.c_str(), this);  // no handler: at least the next stats() shows it
+    }
+    on_error_.Reset();
     for (auto &d : stop_waiters_) d.Resolve(env.Undefined());
     stop_waiters_.clear();
-    stopped_ = true;
+    Unref();  // the reader is gone: the JS object may be collected again
   }
 
   Napi::Value Sweep(const Napi::CallbackInfo &info) {
@@ -316,15 +399,6 @@ class Probe : public Napi::ObjectWrap<Probe> {
     return o;
   }
 
-  Napi::Value Unref(const Napi::CallbackInfo &info) {
-    if (started_ && !stopped_) tsfn_.Unref(info.Env());
-    return info.Env().Undefined();
-  }
-  Napi::Value Ref(const Napi::CallbackInfo &info) {
-    if (started_ && !stopped_) tsfn_.Ref(info.Env());
-    return info.Env().Undefined();
-  }
-
   toa_core_config cfg_{};
   std::vector<toa_cidr> trusted_;
   std::string cgroup_;
@@ -337,7 +411,9 @@ class Probe : public Napi::ObjectWrap<Probe> {
   std::atomic<bool> stopping_{false};
   bool started_ = false, stopped_ = false;
   Batch *current_ = nullptr;  // reader thread only
-  std::atomic<size_t> queued_{0};
+  ReaderLink *link_ = nullptr;
+  Napi::FunctionReference on_error_;
+  std::string fatal_, fatal_code_;  // written by the reader before it releases the tsfn
   std::atomic<uint64_t> dropped_batches_{0}, dropped_events_{0};
   std::vector<Napi::Promise::Deferred> stop_waiters_;
   struct toa_core_stats final_stats_{};
@@ -403,7 +479,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("capabilities", Napi::Function::New(env, Capabilities));
   exports.Set("layout", Napi::Function::New(env, Layout));
   exports.Set("clockOffsetNs", Napi::Function::New(env, ClockOffsetNs));
-  exports.Set("version", Napi::String::New(env, "0.1.0"));
   return exports;
 }
 

@@ -23,7 +23,9 @@
 #include <bpf/libbpf.h>
 
 #include "toa_core.h"
+#include "toa_buffer.h"
 #include "toa.skel.h"
+#include "toa_bench.skel.h"
 
 /* must match bpf/toa_opt.bpf.h */
 #define TOA_ACCEPT_LEN8 1
@@ -35,18 +37,17 @@
 
 struct toa_core {
 	struct toa_bpf *skel;
+	struct toa_bench_bpf *bench; /* synthetic records (cfg.synth), else NULL */
 	int mode;
-	bool use_ringbuf;
 	bool sweep_loaded;
-	struct ring_buffer *rb;
-	struct perf_buffer *pb;
+	bool claim_xchg; /* merge window claims with BPF_XCHG (kernel >= 5.12) */
+	struct toa_buffer buf;
 	struct bpf_link *links[4];
 	int nlinks;
 	toa_log_fn log;
 	void *log_user;
 	toa_event_fn cb; /* set for the duration of a poll/consume */
 	void *cb_user;
-	int cb_stop;
 	struct toa_refusal refusals[4];
 	int nrefusals;
 };
@@ -192,7 +193,6 @@ void toa_core_config_default(struct toa_core_config *cfg)
 	cfg->merge_window_s = 10;
 	cfg->merge_max_keys = 65536;
 	cfg->ringbuf_bytes = 8 * 1024 * 1024;
-	cfg->wakeup_bytes = 0; /* 0 = a quarter of the ring */
 }
 
 int toa_parse_cidr(const char *s, struct toa_cidr *out)
@@ -307,43 +307,48 @@ static int accept_param_count(void)
 	return n;
 }
 
-static bool have_ringbuf(void)
-{
-	return libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1;
-}
-
 static bool have_for_each_map_elem(void)
 {
 	return libbpf_probe_bpf_helper(BPF_PROG_TYPE_RAW_TRACEPOINT, BPF_FUNC_for_each_map_elem,
 				       NULL) == 1;
 }
 
+/* BPF_XCHG (kernel >= 5.12): load a socket filter that exchanges a stack slot. Older
+ * kernels reject the instruction (reserved fields of BPF_XADD), and the merge window
+ * claims with its per-key lock instead (bpf/compat.bpf.h merge_claim). */
+static bool have_atomic_xchg(void)
+{
+	const struct bpf_insn insns[] = {
+		{ .code = BPF_ST | BPF_MEM | BPF_DW, .dst_reg = BPF_REG_10, .off = -8, .imm = 0 },
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 1 },
+		{ .code = BPF_STX | BPF_ATOMIC | BPF_DW, .dst_reg = BPF_REG_10, .src_reg = BPF_REG_0,
+		  .off = -8, .imm = BPF_XCHG },
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0 },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	int fd = bpf_prog_load(BPF_PROG_TYPE_SOCKET_FILTER, "toa_xchg", "GPL", insns,
+			       sizeof(insns) / sizeof(insns[0]), NULL);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
 /* ---- buffer callbacks ---- */
 
-static int deliver(struct toa_core *c, const void *data, size_t size)
+static int deliver(void *ctx, const void *data, size_t size)
 {
+	struct toa_core *c = ctx;
 	struct toa_event ev;
 
 	if (size < sizeof(ev) || !c->cb)
 		return 0; /* short records cannot come from our programs; ignore */
 	memcpy(&ev, data, sizeof(ev));
-	if (c->cb(&ev, c->cb_user))
-		c->cb_stop = 1;
-	return c->cb_stop ? 1 : 0;
+	return c->cb(&ev, c->cb_user) ? 1 : 0;
 }
 
-static int on_ringbuf(void *ctx, void *data, size_t size)
-{
-	return deliver(ctx, data, size);
-}
-
-static void on_perf_sample(void *ctx, int cpu, void *data, __u32 size)
-{
-	(void)cpu;
-	deliver(ctx, data, size);
-}
-
-static void on_perf_lost(void *ctx, int cpu, __u64 cnt)
+static void on_perf_lost(void *ctx, int cpu, uint64_t cnt)
 {
 	struct toa_core *c = ctx;
 
@@ -358,10 +363,9 @@ static void release(struct toa_core *c)
 	for (int i = 0; i < c->nlinks; i++)
 		bpf_link__destroy(c->links[i]);
 	c->nlinks = 0;
-	ring_buffer__free(c->rb);
-	c->rb = NULL;
-	perf_buffer__free(c->pb);
-	c->pb = NULL;
+	toa_buffer_free(&c->buf);
+	toa_bench_bpf__destroy(c->bench);
+	c->bench = NULL;
 	toa_bpf__destroy(c->skel);
 	c->skel = NULL;
 }
@@ -402,235 +406,323 @@ static int fill_trusted(struct toa_core *c, const struct toa_core_config *cfg)
 	return 0;
 }
 
-static void refuse(struct toa_core *c, int mode, int err, const char *fmt, ...)
+/* Records why `mode` was refused; returns -err so callers can `return refuse(...)`. */
+static int refuse(struct toa_core *c, int mode, int err, const char *fmt, ...)
 {
 	struct toa_refusal *r;
 	va_list ap;
 
+	err = err < 0 ? -err : err;
 	if (c->nrefusals >= 4)
-		return;
+		return -err;
 	r = &c->refusals[c->nrefusals++];
 	r->mode = mode;
-	r->err = err < 0 ? -err : err;
+	r->err = err;
 	va_start(ap, fmt);
 	vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
 	va_end(ap);
 	logf_(c->log, c->log_user, TOA_LOG_INFO, "mode %s refused: %s", toa_mode_name(mode), r->msg);
+	return -err;
+}
+
+/* What the checks before loading decided for one mode attempt. */
+struct attempt {
+	int mode;
+	bool btf;
+	bool src_packet;     /* packet TOA wanted and possible (cgroup v2 present) */
+	bool need_sockops;   /* load and attach a sock_ops program */
+	bool sockops_full;   /* the sock_ops program that also reads module TOA (needs BTF) */
+	int accept_params;   /* fexit: inet_csk_accept parameter count, 4 or 2 */
+	char cgroup[512];    /* where the sock_ops program attaches */
+};
+
+/* Privileges, BTF, inet_csk_accept signature, cgroup v2: refuse the mode early with the reason. */
+static int preflight(struct toa_core *c, int mode, const struct toa_core_config *cfg, struct attempt *a)
+{
+	bool cg2 = find_cgroup2(a->cgroup, sizeof(a->cgroup)) == 0;
+	char caps[128];
+
+	a->mode = mode;
+	a->btf = have_btf();
+	a->src_packet = cfg->src_packet;
+	missing_caps(caps, sizeof(caps));
+	if (caps[0])
+		return refuse(c, mode, EPERM, "missing %s: run as root or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN", caps);
+	if (mode == TOA_MODE_FEXIT) {
+		if (!a->btf)
+			return refuse(c, mode, TOA_ENOBTF, "fexit needs kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)");
+		a->accept_params = accept_param_count();
+		if (a->accept_params != 4 && a->accept_params != 2)
+			return refuse(c, mode, ENOENT, "inet_csk_accept not found in kernel BTF with a known signature (params=%d)",
+				      a->accept_params);
+	}
+	if (mode == TOA_MODE_SOCKOPS && !cg2)
+		return refuse(c, mode, TOA_ENOCGROUP2, "sockops needs a cgroup v2 mount (mount -t cgroup2 none /sys/fs/cgroup)");
+	if (mode != TOA_MODE_SOCKOPS && a->src_packet && !cg2) {
+		logf_(c->log, c->log_user, TOA_LOG_WARN,
+		      "packet TOA needs a cgroup v2 mount for its sock_ops program: reading module TOA only");
+		a->src_packet = false;
+	}
+	a->need_sockops = mode == TOA_MODE_SOCKOPS || a->src_packet;
+	a->sockops_full = mode == TOA_MODE_SOCKOPS && cfg->src_module && a->btf;
+	if (mode == TOA_MODE_SOCKOPS && cfg->src_module && !a->btf)
+		logf_(c->log, c->log_user, TOA_LOG_WARN,
+		      "no kernel BTF: sockops mode reads packet TOA only (module TOA needs BTF)");
+	/* the root sees every socket; a sub-cgroup limits the probe to its services */
+	if (cfg->cgroup_path && cfg->cgroup_path[0])
+		snprintf(a->cgroup, sizeof(a->cgroup), "%s", cfg->cgroup_path);
+	return 0;
+}
+
+static uint32_t wakeup_bytes(const struct toa_core_config *cfg)
+{
+	return cfg->ringbuf_bytes / 4; /* wake the reader at a quarter full; it also drains on its timer */
+}
+
+static void set_rodata(struct toa_core *c, const struct attempt *a, const struct toa_core_config *cfg)
+{
+	struct toa_bpf__rodata *r = c->skel->rodata;
+
+	r->cfg_mode = a->mode;
+	r->cfg_src_module = cfg->src_module;
+	r->cfg_src_packet = a->src_packet;
+	r->cfg_parse_syn = cfg->parse_syn;
+	r->cfg_include_loopback = cfg->include_loopback;
+	r->cfg_trust_all = cfg->trusted_n == 0;
+	r->cfg_merge_window_ns = (__u64)cfg->merge_window_s * 1000000000ULL;
+	r->cfg_claim_xchg = c->claim_xchg;
+	for (int i = 0; i < cfg->accept_n && i < TOA_MAX_ACCEPT; i++) {
+		const struct toa_accept *acc = &cfg->accept[i];
+
+		r->toa_accept_kind[acc->kind] |= acc->len == 20 ? TOA_ACCEPT_LEN20 : TOA_ACCEPT_LEN8;
+	}
+	r->cfg_use_ringbuf = c->buf.ring;
+	r->cfg_wakeup_bytes = wakeup_bytes(cfg);
+}
+
+static void size_maps(struct toa_core *c, const struct attempt *a, const struct toa_core_config *cfg)
+{
+	struct toa_bpf *s = c->skel;
+
+	bpf_map__set_max_entries(s->maps.merge, cfg->merge_max_keys ? cfg->merge_max_keys : 1);
+	if (c->claim_xchg)
+		bpf_map__set_max_entries(s->maps.merge_claims, 1); /* the lock map of < 5.12 is unused */
+	toa_buffer_setup(&c->buf, s->maps.events, c->buf.ring, cfg->ringbuf_bytes);
+	if (!a->need_sockops || a->mode != TOA_MODE_SOCKOPS)
+		bpf_map__set_max_entries(s->maps.pending, a->need_sockops ? 16384 : 1);
+}
+
+/* Load only what this mode uses (bpf/compat.bpf.h lists the kernel differences). */
+static void select_programs(struct toa_core *c, const struct attempt *a, const struct toa_core_config *cfg)
+{
+	struct toa_bpf *s = c->skel;
+	int mode = a->mode;
+
+	bpf_program__set_autoload(s->progs.fexit_accept_old, mode == TOA_MODE_FEXIT && a->accept_params == 4);
+	bpf_program__set_autoload(s->progs.fexit_accept_new, mode == TOA_MODE_FEXIT && a->accept_params == 2);
+	bpf_program__set_autoload(s->progs.kretprobe_accept, mode == TOA_MODE_KRETPROBE);
+	bpf_program__set_autoload(s->progs.sockops_full, a->need_sockops && a->sockops_full);
+	bpf_program__set_autoload(s->progs.sockops_packet, a->need_sockops && !a->sockops_full);
+	c->sweep_loaded = cfg->merge_window_s && have_for_each_map_elem();
+	bpf_program__set_autoload(s->progs.sweep, c->sweep_loaded);
+	if (cfg->merge_window_s && !c->sweep_loaded)
+		logf_(c->log, c->log_user, TOA_LOG_WARN,
+		      "kernel lacks bpf_for_each_map_elem (< 5.13): merged counts are reported by the next connection of each key only");
+}
+
+/* TOA_VERIFIER_LOG=FILE: ask for the full verifier log of every program that loads
+ * (debugging aid); verifier_log_save writes it once the load is over. */
+static char *verifier_log_request(struct bpf_object *obj)
+{
+	static char *vlog;
+	struct bpf_program *p;
+
+	if (!getenv("TOA_VERIFIER_LOG"))
+		return NULL;
+	if (!vlog)
+		vlog = calloc(1, 64 << 20);
+	if (!vlog)
+		return NULL;
+	bpf_object__for_each_program(p, obj)
+		if (bpf_program__autoload(p)) {
+			bpf_program__set_log_buf(p, vlog, 64 << 20);
+			bpf_program__set_log_level(p, 1 | 4);
+		}
+	return vlog;
+}
+
+static void verifier_log_save(const char *vlog)
+{
+	const char *path = getenv("TOA_VERIFIER_LOG");
+	FILE *f = vlog && path ? fopen(path, "w") : NULL;
+
+	if (!f)
+		return;
+	fputs(vlog, f);
+	fclose(f);
+}
+
+/* A failed load: fexit refused with full privileges means no trampolines here. */
+static int classify_load_error(struct toa_core *c, int mode, int err)
+{
+	int e = -err;
+
+	if (mode == TOA_MODE_FEXIT && (e == EPERM || e == EACCES || e == ENOTSUPP || e == EOPNOTSUPP))
+		return refuse(c, mode, TOA_ENOTRAMP,
+			      "kernel refused the fexit program (%s) even with full privileges: BPF trampolines unavailable (lockdown, or no CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS)",
+			      strerror(e == ENOTSUPP ? EOPNOTSUPP : e));
+	/* privileges were checked in preflight: this is the kernel refusing the program */
+	return refuse(c, mode, TOA_ELOAD, "kernel rejected the %s programs: %s%s%s (run with --verbose / log.level=debug for the verifier log)",
+		      toa_mode_name(mode), strerror(e), tls_last_libbpf[0] ? "; libbpf: " : "", tls_last_libbpf);
+}
+
+static int load_programs(struct toa_core *c, int mode)
+{
+	char *vlog = verifier_log_request(c->skel->obj);
+	int err = toa_bpf__load(c->skel);
+
+	verifier_log_save(vlog);
+	return err ? classify_load_error(c, mode, err) : 0;
+}
+
+/* Only "not supported" means no trampolines; any other errno (EPERM, EBUSY, ...) is kept. */
+static int classify_fexit_attach_error(struct toa_core *c, int err)
+{
+	int e = -err;
+
+	if (e == ENOTSUPP || e == EOPNOTSUPP)
+		return refuse(c, TOA_MODE_FEXIT, TOA_ENOTRAMP,
+			      "failed to attach fexit to inet_csk_accept: %s (BPF trampolines unavailable)",
+			      strerror(EOPNOTSUPP));
+	return refuse(c, TOA_MODE_FEXIT, e, "failed to attach fexit to inet_csk_accept: %s", strerror(e));
+}
+
+static int classify_kretprobe_attach_error(struct toa_core *c, int err)
+{
+	int e = -err;
+
+	if (e == ENOENT || e == EOPNOTSUPP || e == ENOTSUPP || e == EINVAL)
+		return refuse(c, TOA_MODE_KRETPROBE, TOA_ENOKPROBE,
+			      "failed to attach kretprobe to inet_csk_accept: %s (kernel without CONFIG_KPROBES, or the symbol is not probeable)",
+			      strerror(e == ENOTSUPP ? EOPNOTSUPP : e));
+	return refuse(c, TOA_MODE_KRETPROBE, e, "failed to attach kretprobe to inet_csk_accept: %s", strerror(e));
+}
+
+static int attach_accept_probe(struct toa_core *c, const struct attempt *a)
+{
+	struct toa_bpf *s = c->skel;
+	int err;
+
+	if (a->mode == TOA_MODE_FEXIT) {
+		struct bpf_program *p = a->accept_params == 4 ? s->progs.fexit_accept_old : s->progs.fexit_accept_new;
+
+		err = add_link(c, bpf_program__attach(p));
+		return err ? classify_fexit_attach_error(c, err) : 0;
+	}
+	if (a->mode == TOA_MODE_KRETPROBE) {
+		err = add_link(c, bpf_program__attach_kprobe(s->progs.kretprobe_accept, true, "inet_csk_accept"));
+		return err ? classify_kretprobe_attach_error(c, err) : 0;
+	}
+	return 0;
+}
+
+static int attach_sockops(struct toa_core *c, const struct attempt *a)
+{
+	struct bpf_program *p = a->sockops_full ? c->skel->progs.sockops_full : c->skel->progs.sockops_packet;
+	int cg, err;
+
+	if (!a->need_sockops)
+		return 0;
+	cg = open(a->cgroup, O_RDONLY | O_DIRECTORY);
+	if (cg < 0)
+		return refuse(c, a->mode, errno, "failed to open cgroup v2 directory %s: %s", a->cgroup, strerror(errno));
+	/* a bpf_link: coexists with other sock_ops programs, vanishes with this process */
+	err = add_link(c, bpf_program__attach_cgroup(p, cg));
+	close(cg);
+	if (err)
+		return refuse(c, a->mode, err, "failed to attach sock_ops to cgroup %s: %s", a->cgroup, strerror(-err));
+	return 0;
+}
+
+/* Benchmarks: the synthetic-record program, a second object (bpf/toa_bench.bpf.c)
+ * that writes into this probe's event buffer and counters. */
+static int load_bench(struct toa_core *c, const struct toa_core_config *cfg)
+{
+	struct toa_bench_bpf *b = toa_bench_bpf__open();
+	int err;
+
+	if (!b)
+		return refuse(c, c->mode, errno, "failed to open the benchmark BPF object: %s", strerror(errno));
+	c->bench = b;
+	b->rodata->cfg_mode = c->skel->rodata->cfg_mode;
+	b->rodata->cfg_use_ringbuf = c->buf.ring;
+	b->rodata->cfg_wakeup_bytes = wakeup_bytes(cfg);
+	b->rodata->cfg_claim_xchg = c->claim_xchg;
+	bpf_program__set_autoload(b->progs.merge_hammer, false);
+	bpf_program__set_autoload(b->progs.sweep, false);
+	bpf_map__set_max_entries(b->maps.merge, 1);
+	bpf_map__set_max_entries(b->maps.merge_claims, 1);
+	err = bpf_map__reuse_fd(b->maps.events, bpf_map__fd(c->skel->maps.events));
+	if (!err)
+		err = bpf_map__reuse_fd(b->maps.counters, bpf_map__fd(c->skel->maps.counters));
+	if (!err)
+		err = toa_bench_bpf__load(b);
+	if (err)
+		return refuse(c, c->mode, err, "failed to load the synthetic-record program: %s", strerror(-err));
+	return 0;
+}
+
+static int open_reader(struct toa_core *c)
+{
+	int err = toa_buffer_open(&c->buf, c->skel->maps.events, deliver, on_perf_lost, c);
+
+	if (err)
+		return refuse(c, c->mode, err, "failed to create %s reader: %s",
+			      c->buf.ring ? "ring buffer" : "perf buffer", strerror(-err));
+	return 0;
 }
 
 static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *cfg)
 {
-	bool btf = have_btf();
-	char cgpath[512] = "";
-	bool cg2 = find_cgroup2(cgpath, sizeof(cgpath)) == 0;
-	bool src_packet = cfg->src_packet;
-	bool need_sockops;
-	struct toa_bpf *s;
-	char caps[128];
-	int err, nparams = 0;
+	struct attempt a = {};
+	int err;
 
 	tls_last_libbpf[0] = 0;
-	missing_caps(caps, sizeof(caps));
-	if (caps[0]) {
-		refuse(c, mode, EPERM, "missing %s: run as root or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN", caps);
-		return -EPERM;
-	}
-	if (mode == TOA_MODE_FEXIT) {
-		if (!btf) {
-			refuse(c, mode, TOA_ENOBTF, "fexit needs kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)");
-			return -TOA_ENOBTF;
-		}
-		nparams = accept_param_count();
-		if (nparams != 4 && nparams != 2) {
-			refuse(c, mode, ENOENT, "inet_csk_accept not found in kernel BTF with a known signature (params=%d)", nparams);
-			return -ENOENT;
-		}
-	}
-	if (mode == TOA_MODE_SOCKOPS && !cg2) {
-		refuse(c, mode, TOA_ENOCGROUP2, "sockops needs a cgroup v2 mount (mount -t cgroup2 none /sys/fs/cgroup)");
-		return -TOA_ENOCGROUP2;
-	}
-	if (mode != TOA_MODE_SOCKOPS && src_packet && !cg2) {
-		logf_(c->log, c->log_user, TOA_LOG_WARN,
-		      "packet TOA needs a cgroup v2 mount for its sock_ops program: reading module TOA only");
-		src_packet = false;
-	}
-	need_sockops = mode == TOA_MODE_SOCKOPS || src_packet;
-
-	s = toa_bpf__open();
-	if (!s) {
-		err = -errno;
-		refuse(c, mode, err, "failed to open BPF object: %s", strerror(-err));
+	err = preflight(c, mode, cfg, &a);
+	if (err)
+		return err;
+	c->skel = toa_bpf__open();
+	if (!c->skel)
+		return refuse(c, mode, errno, "failed to open BPF object: %s", strerror(errno));
+	c->mode = mode;
+	c->buf.ring = !cfg->force_perfbuf && toa_buffer_ring_available();
+	c->claim_xchg = have_atomic_xchg();
+	if (!c->claim_xchg && cfg->merge_window_s)
+		logf_(c->log, c->log_user, TOA_LOG_DEBUG,
+		      "kernel lacks BPF_XCHG (< 5.12): the merge window claims counts with a per-key lock map");
+	set_rodata(c, &a, cfg);
+	size_maps(c, &a, cfg);
+	select_programs(c, &a, cfg);
+	err = load_programs(c, mode);
+	if (!err && (err = fill_trusted(c, cfg)))
+		refuse(c, mode, err, "failed to fill trusted peer ranges: %s", strerror(-err));
+	if (!err)
+		err = attach_accept_probe(c, &a);
+	if (!err)
+		err = attach_sockops(c, &a);
+	if (!err && cfg->synth)
+		err = load_bench(c, cfg);
+	if (!err)
+		err = open_reader(c);
+	if (err) {
+		release(c);
 		return err;
 	}
-	c->skel = s;
-
-	/* knobs */
-	s->rodata->cfg_mode = mode;
-	s->rodata->cfg_src_module = cfg->src_module;
-	s->rodata->cfg_src_packet = src_packet;
-	s->rodata->cfg_parse_syn = cfg->parse_syn;
-	s->rodata->cfg_include_loopback = cfg->include_loopback;
-	s->rodata->cfg_trust_all = cfg->trusted_n == 0;
-	s->rodata->cfg_merge_window_ns = (__u64)cfg->merge_window_s * 1000000000ULL;
-	for (int i = 0; i < cfg->accept_n && i < TOA_MAX_ACCEPT; i++) {
-		const struct toa_accept *a = &cfg->accept[i];
-
-		s->rodata->toa_accept_kind[a->kind] |= a->len == 20 ? TOA_ACCEPT_LEN20 : TOA_ACCEPT_LEN8;
-	}
-	c->use_ringbuf = !cfg->force_perfbuf && have_ringbuf();
-	s->rodata->cfg_use_ringbuf = c->use_ringbuf;
-	s->rodata->cfg_wakeup_bytes = cfg->wakeup_bytes ? cfg->wakeup_bytes : cfg->ringbuf_bytes / 4;
-
-	/* maps */
-	bpf_map__set_max_entries(s->maps.merge, cfg->merge_max_keys ? cfg->merge_max_keys : 1);
-	if (c->use_ringbuf) {
-		bpf_map__set_max_entries(s->maps.events, cfg->ringbuf_bytes);
-	} else {
-		/* kernels < 5.8: per-CPU perf buffers instead */
-		bpf_map__set_type(s->maps.events, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
-		bpf_map__set_key_size(s->maps.events, 4);
-		bpf_map__set_value_size(s->maps.events, 4);
-		bpf_map__set_max_entries(s->maps.events, libbpf_num_possible_cpus());
-	}
-	if (!need_sockops || mode != TOA_MODE_SOCKOPS)
-		bpf_map__set_max_entries(s->maps.pending, need_sockops ? 16384 : 1);
-
-	/* programs: load only what this mode uses (compat.bpf.h lists why) */
-	bpf_program__set_autoload(s->progs.fexit_accept_old, mode == TOA_MODE_FEXIT && nparams == 4);
-	bpf_program__set_autoload(s->progs.fexit_accept_new, mode == TOA_MODE_FEXIT && nparams == 2);
-	bpf_program__set_autoload(s->progs.kretprobe_accept, mode == TOA_MODE_KRETPROBE);
-	bool full = mode == TOA_MODE_SOCKOPS && cfg->src_module && btf;
-	if (mode == TOA_MODE_SOCKOPS && cfg->src_module && !btf)
-		logf_(c->log, c->log_user, TOA_LOG_WARN,
-		      "no kernel BTF: sockops mode reads packet TOA only (module TOA needs BTF)");
-	bpf_program__set_autoload(s->progs.sockops_full, need_sockops && full);
-	bpf_program__set_autoload(s->progs.sockops_packet, need_sockops && !full);
-	c->sweep_loaded = cfg->merge_window_s && have_for_each_map_elem();
-	bpf_program__set_autoload(s->progs.sweep, c->sweep_loaded);
-	bpf_program__set_autoload(s->progs.synth, cfg->synth);
-	if (cfg->merge_window_s && !c->sweep_loaded)
-		logf_(c->log, c->log_user, TOA_LOG_WARN,
-		      "kernel lacks bpf_for_each_map_elem (< 5.13): merged counts are reported by the next connection of each key only");
-
-	/* TOA_VERIFIER_LOG=FILE: full verifier log of the first program that fails (debugging aid) */
-	static char *vlog;
-	const char *vlog_path = getenv("TOA_VERIFIER_LOG");
-	struct bpf_program *vp;
-
-	if (vlog_path) {
-		if (!vlog)
-			vlog = calloc(1, 64 << 20);
-		bpf_object__for_each_program(vp, s->obj)
-			if (bpf_program__autoload(vp)) {
-				bpf_program__set_log_buf(vp, vlog, 64 << 20);
-				bpf_program__set_log_level(vp, 1 | 4);
-			}
-	}
-	err = toa_bpf__load(s);
-	if (vlog_path && vlog) {
-		FILE *f = fopen(vlog_path, "w");
-
-		if (f) {
-			fputs(vlog, f);
-			fclose(f);
-		}
-	}
-	if (err) {
-		int e = -err;
-
-		if (mode == TOA_MODE_FEXIT && (e == EPERM || e == EACCES || e == ENOTSUPP || e == EOPNOTSUPP)) {
-			refuse(c, mode, TOA_ENOTRAMP,
-			       "kernel refused the fexit program (%s) even with full privileges: BPF trampolines unavailable (lockdown, or no CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS)",
-			       strerror(e == ENOTSUPP ? EOPNOTSUPP : e));
-			err = -TOA_ENOTRAMP;
-		} else {
-			/* privileges were checked above: this is the kernel refusing the program */
-			refuse(c, mode, TOA_ELOAD, "kernel rejected the %s programs: %s%s%s (run with --verbose / log.level=debug for the verifier log)",
-			       toa_mode_name(mode), strerror(e), tls_last_libbpf[0] ? "; libbpf: " : "", tls_last_libbpf);
-			err = -TOA_ELOAD;
-		}
-		goto fail;
-	}
-	err = fill_trusted(c, cfg);
-	if (err) {
-		refuse(c, mode, err, "failed to fill trusted peer ranges: %s", strerror(-err));
-		goto fail;
-	}
-
-	/* attach */
-	if (mode == TOA_MODE_FEXIT) {
-		struct bpf_program *p = nparams == 4 ? s->progs.fexit_accept_old : s->progs.fexit_accept_new;
-
-		err = add_link(c, bpf_program__attach(p));
-		if (err) {
-			refuse(c, mode, TOA_ENOTRAMP, "failed to attach fexit to inet_csk_accept: %s",
-			       strerror(-err));
-			err = -TOA_ENOTRAMP;
-			goto fail;
-		}
-	} else if (mode == TOA_MODE_KRETPROBE) {
-		err = add_link(c, bpf_program__attach_kprobe(s->progs.kretprobe_accept, true, "inet_csk_accept"));
-		if (err) {
-			int e = -err;
-
-			if (e == ENOENT || e == EOPNOTSUPP || e == ENOTSUPP || e == EINVAL) {
-				refuse(c, mode, TOA_ENOKPROBE,
-				       "failed to attach kretprobe to inet_csk_accept: %s (kernel without CONFIG_KPROBES, or the symbol is not probeable)",
-				       strerror(e == ENOTSUPP ? EOPNOTSUPP : e));
-				err = -TOA_ENOKPROBE;
-			} else {
-				refuse(c, mode, err, "failed to attach kretprobe to inet_csk_accept: %s", strerror(e));
-			}
-			goto fail;
-		}
-	}
-	if (need_sockops) {
-		/* the root sees every socket; a sub-cgroup limits the probe to its services */
-		if (cfg->cgroup_path && cfg->cgroup_path[0])
-			snprintf(cgpath, sizeof(cgpath), "%s", cfg->cgroup_path);
-		int cg = open(cgpath, O_RDONLY | O_DIRECTORY);
-		struct bpf_program *p = full ? s->progs.sockops_full : s->progs.sockops_packet;
-
-		if (cg < 0) {
-			err = -errno;
-			refuse(c, mode, err, "failed to open cgroup v2 root %s: %s", cgpath, strerror(-err));
-			goto fail;
-		}
-		/* a bpf_link: coexists with other sock_ops programs, vanishes with this process */
-		err = add_link(c, bpf_program__attach_cgroup(p, cg));
-		close(cg);
-		if (err) {
-			refuse(c, mode, err, "failed to attach sock_ops to cgroup %s: %s", cgpath, strerror(-err));
-			goto fail;
-		}
-	}
-
-	/* reader */
-	if (c->use_ringbuf) {
-		c->rb = ring_buffer__new(bpf_map__fd(s->maps.events), on_ringbuf, c, NULL);
-		if (!c->rb) {
-			err = -errno;
-			refuse(c, mode, err, "failed to create ring buffer reader: %s", strerror(-err));
-			goto fail;
-		}
-	} else {
-		c->pb = perf_buffer__new(bpf_map__fd(s->maps.events), 64, on_perf_sample, on_perf_lost, c, NULL);
-		if (!c->pb) {
-			err = -errno;
-			refuse(c, mode, err, "failed to create perf buffer reader: %s", strerror(-err));
-			goto fail;
-		}
-	}
-	c->mode = mode;
 	logf_(c->log, c->log_user, TOA_LOG_INFO,
 	      "attached in %s mode (toa sources:%s%s, %s, merge window %us)", toa_mode_name(mode),
-	      cfg->src_module ? " module" : "", src_packet ? " packet" : "",
-	      c->use_ringbuf ? "ring buffer" : "perf buffer", cfg->merge_window_s);
+	      cfg->src_module ? " module" : "", a.src_packet ? " packet" : "",
+	      c->buf.ring ? "ring buffer" : "perf buffer", cfg->merge_window_s);
 	return 0;
-fail:
-	release(c);
-	return err;
 }
 
 /* A forced mode failed: say which modes do attach here (each tried and released). */
@@ -717,35 +809,14 @@ int toa_core_mode(const struct toa_core *c)
 	return c->mode;
 }
 
-void toa_core_get_refusals(const struct toa_core *c, const struct toa_refusal **r, int *n)
-{
-	*r = c->refusals;
-	*n = c->nrefusals;
-}
-
 int toa_core_poll(struct toa_core *c, int timeout_ms, toa_event_fn cb, void *user)
 {
 	int n;
 
 	c->cb = cb;
 	c->cb_user = user;
-	c->cb_stop = 0;
-	if (c->rb) {
-		/* records are written without a wakeup (below the fill level), so epoll may
-		 * time out with data waiting: always consume after the wait */
-		n = ring_buffer__poll(c->rb, timeout_ms);
-		if (n >= 0 && !c->cb_stop) {
-			int m = ring_buffer__consume(c->rb);
-
-			n = m < 0 ? m : n + m;
-		}
-	} else if (c->pb)
-		n = perf_buffer__poll(c->pb, timeout_ms);
-	else
-		n = -EINVAL;
+	n = toa_buffer_poll(&c->buf, timeout_ms);
 	c->cb = NULL;
-	if (n == -EINTR)
-		n = 0;
 	return n;
 }
 
@@ -755,10 +826,30 @@ int toa_core_consume(struct toa_core *c, toa_event_fn cb, void *user)
 
 	c->cb = cb;
 	c->cb_user = user;
-	c->cb_stop = 0;
-	n = c->rb ? ring_buffer__consume(c->rb) : c->pb ? perf_buffer__consume(c->pb) : -EINVAL;
+	n = toa_buffer_consume(&c->buf);
 	c->cb = NULL;
 	return n;
+}
+
+int toa_core_test_break_reader(struct toa_core *c)
+{
+	int fd = toa_buffer_epoll_fd(&c->buf), null;
+
+	if (fd < 0)
+		return fd;
+	/* /dev/null in place of the epoll fd: the next epoll_wait fails with EINVAL, and
+	 * the fd number stays ours, so freeing the buffer later closes nobody else's */
+	null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (null < 0)
+		return -errno;
+	if (dup3(null, fd, O_CLOEXEC) < 0) {
+		int err = -errno;
+
+		close(null);
+		return err;
+	}
+	close(null);
+	return 0;
 }
 
 int toa_core_sweep(struct toa_core *c)
@@ -776,7 +867,7 @@ int toa_core_sweep(struct toa_core *c)
 
 int toa_core_synthesize(struct toa_core *c, uint32_t count)
 {
-	int fd = c->skel ? bpf_program__fd(c->skel->progs.synth) : -1;
+	int fd = c->bench ? bpf_program__fd(c->bench->progs.synth) : -1;
 	uint32_t done = 0;
 
 	if (fd < 0)
@@ -815,7 +906,7 @@ int toa_core_stats(struct toa_core *c, struct toa_core_stats *st)
 
 	memset(st, 0, sizeof(*st));
 	st->mode = c->mode;
-	st->buffer_kind = c->use_ringbuf ? "ringbuf" : "perfbuf";
+	st->buffer_kind = toa_buffer_kind(&c->buf);
 	st->sweep_supported = c->sweep_loaded;
 	if (!c->skel || ncpu <= 0)
 		return -EINVAL;
@@ -876,7 +967,7 @@ int toa_core_capabilities(struct toa_cap_line *lines, int max)
 	cap_line(&lines[n++], "btf", btf, btf ? "/sys/kernel/btf/vmlinux present" : "no /sys/kernel/btf/vmlinux: fexit and module TOA in sockops mode unavailable");
 	bool cg2 = find_cgroup2(cgpath, sizeof(cgpath)) == 0;
 	cap_line(&lines[n++], "cgroup v2", cg2, cg2 ? "mounted at %s" : "no cgroup2 mount: sockops mode and packet TOA unavailable", cgpath);
-	bool rb = have_ringbuf();
+	bool rb = toa_buffer_ring_available();
 	cap_line(&lines[n++], "ring buffer", rb, rb ? "BPF ring buffer available" : "no BPF ring buffer (< 5.8): perf buffer fallback");
 	bool fe = have_for_each_map_elem();
 	cap_line(&lines[n++], "merge sweep", fe, fe ? "bpf_for_each_map_elem available" : "no bpf_for_each_map_elem (< 5.13): merged counts flush only on the next connection of a key");

@@ -46,13 +46,13 @@ struct toa_core_config {
 	uint32_t merge_window_s; /* 0 = off */
 	uint32_t merge_max_keys;
 	uint32_t ringbuf_bytes;  /* power of two */
-	uint32_t wakeup_bytes;   /* ring fill level that wakes the reader */
-	bool synth;              /* load the synthetic-record program (benchmarks) */
+	bool synth;              /* also load the synthetic-record program (bpf/toa_bench.bpf.c, benchmarks) */
 	const char *cgroup_path; /* cgroup v2 directory for sock_ops; NULL/"" = the v2 root (all sockets) */
 	bool force_perfbuf;      /* use the perf-buffer fallback even where ring buffers exist (tests) */
 };
 
-/* Defaults from ARCHITECTURE.md (auto mode, both sources, 254/8 254/20 253/20 200/8, 10 s, 65536). */
+/* toa-probe's defaults (auto mode, both sources, 254/8 254/20 253/20 200/8, 10 s, 65536 keys,
+ * 8 MiB ring). The sidecar passes every value from its config schema (src/config.ts). */
 void toa_core_config_default(struct toa_core_config *cfg);
 
 enum toa_log_level { TOA_LOG_DEBUG = 0, TOA_LOG_INFO = 1, TOA_LOG_WARN = 2, TOA_LOG_ERROR = 3 };
@@ -99,10 +99,11 @@ int toa_core_sweep(struct toa_core *c);
 int toa_core_synthesize(struct toa_core *c, uint32_t count);
 /* Detach every program (no new records); maps and buffer stay readable. */
 void toa_core_detach(struct toa_core *c);
+/* Tests only: make the next poll fail (the reader's epoll fd becomes /dev/null). */
+int toa_core_test_break_reader(struct toa_core *c);
 void toa_core_close(struct toa_core *c);
 
 int toa_core_mode(const struct toa_core *c);
-void toa_core_get_refusals(const struct toa_core *c, const struct toa_refusal **r, int *n);
 int toa_core_stats(struct toa_core *c, struct toa_core_stats *st);
 
 const char *toa_mode_name(int mode);

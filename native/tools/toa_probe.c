@@ -9,6 +9,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,8 +133,60 @@ static void usage(FILE *f)
 		"  --verbose                             debug logs on stderr\n");
 }
 
+/* ---- command line ---- */
+
+struct cli {
+	struct toa_core_config cfg;
+	double sweep_every; /* seconds, 0 = only at exit */
+	double duration;    /* seconds, 0 = until a signal */
+	bool capabilities;
+};
+
+static int bad_arg(const char *opt, const char *value, const char *allowed)
+{
+	fprintf(stderr, "toa-probe: %s: invalid value '%s' (%s)\n", opt, value, allowed);
+	return 2;
+}
+
+/* All of s as a decimal integer in [min, max] (no sign, no blanks, no trailing text). */
+static bool parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out)
+{
+	unsigned long v;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v < min || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* All of s as a finite number of seconds >= 0. */
+static bool parse_seconds(const char *s, double *out)
+{
+	double v;
+	char *end;
+
+	if ((*s < '0' || *s > '9') && *s != '.')
+		return false;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || *end || !isfinite(v) || v < 0)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Calls each() for every comma-separated item of s (empty items are an error). */
 static int parse_list(char *s, int (*each)(const char *item, void *ctx), void *ctx)
 {
+	size_t n = strlen(s);
+
+	if (!n || s[0] == ',' || s[n - 1] == ',' || strstr(s, ",,"))
+		return -EINVAL;
 	for (char *save = NULL, *tok = strtok_r(s, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		int err = each(tok, ctx);
 
@@ -141,17 +196,43 @@ static int parse_list(char *s, int (*each)(const char *item, void *ctx), void *c
 	return 0;
 }
 
+static int add_source(const char *item, void *ctx)
+{
+	struct toa_core_config *cfg = ctx;
+
+	if (!strcmp(item, "module"))
+		cfg->src_module = true;
+	else if (!strcmp(item, "packet"))
+		cfg->src_packet = true;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static int parse_sources(struct toa_core_config *cfg, char *arg)
+{
+	cfg->src_module = cfg->src_packet = false;
+	if (!strcmp(arg, "none"))
+		return 0;
+	return parse_list(arg, add_source, cfg);
+}
+
 static int add_accept(const char *item, void *ctx)
 {
 	struct toa_core_config *cfg = ctx;
-	unsigned kind, len;
+	unsigned long kind, len;
+	char buf[16], *slash;
 
-	if (sscanf(item, "%u/%u", &kind, &len) != 2 || kind > 255 || (len != 8 && len != 20) ||
-	    cfg->accept_n >= TOA_MAX_ACCEPT) {
-		fprintf(stderr, "toa-probe: --accept: bad pair '%s' (KIND/LEN, KIND 2..255, LEN 8 or 20, at most %d pairs)\n",
-			item, TOA_MAX_ACCEPT);
+	if (strlen(item) >= sizeof(buf) || cfg->accept_n >= TOA_MAX_ACCEPT)
 		return -EINVAL;
-	}
+	strcpy(buf, item);
+	slash = strchr(buf, '/');
+	if (!slash)
+		return -EINVAL;
+	*slash = 0;
+	/* kinds 0 and 1 (EOL, NOP) carry no length: never a TOA */
+	if (!parse_uint(buf, 2, 255, &kind) || !parse_uint(slash + 1, 8, 20, &len) || (len != 8 && len != 20))
+		return -EINVAL;
 	cfg->accept[cfg->accept_n].kind = kind;
 	cfg->accept[cfg->accept_n].len = len;
 	cfg->accept_n++;
@@ -164,23 +245,74 @@ static int add_trusted(const char *item, void *ctx)
 {
 	struct toa_core_config *cfg = ctx;
 
-	if (cfg->trusted_n >= TOA_CORE_MAX_TRUSTED || toa_parse_cidr(item, &trusted[cfg->trusted_n])) {
-		fprintf(stderr, "toa-probe: --trusted: bad CIDR '%s'\n", item);
+	if (cfg->trusted_n >= TOA_CORE_MAX_TRUSTED || toa_parse_cidr(item, &trusted[cfg->trusted_n]))
 		return -EINVAL;
-	}
 	cfg->trusted_n++;
 	return 0;
 }
 
-static double now_s(void)
+/* One option into cli; 0, or the exit code (2 = usage error). */
+static int apply_option(struct cli *o, int opt, char *arg, bool *accept_set)
 {
-	struct timespec ts;
+	struct toa_core_config *cfg = &o->cfg;
+	unsigned long v;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
+	switch (opt) {
+	case 'm':
+		cfg->mode = toa_mode_from_name(arg);
+		return cfg->mode < 0 ? bad_arg("--mode", arg, "allowed: auto, fexit, kretprobe, sockops") : 0;
+	case 's':
+		return parse_sources(cfg, arg) ? bad_arg("--toa-sources", arg, "a list of module, packet; or none") : 0;
+	case 'a': {
+		char *copy = strdup(arg);
+		int err;
+
+		if (!*accept_set)
+			cfg->accept_n = 0;
+		*accept_set = true;
+		err = copy ? parse_list(copy, add_accept, cfg) : -ENOMEM;
+		free(copy);
+		if (err) {
+			fprintf(stderr, "toa-probe: --accept: invalid value '%s' (KIND/LEN[,...], KIND 2..255, LEN 8 or 20, at most %d pairs)\n",
+				arg, TOA_MAX_ACCEPT);
+			return 2;
+		}
+		return 0;
+	}
+	case 't': {
+		char *copy = strdup(arg);
+		int err = copy ? parse_list(copy, add_trusted, cfg) : -ENOMEM;
+
+		free(copy);
+		return err ? bad_arg("--trusted", arg, "CIDR[,CIDR...], e.g. 198.18.0.0/15,2001:db8::/32") : 0;
+	}
+	case 'S': cfg->parse_syn = false; return 0;
+	case 'l': cfg->include_loopback = true; return 0;
+	case 'w':
+		if (!parse_uint(arg, 0, UINT32_MAX, &v))
+			return bad_arg("--merge-window", arg, "whole seconds, 0 = off");
+		cfg->merge_window_s = v;
+		return 0;
+	case 'k':
+		if (!parse_uint(arg, 1, UINT32_MAX, &v))
+			return bad_arg("--merge-keys", arg, "a whole number >= 1");
+		cfg->merge_max_keys = v;
+		return 0;
+	case 'i':
+		return parse_seconds(arg, &o->sweep_every) ? 0 : bad_arg("--sweep-interval", arg, "seconds >= 0");
+	case 'd':
+		return parse_seconds(arg, &o->duration) ? 0 : bad_arg("--duration", arg, "seconds >= 0");
+	case 'g': cfg->cgroup_path = arg; return 0;
+	case 'v': log_level = TOA_LOG_DEBUG; return 0;
+	case 'c': o->capabilities = true; return 0;
+	case 'h': usage(stdout); return -1;
+	}
+	usage(stderr);
+	return 2;
 }
 
-int main(int argc, char **argv)
+/* Fills o from argv; returns -1 to go on, else the exit code (0 after --help). */
+static int parse_cli(int argc, char **argv, struct cli *o)
 {
 	static const struct option opts[] = {
 		{ "mode", required_argument, 0, 'm' },
@@ -199,70 +331,81 @@ int main(int argc, char **argv)
 		{ "help", no_argument, 0, 'h' },
 		{ 0 },
 	};
-	struct toa_core_config cfg;
-	struct toa_refusal ref[3];
-	struct toa_core *c = NULL;
-	double sweep_every = 0, duration = 0, start, last_sweep;
 	bool accept_set = false;
-	int nref = 0, err, opt;
+	int opt, rc;
 
-	toa_core_config_default(&cfg);
-	cfg.trusted = trusted;
-	setvbuf(stdout, NULL, _IOLBF, 0);
+	memset(o, 0, sizeof(*o));
+	toa_core_config_default(&o->cfg); /* toa-probe's own defaults; the sidecar's come from its config schema */
+	o->cfg.trusted = trusted;
 	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'm':
-			cfg.mode = toa_mode_from_name(optarg);
-			if (cfg.mode < 0) {
-				fprintf(stderr, "toa-probe: --mode: unknown '%s' (allowed: auto, fexit, kretprobe, sockops)\n", optarg);
-				return 2;
-			}
-			break;
-		case 's':
-			cfg.src_module = strstr(optarg, "module") != NULL;
-			cfg.src_packet = strstr(optarg, "packet") != NULL;
-			if (!cfg.src_module && !cfg.src_packet && strcmp(optarg, "none")) {
-				fprintf(stderr, "toa-probe: --toa-sources: '%s' (allowed: module, packet, module,packet, none)\n", optarg);
-				return 2;
-			}
-			break;
-		case 'a':
-			if (!accept_set)
-				cfg.accept_n = 0;
-			accept_set = true;
-			if (parse_list(optarg, add_accept, &cfg))
-				return 2;
-			break;
-		case 't':
-			if (parse_list(optarg, add_trusted, &cfg))
-				return 2;
-			break;
-		case 'S': cfg.parse_syn = false; break;
-		case 'l': cfg.include_loopback = true; break;
-		case 'w': cfg.merge_window_s = strtoul(optarg, NULL, 10); break;
-		case 'k': cfg.merge_max_keys = strtoul(optarg, NULL, 10); break;
-		case 'i': sweep_every = atof(optarg); break;
-		case 'd': duration = atof(optarg); break;
-		case 'g': cfg.cgroup_path = optarg; break;
-		case 'v': log_level = TOA_LOG_DEBUG; break;
-		case 'c': {
-			struct toa_cap_line lines[16];
-			int n = toa_core_capabilities(lines, 16);
-
-			for (int i = 0; i < n; i++)
-				printf("%-12s %-4s %s\n", lines[i].name, lines[i].ok ? "ok" : "no", lines[i].detail);
-			return 0;
-		}
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
-		}
+		rc = apply_option(o, opt, optarg, &accept_set);
+		if (rc)
+			return rc < 0 ? 0 : rc;
 	}
 	if (optind < argc) {
+		fprintf(stderr, "toa-probe: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
 		return 2;
 	}
+	return -1;
+}
 
-	err = toa_core_open(&c, &cfg, on_log, NULL, ref, &nref);
+/* ---- run ---- */
+
+static int print_capabilities(void)
+{
+	struct toa_cap_line lines[16];
+	int n = toa_core_capabilities(lines, 16);
+
+	for (int i = 0; i < n; i++)
+		printf("%-12s %-4s %s\n", lines[i].name, lines[i].ok ? "ok" : "no", lines[i].detail);
+	return n < 0 ? 1 : 0;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Print records until a signal, --duration or a poll failure; returns the exit code. */
+static int read_until_stopped(struct toa_core *c, const struct cli *o)
+{
+	double start = now_s(), last_sweep = start;
+
+	while (!stop_requested) {
+		int err = toa_core_poll(c, 50, print_event, NULL);
+
+		if (err < 0) {
+			fprintf(stderr, "toa-probe: failed to poll events: %s\n", strerror(-err));
+			return 1;
+		}
+		if (o->sweep_every > 0 && now_s() - last_sweep >= o->sweep_every) {
+			toa_core_sweep(c);
+			last_sweep = now_s();
+		}
+		if (o->duration > 0 && now_s() - start >= o->duration)
+			break;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct toa_refusal ref[3];
+	struct toa_core *c = NULL;
+	struct cli o;
+	int nref = 0, err, rc;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	rc = parse_cli(argc, argv, &o);
+	if (rc >= 0)
+		return rc;
+	if (o.capabilities)
+		return print_capabilities();
+	err = toa_core_open(&c, &o.cfg, on_log, NULL, ref, &nref);
 	if (err) {
 		fprintf(stderr, "toa-probe: failed to attach (%s):\n", toa_err_code(err));
 		for (int i = 0; i < nref; i++)
@@ -272,25 +415,12 @@ int main(int argc, char **argv)
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	fprintf(stderr, "toa-probe: ready mode=%s\n", toa_mode_name(toa_core_mode(c)));
-	start = last_sweep = now_s();
-	while (!stop_requested) {
-		err = toa_core_poll(c, 50, print_event, NULL);
-		if (err < 0 && err != -EINTR) {
-			fprintf(stderr, "toa-probe: failed to poll events: %s\n", strerror(-err));
-			break;
-		}
-		if (sweep_every > 0 && now_s() - last_sweep >= sweep_every) {
-			toa_core_sweep(c);
-			last_sweep = now_s();
-		}
-		if (duration > 0 && now_s() - start >= duration)
-			break;
-	}
+	rc = read_until_stopped(c, &o);
 	/* stop: no new records, then flush the merge window and drain */
 	toa_core_detach(c);
 	toa_core_sweep(c);
 	toa_core_consume(c, print_event, NULL);
 	print_stats(c);
 	toa_core_close(c);
-	return 0;
+	return rc;
 }

@@ -4,10 +4,11 @@
 // setpriv as uid 0 with nothing else (bounding set included); without any one of the first three it
 // exits 3 with EPERM naming the capability; once attached it drops what it no longer needs, in
 // every thread (/proc/PID/task/*/status), and keeps working (records, merge sweeps, enrichment).
-import test from 'ava';
 import { readdirSync, readFileSync } from 'node:fs';
-import { requirePrivileged } from '../helpers/privileged.js';
+import { gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
 import { connectionsOf, running, startSidecar, until, withLab } from '../helpers/sidecar.js';
+
+const test = gatedTest(privilegedGate(['setpriv']), nativeGate());
 
 const LOAD = ['bpf', 'perfmon', 'net_admin'];
 const ENRICH = ['sys_ptrace', 'dac_read_search'];
@@ -34,7 +35,6 @@ const args = (lab: { lvsLocal4: string }, cg: string) => [
 ];
 
 test.serial('exactly CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH: attaches, then keeps only CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH in every thread and still delivers every connection', async (t) => {
-  if (!requirePrivileged(t, ['setpriv'])) return;
   const port = 18620;
   await withLab(t, port, async (lab, cg) => {
     const sc = startSidecar(args(lab, cg), port, { wrapper: exactly([...LOAD, ...ENRICH]), env: ENV });
@@ -73,7 +73,6 @@ test.serial('exactly CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_DA
 
 for (const missing of LOAD) {
   test.serial(`without CAP_${missing.toUpperCase()} the sidecar exits 3 with EPERM naming it`, async (t) => {
-    if (!requirePrivileged(t, ['setpriv'])) return;
     const port = 18621;
     await withLab(t, port, async (lab, cg) => {
       const sc = startSidecar(args(lab, cg), port, { wrapper: exactly([...LOAD, ...ENRICH].filter((c) => c !== missing)), env: ENV });
@@ -91,7 +90,6 @@ for (const missing of LOAD) {
 }
 
 test.serial('without CAP_SYS_PTRACE it runs, but cannot name the listener owner (a root process with more capabilities)', async (t) => {
-  if (!requirePrivileged(t, ['setpriv'])) return;
   const port = 18622;
   await withLab(t, port, async (lab, cg) => {
     const sc = startSidecar(args(lab, cg), port, { wrapper: exactly([...LOAD, 'dac_read_search']), env: ENV });
@@ -113,7 +111,6 @@ test.serial('without CAP_SYS_PTRACE it runs, but cannot name the listener owner 
 });
 
 test.serial('probe.dropCapabilities=false keeps the start-up set; without --disable-sigusr1 the inspector thread is reported', async (t) => {
-  if (!requirePrivileged(t, ['setpriv'])) return;
   const port = 18623;
   await withLab(t, port, async (lab, cg) => {
     const keep = startSidecar([...args(lab, cg), '--probe-drop-capabilities', 'false'], port, { wrapper: exactly([...LOAD, ...ENRICH]), env: ENV });

@@ -3,21 +3,14 @@
 // and the real collector: a planned restart (SIGTERM, new process) while the collector is down
 // loses no connection — what was not delivered goes to the spool (export.spoolDir) and the next
 // process sends it first; a SIGKILL loses what was in memory, and the next start counts it.
-import test, { type ExecutionContext } from 'ava';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { collectorTestMode, startCollector, type Collector, type FlatLogRecord } from '../helpers/collector.js';
-import { requirePrivileged } from '../helpers/privileged.js';
+import { startCollector, type Collector, type FlatLogRecord } from '../helpers/collector.js';
+import { collectorGate, gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
 import { running, startSidecar, until, withLab, type Sidecar } from '../helpers/sidecar.js';
 
-const cmode = collectorTestMode();
-function collectorReady(t: ExecutionContext): boolean {
-  if (cmode.mode === 'run') return true;
-  if (cmode.mode === 'fail') t.fail(`${cmode.reason} (required: TOA_OTEL_REQUIRE_COLLECTOR=1)`);
-  else t.log(`SKIPPED: ${cmode.reason}`), t.pass();
-  return false;
-}
+const test = gatedTest(privilegedGate(), nativeGate(), collectorGate());
 
 const PORT = 18630;
 const ofPort = (rs: FlatLogRecord[]) => rs.filter((r) => r.attributes['network.local.port'] === PORT);
@@ -25,7 +18,6 @@ const connections = (rs: FlatLogRecord[]) => ofPort(rs).reduce((n, r) => n + 1 +
 const status = (sc: Sidecar) => sc.logs().filter((l) => l.msg === 'status').at(-1) ?? {};
 
 test.serial('restart with the collector down: connections made before, during and after = records delivered; SIGKILL is counted at the next start', async (t) => {
-  if (!requirePrivileged(t) || !collectorReady(t)) return;
   const collector: Collector = await startCollector(t, { name: 'restart-spool' });
   const spool = mkdtempSync(join(tmpdir(), 'toa-otel-spool-'));
   t.teardown(() => rmSync(spool, { recursive: true, force: true }));
@@ -63,7 +55,7 @@ test.serial('restart with the collector down: connections made before, during an
       t.is(stopped.lostAtShutdown, 0);
       t.true(Number(stopped.spooled) > 0, JSON.stringify(stopped));
       t.truthy(a.log('records spooled to disk for the next start'));
-      t.log(`run 1 stopped: emitted ${stopped.emitted}, exported ${stopped.exported}, spooled ${stopped.spooled}, connections ${stopped.connections}`);
+      t.log(`run 1 stopped: emitted ${String(stopped.emitted)}, exported ${String(stopped.exported)}, spooled ${String(stopped.spooled)}, connections ${String(stopped.connections)}`);
       t.is(Number(stopped.exported) + Number(stopped.spooled), Number(stopped.emitted));
     } finally {
       if (a.child.exitCode === null) a.child.kill('SIGKILL');

@@ -2,14 +2,14 @@
 // A collector that throttles (429) or is unavailable (503) for several seconds, with the real
 // sidecar, the real probe and lab connections: everything made arrives once it answers 200 again,
 // nothing is counted as lost, exit 0.
-import test from 'ava';
 import { OtlpReceiver } from '../helpers/otlp-receiver.js';
-import { requirePrivileged } from '../helpers/privileged.js';
+import { gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
 import { running, startSidecar, until, withLab } from '../helpers/sidecar.js';
+
+const test = gatedTest(privilegedGate(), nativeGate());
 
 for (const status of [429, 503]) {
   test.serial(`${status} for 6 s: every connection arrives afterwards, none lost, exit 0`, async (t) => {
-    if (!requirePrivileged(t)) return;
     const port = status === 429 ? 18640 : 18641;
     const rx = await new OtlpReceiver().start();
     t.teardown(() => rx.stop());
@@ -36,7 +36,7 @@ for (const status of [429, 503]) {
         t.is(stopped.lostAtShutdown, 0);
         t.is(stopped.exportFailed, 0);
         t.true(refused > 0, 'the receiver did refuse');
-        t.log(`${status}: ${refused} requests refused; made 500, delivered ${ours()}, retried ${stopped.retried}, lost 0, exit 0`);
+        t.log(`${status}: ${refused} requests refused; made 500, delivered ${ours()}, retried ${String(stopped.retried)}, lost 0, exit 0`);
       } finally {
         if (sc.child.exitCode === null) sc.child.kill('SIGKILL');
       }

@@ -45,11 +45,11 @@ export function startSidecar(args: string[], port: number, o: SidecarOptions = {
       }
     });
   };
-  lines(child.stdout!, (r) => {
+  lines(child.stdout, (r) => {
     if ((r.attributes as Record<string, unknown>)?.['network.local.port'] === port) records.push(r);
   });
-  lines(child.stderr!, (l) => logs.push(l));
-  child.stderr!.on('error', () => {});
+  lines(child.stderr, (l) => logs.push(l));
+  child.stderr.on('error', () => {});
   const exit = new Promise<number | null>((r) => child.once('close', (c) => r(c)));
   return { child, records: () => records, logs: () => logs, log: (msg) => logs.find((l) => l.msg === msg), exit };
 }

@@ -13,7 +13,7 @@
 # Everything built lives in .cache/install/ (ignored by git); kernels come from .cache/kernels/.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-HERE=$ROOT/test/install
+GUEST_FILES=$ROOT/test/install/guest
 WORK=$ROOT/.cache/install
 TIMEOUT=${TOA_INSTALL_TIMEOUT:-420}
 
@@ -66,11 +66,11 @@ log "installed: $(grep -c '^Setting up' "$WORK/apt-install.log") packages set up
 
 # test payload (not part of the product): collector, TOA writer, test server/client, veth module
 install -D -m 755 "$COLLECTOR" "$ROOTFS/usr/local/bin/otelcol-toa"
-install -D -m 644 "$HERE/guest/otelcol.yaml" "$ROOTFS/etc/otelcol-test.yaml"
-install -D -m 644 "$HERE/guest/otelcol-test.service" "$ROOTFS/etc/systemd/system/otelcol-test.service"
-install -D -m 644 "$HERE/guest/toa-install-check.service" "$ROOTFS/etc/systemd/system/toa-install-check.service"
-install -D -m 644 "$HERE/guest/check.sh" "$ROOTFS/usr/local/lib/toa-install/check.sh"
-install -D -m 644 "$HERE/guest/verify-records.mjs" "$ROOTFS/usr/local/lib/toa-install/verify-records.mjs"
+install -D -m 644 "$GUEST_FILES/otelcol.yaml" "$ROOTFS/etc/otelcol-test.yaml"
+install -D -m 644 "$GUEST_FILES/otelcol-test.service" "$ROOTFS/etc/systemd/system/otelcol-test.service"
+install -D -m 644 "$GUEST_FILES/toa-install-check.service" "$ROOTFS/etc/systemd/system/toa-install-check.service"
+install -D -m 644 "$GUEST_FILES/check.sh" "$ROOTFS/usr/local/lib/toa-install/check.sh"
+install -D -m 644 "$GUEST_FILES/verify-records.mjs" "$ROOTFS/usr/local/lib/toa-install/verify-records.mjs"
 install -D -m 644 "$CACHE/$KVER/veth.ko" "$ROOTFS/usr/local/lib/toa-install/veth.ko"
 install -m 755 "$CACHE/guest/kt" "$ROOTFS/usr/local/bin/tsrv"
 install -m 755 "$CACHE/guest/kt" "$ROOTFS/usr/local/bin/tcli"
@@ -102,7 +102,7 @@ grep -q '^GUEST done' "$WORK/results" || log "the guest did not finish (console:
 EXPECTED="install/package install/no-compiler install/cli-version install/doctor install/doctor-fexit
 install/unit-verify install/enable install/running install/mode-fexit install/capabilities install/bundled-node
 install/net-setup install/connections install/stop-exit-0 install/stop-within-timeout
-install/no-programs-after-stop install/final-summary install/records"
+install/no-programs-after-stop install/final-summary install/records install/self-metrics"
 bad=0 npass=0 nfail=0
 echo
 echo "Install test: $(basename "$DEB") on Debian bookworm + $KVER (QEMU TCG, systemd)"
@@ -110,7 +110,7 @@ grep '^GUEST' "$WORK/results" | sed 's/^GUEST /  /'
 for name in $EXPECTED; do
 	if grep -qxF "PASS $name" "$WORK/results"; then printf '  %-34s pass\n' "$name"; npass=$((npass + 1))
 	else
-		reason=$(grep "^FAIL $name:" "$WORK/results" | head -n 1 | cut -d: -f2-)
+		reason=$(grep "^FAIL $name:" "$WORK/results" | head -n 1 | cut -d: -f2- || true)
 		printf '  %-34s FAIL%s\n' "$name" "${reason:- (missing)}"; bad=1; nfail=$((nfail + 1))
 	fi
 done

@@ -171,7 +171,7 @@ find_probe() {
 		log "building static toa-probe (cmake -DTOA_STATIC=ON in build/kernels-static)"
 		PROBE=$ROOT/build/kernels-static/toa-probe
 		{ cmake -S "$ROOT" -B "$ROOT/build/kernels-static" -DTOA_STATIC=ON -DCMAKE_BUILD_TYPE=Release &&
-			cmake --build "$ROOT/build/kernels-static" --target toa-probe -j2; } > "$CACHE/probe-build.log" 2>&1 ||
+			cmake --build "$ROOT/build/kernels-static" --target toa-probe toa-merge-hammer -j2; } > "$CACHE/probe-build.log" 2>&1 ||
 			{ tail -n 30 "$CACHE/probe-build.log" >&2; die "static toa-probe build failed (log: $CACHE/probe-build.log)"; }
 	fi
 	[ -x "$PROBE" ] || die "no static toa-probe at $PROBE: build it with cmake -DTOA_STATIC=ON (or set TOA_PROBE_STATIC, or TOA_KERNELS_SMOKE_ONLY=1 for kernel/module checks only)"
@@ -190,6 +190,8 @@ build_initramfs() { # -> $CACHE/$KVER/initramfs.cpio.gz
 	cp "$CACHE/$KVER/kmod/toa_test.ko" "$CACHE/$KVER/veth.ko" "$s/lib/modules/"
 	if [ -n "$PROBE" ]; then
 		cp "$PROBE" "$s/bin/toa-probe"
+		# the merge-claim race tool, built next to toa-probe (absent: its checks fail saying so)
+		[ -x "$(dirname "$PROBE")/toa-merge-hammer" ] && cp "$(dirname "$PROBE")/toa-merge-hammer" "$s/bin/"
 		cp "$HERE/guest/checks-probe.sh" "$s/checks-probe.sh"
 	fi
 	(cd "$s" && find . | cpio -o -H newc --quiet | gzip -1) > "$CACHE/$KVER/initramfs.cpio.gz"

@@ -32,7 +32,7 @@ function record(i: number): ReadableLogRecord {
     resource,
     instrumentationScope: scope,
     spanContext: undefined,
-  } as ReadableLogRecord;
+  };
 }
 
 test('records survive a spool round trip: times, severity, event name, attributes, resource, scope', (t) => {

@@ -16,12 +16,14 @@ check() { _n=$1 _r=$2; shift 2; if "$@"; then pass "$_n"; else fail "$_n" "$_r";
 # wait_for SECONDS CMD...: retries CMD every 0.2 s
 wait_for() { _t=$(( $1 * 5 )); shift; while [ $_t -gt 0 ]; do "$@" && return 0; sleep 0.2; _t=$((_t - 1)); done; return 1; }
 journal() { journalctl -q -u toa-otel -o cat --no-pager 2>/dev/null; }
-prog_ids() { bpftool prog show 2>/dev/null | awk -F: '/^[0-9]+:/ {print $1}' | sort; }
+# loaded BPF programs as ID:TYPE:NAME, without systemd's own (sd_*: device policy, IP accounting
+# of units started meanwhile, released when their cgroup goes away)
+prog_ids() { bpftool prog show 2>/dev/null | awk '/^[0-9]+:/ {id=$1; sub(":", "", id); n=""; for (i = 3; i <= NF; i++) if ($i == "name") n=$(i+1); if (n !~ /^sd_/) print id ":" $2 ":" n}' | sort; }
 
 echo "GUEST kernel $(uname -r), systemd $(systemctl --version | awk 'NR==1 {print $2}')"
 
 # ---- the package ----
-check install/package "toa-otel not installed as a package" dpkg-query -W -f='${Status}' toa-otel
+check install/package "toa-otel not installed as a package" sh -c "dpkg-query -W -f='\${Status}' toa-otel | grep -q 'install ok installed'"
 check install/no-compiler "a compiler is present in the guest" sh -c '! command -v cc && ! command -v gcc && ! command -v clang'
 check install/cli-version "toa-otel --version failed" sh -c 'toa-otel --version | grep -qx "'"$TOA_VERSION"'"'
 check install/doctor "toa-otel doctor reports no working mode" sh -c 'toa-otel doctor > /tmp/doctor.txt 2>&1'
@@ -67,6 +69,8 @@ setup_net() {
 check install/net-setup "veth/netns/writer setup failed" setup_net
 ip netns exec srv tsrv $SRV4 $PORT $N > /tmp/srv.out 2>&1 &
 SRV=$!
+wait_for 10 grep -q '^listening pid' /tmp/srv.out
+SRV_PID=$(awk '/^listening pid/ {print $3}' /tmp/srv.out)
 sleep 0.5
 sh -c "echo \$\$ > $CG/cgroup.procs && exec ip netns exec cli tcli $SRV4 $PORT $N" > /tmp/cli.out 2>&1
 wait $SRV
@@ -85,13 +89,15 @@ printf '%s\n' $BASE > /tmp/b; printf '%s\n' $RUNNING > /tmp/r; comm -13 /tmp/b /
 NOW=$(prog_ids)
 STILL=$(printf '%s\n' $NOW | grep -xF -f /tmp/ours || true)
 [ -s /tmp/ours ] && [ -z "$STILL" ] && pass install/no-programs-after-stop ||
-	fail install/no-programs-after-stop "programs of the sidecar: $(tr '\n' ' ' < /tmp/ours); still loaded: $STILL"
+	fail install/no-programs-after-stop "programs of the sidecar: $(tr '\n' ' ' < /tmp/ours); still loaded: $(echo $STILL)"
 journal | grep -q '"msg":"stopped"' && pass install/final-summary || fail install/final-summary "no stopped line"
 
 # ---- the records reached the collector ----
 sleep 1
-$NODE /usr/local/lib/toa-install/verify-records.mjs "$OUT" $PORT $N > /tmp/verify.txt 2>&1 &&
+$NODE /usr/local/lib/toa-install/verify-records.mjs "$OUT" $PORT $N "$SRV_PID" /var/lib/otelcol-test/metrics.jsonl > /tmp/verify.txt 2>&1 &&
 	pass install/records || fail install/records "$(tr '\n' ' ' < /tmp/verify.txt)"
 cat /tmp/verify.txt | sed 's/^/GUEST /'
+grep -q 'toa_otel.records.emitted' /var/lib/otelcol-test/metrics.jsonl 2>/dev/null && pass install/self-metrics ||
+	fail install/self-metrics "no toa_otel.records.emitted metric at the collector"
 journal | grep -E '"level":"(warn|error)"' | head -n 5 | sed 's/^/GUEST journal: /'
 echo "GUEST done"

@@ -42,6 +42,8 @@
 # expect sockops/packet/ipv4
 # expect sockops/packet/ipv6
 # expect auto/-/picks-fexit
+# expect merge-claim/xchg/invariant
+# expect merge-claim/lock/invariant
 
 N=5 # TOA connections per family and run
 
@@ -278,3 +280,17 @@ if probe_start auto; then
 else
 	fail auto/-/picks-fexit "probe did not start: $(tr '\n' ' ' < $W.err)"
 fi
+
+# ---- merge window claim: both variants load on this kernel and count every connection once ----
+# (toa-merge-hammer: report() for one key on every CPU while a sweep runs; see test/kernel/merge-claim.test.ts)
+for claim in xchg lock; do
+	if ! command -v toa-merge-hammer >/dev/null; then
+		fail merge-claim/$claim/invariant "toa-merge-hammer is not in the initramfs"
+		continue
+	fi
+	out=$(toa-merge-hammer --claim $claim --runs 300 2>&1)
+	val() { echo "$out" | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
+	calls=$(val calls) conns=$(val connections) rep=$(val represented) lost=$(val lost_connections) maxs=$(val max_suppressed)
+	check merge-claim/$claim/invariant "calls=$calls connections=$conns represented=$rep lost=$lost max_suppressed=$maxs ($out)" \
+		[ -n "$calls" -a "$conns" = "$calls" -a "$(( ${rep:-0} + ${lost:-0} ))" = "$calls" -a "${maxs:-0}" -lt "${calls:-0}" ]
+done

@@ -1,0 +1,241 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The record path shared by the probe object (toa.bpf.c) and the benchmark/test
+ * object (toa_bench.bpf.c): knobs, the event buffer, counters, trust, the merge
+ * window (report) and its sweep. The includer provides vmlinux types and libbpf
+ * headers first.
+ */
+#ifndef TOA_REPORT_BPF_H
+#define TOA_REPORT_BPF_H
+
+#include "toa_event.h"
+#include "compat.bpf.h"
+
+#ifndef NSEC_PER_SEC
+#define NSEC_PER_SEC 1000000000ULL
+#endif
+
+/* ---- knobs of the record path (rodata, set by user space before load) ---- */
+const volatile __u8 cfg_mode = TOA_MODE_SOCKOPS;    /* enum toa_probe_mode */
+const volatile bool cfg_trust_all = true;           /* no trusted ranges configured */
+const volatile bool cfg_use_ringbuf = true;         /* false: perf buffer fallback */
+const volatile __u64 cfg_merge_window_ns = 10 * NSEC_PER_SEC; /* 0 = no merging */
+const volatile __u64 cfg_wakeup_bytes = 256 * 1024; /* wake the reader past this fill level */
+
+/* ---- maps ---- */
+
+/* Records to user space. Inserted here, consumed by the C core's reader thread.
+ * User space turns it into a PERF_EVENT_ARRAY on kernels without ring buffers. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} events SEC(".maps");
+
+struct toa_counters {
+	__u64 c[TOA_CNT_MAX]; /* index enum toa_counter */
+};
+
+/* Per-CPU counters: one entry whose value holds them all, so a program run looks
+ * them up once. Written here, summed over CPUs by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct toa_counters);
+} counters SEC(".maps");
+
+struct merge_val {
+	__u64 last_report_ns; /* when the last record of this key was written */
+	__u64 last_seen_ns;   /* when the latest merged connection was seen */
+	__u64 pending;        /* connections merged since then (atomic add; taken by merge_claim) */
+	/* The record that opened the window: a sweep reports its addresses and process
+	 * with the time of the latest merged connection. Written only when a record is
+	 * written, so a merged connection touches one cache line (pending, last_seen_ns):
+	 * copying the whole event per merged connection doubled the per-connection cost
+	 * once the keys no longer fit in the cache. */
+	struct toa_event first;
+};
+
+/* Merge window. Inserted by report() on a key's first connection, updated on every
+ * connection, reset by the sweep; entries leave by LRU eviction only (an evicted key
+ * with pending > 0 would lose counts, so size it above the distinct keys per window). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct toa_merge_key);
+	__type(value, struct merge_val);
+} merge SEC(".maps");
+
+/* Trusted load-balancer ranges (IPv4 stored v4-mapped). Filled by user space from
+ * config before attach; read-only here. Empty list => cfg_trust_all. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__type(key, struct toa_trust_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} trusted SEC(".maps");
+
+/* ---- small helpers ---- */
+
+static __always_inline struct toa_counters *counters_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&counters, &zero);
+}
+
+/* every function that counts takes `struct toa_counters *cnt` (per-CPU slot: no atomics) */
+#define count(idx, n)                       \
+	do {                                \
+		if (cnt)                    \
+			cnt->c[idx] += (n); \
+	} while (0)
+
+static __always_inline bool peer_trusted(const struct toa_event *ev)
+{
+	struct toa_trust_key k = {};
+
+	if (cfg_trust_all)
+		return true;
+	if (ev->family == TOA_FAMILY_IPV4) {
+		k.prefixlen = 128;
+		k.addr[10] = 0xff;
+		k.addr[11] = 0xff;
+		__builtin_memcpy(&k.addr[12], ev->peer_addr, 4);
+	} else {
+		k.prefixlen = 128;
+		__builtin_memcpy(k.addr, ev->peer_addr, 16);
+	}
+	return bpf_map_lookup_elem(&trusted, &k) != NULL;
+}
+
+static __always_inline void emit(struct toa_counters *cnt, void *ctx, struct toa_event *ev)
+{
+	long err;
+
+	if (cfg_use_ringbuf) {
+		/* A wakeup per record costs ~6 us in a VM (docs/kernel.md): wake the reader
+		 * only past a fill level; it also drains on a short timer. */
+		__u64 flags = BPF_RB_NO_WAKEUP;
+
+		if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes)
+			flags = BPF_RB_FORCE_WAKEUP;
+		err = bpf_ringbuf_output(&events, ev, sizeof(*ev), flags);
+	} else {
+		err = bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, ev, sizeof(*ev));
+	}
+	if (err) {
+		count(TOA_CNT_LOST, 1);
+		count(TOA_CNT_LOST_CONNECTIONS, 1 + (__u64)ev->suppressed);
+	} else {
+		count(TOA_CNT_EVENTS, 1);
+	}
+}
+
+/*
+ * Finish an accept event: trust, merge window, output. The merge key holds the
+ * client as it will be reported (trusted TOA, else the peer), so records of one key
+ * share their client.address; the peer is not in the key when a TOA is present.
+ */
+static __always_inline void report(struct toa_counters *cnt, void *ctx, struct toa_event *ev, __u64 start_ns)
+{
+	struct toa_merge_key key = {};
+	struct merge_val *v;
+
+	count(TOA_CNT_CONNECTIONS, 1);
+	ev->type = TOA_EVENT_ACCEPT;
+	ev->since_last_s = TOA_SINCE_LAST_NONE;
+	if (ev->toa_source != TOA_SOURCE_NONE) {
+		count(TOA_CNT_TOA_SEEN, 1);
+		ev->toa_trusted = peer_trusted(ev);
+		if (!ev->toa_trusted)
+			count(TOA_CNT_TOA_UNTRUSTED, 1);
+	}
+	ev->probe_ns = bpf_ktime_get_boot_ns() - start_ns; /* start_ns is also the record's timestamp */
+
+	if (!cfg_merge_window_ns) {
+		emit(cnt, ctx, ev);
+		return;
+	}
+	key.family = ev->family;
+	key.local_port = ev->local_port;
+	__builtin_memcpy(key.local_addr, ev->local_addr, 16);
+	if (ev->toa_source != TOA_SOURCE_NONE && ev->toa_trusted) {
+		/* 1 = IPv4 client, 2 = IPv6 client (may differ from the socket: NAT64) */
+		key.toa_present = (ev->flags & TOA_FLAG_TOA_V6) ? 2 : 1;
+		__builtin_memcpy(key.client_addr, ev->toa_addr, 16);
+	} else {
+		__builtin_memcpy(key.client_addr, ev->peer_addr, 16);
+	}
+
+	v = bpf_map_lookup_elem(&merge, &key);
+	if (!v) {
+		struct merge_val nv = {};
+
+		/* first of its key: BPF_NOEXIST, so a CPU that loses the race to insert
+		 * merges into the winner's entry instead of replacing it (and the counts
+		 * other CPUs already added to it) */
+		nv.last_report_ns = ev->ts_boot_ns;
+		__builtin_memcpy(&nv.first, ev, sizeof(*ev));
+		if (!bpf_map_update_elem(&merge, &key, &nv, BPF_NOEXIST)) {
+			emit(cnt, ctx, ev);
+			return;
+		}
+		v = bpf_map_lookup_elem(&merge, &key);
+	}
+	if (v) {
+		__u64 now = ev->ts_boot_ns, last = v->last_report_ns;
+
+		/* now < last: another CPU reported this key with a later clock read */
+		if (now - last < cfg_merge_window_ns || now < last) {
+			v->last_seen_ns = now;
+			__sync_fetch_and_add(&v->pending, 1);
+			count(TOA_CNT_MERGED, 1);
+			return;
+		}
+		/* past the window: this record takes what was merged (another CPU may take
+		 * it first: then this record stands for itself only) */
+		ev->suppressed = merge_claim(&key, &v->pending);
+		ev->since_last_s = (now - last) / NSEC_PER_SEC;
+		v->last_report_ns = now;
+		__builtin_memcpy(&v->first, ev, sizeof(*ev));
+	}
+	emit(cnt, ctx, ev); /* v == NULL: evicted right after the insert failed, a record of its own */
+}
+
+/* ---- sweep: report merged connections that are still pending (bpf_for_each_map_elem callback) ---- */
+
+struct sweep_ctx {
+	void *ctx;
+	struct toa_counters *cnt;
+	__u64 now;
+	__u32 written;
+};
+
+static long sweep_one(void *map, struct toa_merge_key *key, struct merge_val *v,
+		      struct sweep_ctx *sc)
+{
+	struct toa_counters *cnt = sc->cnt;
+	struct toa_event ev;
+	__u64 n;
+
+	if (!v->pending)
+		return 0; /* the common case: no claim (no atomic, no lock) */
+	n = merge_claim(key, &v->pending);
+	if (!n)
+		return 0; /* an accept on another CPU took it for its record */
+	__builtin_memcpy(&ev, &v->first, sizeof(ev));
+	/* the record stands for the latest merged connection plus n - 1 others */
+	ev.type = TOA_EVENT_SWEEP;
+	ev.ts_boot_ns = v->last_seen_ns;
+	ev.suppressed = n - 1;
+	ev.since_last_s = (sc->now - v->last_report_ns) / NSEC_PER_SEC;
+	v->last_report_ns = sc->now;
+	emit(sc->cnt, sc->ctx, &ev);
+	count(TOA_CNT_SWEPT, 1);
+	sc->written++;
+	return 0;
+}
+
+#endif
