@@ -323,15 +323,17 @@ export class Pipeline {
 
   /** The retrying exporter's spill at shutdown: records into a new spool file, up to export.spoolMaxBytes. */
   private spillToDisk(records: ReadableLogRecord[]): number {
+    const spool = this.spool;
+    if (!spool) return 0; // closed already: counted as lost by the caller
     try {
-      const r = this.spool!.write(records, new Set(this.spoolPending.keys()));
+      const r = spool.write(records, new Set(this.spoolPending.keys()));
       if (r.written > 0) this.log.info('records spooled to disk for the next start', { records: r.written, bytes: r.bytes, file: r.path });
       if (r.written < records.length) {
-        this.log.error('spool full: records lost at shutdown', { records: records.length - r.written, key: 'export.spoolMaxBytes', maxBytes: this.spool!.maxBytes });
+        this.log.error('spool full: records lost at shutdown', { records: records.length - r.written, key: 'export.spoolMaxBytes', maxBytes: spool.maxBytes });
       }
       return r.written;
     } catch (e) {
-      this.log.error('cannot write the spool: records lost at shutdown', { records: records.length, dir: this.spool!.dir, err: e as Error });
+      this.log.error('cannot write the spool: records lost at shutdown', { records: records.length, dir: spool.dir, err: e as Error });
       return 0;
     }
   }
