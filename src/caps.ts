@@ -1,6 +1,6 @@
 // Least privilege after attach: loading and attaching the probe needs CAP_BPF, CAP_PERFMON and
 // CAP_NET_ADMIN (README "Least privilege"); once it runs, the sidecar keeps only what it still
-// uses — CAP_BPF only where the kernel gates bpf() on held fds (before 6.5, measured at run time by
+// uses — CAP_BPF only where the kernel gates bpf() on held fds (before 5.19, measured at run time by
 // the addon), CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH only for the /proc lookups of enrichment —
 // and drops the rest from every thread (native/core/toa_caps.c).
 import { readFileSync } from 'node:fs';
@@ -37,7 +37,7 @@ export function capNames(mask: number): string[] {
  * What the running sidecar still needs (pure):
  * - bpf() on its map and program fds (ring buffer is mmap'd; map reads for stats, BPF_PROG_TEST_RUN
  *   for the sweep): CAP_BPF only when the kernel gates every bpf() command (`bpfGate`, kernels before
- *   6.5 with kernel.unprivileged_bpf_disabled), CAP_SYS_ADMIN instead on kernels without CAP_BPF;
+ *   5.19 with kernel.unprivileged_bpf_disabled), CAP_SYS_ADMIN instead on kernels without CAP_BPF;
  * - enrichment: /proc/PID/exe, /proc/PID/fd and /proc/PID/net of other processes need
  *   CAP_SYS_PTRACE (ptrace read access to processes with more capabilities) and
  *   CAP_DAC_READ_SEARCH (/proc/PID/fd of other users).

@@ -10,7 +10,7 @@ Napi::Value EffectiveCaps(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(toa_caps_effective()));
 }
 
-// true when bpf() on held fds still needs CAP_BPF here (sys_bpf's global gate before 6.5)
+// true when bpf() on held fds still needs CAP_BPF here (sys_bpf's global gate before 5.19)
 Napi::Value BpfFdOpsNeedCap(const Napi::CallbackInfo& info) {
   int r = toa_caps_bpf_fd_ops_need_cap();
   if (r < 0) {

@@ -14,7 +14,7 @@ uint64_t toa_caps_effective(void);
 
 /*
  * Whether bpf() commands on file descriptors the process already holds (map lookups, prog test
- * runs, object info) still need CAP_BPF on this kernel: before 6.5 sys_bpf() refused every command
+ * runs, object info) still need CAP_BPF on this kernel: before 5.19 sys_bpf() refused every command
  * without it when kernel.unprivileged_bpf_disabled is set. Measured, not guessed: CAP_BPF (and
  * CAP_SYS_ADMIN) are lowered from this thread's effective set, a lookup on fd -1 is issued (EPERM =
  * the global gate, EBADF = no gate), and the effective set is restored.
