@@ -44,6 +44,8 @@ export const defaultProbeOptions: NativeProbeOptions = {
   pollIntervalMs: 20,
   batchMaxEvents: 4096,
   cgroupPath: '',
+  rewritePeer: false,
+  rewritePorts: [],
 };
 
 export interface RunningProbe {

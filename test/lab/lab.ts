@@ -118,7 +118,7 @@ export interface LabServer {
   bind: string;
   pid: number;
   /** accepted connections as the RS saw them (peer = LVS local address behind FullNAT) */
-  accepts: { peer: string; local: string }[];
+  accepts: { peer: string; getpeername: string; local: string }[];
   /** SIGTERM, wait for exit (so the port is free), return the summary */
   stop(): Promise<ServerSummary>;
 }
@@ -473,7 +473,7 @@ export class Lab {
     const cmd = opts.cgroup ? ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', opts.cgroup, ...argv] : argv;
     const p = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     this.procs.add(p);
-    const accepts: { peer: string; local: string }[] = [];
+    const accepts: { peer: string; getpeername: string; local: string }[] = [];
     let summary: ServerSummary | undefined;
     let stderr = '';
     let buf = '';
@@ -488,7 +488,7 @@ export class Lab {
         buf = buf.slice(i + 1);
         if (line === 'READY') readyResolve();
         else if (line.startsWith('{')) {
-          const j = JSON.parse(line) as { accept?: { peer: string; local: string }; server?: ServerSummary };
+          const j = JSON.parse(line) as { accept?: { peer: string; getpeername: string; local: string }; server?: ServerSummary };
           if (j.accept) accepts.push(j.accept);
           if (j.server) summary = j.server;
         }

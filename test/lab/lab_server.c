@@ -8,7 +8,9 @@
  * Listens ([::]:PORT is dual-stack unless --v6only 1), prints READY on stdout
  * once listening, accepts in an epoll loop; echo mode reads one byte, writes it
  * back and closes; accept mode closes right after accept. --log-accepts prints
- * {"accept":{"peer":"ip:port","local":"ip:port"}} per connection. On SIGTERM /
+ * {"accept":{"peer":"ip:port","getpeername":"ip:port","local":"ip:port"}} per
+ * connection: peer is the address accept4() returned, getpeername what a later
+ * getpeername() call returns (both pass the kernel's getpeername hooks). On SIGTERM /
  * SIGINT (or after --max-seconds, default 600, a safety bound) it prints
  * {"server":{"accepted":..,"echoed":..,"closed_early":..,"timeouts":..}} and exits 0.
  */
@@ -165,8 +167,8 @@ int main(int argc, char **argv)
 
 			if (fd == lfd) {
 				for (;;) {
-					struct sockaddr_storage peer, local;
-					socklen_t pl = sizeof(peer), ll = sizeof(local);
+					struct sockaddr_storage peer, local, gpn;
+					socklen_t pl = sizeof(peer), ll = sizeof(local), gl = sizeof(gpn);
 					int c = accept4(lfd, (struct sockaddr *)&peer, &pl,
 							SOCK_NONBLOCK | SOCK_CLOEXEC);
 
@@ -174,12 +176,16 @@ int main(int argc, char **argv)
 						break;
 					accepted++;
 					if (log_accepts) {
-						char p[80], l[80];
+						char p[80], l[80], g[80];
 
 						getsockname(c, (struct sockaddr *)&local, &ll);
+						if (getpeername(c, (struct sockaddr *)&gpn, &gl))
+							gpn.ss_family = AF_UNSPEC;
 						fmt_addr(&peer, p, sizeof(p));
 						fmt_addr(&local, l, sizeof(l));
-						printf("{\"accept\":{\"peer\":\"%s\",\"local\":\"%s\"}}\n", p, l);
+						fmt_addr(&gpn, g, sizeof(g));
+						printf("{\"accept\":{\"peer\":\"%s\",\"getpeername\":\"%s\",\"local\":\"%s\"}}\n",
+						       p, g, l);
 					}
 					if (!echo || c >= MAX_FD) {
 						close(c);

@@ -1,0 +1,321 @@
+// SPDX-License-Identifier: Apache-2.0
+// toa.rewritePeer in the real kernel with real TOA packets through the FullNAT lab:
+// applications in the RS namespace (lab-server in C: accept4() and getpeername();
+// a Python socket.accept()) see the trusted TOA client with the mode on, and the
+// balancer with the mode off, for an untrusted peer, a malformed option, a port
+// out of scope or an IPv6 TOA on an AF_INET socket. The echo byte coming back to
+// the client shows that replies still go through the balancer. The last test kills
+// the real sidecar with SIGKILL and checks that the rewrite is gone at once.
+import test from 'ava';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { mkdirSync, rmdirSync } from 'node:fs';
+import { cgroup2Mount, createLab, type Lab } from '../lab/lab.js';
+import { requirePrivileged } from '../helpers/privileged.js';
+import { startProbe, type RunningProbe } from '../helpers/probe.js';
+import type { NativeStats } from '../../src/native-types.js';
+
+let lab: Lab | undefined;
+let nextPort = 18700;
+const port = () => nextPort++;
+
+/** The balancers of the lab (its SNAT addresses), trusted for the rewrite. */
+const TRUSTED = ['198.18.2.0/24', '2001:2:0:2::/64'];
+
+/** The scope of every test here: servers start in this cgroup and the probe attaches to it,
+ * so applications of other tests running on the host are never rewritten. */
+let CG = '';
+
+test.before(async () => {
+  if (process.getuid?.() !== 0) return;
+  lab = await createLab();
+  CG = `${cgroup2Mount()}/toa-rewrite-test-${process.pid}`;
+  mkdirSync(CG);
+});
+
+test.after.always(async () => {
+  await lab?.teardown();
+  if (CG) rmdirSync(CG);
+});
+
+function ready(t: Parameters<typeof requirePrivileged>[0]): boolean {
+  if (!requirePrivileged(t)) return false;
+  if (!lab) {
+    t.fail('lab was not created');
+    return false;
+  }
+  return true;
+}
+
+const hostOf = (ipPort: string) => ipPort.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+
+interface Seen {
+  /** accept4() address, getpeername() address, as lab-server printed them */
+  accepts: { peer: string; getpeername: string; local: string }[];
+  /** the client's own address:port of each connection */
+  clients: string[];
+  ok: number;
+  stats: NativeStats;
+  rewrittenFlags: boolean[];
+}
+
+/** Probe (rewritePeer on unless overridden) + lab-server on a fresh port + `count` connections. */
+async function run(
+  opts: Parameters<typeof startProbe>[0],
+  conn: Omit<Parameters<Lab['connect']>[0], 'vipPort'>,
+  server: { bind?: string; v6only?: boolean; cgroup?: string } = {},
+): Promise<Seen> {
+  const p = port();
+  const probe: RunningProbe = startProbe({ mergeWindowSec: 0, trustedPeers: TRUSTED, rewritePeer: true, cgroupPath: CG, ...opts });
+  let accepts: Seen['accepts'] = [];
+  let clients: string[] = [];
+  let ok = 0;
+  try {
+    const srv = await lab!.startServer({ port: p, cgroup: CG, ...server });
+    try {
+      const r = await lab!.connect({ vipPort: p, ...conn });
+      ok = r.client.ok;
+      clients = r.conns.map((c) => c.local);
+      await new Promise((res) => setTimeout(res, 150)); // records leave on the reader's poll timer
+    } finally {
+      await srv.stop();
+    }
+    accepts = srv.accepts;
+  } finally {
+    await probe.stop();
+  }
+  const stats = await probe.stop();
+  return { accepts, clients, ok, stats, rewrittenFlags: probe.eventsFor(p).map((e) => e.rewritten) };
+}
+
+test.serial('IPv4: accept4() and getpeername() return the TOA client; the echo reply reaches the client', async (t) => {
+  if (!ready(t)) return;
+  const s = await run({}, { count: 3, toa: { mode: 'real', place: 'ack' } });
+  t.is(s.ok, 3, 'every echo came back: replies still go through the balancer');
+  t.is(s.accepts.length, 3);
+  t.deepEqual(s.accepts.map((a) => a.peer).sort(), [...s.clients].sort(), 'accept4() address = the client (address and port)');
+  t.deepEqual(s.accepts.map((a) => a.getpeername).sort(), [...s.clients].sort(), 'getpeername() = the client');
+  t.is(s.stats.counters['rewritten'], 3);
+  t.deepEqual(s.rewrittenFlags, [true, true, true], 'records carry the rewritten flag');
+});
+
+test.serial('mode off: the application sees the balancer', async (t) => {
+  if (!ready(t)) return;
+  const s = await run({ rewritePeer: false }, { toa: { mode: 'real' } });
+  t.is(s.ok, 1);
+  t.is(hostOf(s.accepts[0]!.peer), lab!.lvsLocal4);
+  t.is(hostOf(s.accepts[0]!.getpeername), lab!.lvsLocal4);
+  t.is(s.stats.counters['rewritten'], 0);
+  t.deepEqual(s.rewrittenFlags, [false]);
+});
+
+test.serial('untrusted peer: the TOA is not used, the application sees the balancer', async (t) => {
+  if (!ready(t)) return;
+  const s = await run({ trustedPeers: ['198.51.100.0/24'] }, { toa: { mode: 'real' } });
+  t.is(s.ok, 1);
+  t.is(hostOf(s.accepts[0]!.peer), lab!.lvsLocal4);
+  t.is(hostOf(s.accepts[0]!.getpeername), lab!.lvsLocal4);
+  t.is(s.stats.counters['rewritten'], 0);
+  t.is(s.stats.counters['rewrite_skipped_untrusted'], 1);
+});
+
+test.serial('trust-all (no trusted ranges) never rewrites', async (t) => {
+  if (!ready(t)) return;
+  const s = await run({ trustedPeers: [] }, { toa: { mode: 'real' } });
+  t.is(hostOf(s.accepts[0]!.getpeername), lab!.lvsLocal4);
+  t.is(s.stats.counters['rewrite_skipped_untrusted'], 1);
+});
+
+test.serial('malformed option (length 6 on a 254 option): the application sees the balancer', async (t) => {
+  if (!ready(t)) return;
+  await lab!.mangle('len6');
+  try {
+    const s = await run({ toaSources: ['packet'], parseSyn: false }, { toa: { mode: 'real', place: 'ack' } });
+    t.is(s.ok, 1);
+    t.is(hostOf(s.accepts[0]!.peer), lab!.lvsLocal4);
+    t.is(hostOf(s.accepts[0]!.getpeername), lab!.lvsLocal4);
+    t.is(s.stats.counters['rewritten'], 0);
+    t.is(s.stats.counters['rewrite_skipped_no_toa'], 1);
+  } finally {
+    await lab!.mangle(null);
+  }
+});
+
+test.serial('no TOA: unchanged and counted', async (t) => {
+  if (!ready(t)) return;
+  const s = await run({}, {});
+  t.is(s.ok, 1);
+  t.is(hostOf(s.accepts[0]!.getpeername), lab!.lvsLocal4);
+  t.is(s.stats.counters['rewrite_skipped_no_toa'], 1);
+});
+
+test.serial('IPv6 listener: the 20-byte TOA client', async (t) => {
+  if (!ready(t)) return;
+  const s = await run({}, { family: 6, count: 2, toa: { mode: 'real' } }, { bind: lab!.rsAddr6, v6only: true });
+  t.is(s.ok, 2);
+  t.deepEqual(s.accepts.map((a) => a.peer).sort(), [...s.clients].sort());
+  t.deepEqual(s.accepts.map((a) => a.getpeername).sort(), [...s.clients].sort());
+  t.true(s.accepts.every((a) => hostOf(a.peer) === lab!.clientAddr6));
+  t.is(s.stats.counters['rewritten'], 2);
+});
+
+test.serial('dual-stack listener: an IPv4 client appears v4-mapped (::ffff:client)', async (t) => {
+  if (!ready(t)) return;
+  const s = await run({}, { count: 2, toa: { mode: 'real' } }, { bind: '::' });
+  t.is(s.ok, 2);
+  const mapped = s.clients.map((c) => `[::ffff:${hostOf(c)}]:${c.split(':').pop()}`).sort();
+  t.deepEqual(s.accepts.map((a) => a.peer).sort(), mapped);
+  t.deepEqual(s.accepts.map((a) => a.getpeername).sort(), mapped);
+  t.is(s.stats.counters['rewritten'], 2);
+});
+
+test.serial('IPv6 TOA on an AF_INET socket cannot be represented: unchanged and counted', async (t) => {
+  if (!ready(t)) return;
+  const s = await run({}, { toa: { mode: 'real6' } });
+  t.is(s.ok, 1);
+  t.is(hostOf(s.accepts[0]!.getpeername), lab!.lvsLocal4);
+  t.is(s.stats.counters['rewritten'], 0);
+  t.is(s.stats.counters['rewrite_skipped_family'], 1);
+});
+
+test.serial('toa.rewritePorts: a port outside the list is left alone (and not counted)', async (t) => {
+  if (!ready(t)) return;
+  const s = await run({ rewritePorts: [1] }, { toa: { mode: 'real' } });
+  t.is(hostOf(s.accepts[0]!.getpeername), lab!.lvsLocal4);
+  t.is(s.stats.counters['rewritten'], 0);
+  t.is(s.stats.counters['rewrite_skipped_no_toa'] + s.stats.counters['rewrite_skipped_untrusted'], 0);
+  const inList = nextPort; // run() takes this port next
+  const s2 = await run({ rewritePorts: [inList] }, { toa: { mode: 'real' } });
+  t.is(s2.accepts[0]!.getpeername, s2.clients[0]);
+});
+
+test.serial('scope: a listener outside probe.cgroupPath is left alone', async (t) => {
+  if (!ready(t)) return;
+  const s = await run({}, { toa: { mode: 'real' } }, { cgroup: cgroup2Mount() });
+  t.is(s.ok, 1);
+  t.is(hostOf(s.accepts[0]!.getpeername), lab!.lvsLocal4);
+  t.is(s.stats.counters['rewritten'], 0);
+});
+
+/** A Python server in the RS namespace: prints the address socket.accept() returned. */
+async function pythonAccept(bind: string, p: number, connect: () => Promise<unknown>): Promise<string> {
+  const code = [
+    'import socket, sys',
+    'fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET',
+    's = socket.socket(fam, socket.SOCK_STREAM)',
+    's.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
+    'fam == socket.AF_INET6 and s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)',
+    's.bind((sys.argv[1], int(sys.argv[2])))',
+    's.listen(8)',
+    's.settimeout(10)',
+    'print("READY", flush=True)',
+    'c, a = s.accept()',
+    'c.settimeout(5)',
+    'c.sendall(c.recv(1))',
+    'print("%s %d" % (a[0], a[1]), flush=True)',
+  ].join('\n');
+  // in the test's cgroup: the shell moves itself there, then execs python
+  const py = lab!.spawnIn('rs', ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', CG, 'python3', '-c', code, bind, String(p)]);
+  let out = '';
+  let err = '';
+  py.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const readyP = new Promise<void>((res, rej) => {
+    py.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      if (out.includes('READY')) res();
+    });
+    py.once('close', () => rej(new Error(`python exited: ${err}`)));
+    setTimeout(() => rej(new Error(`python not ready: ${err}`)), 10000).unref();
+  });
+  await readyP;
+  await connect();
+  await new Promise<void>((res) => (py.exitCode !== null ? res() : py.once('close', () => res())));
+  const line = out.split('\n').find((l) => l && l !== 'READY');
+  if (!line) throw new Error(`python printed no address: ${out} ${err}`);
+  return line.trim();
+}
+
+test.serial('Python socket.accept() returns the TOA client (IPv4 and dual-stack)', async (t) => {
+  if (!ready(t)) return;
+  const probe = startProbe({ mergeWindowSec: 0, trustedPeers: TRUSTED, rewritePeer: true, cgroupPath: CG });
+  try {
+    const p4 = port();
+    let client = '';
+    const a4 = await pythonAccept(lab!.rsAddr4, p4, async () => {
+      const r = await lab!.connect({ vipPort: p4, toa: { mode: 'real' } });
+      t.is(r.client.ok, 1, r.stderr);
+      client = r.conns[0]!.local;
+    });
+    t.is(a4, client.replace(':', ' '));
+    const p6 = port();
+    const a6 = await pythonAccept('::', p6, async () => {
+      const r = await lab!.connect({ vipPort: p6, toa: { mode: 'real' } });
+      t.is(r.client.ok, 1, r.stderr);
+      client = r.conns[0]!.local;
+    });
+    t.is(a6, `::ffff:${client.replace(':', ' ')}`);
+  } finally {
+    await probe.stop();
+  }
+});
+
+const BIN = fileURLToPath(new URL('../../bin/toa-otel.js', import.meta.url));
+
+/** Names of loaded BPF programs (bpftool), to see that none of ours stays. */
+function loadedPrograms(): string[] {
+  const out = execFileSync('bpftool', ['-j', 'prog', 'show'], { encoding: 'utf8' });
+  return (JSON.parse(out) as { name?: string }[]).map((p) => p.name ?? '');
+}
+
+test.serial('SIGKILL of the sidecar: new connections see the balancer again, no getpeername program stays', async (t) => {
+  if (!ready(t)) return;
+  const p = port();
+  const srv = await lab!.startServer({ port: p, cgroup: CG });
+  let child: ChildProcess | undefined;
+  try {
+    child = spawn(process.execPath, [BIN, 'run'], {
+      env: {
+        ...process.env,
+        TOA_OTEL_EXPORTER: 'none',
+        TOA_OTEL_TOA_REWRITE_PEER: 'true',
+        TOA_OTEL_TOA_TRUSTED_PEERS: TRUSTED.join(','),
+        TOA_OTEL_PROBE_CGROUP_PATH: CG,
+        TOA_OTEL_TELEMETRY_METRICS: 'false',
+        TOA_OTEL_LOG_LEVEL: 'info',
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let err = '';
+    await new Promise<void>((res, rej) => {
+      child!.stderr!.setEncoding('utf8').on('data', (d: string) => {
+        err += d;
+        if (/"msg":"running"/.test(err)) res();
+      });
+      child!.once('exit', (code) => rej(new Error(`toa-otel exited with ${code}:\n${err}`)));
+      setTimeout(() => rej(new Error(`toa-otel not running after 30 s:\n${err}`)), 30000).unref();
+    });
+    t.true(loadedPrograms().some((n) => n.startsWith('rewrite_getpe')), 'the getpeername programs are loaded while it runs');
+    const before = await lab!.connect({ vipPort: p, toa: { mode: 'real' } });
+    t.is(before.client.ok, 1);
+    child.kill('SIGKILL');
+    await new Promise<void>((res) => (child!.exitCode !== null || child!.signalCode !== null ? res() : child!.once('exit', () => res())));
+    const after = await lab!.connect({ vipPort: p, toa: { mode: 'real' } });
+    t.is(after.client.ok, 1);
+    await new Promise((res) => setTimeout(res, 100));
+    t.is(srv.accepts.length, 2);
+    t.is(srv.accepts[0]!.getpeername, before.conns[0]!.local, 'while running: the client');
+    t.is(hostOf(srv.accepts[1]!.peer), lab!.lvsLocal4, 'after SIGKILL: the balancer');
+    t.is(hostOf(srv.accepts[1]!.getpeername), lab!.lvsLocal4);
+    // links die with the process; the kernel frees the programs right after (RCU)
+    let left: string[] = [];
+    for (let i = 0; i < 50; i++) {
+      left = loadedPrograms().filter((n) => n.startsWith('rewrite_getpe'));
+      if (left.length === 0) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    t.deepEqual(left, [], 'no getpeername program left');
+  } finally {
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await srv.stop();
+  }
+});
