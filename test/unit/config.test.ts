@@ -181,7 +181,7 @@ test('toa.rewritePeer: default off; env, flag and ports; needs trusted peers and
   t.deepEqual(on.toa.rewritePorts, [80, 443]);
   t.like(nativeOptions(on), { rewritePeer: true, rewritePorts: [80, 443] });
   // trust-all would let any client choose the address the application sees
-  for (const cli of [{ 'toa.rewritePeer': true }, { 'toa.rewritePeer': true, 'toa.trustAll': true }]) {
+  for (const cli of [{ 'toa.rewritePeer': true }, { 'toa.rewritePeer': true, 'toa.trustAll': true }] as Record<string, boolean>[]) {
     const e = t.throws(() => loadConfig({ env: {}, cli }), { instanceOf: ConfigError });
     t.deepEqual(e!.issues.map((i) => i.key), ['toa.rewritePeer']);
     t.regex(e!.message, /needs toa.trustedPeers/);

@@ -51,6 +51,7 @@
 # expect rewrite/sockops/ipv4
 # expect rewrite/sockops/ipv6
 # expect rewrite/-/untrusted-unchanged
+# expect rewrite/fexit/module-precedence
 # expect merge-claim/lock/invariant
 
 N=5 # TOA connections per family and run
@@ -305,7 +306,9 @@ done
 
 # ---- toa.rewritePeer (toa-probe --rewrite-peer): accept4() and getpeername() of the
 # server return the TOA client (what the writer put on the ACK), the balancer (here the
-# client itself) when the peer is not trusted. tsrv prints "peer ACCEPT4 GETPEERNAME". ----
+# client itself) when the peer is not trusted. tsrv prints "peer ACCEPT4 GETPEERNAME".
+# With the TOA module loaded its sockets are left to it (module-precedence, here);
+# rewrite_checks runs from checks.sh once the module is unloaded. ----
 TRUST=198.18.1.0/24,2001:2::/64
 
 # rewrite_ok FAMILY(4|6|4m) FILE: "n ok" - peer lines, and how many show the sent TOA
@@ -326,6 +329,18 @@ rewrite_conns() {
 	cp /tmp/srv.out /tmp/rw-$1
 }
 
+if probe_start rewrite-module --mode fexit --merge-window 0 --trusted $TRUST --rewrite-peer; then
+	connections 4 $PORT $N || echo "rewrite connections (module) failed"
+	cp /tmp/srv.out /tmp/rw-module
+	probe_stop
+	set -- $(awk -v c=$CLI4 '$1 == "peer" { n++; if (index($2, c ":") == 1 && $2 == $3) ok++ } END { print n + 0, ok + 0 }' /tmp/rw-module)
+	check rewrite/fexit/module-precedence "$2 of $1 pairs unchanged (the module owns them), want $N; skipped_module=$(stat_of rewrite_skipped_module) rewritten=$(stat_of rewritten)" \
+		[ "$1" = $N -a "$2" = $N -a "$(stat_of rewrite_skipped_module)" = $N -a "$(stat_of rewritten)" = 0 ]
+else
+	fail rewrite/fexit/module-precedence "probe did not start: $(tr '\n' ' ' < $W.err)"
+fi
+
+rewrite_checks() {
 for mode in fexit sockops; do
 	LINKS_DURING=0
 	if probe_start rewrite-$mode --mode $mode --merge-window 0 --trusted $TRUST --rewrite-peer; then
@@ -366,3 +381,4 @@ if probe_start rewrite-untrusted --merge-window 0 --trusted 203.0.113.0/24 --rew
 else
 	fail rewrite/-/untrusted-unchanged "probe did not start: $(tr '\n' ' ' < $W.err)"
 fi
+}
