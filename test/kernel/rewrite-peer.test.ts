@@ -9,7 +9,8 @@
 import test from 'ava';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { mkdirSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { cgroup2Mount, createLab, type Lab } from '../lab/lab.js';
 import { requirePrivileged } from '../helpers/privileged.js';
 import { startProbe, type RunningProbe } from '../helpers/probe.js';
@@ -256,6 +257,96 @@ test.serial('Python socket.accept() returns the TOA client (IPv4 and dual-stack)
     t.is(a6, `::ffff:${client.replace(':', ' ')}`);
   } finally {
     await probe.stop();
+  }
+});
+
+/** nginx from Debian in the RS namespace and the test's cgroup, access log `$remote_addr:$remote_port`. */
+async function startNginx(dir: string, p: number): Promise<{ stop: () => Promise<void>; log: () => string[] }> {
+  const conf = `${dir}/nginx.conf`;
+  writeFileSync(
+    conf,
+    [
+      'daemon off;',
+      'worker_processes 1;',
+      `pid ${dir}/nginx.pid;`,
+      `error_log ${dir}/error.log info;`,
+      'events { worker_connections 64; }',
+      'http {',
+      "  log_format peer '$remote_addr:$remote_port';",
+      `  access_log ${dir}/access.log peer;`,
+      ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((k) => `  ${k}_temp_path ${dir}/${k};`),
+      '  server {',
+      `    listen ${lab!.rsAddr4}:${p};`,
+      `    listen [::]:${p} ipv6only=on;`,
+      '    location / { return 200 "hello $remote_addr\\n"; }',
+      '  }',
+      '}',
+      '',
+    ].join('\n'),
+  );
+  const ng = lab!.spawnIn('rs', ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', CG, 'nginx', '-c', conf, '-e', `${dir}/error.log`]);
+  let err = '';
+  ng.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  // nginx prints nothing when it is up: wait for its pid file
+  for (let i = 0; i < 100 && !existsSync(`${dir}/nginx.pid`); i++) {
+    if (ng.exitCode !== null) throw new Error(`nginx exited: ${err} ${readFileSync(`${dir}/error.log`, 'utf8')}`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  if (!existsSync(`${dir}/nginx.pid`)) throw new Error(`nginx did not start: ${err}`);
+  return {
+    stop: async () => {
+      ng.kill('SIGQUIT');
+      await new Promise<void>((res) => (ng.exitCode !== null || ng.signalCode !== null ? res() : ng.once('close', () => res())));
+    },
+    log: () => readFileSync(`${dir}/access.log`, 'utf8').split('\n').filter((l) => l !== ''),
+  };
+}
+
+/** curl through the VIP; returns the body and the client's own ip:port. */
+async function curl(family: 4 | 6, p: number, toa: boolean) {
+  const url = family === 4 ? `http://${lab!.vip4}:${p}/` : `http://[${lab!.vip6}]:${p}/`;
+  const r = await lab!.clientExec(['curl', '-sS', '--max-time', '5', '-w', '\n%{local_ip} %{local_port}\n', url], {
+    vipPort: p,
+    ...(toa ? { toa: { mode: 'real' as const } } : {}),
+  });
+  const lines = r.stdout.split('\n').filter((l) => l !== '' && !l.startsWith('{'));
+  const [ip, port] = (lines[lines.length - 1] ?? '').split(' ');
+  return { code: r.code, body: lines[0] ?? '', client: family === 4 ? `${ip}:${port}` : `${ip}:${port}`, ip: ip ?? '', port: port ?? '', stderr: r.stderr };
+}
+
+test.serial('nginx (Debian): $remote_addr:$remote_port in the access log is the TOA client; the HTTP request completes', async (t) => {
+  if (!ready(t)) return;
+  if (!existsSync('/usr/sbin/nginx') || !existsSync('/usr/bin/curl')) {
+    const why = 'nginx or curl missing (apt-get install nginx-light curl)';
+    if (process.env.TOA_OTEL_REQUIRE_PRIVILEGED === '1') t.fail(why);
+    else t.log(`SKIPPED: ${why}`), t.pass();
+    return;
+  }
+  const dir = mkdtempSync(`${tmpdir()}/toa-nginx-`);
+  const p = port();
+  const probe = startProbe({ mergeWindowSec: 0, trustedPeers: TRUSTED, rewritePeer: true, cgroupPath: CG });
+  const ng = await startNginx(dir, p);
+  try {
+    const v4 = await curl(4, p, true);
+    t.is(v4.code, 0, v4.stderr);
+    t.is(v4.body, `hello ${v4.ip}`, 'the HTTP reply reached the client; nginx saw it as $remote_addr');
+    const v6 = await curl(6, p, true);
+    t.is(v6.code, 0, v6.stderr);
+    t.is(v6.body, `hello ${v6.ip}`);
+    const plain = await curl(4, p, false);
+    t.is(plain.code, 0, plain.stderr);
+    t.is(plain.body, `hello ${lab!.lvsLocal4}`, 'no TOA: nginx sees the balancer');
+    await probe.stop();
+    const after = await curl(4, p, true);
+    t.is(after.body, `hello ${lab!.lvsLocal4}`, 'sidecar stopped: the balancer again');
+    const log = ng.log();
+    t.deepEqual(log, [`${v4.ip}:${v4.port}`, `${v6.ip}:${v6.port}`, `${lab!.lvsLocal4}:${log[2]?.split(':').pop()}`, `${lab!.lvsLocal4}:${log[3]?.split(':').pop()}`]);
+    t.is(v4.ip, lab!.clientAddr4);
+    t.is(v6.ip, lab!.clientAddr6);
+  } finally {
+    await probe.stop();
+    await ng.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

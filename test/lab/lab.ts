@@ -586,6 +586,21 @@ export class Lab {
     };
   }
 
+  /**
+   * Run any command as the client (curl, a Node client, ...): in the client namespace and, with
+   * `toa`, in a TOA writer cgroup that tags its connections to `vipPort` (lab-toa-writer's output
+   * lines are in stdout too).
+   */
+  clientExec(argv: string[], opts: { vipPort: number; toa?: ToaSpec; timeoutMs?: number }): Promise<ExecResult> {
+    const full = opts.toa
+      ? [
+          this.tool('lab-toa-writer'), '--netns', this.ns.client, '--cgroup', `toa-lab-${this.runId}-${++this.cgSeq}`,
+          '--rule', this.toaRule(opts.vipPort, opts.toa), '--', ...argv,
+        ]
+      : [...this.nsenter('client'), ...argv];
+    return this.run(full, opts.timeoutMs ?? 30000);
+  }
+
   /** Corrupt the TOA on the lvs -> rs interface (null removes the tc program). */
   async mangle(variant: MangleVariant | null, opts: { kind?: number } = {}): Promise<void> {
     const base = ['--netns', this.ns.lvs, '--dev', this.ifaces.lvsToRs];
