@@ -15,6 +15,9 @@ import { cgroup2Mount, createLab, type Lab } from '../lab/lab.js';
 import { requirePrivileged } from '../helpers/privileged.js';
 import { startProbe, type RunningProbe } from '../helpers/probe.js';
 import type { NativeStats } from '../../src/native-types.js';
+import { COLLECTOR_BIN, collectorTestMode } from '../helpers/collector.js';
+
+const APP = fileURLToPath(new URL('../lab/otel-http-server.cjs', import.meta.url));
 
 let lab: Lab | undefined;
 let nextPort = 18700;
@@ -346,6 +349,129 @@ test.serial('nginx (Debian): $remote_addr:$remote_port in the access log is the 
   } finally {
     await probe.stop();
     await ng.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** A real collector inside the RS namespace (the app exports to its loopback): traces to a JSON file. */
+async function startRsCollector(dir: string): Promise<{ stop: () => Promise<void>; spans: () => FlatSpan[] }> {
+  const out = `${dir}/traces.jsonl`;
+  writeFileSync(
+    `${dir}/collector.yaml`,
+    [
+      'receivers:',
+      '  otlp:',
+      '    protocols:',
+      '      http:',
+      '        endpoint: 127.0.0.1:4318',
+      'exporters:',
+      '  file:',
+      `    path: ${out}`,
+      '    format: json',
+      '    flush_interval: 100ms',
+      'service:',
+      '  telemetry:',
+      '    metrics:',
+      '      level: none',
+      '  pipelines:',
+      '    traces:',
+      '      receivers: [otlp]',
+      '      exporters: [file]',
+      '',
+    ].join('\n'),
+  );
+  const col = lab!.spawnIn('rs', [COLLECTOR_BIN, '--config', `${dir}/collector.yaml`]);
+  let err = '';
+  await new Promise<void>((res, rej) => {
+    col.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      err += d;
+      if (/Everything is ready/.test(err)) res();
+    });
+    col.once('close', (code) => rej(new Error(`collector exited (${code}): ${err}`)));
+    setTimeout(() => rej(new Error(`collector not ready: ${err}`)), 20000).unref();
+  });
+  return {
+    stop: async () => {
+      col.kill('SIGTERM');
+      await new Promise<void>((res) => (col.exitCode !== null || col.signalCode !== null ? res() : col.once('close', () => res())));
+    },
+    spans: () => {
+      if (!existsSync(out)) return [];
+      const spans: FlatSpan[] = [];
+      for (const line of readFileSync(out, 'utf8').split('\n')) {
+        if (!line.trim()) continue;
+        const j = JSON.parse(line) as { resourceSpans?: { scopeSpans?: { spans?: OtlpSpan[] }[] }[] };
+        for (const rs of j.resourceSpans ?? [])
+          for (const ss of rs.scopeSpans ?? [])
+            for (const sp of ss.spans ?? []) {
+              const attrs: Record<string, unknown> = {};
+              for (const a of sp.attributes ?? []) attrs[a.key] = a.value.stringValue ?? (a.value.intValue !== undefined ? Number(a.value.intValue) : a.value.boolValue);
+              spans.push({ kind: sp.kind, attributes: attrs });
+            }
+      }
+      return spans;
+    },
+  };
+}
+
+interface OtlpSpan {
+  kind: number;
+  attributes?: { key: string; value: { stringValue?: string; intValue?: string | number; boolValue?: boolean } }[];
+}
+interface FlatSpan {
+  kind: number;
+  attributes: Record<string, unknown>;
+}
+
+test.serial('Node @opentelemetry/instrumentation-http: the server span reports the TOA client (network.peer.address, client.address) to the real collector', async (t) => {
+  if (!ready(t)) return;
+  const cmode = collectorTestMode();
+  if (cmode.mode !== 'run') {
+    if (cmode.mode === 'fail') t.fail(`${cmode.reason} (required: TOA_OTEL_REQUIRE_COLLECTOR=1)`);
+    else t.log(`SKIPPED: ${cmode.reason}`), t.pass();
+    return;
+  }
+  const dir = mkdtempSync(`${tmpdir()}/toa-otelapp-`);
+  const p = port();
+  const probe = startProbe({ mergeWindowSec: 0, trustedPeers: TRUSTED, rewritePeer: true, cgroupPath: CG });
+  const col = await startRsCollector(dir);
+  const app = lab!.spawnIn('rs', ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', CG, process.execPath, APP, '::', String(p)], {
+    env: { ...process.env, OTLP_TRACES_URL: 'http://127.0.0.1:4318/v1/traces' },
+  });
+  try {
+    let out = '';
+    let err = '';
+    app.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+    await new Promise<void>((res, rej) => {
+      app.stdout!.setEncoding('utf8').on('data', (d: string) => {
+        out += d;
+        if (out.includes('READY')) res();
+      });
+      app.once('close', (code) => rej(new Error(`app exited (${code}): ${err}`)));
+      setTimeout(() => rej(new Error(`app not ready: ${err}`)), 20000).unref();
+    });
+    const v4 = await curl(4, p, true);
+    t.is(v4.code, 0, v4.stderr);
+    t.is(v4.body, `hello ::ffff:${lab!.clientAddr4} ${v4.port}`, 'the app saw the client (dual-stack socket)');
+    const v6 = await curl(6, p, true);
+    t.is(v6.body, `hello ${lab!.clientAddr6} ${v6.port}`);
+    app.kill('SIGTERM');
+    await new Promise<void>((res) => (app.exitCode !== null ? res() : app.once('close', () => res())));
+    let server: FlatSpan[] = [];
+    for (let i = 0; i < 100 && server.length < 2; i++) {
+      server = col.spans().filter((s) => s.kind === 2);
+      if (server.length < 2) await new Promise((res) => setTimeout(res, 100));
+    }
+    t.is(server.length, 2, `two SERVER spans reached the collector (app stderr: ${err}; spans: ${JSON.stringify(col.spans()).slice(0, 400)})`);
+    const peers = server.map((s) => [s.attributes['network.peer.address'], s.attributes['network.peer.port'], s.attributes['client.address']]);
+    t.deepEqual(peers, [
+      [`::ffff:${lab!.clientAddr4}`, Number(v4.port), `::ffff:${lab!.clientAddr4}`],
+      [lab!.clientAddr6, Number(v6.port), lab!.clientAddr6],
+    ]);
+  } finally {
+    if (app.exitCode === null) app.kill('SIGKILL');
+    await col.stop();
+    await probe.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 });
