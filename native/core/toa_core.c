@@ -1041,7 +1041,7 @@ int toa_core_stats(struct toa_core *c, struct toa_core_stats *st)
 			continue;
 		if (bpf_obj_get_info_by_fd(fd, &info, &len))
 			continue;
-		st->progs[st->nprogs].name = bpf_program__name(p);
+		snprintf(st->progs[st->nprogs].name, sizeof(st->progs[0].name), "%s", bpf_program__name(p));
 		st->progs[st->nprogs].run_cnt = info.run_cnt;
 		st->progs[st->nprogs].run_time_ns = info.run_time_ns;
 		st->nprogs++;

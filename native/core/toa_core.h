@@ -73,7 +73,7 @@ struct toa_refusal {
 };
 
 struct toa_prog_stats {
-	const char *name;
+	char name[64]; /* a copy: stats kept after close (the addon's final stats) outlive the object */
 	uint64_t run_cnt;
 	uint64_t run_time_ns;
 };
