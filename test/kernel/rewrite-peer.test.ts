@@ -201,6 +201,13 @@ test.serial('scope: a listener outside probe.cgroupPath is left alone', async (t
   t.is(s.stats.counters['rewritten'], 0);
 });
 
+test.serial('without packet TOA the mode is refused with ENOREWRITE (no silent no-op)', (t) => {
+  if (!ready(t)) return;
+  const e = t.throws(() => startProbe({ mode: 'sockops', toaSources: ['module'], rewritePeer: true, trustedPeers: TRUSTED, cgroupPath: CG }));
+  t.is((e as Error & { code?: string }).code, 'ENOREWRITE');
+  t.regex(e!.message, /toa.rewritePeer needs packet TOA/);
+});
+
 /** A Python server in the RS namespace: prints the address socket.accept() returned. */
 async function pythonAccept(bind: string, p: number, connect: () => Promise<unknown>): Promise<string> {
   const code = [
