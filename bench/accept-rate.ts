@@ -9,7 +9,7 @@
  * real server; the lab's client sockets share this host and would otherwise add
  * their own callbacks.
  *
- *   npm run bench:accept -- [--rounds 5] [--connections 5000] [--pool 1000] [--mode auto] [--rewrite-peer]
+ *   npm run bench:accept -- [--rounds 5] [--connections 5000] [--pool 1000] [--mode auto] [--trusted CIDR,..] [--rewrite-peer]
  *
  * --rewrite-peer: the probe runs with toa.rewritePeer (the lab's balancers trusted), so every
  * accept4() of the RS server also runs the getpeername program and returns the TOA client.
@@ -28,6 +28,7 @@ const { values } = parseArgs({
     pool: { type: 'string', default: '1000' },
     mode: { type: 'string', default: 'auto' },
     'rewrite-peer': { type: 'boolean', default: false },
+    trusted: { type: 'string', default: '' },
   },
 });
 const rounds = Number(values.rounds);
@@ -62,6 +63,7 @@ try {
     const probe = startProbe({
       mode: values.mode as 'auto',
       cgroupPath: cgroupDir,
+      ...(values.trusted ? { trustedPeers: values.trusted.split(',') } : {}),
       ...(rewrite ? { rewritePeer: true, trustedPeers: ['198.18.2.0/24'] } : {}),
     });
     const withProbe = await run();
