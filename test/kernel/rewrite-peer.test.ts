@@ -182,6 +182,17 @@ test.serial('IPv6 TOA on an AF_INET socket cannot be represented: unchanged and 
   t.is(s.stats.counters['rewrite_skipped_family'], 1);
 });
 
+test.serial('IPv6 TOA (20 bytes) on a dual-stack socket with an IPv4 balancer: the IPv6 form is returned', async (t) => {
+  if (!ready(t)) return;
+  const s = await run({}, { toa: { mode: 'real6' } }, { bind: '::' });
+  t.is(s.ok, 1);
+  const c = s.clients[0]!;
+  const want = `[::ffff:${hostOf(c)}]:${c.split(':').pop()}`; // real6 carries ::ffff:client on IPv4
+  t.is(s.accepts[0]!.peer, want);
+  t.is(s.accepts[0]!.getpeername, want);
+  t.is(s.stats.counters['rewritten'], 1);
+});
+
 test.serial('toa.rewritePorts: a port outside the list is left alone (and not counted)', async (t) => {
   if (!ready(t)) return;
   const s = await run({ rewritePorts: [1] }, { toa: { mode: 'real' } });
