@@ -868,6 +868,9 @@ int toa_core_open(struct toa_core **out, const struct toa_core_config *cfg, toa_
 	if (cfg->rewrite_peer) {
 		char why[128];
 
+		if (!cfg->trusted_n)
+			logf_(log, log_user, TOA_LOG_WARN,
+			      "rewrite peer without trusted ranges: nothing is rewritten (any client could choose its address); give the balancers' ranges");
 		/* the same for every mode: refuse once, before trying any */
 		if (!have_getpeername_hooks(why, sizeof(why))) {
 			refuse(c, cfg->mode, TOA_ENOREWRITE, "toa.rewritePeer is not available on this kernel: %s", why);
