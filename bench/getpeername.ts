@@ -50,7 +50,7 @@ async function loop(probe: RunningProbe | undefined): Promise<{ ns: number; peer
 }
 
 const rows: { none: number; off: number; on: number; peerOn: string }[] = [];
-let progNs = 0;
+let progNs: number;
 try {
   await loop(undefined); // warm-up
   for (let round = 1; round <= rounds; round++) {

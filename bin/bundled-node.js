@@ -2,6 +2,7 @@
 // too old (bin/toa-otel.js). Plain JavaScript that Node 18 can parse.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 /** Node 24 binaries next to this launcher: release layout first, then a checkout's node_modules. */
@@ -29,6 +30,6 @@ export function runBundledNode() {
       process.stderr.write(`toa-otel: cannot start ${node}: ${e.message}\n`);
       resolve(2);
     });
-    child.on('exit', (code, signal) => resolve(code ?? 128 + (signal === 'SIGKILL' ? 9 : signal === 'SIGINT' ? 2 : 15)));
+    child.on('exit', (code, signal) => resolve(code ?? 128 + (constants.signals[signal] ?? 15)));
   });
 }

@@ -8,7 +8,7 @@ import { loadAddon } from './native.js';
 import type { CapabilityLine } from './native-types.js';
 import { Pipeline } from './pipeline.js';
 import { preflightIssues } from './preflight.js';
-import { packageVersion } from './resource.js';
+import { packageVersion } from './package.js';
 
 /** Parsed command line. */
 export interface ParsedArgs {

@@ -2,12 +2,11 @@
 // file, TOA_OTEL_* environment variables and command-line flags (highest precedence), then every
 // key is checked here so that start-up lists *all* problems with key, value and allowed values.
 import convict from 'convict';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ConfigError, type ConfigIssue } from './errors.js';
 import type { ProbeModeName, ToaSourceName } from './native-types.js';
+import { packagePath } from './package.js';
 
 /** Effective configuration. Every key is documented in the README config table. */
 export interface ToaConfig {
@@ -421,15 +420,9 @@ function convictSchema(): convict.Schema<Record<string, unknown>> {
   return s as convict.Schema<Record<string, unknown>>;
 }
 
-/** Path of the shipped defaults file (config/default.json), found from src/ or dist/src/. */
+/** Path of the shipped defaults file (config/default.json in the package). */
 export function defaultConfigPath(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 4; i++) {
-    const p = join(dir, 'config', 'default.json');
-    if (existsSync(p)) return p;
-    dir = dirname(dir);
-  }
-  throw new Error('config/default.json not found next to the toa-otel sources');
+  return packagePath('config', 'default.json');
 }
 
 /** Inputs of {@link loadConfig}. */
@@ -489,7 +482,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
     origin[key] = `flag --${flagName(key)}`;
   }
 
-  const props = conf.getProperties() as Record<string, unknown>;
+  const props = conf.getProperties();
   for (const [key, def] of Object.entries(SCHEMA)) {
     const v = getPath(props, key);
     const msg = def.check(v);
@@ -568,7 +561,7 @@ function otelEnvIssues(env: NodeJS.ProcessEnv): ConfigIssue[] {
   for (const name of ['OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_LOGS_ENDPOINT', 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT']) {
     const v = env[name]?.trim();
     if (v === undefined || v === '') continue;
-    let ok = false;
+    let ok: boolean;
     try {
       const u = new URL(v);
       ok = u.protocol === 'http:' || u.protocol === 'https:';

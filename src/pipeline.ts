@@ -25,17 +25,18 @@ import { createLogger, stderrState, type Logger } from './log.js';
 import { LossReporter, lossTotal, type LossCounts } from './loss.js';
 import { toPrevalidatedLogRecord, type MapOptions } from './map.js';
 import type { RetryingLogRecordExporter } from './retry-exporter.js';
-import { loadAddon, type LoadedAddon } from './native.js';
-import type { NativeProbe, NativeProbeOptions, NativeStats } from './native-types.js';
+import { loadAddon } from './native.js';
+import type { NativeAddon, NativeProbe, NativeProbeOptions, NativeStats } from './native-types.js';
+import { packageVersion } from './package.js';
 import { trustsEveryPeer } from './preflight.js';
 import { createAddressMask } from './privacy.js';
-import { buildResource, packageVersion } from './resource.js';
-import { counterName, SelfTelemetry } from './telemetry.js';
+import { buildResource } from './resource.js';
+import { SelfTelemetry } from './telemetry.js';
 
 /** What the pipeline can be given instead of the defaults (tests, benchmarks, embedding). */
 export interface PipelineDeps {
   /** The native addon (default: build/Release/toa_otel.node). */
-  addon?: LoadedAddon;
+  addon?: NativeAddon;
   /** Log exporter to use instead of the one `exporter` selects. */
   logExporter?: LogRecordExporter;
   /** Processor factory instead of the BatchLogRecordProcessor (tests). */
@@ -46,7 +47,7 @@ export interface PipelineDeps {
   log?: Logger;
   /** Environment for OTEL_* resolution (default process.env). */
   env?: NodeJS.ProcessEnv;
-  /** Clock conversion (default: addon clockOffsetNs() or /proc/uptime edge method). */
+  /** Clock conversion (default: the addon's clockOffsetNs()). */
   clock?: BootClock;
   /** Where the stdout exporter writes. */
   stdoutWrite?: (chunk: string) => void;
@@ -92,11 +93,27 @@ export interface PipelineTotals {
 /** How often losses are checked for a warn line (the line itself is rate-limited by LossReporter). */
 const LOSS_CHECK_MS = 2000;
 
-const sleep = (ms: number) => new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms).unref());
+/** A point in time shutdown steps share: how long is left, and a step raced against it. */
+class Deadline {
+  /** Epoch ms. */
+  readonly at: number;
+  constructor(ms: number) {
+    this.at = Date.now() + ms;
+  }
+  left(): number {
+    return Math.max(0, this.at - Date.now());
+  }
+  /** 'ok' when `p` settles before the deadline (at least `minMs` from now), else 'timeout'; a rejection propagates. */
+  race(p: Promise<unknown>, minMs = 0): Promise<'ok' | 'timeout'> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), Math.max(this.left(), minMs)).unref()));
+    return Promise.race([p.then(() => 'ok' as const), timeout]).finally(() => clearTimeout(timer));
+  }
+}
 
 /** The running sidecar. Construct, then start(); stop() on SIGINT/SIGTERM. */
 export class Pipeline {
-  private addon: LoadedAddon | undefined;
+  private addon: NativeAddon | undefined;
   private probe: NativeProbe | undefined;
   private decoder: EventDecoder | undefined;
   private enricher: Enricher | undefined;
@@ -145,7 +162,7 @@ export class Pipeline {
     const env = this.deps.env ?? process.env;
     this.addon = this.deps.addon ?? loadAddon();
     this.decoder = new EventDecoder(this.addon.layout());
-    this.clock = this.deps.clock ?? BootClock.create(this.addon);
+    this.clock = this.deps.clock ?? BootClock.fromAddon(this.addon);
     const resource = buildResource(c.service.name, this.deps.serviceNameIsDefault ?? c.service.name === 'toa-otel');
     this.choice = resolveExporter(c, env);
     this.mapOpts.clientMask = createAddressMask(c);
@@ -191,8 +208,6 @@ export class Pipeline {
       exporter: this.choice.kind,
       reason: this.choice.reason,
       ...(this.choice.kind === 'otlp' ? { protocol: this.choice.logsProtocol, endpoint: this.choice.effectiveLogsUrl } : {}),
-      clock: this.clock.method,
-      clockErrorNs: Number(this.clock.errorNs),
     });
     if (trustsEveryPeer(c)) {
       this.log.warn('every peer is trusted: any client can forge its address', {
@@ -211,7 +226,7 @@ export class Pipeline {
       );
     } catch (e) {
       this.probe = undefined;
-      await this.shutdownProviders(Math.min(c.shutdown.timeoutMs, 2000));
+      await this.shutdownProviders(new Deadline(Math.min(c.shutdown.timeoutMs, 2000)));
       throw ProbeError.fromNative(e, `start the probe (mode ${c.probe.mode})`);
     }
     const st = this.safeStats();
@@ -367,11 +382,7 @@ export class Pipeline {
     const st = this.safeStats();
     const c = this.counting?.counters;
     const d = this.decoder?.stats;
-    const k = (name: string) => {
-      if (!st) return 0;
-      for (const [key, v] of Object.entries(st.counters)) if (counterName(key) === name) return v;
-      return 0;
-    };
+    const k = (name: string) => st?.counters[name] ?? 0;
     return {
       emitted: this.emitted,
       exported: c?.exported ?? 0,
@@ -425,13 +436,12 @@ export class Pipeline {
   async stop(): Promise<StopResult> {
     if (this.stopped) throw new Error('stop() called twice');
     this.stopped = true;
-    const deadline = Date.now() + this.config.shutdown.timeoutMs;
-    const left = () => Math.max(0, deadline - Date.now());
+    const deadline = new Deadline(this.config.shutdown.timeoutMs);
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     let timedOut = false;
     if (this.probe) {
-      const r = await Promise.race([this.probe.stop().then(() => 'ok' as const), sleep(left())]).catch((e: unknown) => {
+      const r = await deadline.race(this.probe.stop()).catch((e: unknown) => {
         this.log.error('probe stop failed', { err: e as Error });
         return 'error' as const;
       });
@@ -444,8 +454,8 @@ export class Pipeline {
     const beforeSnap = this.telemetry ? await this.telemetry.refresh().catch(() => this.telemetry!.lastSnapshot) : { queueFull: 0, queued: 0 };
     this.stopBaseline = { totals: this.totals(), queueFull: beforeSnap.queueFull };
     // retained records get re-sent until this deadline, then count as lost at shutdown
-    this.retrying?.setDeadline(deadline - Math.min(200, this.config.shutdown.timeoutMs / 10));
-    const flushed = await this.shutdownProviders(left(), true);
+    this.retrying?.setDeadline(deadline.at - Math.min(200, this.config.shutdown.timeoutMs / 10));
+    const flushed = await this.shutdownProviders(deadline, true);
     if (!flushed) timedOut = true;
     const { totals: after, lostAtShutdown } = this.shutdownSummary();
     if (after.retryLostAtShutdown > 0) {
@@ -481,12 +491,10 @@ export class Pipeline {
   }
 
   /** Flush + shutdown of the log provider, then a last SDK snapshot, then the meter provider. */
-  private async shutdownProviders(budgetMs: number, final = false): Promise<boolean> {
-    const deadline = Date.now() + budgetMs;
-    const left = () => Math.max(0, deadline - Date.now());
+  private async shutdownProviders(deadline: Deadline, final = false): Promise<boolean> {
     let ok = true;
     if (this.provider) {
-      const r = await Promise.race([this.provider.shutdown().then(() => 'ok' as const), sleep(left())]).catch((e: unknown) => {
+      const r = await deadline.race(this.provider.shutdown()).catch((e: unknown) => {
         this.log.error('log provider shutdown failed', { err: e as Error });
         return 'error' as const;
       });
@@ -497,7 +505,7 @@ export class Pipeline {
     }
     if (this.telemetry) {
       if (final) await this.telemetry.refresh().catch(() => undefined);
-      const r = await Promise.race([this.telemetry.shutdown().then(() => 'ok' as const), sleep(Math.max(left(), 1))]).catch(() => 'error' as const);
+      const r = await deadline.race(this.telemetry.shutdown(), 1).catch(() => 'error' as const);
       if (r !== 'ok') this.log.warn('self-telemetry metrics were not exported at shutdown', { result: r });
     }
     return ok;

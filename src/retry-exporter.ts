@@ -11,6 +11,7 @@
 // up is counted as lost at shutdown. Non-retryable failures pass through to the caller unchanged.
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import type { LogRecordExporter, ReadableLogRecord } from '@opentelemetry/sdk-logs';
+import { defaults } from './config.js';
 
 // Transport error codes after which a later attempt can succeed (the SDK's own retryable set,
 // otlp-exporter-base isHttpTransportNetworkErrorRetryable, plus a few equivalents).
@@ -72,13 +73,13 @@ export interface RetryingExporterOptions {
   maxRetainedRecords: number;
   /** First wait before a re-send (ms). Default 1000. */
   initialBackoffMs?: number;
-  /** Longest wait between re-sends (ms). Default 30000. */
+  /** Longest wait between re-sends (ms). Default: export.retryMaxBackoffMs of the config schema. */
   maxBackoffMs?: number;
-  /** Consecutive retained batches are merged into one request up to this many records. Default 2048. */
+  /** Consecutive retained batches are merged into one request up to this many records. Default: export.maxExportBatchSize. */
   maxBatchRecords?: number;
-  /** How long forceFlush() tries to deliver retained records (ms). Default 30000. */
+  /** How long forceFlush() tries to deliver retained records (ms). Default: export.exportTimeoutMillis. */
   flushTimeoutMs?: number;
-  /** How long shutdown() tries to deliver retained records unless setDeadline() said (ms). Default 10000. */
+  /** How long shutdown() tries to deliver retained records unless setDeadline() said (ms). Default: shutdown.timeoutMs. */
   shutdownTimeoutMs?: number;
   /** Classifies failures (default {@link isRetryableExportError}). */
   isRetryable?: (err: Error | undefined) => boolean;
@@ -124,12 +125,13 @@ export class RetryingLogRecordExporter implements LogRecordExporter {
     readonly inner: LogRecordExporter,
     o: RetryingExporterOptions,
   ) {
+    const d = defaults();
     this.max = Math.max(1, o.maxRetainedRecords);
     this.initialBackoff = Math.max(1, o.initialBackoffMs ?? 1000);
-    this.maxBackoff = Math.max(this.initialBackoff, o.maxBackoffMs ?? 30_000);
-    this.maxBatch = Math.max(1, o.maxBatchRecords ?? 2048);
-    this.flushTimeoutMs = o.flushTimeoutMs ?? 30_000;
-    this.shutdownTimeoutMs = o.shutdownTimeoutMs ?? 10_000;
+    this.maxBackoff = Math.max(this.initialBackoff, o.maxBackoffMs ?? d.export.retryMaxBackoffMs);
+    this.maxBatch = Math.max(1, o.maxBatchRecords ?? d.export.maxExportBatchSize);
+    this.flushTimeoutMs = o.flushTimeoutMs ?? d.export.exportTimeoutMillis;
+    this.shutdownTimeoutMs = o.shutdownTimeoutMs ?? d.shutdown.timeoutMs;
     this.retryable = o.isRetryable ?? isRetryableExportError;
     this.onLoss = o.onLoss;
     this.nextBackoff = this.initialBackoff;

@@ -43,8 +43,9 @@ class ScriptedExporter implements LogRecordExporter {
     }, this.delayMs);
   }
   shutdowns = 0;
-  async shutdown(): Promise<void> {
+  shutdown(): Promise<void> {
     this.shutdowns++;
+    return Promise.resolve();
   }
   async forceFlush(): Promise<void> {}
 }

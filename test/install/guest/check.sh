@@ -92,7 +92,7 @@ journal | grep -q '"msg":"stopped"' && pass install/final-summary || fail instal
 
 # ---- the records reached the collector ----
 sleep 1
-$NODE /usr/local/lib/toa-install/verify-records.mjs "$OUT" $PORT $N "$SRV_PID" > /tmp/verify.txt 2>&1 &&
+$NODE /usr/local/lib/toa-install/verify-records.mjs "$OUT" $PORT $N "$SRV_PID" /var/lib/otelcol-test/metrics.jsonl > /tmp/verify.txt 2>&1 &&
 	pass install/records || fail install/records "$(tr '\n' ' ' < /tmp/verify.txt)"
 cat /tmp/verify.txt | sed 's/^/GUEST /'
 grep -q 'toa_otel.records.emitted' /var/lib/otelcol-test/metrics.jsonl 2>/dev/null && pass install/self-metrics ||
