@@ -23,6 +23,8 @@ export interface ToaConfig {
     batchMaxEvents: number;
     /** cgroup v2 directory for the sock_ops program; '' (default) = the v2 root. */
     cgroupPath: string;
+    /** Drop the capabilities the running sidecar no longer needs once attached (CLI run). Default true. */
+    dropCapabilities: boolean;
   };
   toa: {
     /** TOA sources. Default module and packet. */
@@ -35,6 +37,10 @@ export interface ToaConfig {
     trustAll: boolean;
     /** Also parse the saved SYN (sets TCP_SAVE_SYN on listeners). Default true. */
     parseSyn: boolean;
+    /** accept4()/getpeername() return the trusted TOA client (cgroup/getpeername4/6). Default false. */
+    rewritePeer: boolean;
+    /** Local ports toa.rewritePeer applies to; empty = all. Default empty. */
+    rewritePorts: number[];
   };
   merge: {
     /** Merge window in seconds, 0 disables merging. Default 10. */
@@ -69,6 +75,10 @@ export interface ToaConfig {
     exportTimeoutMillis: number;
     /** Longest wait between re-sends of records kept after a retryable export failure, ms. Default 30000. */
     retryMaxBackoffMs: number;
+    /** Directory of the on-disk spool of unexported records ('' = off). Default ''. */
+    spoolDir: string;
+    /** Bound of the spool in bytes. Default 64 MiB. */
+    spoolMaxBytes: number;
   };
   enrich: {
     /** Look up process and container metadata in /proc. Default true. */
@@ -255,6 +265,7 @@ export const SCHEMA: Record<string, KeyDef> = {
     check: (v) => (typeof v === 'string' && (v === '' || v.startsWith('/')) ? undefined : 'not an absolute path'),
     coerce: (s) => s.trim(),
   },
+  'probe.dropCapabilities': boolDef('Once the probe is attached, drop every capability the running sidecar no longer needs (keeps CAP_BPF only where the kernel needs it for bpf() on held fds, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH only with enrich.enabled)', true),
   'toa.sources': listDef('Where TOA is read from: module (sk_user_data of toa.ko), packet (handshake ACK/SYN options)', ['module', 'packet'], 'a comma-separated list of module, packet', (x) =>
     x === 'module' || x === 'packet' ? undefined : 'unknown source', 2),
   'toa.accept': listDef('Accepted TOA option kind/length pairs', ['254/8', '254/20', '253/20', '200/8'], 'a comma-separated list of kind/len with kind 2-255 and len 8 (IPv4) or 20 (IPv6)', (x) =>
@@ -263,6 +274,21 @@ export const SCHEMA: Record<string, KeyDef> = {
     typeof x === 'string' && parseCidr(x) ? undefined : 'not a CIDR', 1024),
   'toa.trustAll': boolDef('Trust the TOA of every peer (toa.trustedPeers must be empty); without it the otlp exporter refuses to start with an empty toa.trustedPeers', false),
   'toa.parseSyn': boolDef('Also parse TOA from the saved SYN, for balancers that tag the SYN (sets TCP_SAVE_SYN on listeners created after start; keeps the SYN headers per connection)', true),
+  'toa.rewritePeer': boolDef(
+    'Make accept4() and getpeername() of applications return the trusted TOA client instead of the balancer (cgroup/getpeername4/6 programs, kernel >= 5.8): needs packet in toa.sources and a non-empty toa.trustedPeers; scope: sockets created in probe.cgroupPath (and toa.rewritePorts); ends with the process',
+    false),
+  'toa.rewritePorts': {
+    doc: 'Local ports whose sockets toa.rewritePeer rewrites; empty = every port',
+    default: [],
+    allowed: 'a comma-separated list of ports 1-65535 (at most 64)',
+    check: (v) => {
+      if (!Array.isArray(v)) return 'not a list';
+      if (v.length > 64) return `too many entries (${v.length})`;
+      for (const x of v) if (typeof x !== 'number' || !Number.isInteger(x) || x < 1 || x > 65535) return `not a port (${JSON.stringify(x)})`;
+      return undefined;
+    },
+    coerce: (s) => splitListKeepEmpty(s).map((x) => (/^\d{1,5}$/.test(x) ? Number(x) : x)),
+  },
   'merge.windowSec': intDef('Merge window: repeats of a key within it are counted, not reported (0 = off)', 10, 0, 3600),
   'merge.maxKeys': intDef('Maximum keys in the kernel merge map (LRU)', 65536, 1, 16777216),
   'merge.sweepIntervalSec': intDef('Seconds between sweeps that report pending suppressed counts (0 = only at shutdown)', 30, 0, 3600),
@@ -299,6 +325,14 @@ export const SCHEMA: Record<string, KeyDef> = {
   'export.scheduledDelayMillis': intDef('Longest wait before a partial batch is exported (ms)', 500, 1, 60000),
   'export.exportTimeoutMillis': intDef('Deadline of one export including retries (ms)', 30000, 1, 600000),
   'export.retryMaxBackoffMs': intDef('Longest wait between re-sends of records kept after a retryable OTLP export failure (ms); up to export.maxQueueSize records are kept, beyond that the oldest are dropped (counted)', 30000, 1000, 600000),
+  'export.spoolDir': {
+    doc: 'Directory of the on-disk spool (otlp): records not delivered at shutdown are written there and re-sent first at the next start, and a state file counts what a killed run had in memory; empty = off',
+    default: '',
+    allowed: 'empty or an absolute path',
+    check: (v) => (typeof v === 'string' && (v === '' || v.startsWith('/')) ? undefined : 'not an absolute path'),
+    coerce: (s) => s.trim(),
+  },
+  'export.spoolMaxBytes': intDef('Bound of the spool files in export.spoolDir (bytes); records beyond it are counted as lost at shutdown', 67108864, 65536, 68719476736),
   'enrich.enabled': boolDef('Add process.executable.name, container.id and (sockops) the listener process from /proc', true),
   'enrich.cacheTtlSec': intDef('Lifetime of cached /proc lookups (s)', 60, 1, 86400),
   'enrich.cacheMaxEntries': intDef('Entries per enrichment cache', 4096, 16, 1000000),
@@ -486,6 +520,16 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
   if (getPath(props, 'toa.trustAll') === true && Array.isArray(trusted) && trusted.length > 0) {
     issues.push({ key: 'toa.trustAll', value: true, allowed: 'false when toa.trustedPeers lists peers (or empty toa.trustedPeers)', message: 'contradicts toa.trustedPeers:' });
   }
+  if (getPath(props, 'toa.rewritePeer') === true) {
+    // the application would believe whatever address a forged option carries
+    if (!Array.isArray(trusted) || trusted.length === 0) {
+      issues.push({ key: 'toa.rewritePeer', value: true, allowed: 'false, or true with toa.trustedPeers listing the balancers (trust-all is never used for the rewrite)', message: 'needs toa.trustedPeers:' });
+    }
+    const sources = getPath(props, 'toa.sources');
+    if (Array.isArray(sources) && !sources.includes('packet')) {
+      issues.push({ key: 'toa.rewritePeer', value: true, allowed: 'false, or true with packet in toa.sources', message: 'needs packet TOA:' });
+    }
+  }
   const pkFile = getPath(props, 'privacy.hmacKeyFile');
   const pk = getPath(props, 'privacy.hmacKey');
   if (getPath(props, 'privacy.clientAddress') === 'hmac' && (pkFile === '') === (pk === '')) {
@@ -578,5 +622,7 @@ export function nativeOptions(c: ToaConfig): import('./native-types.js').NativeP
     pollIntervalMs: c.probe.pollIntervalMs,
     batchMaxEvents: c.probe.batchMaxEvents,
     cgroupPath: c.probe.cgroupPath,
+    rewritePeer: c.toa.rewritePeer,
+    rewritePorts: c.toa.rewritePorts,
   };
 }

@@ -10,7 +10,7 @@ import { BootClock } from './clock.js';
 import { nativeOptions, type ToaConfig } from './config.js';
 import { EventDecoder, type ToaEvent } from './decode.js';
 import { Enricher } from './enrich.js';
-import { ProbeError } from './errors.js';
+import { ConfigError, ProbeError } from './errors.js';
 import {
   createLogPipeline,
   createOtlpLogExporter,
@@ -31,6 +31,8 @@ import { packageVersion } from './package.js';
 import { trustsEveryPeer } from './preflight.js';
 import { createAddressMask } from './privacy.js';
 import { buildResource } from './resource.js';
+import { Spool } from './spool.js';
+import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import { SelfTelemetry } from './telemetry.js';
 
 /** What the pipeline can be given instead of the defaults (tests, benchmarks, embedding). */
@@ -88,6 +90,12 @@ export interface PipelineTotals {
   retryDropped: number;
   /** Retained records given up at shutdown. */
   retryLostAtShutdown: number;
+  /** Records written to the on-disk spool at shutdown (export.spoolDir), to be re-sent by the next start. */
+  spooled: number;
+  /** Records read back from the spool at start and queued for a re-send. */
+  spoolLoaded: number;
+  /** Records the previous run held in memory when it was last seen (it did not stop cleanly: SIGKILL, crash). */
+  previousRunLost: number;
 }
 
 /** How often losses are checked for a warn line (the line itself is rate-limited by LossReporter). */
@@ -143,6 +151,10 @@ export class Pipeline {
   private readonly losses = new LossReporter();
   /** Totals when stop() began (after the probe's final drain), for the shutdown accounting. */
   private stopBaseline: { totals: PipelineTotals; queueFull: number } | undefined;
+  private spool: Spool | undefined;
+  /** Spool files read at start → their batches not yet gone from the exporter. */
+  private readonly spoolPending = new Map<string, number>();
+  private previousRunLost = 0;
 
   /** Does nothing; call {@link start}. */
   constructor(
@@ -189,6 +201,7 @@ export class Pipeline {
         retryCounters: () => this.retrying?.counters,
       },
     });
+    this.openSpool();
     const exporter = this.deps.logExporter ?? this.makeExporter(this.choice);
     const { provider, counting, retrying } = createLogPipeline({
       config: c,
@@ -198,7 +211,9 @@ export class Pipeline {
       processor: this.deps.processor,
       onExportFailure: (err, n, retryable) => this.exportFailed(err, n, retryable),
       // OTLP only: a closed stdout pipe will not come back
-      retry: this.choice.kind === 'otlp' ? { onLoss: (n, reason) => this.recordsLost(n, reason) } : undefined,
+      retry: this.choice.kind === 'otlp'
+        ? { onLoss: (n, reason) => this.recordsLost(n, reason), ...(this.spool ? { spill: (recs: ReadableLogRecord[]) => this.spillToDisk(recs) } : {}) }
+        : undefined,
     });
     this.provider = provider;
     this.counting = counting;
@@ -226,6 +241,8 @@ export class Pipeline {
       );
     } catch (e) {
       this.probe = undefined;
+      this.spool?.close(); // files and state stay for the next start
+      this.spool = undefined;
       await this.shutdownProviders(new Deadline(Math.min(c.shutdown.timeoutMs, 2000)));
       throw ProbeError.fromNative(e, `start the probe (mode ${c.probe.mode})`);
     }
@@ -236,6 +253,7 @@ export class Pipeline {
       refused: st?.refused.map((r) => `${r.mode}: ${r.code} ${r.message}`),
       sweepSupported: st?.sweepSupported,
     });
+    this.adoptSpool();
     if (c.merge.sweepIntervalSec > 0) this.every(c.merge.sweepIntervalSec * 1000, () => this.sweep());
     const tickMs = (c.status.intervalSec > 0 ? c.status.intervalSec : c.telemetry.intervalSec) * 1000;
     this.every(tickMs, () => void this.tick(c.status.intervalSec > 0));
@@ -254,8 +272,89 @@ export class Pipeline {
     };
   }
 
+  /**
+   * export.spoolDir (otlp only): takes the directory and reports a previous run that did not stop
+   * cleanly, with what it held in memory. A directory that cannot be used is a configuration error.
+   */
+  private openSpool(): void {
+    const c = this.config.export;
+    if (c.spoolDir === '') return;
+    if (this.choice?.kind !== 'otlp') {
+      this.log.info('export.spoolDir is used only with the otlp exporter', { exporter: this.choice?.kind });
+      return;
+    }
+    try {
+      this.spool = Spool.open(c.spoolDir, c.spoolMaxBytes);
+    } catch (e) {
+      throw new ConfigError([{ key: 'export.spoolDir', value: c.spoolDir, allowed: 'a writable directory that no other toa-otel uses', message: `${(e as Error).message}:` }]);
+    }
+    const prev = this.spool.previousRun();
+    if (prev && !prev.clean) {
+      this.previousRunLost = prev.inMemory;
+      this.log[prev.inMemory > 0 ? 'warn' : 'info']('the previous run did not stop cleanly (killed or crashed): records it held in memory were lost', {
+        pid: prev.pid, lastSeen: new Date(prev.at).toISOString(), previousRunLost: prev.inMemory,
+        hint: 'records of the last seconds before the kill are not included; stop with SIGTERM (systemctl stop/restart) to spool instead',
+      });
+    }
+    this.writeSpoolState(false);
+  }
+
+  /** Queues the records of the spool files for a re-send ahead of new records; a file goes when all its batches left. */
+  private adoptSpool(): void {
+    if (!this.spool || !this.retrying) return;
+    let records = 0;
+    for (const f of this.spool.load(this.config.export.maxExportBatchSize)) {
+      if (f.badLines > 0) this.log.warn('spool file has unreadable lines (skipped)', { file: f.path, lines: f.badLines });
+      if (f.records === 0) {
+        this.spool.remove(f.path);
+        continue;
+      }
+      this.spoolPending.set(f.path, f.batches.length);
+      records += f.records;
+      this.retrying.adopt(f.batches, () => {
+        const left = (this.spoolPending.get(f.path) ?? 1) - 1;
+        if (left > 0) return void this.spoolPending.set(f.path, left);
+        this.spoolPending.delete(f.path);
+        this.spool?.remove(f.path);
+      });
+    }
+    if (records > 0) this.log.info('re-sending records spooled by the previous run', { records, files: this.spoolPending.size });
+  }
+
+  /** The retrying exporter's spill at shutdown: records into a new spool file, up to export.spoolMaxBytes. */
+  private spillToDisk(records: ReadableLogRecord[]): number {
+    const spool = this.spool;
+    if (!spool) return 0; // closed already: counted as lost by the caller
+    try {
+      const r = spool.write(records, new Set(this.spoolPending.keys()));
+      if (r.written > 0) this.log.info('records spooled to disk for the next start', { records: r.written, bytes: r.bytes, file: r.path });
+      if (r.written < records.length) {
+        this.log.error('spool full: records lost at shutdown', { records: records.length - r.written, key: 'export.spoolMaxBytes', maxBytes: spool.maxBytes });
+      }
+      return r.written;
+    } catch (e) {
+      this.log.error('cannot write the spool: records lost at shutdown', { records: records.length, dir: spool.dir, err: e as Error });
+      return 0;
+    }
+  }
+
+  /** State file for the next start: how many records are in memory now (what a kill would lose). */
+  private writeSpoolState(clean: boolean): void {
+    if (!this.spool) return;
+    const t = this.totals();
+    const inMemory = clean
+      ? 0
+      : Math.max(0, t.emitted + t.spoolLoaded - t.exported - t.exportFailed - t.queueFull - t.retryDropped - t.retryLostAtShutdown - t.spooled);
+    try {
+      this.spool.writeState({ pid: process.pid, at: Date.now(), clean, inMemory });
+    } catch (e) {
+      this.log.debug('spool state not written', { err: e as Error });
+    }
+  }
+
   /** Logs a warn line when records were lost since the last one (rate-limited, see LossReporter). */
   async checkLosses(): Promise<void> {
+    this.writeSpoolState(false);
     try {
       await this.telemetry?.refresh();
       const r = this.losses.check(Pipeline.lossCounts(this.totals()), Date.now());
@@ -403,6 +502,9 @@ export class Pipeline {
       retried: this.retrying?.counters.retries ?? 0,
       retryDropped: this.retrying?.counters.droppedOldest ?? 0,
       retryLostAtShutdown: this.retrying?.counters.lostAtShutdown ?? 0,
+      spooled: this.retrying?.counters.spooled ?? 0,
+      spoolLoaded: this.retrying?.counters.adopted ?? 0,
+      previousRunLost: this.previousRunLost,
     };
   }
 
@@ -463,6 +565,7 @@ export class Pipeline {
     const flushed = await this.shutdownProviders(deadline, true);
     if (!flushed) timedOut = true;
     const { totals: after, lostAtShutdown } = this.shutdownSummary();
+    this.closeSpool();
     if (after.retryLostAtShutdown > 0) {
       this.log.error('retained records lost at shutdown (export target still unreachable)', { records: after.retryLostAtShutdown, lostAtShutdown });
     }
@@ -485,9 +588,34 @@ export class Pipeline {
     // records handed to the SDK that never reached a final state (still queued/retained/in flight at the deadline)
     const unaccounted = Math.max(
       0,
-      after.emitted - after.exported - after.exportFailed - after.queueFull - after.retryDropped - after.retryLostAtShutdown,
+      after.emitted + after.spoolLoaded - after.exported - after.exportFailed - after.queueFull - after.retryDropped -
+        after.retryLostAtShutdown - after.spooled,
     );
     return { totals: after, lostAtShutdown: lostInFlush + unaccounted };
+  }
+
+  /**
+   * After the final flush: spool files read at start whose records did not all leave are deleted —
+   * what was left of them is in the new spool file or counted as lost; then the state is marked clean.
+   */
+  private closeSpool(): void {
+    if (!this.spool) return;
+    for (const path of this.spoolPending.keys()) this.spool.remove(path);
+    this.spoolPending.clear();
+    this.writeSpoolState(true);
+    this.spool.close();
+    this.spool = undefined;
+  }
+
+  /**
+   * For an exit without stop() finishing (second signal): the losses were just reported, so the
+   * next start must not count them again; spool files stay (their records are re-sent, at least once).
+   */
+  abandonSpool(): void {
+    if (!this.spool) return;
+    this.writeSpoolState(true);
+    this.spool.close();
+    this.spool = undefined;
   }
 
   /** Log lines that could not be written (closed stderr), for the final summary. */

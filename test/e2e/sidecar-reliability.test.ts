@@ -126,6 +126,7 @@ test.serial('kernel loss (tiny ring buffer, stalled reader) gives a warn line na
       // every connection is either a record on stdout or counted as lost
       const lost = Number(stopped.kernelLost) + Number(stopped.droppedEvents) + Number(stopped.queueFull);
       t.is(sc.records().length - before + lost, made, JSON.stringify(stopped));
+      t.log(`made ${made}: ${sc.records().length - before} records on stdout, kernelLost ${String(stopped.kernelLost)}, droppedEvents ${String(stopped.droppedEvents)}, queueFull ${String(stopped.queueFull)}, exit 0`);
       t.true(sc.logs().every((l) => l.level === 'warn' || l.level === 'error'), 'nothing below --log-level warn');
     } finally {
       if (sc.child.exitCode === null) sc.child.kill('SIGKILL');
@@ -150,6 +151,7 @@ test.serial('a closed stderr does not stop the pipeline: exit 0 at SIGTERM, ever
       sc.child.kill('SIGTERM');
       t.is(await sc.exit, 0);
       t.is(sc.records().length - before, made);
+      t.log(`stderr closed: made ${made}, ${sc.records().length - before} records on stdout, exit 0`);
     } finally {
       if (sc.child.exitCode === null) sc.child.kill('SIGKILL');
     }
@@ -209,6 +211,7 @@ test.serial('a second signal exits 4 reporting the same totals as the summary wo
         t.is(last!.exported, 0);
         t.is(last!.lostAtShutdown, 30, 'every record not delivered is reported as lost');
         t.falsy(sc.logs().find((l) => l.msg === 'stopped'), 'no second, different summary');
+        t.log(`second signal: emitted ${String(last!.emitted)}, exported ${String(last!.exported)}, lostAtShutdown ${String(last!.lostAtShutdown)}, exit 4`);
       } finally {
         if (sc.child.exitCode === null) sc.child.kill('SIGKILL');
       }
