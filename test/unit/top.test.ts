@@ -10,7 +10,7 @@ function ev(o: Partial<ToaEvent>): ToaEvent {
   return {
     type: 'accept', tsBootNs: 1n, cgroupId: 0n, probeNs: 100, pid: 0, sinceLastS: undefined, suppressed: 0,
     family: 4, mode: 'sockops', toaSource: undefined, toaKind: 0, toaLen: 0, toaTrusted: false, flags: 0, v4mapped: false,
-    localAddr: '198.18.2.2', localPort: 8080, peerAddr: '198.18.2.1', peerPort: 40000, toaAddr: undefined, toaPort: 0, comm: '',
+    localAddr: '198.18.2.2', localPort: 8080, peerAddr: '198.18.2.1', peerPort: 40000, toaAddr: undefined, toaPort: 0, comm: '', rewritten: false,
     ...o,
   };
 }
