@@ -3,62 +3,15 @@
 // kernel (sockops, attached to a cgroup the lab's RS server runs in), real connections through
 // the FullNAT lab, records on stdout. Needs root (BPF, namespaces, cgroups).
 import type { ExecutionContext } from 'ava';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { cgroup2Mount, createLab, type Lab, type LabServer } from '../lab/lab.js';
 import { gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
+import { startSidecar, until, type Sidecar } from '../helpers/sidecar.js';
 
 /** The sidecar attaches the real probe; some tests use the lab. */
 const test = gatedTest(privilegedGate(['cmake', 'clang', 'bpftool']), nativeGate());
-
-const BIN = fileURLToPath(new URL('../../bin/toa-otel.js', import.meta.url));
-
-interface Sidecar {
-  child: ChildProcess;
-  /** stdout records of the lab port */
-  records: () => Record<string, unknown>[];
-  /** JSON log lines read from stderr so far (none once the test closed stderr) */
-  logs: () => Record<string, unknown>[];
-  exit: Promise<number | null>;
-}
-
-function startSidecar(args: string[], port: number): Sidecar {
-  const child = spawn(process.execPath, [BIN, 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TOA_OTEL_LOG_LEVEL: undefined } });
-  const records: Record<string, unknown>[] = [];
-  const logs: Record<string, unknown>[] = [];
-  const lines = (stream: NodeJS.ReadableStream, onLine: (l: Record<string, unknown>) => void) => {
-    let buf = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (d: string) => {
-      buf += d;
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        if (line.startsWith('{')) onLine(JSON.parse(line) as Record<string, unknown>);
-      }
-    });
-  };
-  lines(child.stdout, (r) => {
-    if ((r.attributes as Record<string, unknown>)?.['network.local.port'] === port) records.push(r);
-  });
-  lines(child.stderr, (l) => logs.push(l));
-  child.stderr.on('error', () => {});
-  // 'close', not 'exit': stdout is read to its end before the test counts records
-  const exit = new Promise<number | null>((r) => child.once('close', (c) => r(c)));
-  return { child, records: () => records, logs: () => logs, exit };
-}
-
-async function until(what: string, cond: () => boolean, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /**
  * The probe is attached once a connection made now shows up on stdout (works at any log level).
