@@ -31,6 +31,7 @@ export type ProbeErrorCode =
   | 'ENOKPROBE' // kretprobe: kprobes unavailable
   | 'ELOAD' // the verifier rejected the programs
   | 'ENOMODE' // auto found no working mode
+  | 'ETRACES' // traces.enabled: the OTLP pass-through could not listen on traces.listen
   | (string & {});
 
 /** Hints printed under a ProbeError, by code. */
@@ -47,6 +48,7 @@ const PROBE_HINTS: Record<string, string> = {
   ENOMODE: 'no probe mode works here: run `toa-otel doctor` for what each mode lacks',
   ENOMEM: 'BPF maps could not be allocated: lower probe.ringBufferBytes or merge.maxKeys, or raise the memory cgroup limit',
   EBUSY: 'the probe is already running in this process',
+  ETRACES: 'traces.listen must be a free local address and port (another collector or sidecar may hold it): change traces.listen or stop the other process',
 };
 
 /** A probe that could not be loaded, started or read. `code` is stable; see the README. */
