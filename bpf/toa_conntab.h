@@ -36,7 +36,7 @@ struct toa_conn_val {
 	__u8 flags;           /* enum toa_event_flag bits (TOA_FLAG_TOA_V6) */
 	__u8 mode;            /* enum toa_probe_mode */
 	__u8 pad;
-	__u8 toa_addr[16];
+	__u8 toa_addr[16]; /* offset 36; 4 bytes of tail padding follow */
 };
 
 /* Per-CPU counters of the table (array map "conntab_counters", one entry). */
@@ -55,6 +55,12 @@ enum toa_conntab_counter {
 #if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 _Static_assert(sizeof(struct toa_conn_key) == TOA_CONN_KEY_SIZE, "toa_conn_key layout changed");
 _Static_assert(sizeof(struct toa_conn_val) == TOA_CONN_VAL_SIZE, "toa_conn_val layout changed");
+/* offsets restated in src/traces/conntab.ts */
+_Static_assert(__builtin_offsetof(struct toa_conn_key, local_addr) == 8, "toa_conn_key layout changed");
+_Static_assert(__builtin_offsetof(struct toa_conn_key, peer_addr) == 24, "toa_conn_key layout changed");
+_Static_assert(__builtin_offsetof(struct toa_conn_val, pid) == 24, "toa_conn_val layout changed");
+_Static_assert(__builtin_offsetof(struct toa_conn_val, toa_port) == 28, "toa_conn_val layout changed");
+_Static_assert(__builtin_offsetof(struct toa_conn_val, toa_addr) == 36, "toa_conn_val layout changed");
 #endif
 
 #endif /* TOA_CONNTAB_H */

@@ -10,7 +10,7 @@ export const CONN_KEY_SIZE = 40;
 export const CONN_VAL_SIZE = 56;
 export const CONN_ENTRY_SIZE = CONN_KEY_SIZE + CONN_VAL_SIZE;
 const K = { family: 0, localPort: 2, peerPort: 4, localAddr: 8, peerAddr: 24 } as const;
-const V = { accept: 0, close: 8, cgroup: 16, pid: 24, toaPort: 28, toaSource: 30, toaKind: 31, toaTrusted: 32, flags: 33, mode: 34, toaAddr: 40 } as const;
+const V = { accept: 0, close: 8, cgroup: 16, pid: 24, toaPort: 28, toaSource: 30, toaKind: 31, toaTrusted: 32, flags: 33, mode: 34, toaAddr: 36 } as const;
 const TOA_FLAG_TOA_V6 = 1 << 3;
 /** enum toa_source names as the log records spell them (src/decode.ts lowercases the C names) */
 const SOURCES = ['', 'module', 'packet_ack', 'packet_syn'] as const;

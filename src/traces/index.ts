@@ -50,6 +50,7 @@ export async function startTraces(d: TracesDeps): Promise<OtlpPassThrough> {
 export function connTableStatus(probe: NativeProbe | undefined, table: ConnTable | undefined): Record<string, number> {
   const st = probe?.connStats?.();
   if (!st || !table) return {};
+  table.refresh(); // a current entry count (rate-limited like the refresh on a miss)
   const c = st.counters;
   return {
     connTableEntries: table.size,

@@ -35,7 +35,7 @@ function pack(e: { local: number[]; peer: number[]; lport: number; pport: number
   b[v + 30] = e.src;
   b[v + 31] = 254;
   b[v + 32] = e.trusted;
-  Buffer.from(e.toa).copy(b, v + 40);
+  Buffer.from(e.toa).copy(b, v + 36);
   return b;
 }
 
