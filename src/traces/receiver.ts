@@ -13,7 +13,8 @@ import type { Logger } from '../log.js';
 import type { AddressMask } from '../privacy.js';
 import type { ConnTable } from './conntab.js';
 import { otlpSchema, type OtlpSchema, type Signal } from './schema.js';
-import { emptyEnrichStats, enrichRequest, UNMATCHED_REASONS, type EnrichStats } from './spans.js';
+import { emptyEnrichStats, enrichRequest, enrichSpans, spansOf, UNMATCHED_REASONS, type EnrichStats, type SpanView } from './spans.js';
+import { parseTraceRequest, serializeTraceRequest, type WireRequest } from './wire.js';
 import { resolveUpstream, type Upstream } from './upstream.js';
 
 const gunzipP = promisify(gunzip);
@@ -181,24 +182,17 @@ export class OtlpPassThrough {
           throw this.bad('decode', 400, `gzip body could not be decompressed: ${(e as Error).message}`);
         }
       }
-      const msg = this.decode(signal, enc, raw);
       let body = wire;
       let bodyEncoding = cenc;
-      if (signal === 'traces' && this.o.table) {
-        const st = enrichRequest(msg as never, this.o.table, {
-          bootToUnixNs: this.o.bootToUnixNs(),
-          closeGraceNs: BigInt(this.c.closeGraceSec) * 1_000_000_000n,
-          mask: this.o.mask,
-        });
-        this.addSpanStats(st);
-        if (st.enriched > 0) {
-          const out = enc === 'json' ? Buffer.from(JSON.stringify(msg)) : Buffer.from(this.schema.request.traces.encode(msg as never).finish());
+      if (signal === 'traces') {
+        const out = this.traces(enc, raw);
+        if (out) {
           const up = this.upstream[signal];
           body = up.gzip ? await gzipP(out) : out;
           bodyEncoding = up.gzip ? 'gzip' : 'identity';
         }
-      } else if (signal === 'traces') {
-        this.addSpanStats(enrichStatsCountOnly(msg));
+      } else {
+        this.decode(signal, enc, raw); // validation only: logs and metrics go on byte for byte
       }
       const r = await this.forward(signal, req, body, enc === 'json' ? 'application/json' : 'application/x-protobuf', bodyEncoding);
       res.writeHead(r.status, { 'content-type': r.contentType ?? ctype, ...(r.retryAfter ? { 'retry-after': r.retryAfter } : {}) });
@@ -245,6 +239,31 @@ export class OtlpPassThrough {
       req.on('error', (e) => reject(this.bad('body_read', 400, `request body could not be read: ${e.message}`)));
       req.on('aborted', () => reject(this.bad('body_read', 400, 'request aborted')));
     });
+  }
+
+  /** Enriches a traces request; returns the new body, or undefined to forward the one received. */
+  private traces(enc: Encoding, raw: Buffer): Buffer | undefined {
+    const table = this.o.table;
+    const opts = () => ({
+      bootToUnixNs: this.o.bootToUnixNs(),
+      closeGraceNs: BigInt(this.c.closeGraceSec) * 1_000_000_000n,
+      mask: this.o.mask,
+    });
+    if (enc === 'protobuf') {
+      let w: WireRequest;
+      try {
+        w = parseTraceRequest(raw);
+      } catch (e) {
+        throw this.bad('decode', 400, `body is not a valid ExportTraceServiceRequest (protobuf): ${(e as Error).message}`);
+      }
+      const st = table ? enrichSpans(w.spans, table, opts()) : countSpans(w.spans);
+      this.addSpanStats(st);
+      return st.enriched > 0 ? serializeTraceRequest(w) : undefined;
+    }
+    const msg = this.decode('traces', enc, raw);
+    const st = table ? enrichRequest(msg as never, table, opts()) : countSpans(spansOf(msg as never));
+    this.addSpanStats(st);
+    return st.enriched > 0 ? Buffer.from(JSON.stringify(msg)) : undefined;
   }
 
   /** Decodes with the official schema; a body that is not a valid request is a 400. */
@@ -373,14 +392,12 @@ export class OtlpPassThrough {
   }
 }
 
-/** Span counts of a request forwarded without enrichment (traces.enabled without a table). */
-function enrichStatsCountOnly(msg: unknown): EnrichStats {
+/** Span counts of a request forwarded without enrichment (no connection table). */
+function countSpans(spans: Iterable<SpanView>): EnrichStats {
   const st = emptyEnrichStats();
-  for (const rs of (msg as { resourceSpans?: { scopeSpans?: { spans?: { kind?: unknown }[] }[] }[] }).resourceSpans ?? [])
-    for (const ss of rs?.scopeSpans ?? [])
-      for (const s of ss?.spans ?? []) {
-        st.spans++;
-        if (s?.kind === 2) st.serverSpans++;
-      }
+  for (const s of spans) {
+    st.spans++;
+    if (s.kind === 2) st.serverSpans++;
+  }
   return st;
 }

@@ -18,6 +18,18 @@ interface KeyValue {
   key: string;
   value?: AnyValue | null;
 }
+export type KeyValueLike = KeyValue;
+
+/** One span as enrichment sees it, from the object form or the protobuf walk (src/traces/wire.ts). */
+export interface SpanView {
+  kind: number | string | null | undefined;
+  startTimeUnixNano: unknown;
+  /** mutated in place by enrichment */
+  attributes: KeyValue[];
+  resourceAttributes: readonly KeyValue[];
+  /** set when enrichment changed the attributes */
+  changed?: boolean;
+}
 interface SpanLike {
   kind?: number | string | null;
   startTimeUnixNano?: unknown;
@@ -119,10 +131,12 @@ function localHints(attrs: readonly KeyValue[]): { localAddr?: string; localPort
   return out;
 }
 
+/** Sets key: a new object in place of an existing one (the protobuf splice copies untouched
+ * attributes by identity, src/traces/wire.ts), else appended. */
 function setAttr(attrs: KeyValue[], key: string, value: AnyValue): void {
-  for (const a of attrs) {
-    if (a && a.key === key) {
-      a.value = value;
+  for (let i = 0; i < attrs.length; i++) {
+    if (attrs[i] && attrs[i]!.key === key) {
+      attrs[i] = { key, value };
       return;
     }
   }
@@ -152,52 +166,70 @@ export interface EnrichOptions extends MatchOptions {
   mask: AddressMask | undefined;
 }
 
-/**
- * Enriches every SERVER span of a decoded ExportTraceServiceRequest in place. Re-reads the table
- * once (rate-limited) when a span's peer is missing from it. Returns what it did; stats.enriched
- * = 0 means the request is unchanged.
- */
-export function enrichRequest(req: RequestLike, table: ConnTable, o: EnrichOptions): EnrichStats {
-  const st = emptyEnrichStats();
-  let refreshed = false;
+/** SpanViews of a decoded request object (protobufjs or OTLP/JSON); attributes arrays are shared. */
+export function* spansOf(req: RequestLike): Generator<SpanView> {
   for (const rs of req.resourceSpans ?? []) {
-    const rattrs = rs?.resource?.attributes ?? [];
-    const pidV = findAttr(rattrs, 'process.pid');
-    const pid = int(pidV);
+    const resourceAttributes = rs?.resource?.attributes ?? [];
     for (const ss of rs?.scopeSpans ?? []) {
       for (const span of ss?.spans ?? []) {
-        st.spans++;
-        if (!span || (span.kind !== SPAN_KIND_SERVER && span.kind !== 'SPAN_KIND_SERVER')) continue;
-        st.serverSpans++;
+        if (!span) continue;
         span.attributes ??= [];
-        const attrs = span.attributes;
-        const peer = socketPeer(attrs);
-        if (!peer) {
-          st.unmatched.no_peer++;
-          continue;
-        }
-        const hints = { startUnixNs: toBigInt(span.startTimeUnixNano) ?? 0n, ...localHints(attrs), ...(pid !== undefined ? { pid } : {}) };
-        let m = matchSpan(table.lookup(peer.addr, peer.port), hints, o);
-        if (!m.ok && m.reason !== 'ambiguous' && !refreshed) {
-          refreshed = true;
-          if (table.refresh()) m = matchSpan(table.lookup(peer.addr, peer.port), hints, o);
-        }
-        if (!m.ok) {
-          st.unmatched[m.reason]++;
-          continue;
-        }
-        if (!m.entry.toaSource) {
-          st.unmatched.no_toa++;
-          continue;
-        }
-        if (!m.entry.toaTrusted) {
-          st.unmatched.untrusted++;
-          continue;
-        }
-        applyClient(attrs, peer, m.entry, o.mask);
-        st.enriched++;
+        yield { kind: span.kind, startTimeUnixNano: span.startTimeUnixNano, attributes: span.attributes, resourceAttributes };
       }
     }
+  }
+}
+
+/** Enriches every SERVER span of a decoded ExportTraceServiceRequest object in place. */
+export function enrichRequest(req: RequestLike, table: ConnTable, o: EnrichOptions): EnrichStats {
+  return enrichSpans(spansOf(req), table, o);
+}
+
+/**
+ * Enriches every SERVER span in place (marking it `changed`). Re-reads the table once
+ * (rate-limited) when a span's peer is missing from it. Returns what it did; stats.enriched = 0
+ * means nothing changed.
+ */
+export function enrichSpans(spans: Iterable<SpanView>, table: ConnTable, o: EnrichOptions): EnrichStats {
+  const st = emptyEnrichStats();
+  let refreshed = false;
+  let lastRes: readonly KeyValue[] | undefined;
+  let pid: number | undefined;
+  for (const span of spans) {
+    st.spans++;
+    if (span.kind !== SPAN_KIND_SERVER && span.kind !== 'SPAN_KIND_SERVER') continue;
+    st.serverSpans++;
+    if (span.resourceAttributes !== lastRes) {
+      lastRes = span.resourceAttributes;
+      pid = int(findAttr(lastRes, 'process.pid'));
+    }
+    const attrs = span.attributes;
+    const peer = socketPeer(attrs);
+    if (!peer) {
+      st.unmatched.no_peer++;
+      continue;
+    }
+    const hints = { startUnixNs: toBigInt(span.startTimeUnixNano) ?? 0n, ...localHints(attrs), ...(pid !== undefined ? { pid } : {}) };
+    let m = matchSpan(table.lookup(peer.addr, peer.port), hints, o);
+    if (!m.ok && m.reason !== 'ambiguous' && !refreshed) {
+      refreshed = true;
+      if (table.refresh()) m = matchSpan(table.lookup(peer.addr, peer.port), hints, o);
+    }
+    if (!m.ok) {
+      st.unmatched[m.reason]++;
+      continue;
+    }
+    if (!m.entry.toaSource) {
+      st.unmatched.no_toa++;
+      continue;
+    }
+    if (!m.entry.toaTrusted) {
+      st.unmatched.untrusted++;
+      continue;
+    }
+    applyClient(attrs, peer, m.entry, o.mask);
+    span.changed = true;
+    st.enriched++;
   }
   return st;
 }

@@ -148,3 +148,44 @@ test('enrichRequest on a protobuf round trip: server spans enriched, others and 
   t.like(attrsOf(spans[0]!.attributes), { 'client.address': '203.0.113.9', 'client.port': 1234, 'lvs.toa.source': 'packet_ack', 'network.peer.address': '198.18.2.1' });
   for (const s of spans.slice(1)) t.false(s.attributes.some((a) => a.key.startsWith('lvs.toa') || a.key === 'client.address'));
 });
+
+test('protobuf walk + splice gives what a full decode, enrich and encode gives; unchanged requests stay undefined; malformed bodies throw', async (t) => {
+  const { parseTraceRequest, serializeTraceRequest } = await import('../../src/traces/wire.js');
+  const { enrichSpans } = await import('../../src/traces/spans.js');
+  const type = otlpSchema().request.traces;
+  const t0 = 1_105n * S;
+  const span = (kind: number, port: number, name: string) => ({
+    traceId: Buffer.alloc(16, port & 0xff), spanId: Buffer.alloc(8, 2), name, kind, startTimeUnixNano: t0.toString(), endTimeUnixNano: (t0 + 5n).toString(),
+    attributes: [kv('http.route', '/x'), kv('network.peer.address', '198.18.2.1'), kv('network.peer.port', port), kv('client.address', '198.18.2.1')],
+    events: [{ name: 'ev', timeUnixNano: t0.toString(), attributes: [kv('e', 1)] }],
+    status: { code: 1 },
+  });
+  const req = {
+    resourceSpans: [
+      { resource: { attributes: [kv('service.name', 'a'), kv('process.pid', 7)] }, schemaUrl: 'https://opentelemetry.io/schemas/1.26.0',
+        scopeSpans: [{ scope: { name: 'http', version: '1' }, spans: [span(2, 40000, 's1'), span(1, 40000, 's2')] }, { scope: { name: 'other' }, spans: [span(2, 40001, 's3')] }] },
+      { resource: { attributes: [kv('service.name', 'b')] }, scopeSpans: [{ spans: [span(2, 40000, 's4')] }] },
+    ],
+  };
+  const wire = Buffer.from(type.encode(type.fromObject(req)).finish());
+  const dump = Buffer.concat([
+    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40000, toa: [203, 0, 113, 9], tport: 1234, src: 2, trusted: 1, accept: 100n * S, close: 0n, pid: 0 }),
+  ]);
+  const o = { ...opts, mask: undefined };
+  const w = parseTraceRequest(wire);
+  t.is(w.spans.length, 4);
+  const st = enrichSpans(w.spans, new ConnTable(() => dump, 0), o);
+  t.is(st.enriched, 2);
+  const spliced = serializeTraceRequest(w)!;
+  const full = type.decode(wire);
+  enrichRequest(full as never, new ConnTable(() => dump, 0), o);
+  const asObj = (b: Uint8Array) => type.toObject(type.decode(b), { longs: String, bytes: String, defaults: false });
+  t.deepEqual(asObj(spliced), asObj(type.encode(full).finish()));
+  t.true(spliced.length > wire.length);
+  // nothing to change: no new body
+  const w2 = parseTraceRequest(wire);
+  enrichSpans(w2.spans, new ConnTable(() => Buffer.alloc(0), 0), o);
+  t.is(serializeTraceRequest(w2), undefined);
+  t.throws(() => parseTraceRequest(wire.subarray(0, wire.length - 3)));
+  t.throws(() => parseTraceRequest(Buffer.from([0x0a, 0x05, 0x12, 0x10, 0, 0, 0])));
+});
