@@ -35,32 +35,49 @@ export interface ConnEntry {
   toaPort: number;
 }
 
+/** Decodes the entry at byte offset o of a connDump() buffer. */
+export function decodeConnEntry(buf: Buffer, o: number): ConnEntry {
+  const v = o + CONN_KEY_SIZE;
+  const family = buf[o + K.family] === 6 ? 6 : 4;
+  const fmt = family === 6 ? formatIPv6 : formatIPv4;
+  const src = buf[v + V.toaSource]!;
+  return {
+    family,
+    localAddr: fmt(buf, o + K.localAddr),
+    localPort: buf.readUInt16LE(o + K.localPort),
+    peerAddr: fmt(buf, o + K.peerAddr),
+    peerPort: buf.readUInt16LE(o + K.peerPort),
+    acceptBootNs: buf.readBigUInt64LE(v + V.accept),
+    closeBootNs: buf.readBigUInt64LE(v + V.close),
+    cgroupId: buf.readBigUInt64LE(v + V.cgroup),
+    pid: buf.readUInt32LE(v + V.pid),
+    toaSource: SOURCES[src] ?? `unknown(${src})`,
+    toaKind: buf[v + V.toaKind]!,
+    toaTrusted: buf[v + V.toaTrusted] === 1,
+    toaAddr: src === 0 ? '' : (buf[v + V.flags]! & TOA_FLAG_TOA_V6) !== 0 ? formatIPv6(buf, v + V.toaAddr) : formatIPv4(buf, v + V.toaAddr),
+    toaPort: buf.readUInt16LE(v + V.toaPort),
+  };
+}
+
 /** Decodes a connDump() buffer. */
 export function decodeConnDump(buf: Buffer): ConnEntry[] {
   const out: ConnEntry[] = [];
-  for (let o = 0; o + CONN_ENTRY_SIZE <= buf.length; o += CONN_ENTRY_SIZE) {
-    const v = o + CONN_KEY_SIZE;
-    const family = buf[o + K.family] === 6 ? 6 : 4;
-    const fmt = family === 6 ? formatIPv6 : formatIPv4;
-    const src = buf[v + V.toaSource]!;
-    out.push({
-      family,
-      localAddr: fmt(buf, o + K.localAddr),
-      localPort: buf.readUInt16LE(o + K.localPort),
-      peerAddr: fmt(buf, o + K.peerAddr),
-      peerPort: buf.readUInt16LE(o + K.peerPort),
-      acceptBootNs: buf.readBigUInt64LE(v + V.accept),
-      closeBootNs: buf.readBigUInt64LE(v + V.close),
-      cgroupId: buf.readBigUInt64LE(v + V.cgroup),
-      pid: buf.readUInt32LE(v + V.pid),
-      toaSource: SOURCES[src] ?? `unknown(${src})`,
-      toaKind: buf[v + V.toaKind]!,
-      toaTrusted: buf[v + V.toaTrusted] === 1,
-      toaAddr: src === 0 ? '' : (buf[v + V.flags]! & TOA_FLAG_TOA_V6) !== 0 ? formatIPv6(buf, v + V.toaAddr) : formatIPv4(buf, v + V.toaAddr),
-      toaPort: buf.readUInt16LE(v + V.toaPort),
-    });
-  }
+  for (let o = 0; o + CONN_ENTRY_SIZE <= buf.length; o += CONN_ENTRY_SIZE) out.push(decodeConnEntry(buf, o));
   return out;
+}
+
+/** Index key of a socket peer: a number for IPv4 (address * 65536 + port), text for IPv6. */
+function peerIndexKey(buf: Buffer, o: number): number | string {
+  const port = buf.readUInt16LE(o + K.peerPort);
+  if (buf[o + K.family] !== 6) return buf.readUInt32BE(o + K.peerAddr) * 65536 + port;
+  return `${formatIPv6(buf, o + K.peerAddr)}|${port}`;
+}
+
+/** The same key from a canonical address (canonicalAddress) and a port. */
+function peerIndexKeyOf(addr: string, port: number): number | string {
+  if (!isIPv4(addr)) return `${addr}|${port}`;
+  const p = addr.split('.');
+  return ((+p[0]! * 256 + +p[1]!) * 256 + +p[2]!) * 256 * 65536 + +p[3]! * 65536 + port;
 }
 
 /** Canonical text of an address as spans and the table spell it: v4-mapped IPv6 becomes IPv4,
@@ -82,7 +99,6 @@ export function canonicalAddress(a: string): string | undefined {
   return host;
 }
 
-export const peerKey = (addr: string, port: number): string => `${addr}|${port}`;
 
 /** What a span tells about its connection besides the socket peer. */
 export interface SpanHints {
@@ -151,12 +167,16 @@ export type ConnDumpFn = () => Buffer | null;
  * minRefreshMs.
  */
 export class ConnTable {
-  private index = new Map<string, ConnEntry[]>();
+  /** the last dump, indexed by socket peer; entries are decoded when looked up */
+  private buf: Buffer = Buffer.alloc(0);
+  private index = new Map<number | string, number[]>();
   private lastRefreshMs = -Infinity;
   /** entries present at the last dump (evicted = inserted - present) */
   size = 0;
   refreshes = 0;
   refreshErrors = 0;
+  /** how long the last re-read took (ms); re-reads are spaced by at least 10 times that */
+  lastRefreshCostMs = 0;
   lastError: Error | undefined;
 
   constructor(
@@ -166,13 +186,15 @@ export class ConnTable {
   ) {}
 
   lookup(peerAddr: string, peerPort: number): ConnEntry[] | undefined {
-    return this.index.get(peerKey(peerAddr, peerPort));
+    const offs = this.index.get(peerIndexKeyOf(peerAddr, peerPort));
+    return offs?.map((o) => decodeConnEntry(this.buf, o));
   }
 
-  /** Re-read the table unless that was done within minRefreshMs; true when it was re-read. */
+  /** Re-read the table unless that was done recently (minRefreshMs, and at least 10 times the cost
+   * of the last re-read, so re-reads of a big table take at most ~10 % of a core); true when re-read. */
   refresh(force = false): boolean {
     const t = this.now();
-    if (!force && t - this.lastRefreshMs < this.minRefreshMs) return false;
+    if (!force && t - this.lastRefreshMs < Math.max(this.minRefreshMs, 10 * this.lastRefreshCostMs)) return false;
     this.lastRefreshMs = t;
     let buf: Buffer | null;
     try {
@@ -182,17 +204,20 @@ export class ConnTable {
       this.lastError = e as Error;
       return false;
     }
-    const index = new Map<string, ConnEntry[]>();
-    const entries = buf ? decodeConnDump(buf) : [];
-    for (const e of entries) {
-      const k = peerKey(e.peerAddr, e.peerPort);
+    const b = buf ?? Buffer.alloc(0);
+    const index = new Map<number | string, number[]>();
+    let n = 0;
+    for (let o = 0; o + CONN_ENTRY_SIZE <= b.length; o += CONN_ENTRY_SIZE, n++) {
+      const k = peerIndexKey(b, o);
       const l = index.get(k);
-      if (l) l.push(e);
-      else index.set(k, [e]);
+      if (l) l.push(o);
+      else index.set(k, [o]);
     }
+    this.buf = b;
     this.index = index;
-    this.size = entries.length;
+    this.size = n;
     this.refreshes++;
+    this.lastRefreshCostMs = this.now() - t;
     return true;
   }
 }
