@@ -9,7 +9,7 @@
  * real server; the lab's client sockets share this host and would otherwise add
  * their own callbacks.
  *
- *   npm run bench:accept -- [--rounds 5] [--connections 5000] [--pool 1000] [--mode auto]
+ *   npm run bench:accept -- [--rounds 5] [--connections 5000] [--pool 1000] [--mode auto] [--conntab 65536]
  *
  * Needs root. Not a test: it prints numbers, it does not judge them.
  */
@@ -24,6 +24,7 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '5000' },
     pool: { type: 'string', default: '1000' },
     mode: { type: 'string', default: 'auto' },
+    conntab: { type: 'string', default: '0' }, // traces.connTableMaxEntries (0 = off)
   },
 });
 const rounds = Number(values.rounds);
@@ -54,7 +55,7 @@ try {
     // alternate which run goes first so that drift does not favour one side
     const probeFirst = round % 2 === 0;
     const base0 = probeFirst ? 0 : await run();
-    const probe = startProbe({ mode: values.mode as 'auto', cgroupPath: cgroupDir });
+    const probe = startProbe({ mode: values.mode as 'auto', cgroupPath: cgroupDir, ...(Number(values.conntab) > 0 ? { connTableMaxEntries: Number(values.conntab) } : {}) });
     const withProbe = await run();
     await new Promise((r) => setTimeout(r, 100));
     const stats = await probe.stop();
