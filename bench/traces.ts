@@ -39,17 +39,17 @@ const { values } = parseArgs({
 const ENTRIES = Number(values.entries);
 const BOOT_TO_UNIX = BigInt(Date.now()) * 1_000_000n - 3600n * 1_000_000_000n;
 
-/** Entry i: peer 198.18.2.1:(1024 + i % 60000) on local port 8000 + i / 60000, TOA 10.x.y.z trusted. */
+/** Entry i: peer 198.18.2.(1 + i / 60000):(1024 + i % 60000), TOA 10.x.y.z trusted (every peer distinct). */
 function syntheticDump(n: number): Buffer {
   const b = Buffer.alloc(n * CONN_ENTRY_SIZE);
   for (let i = 0; i < n; i++) {
     const o = i * CONN_ENTRY_SIZE;
     const v = o + 40;
     b[o] = 4;
-    b.writeUInt16LE(8000 + Math.floor(i / 60000), o + 2);
+    b.writeUInt16LE(8000, o + 2);
     b.writeUInt16LE(1024 + (i % 60000), o + 4);
     b.set([198, 18, 2, 2], o + 8);
-    b.set([198, 18, 2, 1], o + 24);
+    b.set([198, 18, 2, 1 + Math.floor(i / 60000)], o + 24);
     b.writeBigUInt64LE(1_000_000_000n, v); // accepted 1 s after boot, still open
     b.writeUInt16LE(40000 + (i % 20000), v + 28);
     b[v + 30] = 2;
@@ -86,14 +86,18 @@ async function passthrough(): Promise<void> {
   const pt = new OtlpPassThrough({ config, table, bootToUnixNs: () => BOOT_TO_UNIX, mask: undefined, log: createLogger('error'), env: {} });
   const { port } = await pt.start();
   const cpu0 = process.cpuUsage();
+  let spans0 = 0;
+  let enriched0 = 0;
   process.stdout.write(JSON.stringify({ port, refreshMs }) + '\n');
   for await (const line of readline.createInterface({ input: process.stdin })) {
     if (line === 'reset') {
       Object.assign(cpu0, process.cpuUsage());
+      spans0 = pt.counters.spans.spans; // the warm-up requests are not measured
+      enriched0 = pt.counters.spans.enriched;
       process.stdout.write('{"reset":true}\n');
     } else if (line === 'stats') {
       const c = process.cpuUsage(cpu0);
-      process.stdout.write(JSON.stringify({ cpuUs: c.user + c.system, rssMiB: process.memoryUsage().rss / 2 ** 20, spans: pt.counters.spans }) + '\n');
+      process.stdout.write(JSON.stringify({ cpuUs: c.user + c.system, rssMiB: process.memoryUsage().rss / 2 ** 20, spans: { spans: pt.counters.spans.spans - spans0, enriched: pt.counters.spans.enriched - enriched0 } }) + '\n');
       await pt.stop();
       process.exit(0);
     }

@@ -130,19 +130,27 @@ export function serializeTraceRequest(w: WireRequest): Buffer | undefined {
         pos = b;
       }
       parts.push(raw(pos, end));
-      // the final list: untouched attributes copied as they came, new ones encoded
+      // the final list: untouched attributes copied as they came (adjacent ones in one piece),
+      // new ones encoded
       const added = Writer.create();
       let any = false;
+      let run: [number, number] | undefined;
       for (const kv of node.span.attributes) {
         const orig = node.attrBytes!.get(kv);
         if (orig) {
           if (any) parts.push(added.finish()), (any = false);
-          parts.push(raw(orig[0], orig[1]));
+          if (run && run[1] === orig[0]) run[1] = orig[1];
+          else {
+            if (run) parts.push(raw(run[0], run[1]));
+            run = [orig[0], orig[1]];
+          }
         } else {
+          if (run) parts.push(raw(run[0], run[1])), (run = undefined);
           KV.encode(kv as never, added.uint32((f.attrs << 3) | LEN).fork()).ldelim();
           any = true;
         }
       }
+      if (run) parts.push(raw(run[0], run[1]));
       if (any) parts.push(added.finish());
       return Buffer.concat(parts);
     }
