@@ -18,12 +18,12 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, readFileSync, rmdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { mkdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config.js';
+import { packagePath } from '../src/package.js';
 import { loadAddon } from '../src/native.js';
 import { Pipeline } from '../src/pipeline.js';
 import { createLogger } from '../src/log.js';
@@ -39,13 +39,7 @@ const { values } = parseArgs({
 });
 const seconds = Number(values.seconds);
 
-// the checkout root, from bench/ (tsx) or dist/bench/ (compiled)
-let root = dirname(fileURLToPath(import.meta.url));
-while (!existsSync(join(root, 'bin/node-flags.js'))) {
-  if (dirname(root) === root) throw new Error('bench: cannot find the checkout root (bin/node-flags.js)');
-  root = dirname(root);
-}
-const { NODE_FLAGS } = (await import(pathToFileURL(join(root, 'bin/node-flags.js')).href)) as typeof import('../bin/node-flags.js');
+const { NODE_FLAGS } = (await import(pathToFileURL(packagePath('bin', 'node-flags.js')).href)) as typeof import('../bin/node-flags.js');
 
 interface RunResult {
   rate: number;
@@ -68,14 +62,14 @@ interface RunResult {
 }
 
 async function startReceiver() {
-  const child = spawn(process.execPath, [join(root, 'bench/otlp-count-receiver.mjs')], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: child.stdout! });
+  const child = spawn(process.execPath, [packagePath('bench', 'otlp-count-receiver.mjs')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout });
   const next = () => once(lines, 'line').then(([l]) => JSON.parse(l as string));
   const { port } = (await next()) as { port: number };
   return {
     port,
     async count(): Promise<{ records: number; requests: number }> {
-      child.stdin!.write('count\n');
+      child.stdin.write('count\n');
       return (await next()) as { records: number; requests: number };
     },
     stop: () => child.kill('SIGTERM'),
@@ -179,7 +173,7 @@ if (values.child !== undefined) {
 
 const nodeFlags = values['v8-defaults'] ? [] : NODE_FLAGS;
 const rows: RunResult[] = [];
-for (const rate of values.rates!.split(',').map(Number)) {
+for (const rate of values.rates.split(',').map(Number)) {
   const args = [...nodeFlags, ...process.execArgv, fileURLToPath(import.meta.url), '--child', String(rate), '--seconds', String(seconds)];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';

@@ -145,7 +145,7 @@ async function run(enrich: boolean, upstream: string, bodies: Buffer[]): Promise
     });
   // warm-up, then measure
   for (let i = 0; i < 20; i++) await post(bodies[i % bodies.length]!);
-  child.stdin!.write('reset\n');
+  child.stdin.write('reset\n');
   await out.next();
   const end = Date.now() + Number(values.seconds) * 1000;
   let sent = 0;
@@ -160,7 +160,7 @@ async function run(enrich: boolean, upstream: string, bodies: Buffer[]): Promise
     }),
   );
   const secs = (performance.now() - t0) / 1000;
-  child.stdin!.write('stats\n');
+  child.stdin.write('stats\n');
   const st = JSON.parse((await out.next()).value as string) as { cpuUs: number; rssMiB: number; spans: { spans: number; enriched: number } };
   agent.destroy();
   const spans = sent * Number(values.spans);

@@ -104,7 +104,7 @@ static __always_inline void set_toa(struct toa_event *ev, const struct toa_found
 }
 
 /*
- * sk_user_data as toa.ko variants leave it (TOA.md): IPv4 is the 8 option bytes
+ * sk_user_data as toa.ko variants leave it (docs/toa.md): IPv4 is the 8 option bytes
  * stored by value (kind in the low byte on little-endian); IPv6/NAT64 is a pointer
  * to {u8 opcode, u8 opsize, be16 port, in6_addr}. A kernel pointer has 0xff in its
  * top byte (0xffff.. with 4-level paging, 0xff1.. with 5-level); an inline value has

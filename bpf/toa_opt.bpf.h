@@ -4,7 +4,7 @@
  * The options are first copied into a zeroed 64-byte buffer and every index
  * is masked with 63 inside a loop bounded at 40 iterations: that keeps the
  * verifier at a few thousand instructions (a walk over packet pointers cost
- * ~860k instructions on clang 14, see KERNEL.md).
+ * ~860k instructions on clang 14, see docs/kernel.md).
  */
 #ifndef TOA_OPT_BPF_H
 #define TOA_OPT_BPF_H

@@ -116,7 +116,7 @@ static __always_inline void emit(struct toa_counters *cnt, void *ctx, struct toa
 	long err;
 
 	if (cfg_use_ringbuf) {
-		/* A wakeup per record costs ~6 us in this VM (KERNEL.md): wake the reader
+		/* A wakeup per record costs ~6 us in a VM (docs/kernel.md): wake the reader
 		 * only past a fill level; it also drains on a short timer. */
 		__u64 flags = BPF_RB_NO_WAKEUP;
 

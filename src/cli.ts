@@ -1,5 +1,6 @@
 // The `toa-otel` command: run (default), doctor, config --print, --help, --version.
 // Signals are handled here, at the entry point; the Pipeline only knows start()/stop().
+import { dropCapabilitiesAfterAttach, type CapsAddon } from './caps.js';
 import { configMarkdownTable, flagIndex, loadConfig, redactConfig, SCHEMA, flagName, envName, type LoadedConfig } from './config.js';
 import { ConfigError, ExitCode, ProbeError, UsageError } from './errors.js';
 import { resolveExporter } from './export.js';
@@ -8,7 +9,7 @@ import { loadAddon } from './native.js';
 import type { CapabilityLine } from './native-types.js';
 import { Pipeline } from './pipeline.js';
 import { preflightIssues } from './preflight.js';
-import { packageVersion } from './resource.js';
+import { packageVersion } from './package.js';
 
 /** Parsed command line. */
 export interface ParsedArgs {
@@ -258,8 +259,20 @@ async function run(loaded: LoadedConfig, log: Logger, env: NodeJS.ProcessEnv): P
       reportProbeError(log, e);
       return ExitCode.PROBE;
     }
+    if (e instanceof ConfigError) {
+      reportConfigError(log, e); // e.g. export.spoolDir not writable or in use
+      return ExitCode.CONFIG;
+    }
     log.error('failed to start', { err: e as Error });
     return ExitCode.RUNTIME;
+  }
+  if (loaded.config.probe.dropCapabilities) {
+    try {
+      // the same module object the pipeline loaded (require cache)
+      dropCapabilitiesAfterAttach(loadAddon() as CapsAddon, loaded.config.enrich.enabled, log);
+    } catch (e) {
+      log.warn('could not drop capabilities after attach; running with the start-up set', { err: e as Error });
+    }
   }
   log.info('running', { version: packageVersion(), pid: process.pid });
   // keeps the event loop alive until a signal or a probe failure has finished the shutdown
@@ -271,6 +284,7 @@ async function run(loaded: LoadedConfig, log: Logger, env: NodeJS.ProcessEnv): P
         // the same totals and lostAtShutdown as the `stopped` summary would have carried, as of now
         const { totals, lostAtShutdown } = pipeline.shutdownSummary();
         log.error('second signal: exiting without waiting for the flush', { signal, ...totals, lostAtShutdown });
+        pipeline.abandonSpool();
         process.exit(ExitCode.FLUSH);
       }
       stopping = true;

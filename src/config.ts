@@ -2,12 +2,11 @@
 // file, TOA_OTEL_* environment variables and command-line flags (highest precedence), then every
 // key is checked here so that start-up lists *all* problems with key, value and allowed values.
 import convict from 'convict';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ConfigError, type ConfigIssue } from './errors.js';
 import type { ProbeModeName, ToaSourceName } from './native-types.js';
+import { packagePath } from './package.js';
 
 /** Effective configuration. Every key is documented in the README config table. */
 export interface ToaConfig {
@@ -24,6 +23,8 @@ export interface ToaConfig {
     batchMaxEvents: number;
     /** cgroup v2 directory for the sock_ops program; '' (default) = the v2 root. */
     cgroupPath: string;
+    /** Drop the capabilities the running sidecar no longer needs once attached (CLI run). Default true. */
+    dropCapabilities: boolean;
   };
   toa: {
     /** TOA sources. Default module and packet. */
@@ -70,6 +71,10 @@ export interface ToaConfig {
     exportTimeoutMillis: number;
     /** Longest wait between re-sends of records kept after a retryable export failure, ms. Default 30000. */
     retryMaxBackoffMs: number;
+    /** Directory of the on-disk spool of unexported records ('' = off). Default ''. */
+    spoolDir: string;
+    /** Bound of the spool in bytes. Default 64 MiB. */
+    spoolMaxBytes: number;
   };
   enrich: {
     /** Look up process and container metadata in /proc. Default true. */
@@ -280,6 +285,7 @@ export const SCHEMA: Record<string, KeyDef> = {
     check: (v) => (typeof v === 'string' && (v === '' || v.startsWith('/')) ? undefined : 'not an absolute path'),
     coerce: (s) => s.trim(),
   },
+  'probe.dropCapabilities': boolDef('Once the probe is attached, drop every capability the running sidecar no longer needs (keeps CAP_BPF only where the kernel needs it for bpf() on held fds, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH only with enrich.enabled)', true),
   'toa.sources': listDef('Where TOA is read from: module (sk_user_data of toa.ko), packet (handshake ACK/SYN options)', ['module', 'packet'], 'a comma-separated list of module, packet', (x) =>
     x === 'module' || x === 'packet' ? undefined : 'unknown source', 2),
   'toa.accept': listDef('Accepted TOA option kind/length pairs', ['254/8', '254/20', '253/20', '200/8'], 'a comma-separated list of kind/len with kind 2-255 and len 8 (IPv4) or 20 (IPv6)', (x) =>
@@ -324,6 +330,14 @@ export const SCHEMA: Record<string, KeyDef> = {
   'export.scheduledDelayMillis': intDef('Longest wait before a partial batch is exported (ms)', 500, 1, 60000),
   'export.exportTimeoutMillis': intDef('Deadline of one export including retries (ms)', 30000, 1, 600000),
   'export.retryMaxBackoffMs': intDef('Longest wait between re-sends of records kept after a retryable OTLP export failure (ms); up to export.maxQueueSize records are kept, beyond that the oldest are dropped (counted)', 30000, 1000, 600000),
+  'export.spoolDir': {
+    doc: 'Directory of the on-disk spool (otlp): records not delivered at shutdown are written there and re-sent first at the next start, and a state file counts what a killed run had in memory; empty = off',
+    default: '',
+    allowed: 'empty or an absolute path',
+    check: (v) => (typeof v === 'string' && (v === '' || v.startsWith('/')) ? undefined : 'not an absolute path'),
+    coerce: (s) => s.trim(),
+  },
+  'export.spoolMaxBytes': intDef('Bound of the spool files in export.spoolDir (bytes); records beyond it are counted as lost at shutdown', 67108864, 65536, 68719476736),
   'enrich.enabled': boolDef('Add process.executable.name, container.id and (sockops) the listener process from /proc', true),
   'enrich.cacheTtlSec': intDef('Lifetime of cached /proc lookups (s)', 60, 1, 86400),
   'enrich.cacheMaxEntries': intDef('Entries per enrichment cache', 4096, 16, 1000000),
@@ -439,15 +453,9 @@ function convictSchema(): convict.Schema<Record<string, unknown>> {
   return s as convict.Schema<Record<string, unknown>>;
 }
 
-/** Path of the shipped defaults file (config/default.json), found from src/ or dist/src/. */
+/** Path of the shipped defaults file (config/default.json in the package). */
 export function defaultConfigPath(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 4; i++) {
-    const p = join(dir, 'config', 'default.json');
-    if (existsSync(p)) return p;
-    dir = dirname(dir);
-  }
-  throw new Error('config/default.json not found next to the toa-otel sources');
+  return packagePath('config', 'default.json');
 }
 
 /** Inputs of {@link loadConfig}. */
@@ -507,7 +515,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
     origin[key] = `flag --${flagName(key)}`;
   }
 
-  const props = conf.getProperties() as Record<string, unknown>;
+  const props = conf.getProperties();
   for (const [key, def] of Object.entries(SCHEMA)) {
     const v = getPath(props, key);
     const msg = def.check(v);
@@ -576,7 +584,7 @@ function otelEnvIssues(env: NodeJS.ProcessEnv): ConfigIssue[] {
   for (const name of ['OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_LOGS_ENDPOINT', 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT']) {
     const v = env[name]?.trim();
     if (v === undefined || v === '') continue;
-    let ok = false;
+    let ok: boolean;
     try {
       const u = new URL(v);
       ok = u.protocol === 'http:' || u.protocol === 'https:';

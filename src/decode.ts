@@ -57,7 +57,8 @@ export interface DecodeStats {
   unknownFamily: number;
 }
 
-const FIELD_SIZES: Record<string, number> = {
+/** Fields the decoder reads and their sizes (test/unit/layout.test.ts checks them against bpf/toa_event.h). */
+export const FIELD_SIZES: Record<string, number> = {
   ts_boot_ns: 8,
   cgroup_id: 8,
   probe_ns: 4,
@@ -120,7 +121,7 @@ export function formatIPv4(b: Buffer, o: number): string {
 
 /** RFC 5952 text of 16 bytes at `o` (longest zero run ≥ 2 groups compressed; v4-mapped as ::ffff:a.b.c.d). */
 export function formatIPv6(b: Buffer, o: number): string {
-  const g: number[] = new Array(8);
+  const g = new Array<number>(8);
   for (let i = 0; i < 8; i++) g[i] = (b[o + 2 * i]! << 8) | b[o + 2 * i + 1]!;
   if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
     return `::ffff:${formatIPv4(b, o + 12)}`;

@@ -3,7 +3,8 @@
 // the record goes out without the fields; later records of the same pid/listener get them.
 import { readFile, readdir, readlink } from 'node:fs/promises';
 import { basename } from 'node:path';
-import type { ToaEvent } from './decode.js';
+import { formatIPv4, formatIPv6, type ToaEvent } from './decode.js';
+import { defaults } from './config.js';
 
 /** Metadata added to a record. */
 export interface EnrichInfo {
@@ -91,33 +92,7 @@ function hexWordsToAddr(hex: string): string {
   // /proc/net/tcp prints each 32-bit word of the address in host byte order
   const bytes = Buffer.alloc(hex.length / 2);
   for (let w = 0; w < hex.length / 8; w++) bytes.writeUInt32LE(parseInt(hex.slice(w * 8, w * 8 + 8), 16) >>> 0, w * 4);
-  if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
-  const g: string[] = [];
-  for (let i = 0; i < 16; i += 2) g.push(bytes.readUInt16BE(i).toString(16));
-  if (g.slice(0, 5).every((x) => x === '0') && g[5] === 'ffff') return `::ffff:${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
-  return normalizeV6(g.join(':'));
-}
-
-function normalizeV6(full: string): string {
-  // compress the longest run of zero groups (RFC 5952), same text as decode.ts produces
-  const g = full.split(':');
-  let bs = -1;
-  let bl = 0;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== '0') {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === '0') j++;
-    if (j - i > bl) {
-      bs = i;
-      bl = j - i;
-    }
-    i = j;
-  }
-  if (bl < 2) return g.join(':');
-  return `${g.slice(0, bs).join(':')}::${g.slice(bs + bl).join(':')}`;
+  return bytes.length === 4 ? formatIPv4(bytes, 0) : formatIPv6(bytes, 0);
 }
 
 /** Parses /proc/net/tcp or tcp6 text and returns the LISTEN (state 0A) sockets. */
@@ -144,9 +119,9 @@ export function listenerMatch(l: ListenSocket, addr: string, port: number): numb
 
 /** Options of {@link Enricher}. */
 export interface EnricherOptions {
-  /** Cache entry lifetime, ms. Default 60000. */
+  /** Cache entry lifetime, ms. Default: enrich.cacheTtlSec of the config schema. */
   ttlMs?: number;
-  /** Entries per cache. Default 4096. */
+  /** Entries per cache. Default: enrich.cacheMaxEntries of the config schema. */
   maxEntries?: number;
   /** Root of procfs. Default /proc. */
   procRoot?: string;
@@ -196,8 +171,9 @@ export class Enricher {
   private readonly inflight = new Set<Promise<void>>();
 
   constructor(private readonly opts: EnricherOptions = {}) {
-    this.ttlMs = opts.ttlMs ?? 60_000;
-    const max = opts.maxEntries ?? 4096;
+    const d = defaults().enrich;
+    this.ttlMs = opts.ttlMs ?? d.cacheTtlSec * 1000;
+    const max = opts.maxEntries ?? d.cacheMaxEntries;
     this.pids = new TtlCache(this.ttlMs, max);
     this.listeners = new TtlCache(this.ttlMs, max);
     this.proc = opts.procRoot ?? '/proc';
@@ -355,7 +331,7 @@ export class Enricher {
     try {
       for (const line of (await readFile(`${base}/net/if_inet6`, 'utf8')).split('\n')) {
         const hex = line.split(' ')[0];
-        if (hex && hex.length === 32) out.add(normalizeV6((hex.match(/.{4}/g) ?? []).map((g) => parseInt(g, 16).toString(16)).join(':')));
+        if (hex && /^[0-9a-f]{32}$/.test(hex)) out.add(formatIPv6(Buffer.from(hex, 'hex'), 0)); // network byte order
       }
     } catch {
       /* no IPv6 */
@@ -364,7 +340,7 @@ export class Enricher {
   }
 
   private async onePidPerOtherNetns(): Promise<string[]> {
-    let own = '';
+    let own: string;
     try {
       own = await readlink(`${this.proc}/self/ns/net`);
     } catch {

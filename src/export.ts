@@ -130,7 +130,9 @@ export class StdoutLogRecordExporter implements LogRecordExporter {
     } else {
       // a closed pipe (`toa-otel | head`) surfaces as an async 'error' event: from then on every
       // export fails and is counted instead of crashing the process
-      process.stdout.on('error', (e) => (this.broken ??= e));
+      process.stdout.on('error', (e: Error) => {
+        this.broken ??= e;
+      });
       // a pipe whose reader is slower than us buffers in the process: the export (and so the
       // shutdown flush before process.exit) ends when the bytes are written, not when queued
       this.write = (c, written) => void process.stdout.write(c, written);
@@ -155,8 +157,9 @@ export class StdoutLogRecordExporter implements LogRecordExporter {
       done({ code: ExportResultCode.FAILED, error: e as Error });
     }
   }
-  async shutdown(): Promise<void> {
+  shutdown(): Promise<void> {
     this.stopped = true;
+    return Promise.resolve();
   }
   async forceFlush(): Promise<void> {}
 }

@@ -15,7 +15,7 @@ export {
   type ExporterChoice,
   type ExportCounters,
 } from './export.js';
-export { BootClock, measureBoottimeOffset, type ClockOffset } from './clock.js';
+export { BootClock } from './clock.js';
 export { ProbeError, ConfigError, UsageError, ExitCode, type ProbeErrorCode, type ConfigIssue } from './errors.js';
 export { loadAddon, addonPath } from './native.js';
 export { main } from './cli.js';

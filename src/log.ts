@@ -26,7 +26,9 @@ let stderrGuarded = false;
 export function stderrWrite(line: string): void {
   if (!stderrGuarded) {
     stderrGuarded = true;
-    process.stderr.on('error', (e) => (stderrState.broken ??= e));
+    process.stderr.on('error', (e: Error) => {
+      stderrState.broken ??= e;
+    });
   }
   if (stderrState.broken) {
     stderrState.droppedLines++;

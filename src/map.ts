@@ -1,5 +1,5 @@
-// Decoded event + enrichment → OpenTelemetry log record, exactly as ARCHITECTURE.md
-// "Event → log record" says (names in semconv.ts).
+// Decoded event + enrichment → OpenTelemetry log record, exactly as docs/records.md says (names in
+// semconv.ts).
 import { createContextKey, ROOT_CONTEXT, SeverityNumber, type Attributes, type Context, type HrTime, type LogRecord } from '@opentelemetry/api';
 import type { BootClock } from './clock.js';
 import type { ToaEvent } from './decode.js';

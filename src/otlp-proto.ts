@@ -220,7 +220,7 @@ function attributes(w: Writer, attrs: Attributes, field: number): void {
       const start = w.pos;
       b[start] = fieldTag;
       b.set(kb, start + 2);
-      let p = start + 2 + kb.length;
+      const p = start + 2 + kb.length;
       b[p] = 0x12;
       b[p + 2] = 0x0a;
       const s = p + 4;
@@ -249,7 +249,7 @@ function attributes(w: Writer, attrs: Attributes, field: number): void {
       const start = w.pos;
       b[start] = fieldTag;
       b.set(kb, start + 2);
-      let p = start + 2 + kb.length;
+      const p = start + 2 + kb.length;
       b[p] = 0x12;
       b[p + 2] = 0x18;
       let q = p + 3;
@@ -334,7 +334,7 @@ function scopeField(w: Writer, scope: Scope): void {
     w.tag(2, 2);
     w.string(scope.version);
   }
-  const s = scope as Scope & { attributes?: Attributes; droppedAttributesCount?: number };
+  const s = scope;
   if (s.attributes) attributes(w, s.attributes, 3);
   if (s.droppedAttributesCount) {
     w.tag(4, 0);
@@ -357,7 +357,7 @@ export function serializeLogs(records: ReadableLogRecord[]): Uint8Array {
   const byResource = new Map<Resource, Map<Scope, ReadableLogRecord[]>>();
   for (const r of records) {
     let scopes = byResource.get(r.resource);
-    if (!scopes) byResource.set(r.resource, (scopes = new Map()));
+    if (!scopes) byResource.set(r.resource, (scopes = new Map<Scope, ReadableLogRecord[]>()));
     let list = scopes.get(r.instrumentationScope);
     if (!list) scopes.set(r.instrumentationScope, (list = []));
     list.push(r);

@@ -10,7 +10,7 @@ import { BootClock } from './clock.js';
 import { nativeOptions, type ToaConfig } from './config.js';
 import { EventDecoder, type ToaEvent } from './decode.js';
 import { Enricher } from './enrich.js';
-import { ProbeError } from './errors.js';
+import { ConfigError, ProbeError } from './errors.js';
 import {
   createLogPipeline,
   createOtlpLogExporter,
@@ -25,18 +25,21 @@ import { createLogger, stderrState, type Logger } from './log.js';
 import { LossReporter, lossTotal, type LossCounts } from './loss.js';
 import { toPrevalidatedLogRecord, type MapOptions } from './map.js';
 import type { RetryingLogRecordExporter } from './retry-exporter.js';
-import { loadAddon, type LoadedAddon } from './native.js';
-import type { NativeProbe, NativeProbeOptions, NativeStats } from './native-types.js';
+import { loadAddon } from './native.js';
+import type { NativeAddon, NativeProbe, NativeProbeOptions, NativeStats } from './native-types.js';
+import { packageVersion } from './package.js';
 import { trustsEveryPeer } from './preflight.js';
 import { createAddressMask } from './privacy.js';
-import { buildResource, packageVersion } from './resource.js';
-import { counterName, SelfTelemetry } from './telemetry.js';
+import { buildResource } from './resource.js';
+import { Spool } from './spool.js';
+import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
+import { SelfTelemetry } from './telemetry.js';
 import { connTableStatus, startTraces, type OtlpPassThrough } from './traces/index.js';
 
 /** What the pipeline can be given instead of the defaults (tests, benchmarks, embedding). */
 export interface PipelineDeps {
   /** The native addon (default: build/Release/toa_otel.node). */
-  addon?: LoadedAddon;
+  addon?: NativeAddon;
   /** Log exporter to use instead of the one `exporter` selects. */
   logExporter?: LogRecordExporter;
   /** Processor factory instead of the BatchLogRecordProcessor (tests). */
@@ -47,7 +50,7 @@ export interface PipelineDeps {
   log?: Logger;
   /** Environment for OTEL_* resolution (default process.env). */
   env?: NodeJS.ProcessEnv;
-  /** Clock conversion (default: addon clockOffsetNs() or /proc/uptime edge method). */
+  /** Clock conversion (default: the addon's clockOffsetNs()). */
   clock?: BootClock;
   /** Where the stdout exporter writes. */
   stdoutWrite?: (chunk: string) => void;
@@ -88,16 +91,38 @@ export interface PipelineTotals {
   retryDropped: number;
   /** Retained records given up at shutdown. */
   retryLostAtShutdown: number;
+  /** Records written to the on-disk spool at shutdown (export.spoolDir), to be re-sent by the next start. */
+  spooled: number;
+  /** Records read back from the spool at start and queued for a re-send. */
+  spoolLoaded: number;
+  /** Records the previous run held in memory when it was last seen (it did not stop cleanly: SIGKILL, crash). */
+  previousRunLost: number;
 }
 
 /** How often losses are checked for a warn line (the line itself is rate-limited by LossReporter). */
 const LOSS_CHECK_MS = 2000;
 
-const sleep = (ms: number) => new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms).unref());
+/** A point in time shutdown steps share: how long is left, and a step raced against it. */
+class Deadline {
+  /** Epoch ms. */
+  readonly at: number;
+  constructor(ms: number) {
+    this.at = Date.now() + ms;
+  }
+  left(): number {
+    return Math.max(0, this.at - Date.now());
+  }
+  /** 'ok' when `p` settles before the deadline (at least `minMs` from now), else 'timeout'; a rejection propagates. */
+  race(p: Promise<unknown>, minMs = 0): Promise<'ok' | 'timeout'> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), Math.max(this.left(), minMs)).unref()));
+    return Promise.race([p.then(() => 'ok' as const), timeout]).finally(() => clearTimeout(timer));
+  }
+}
 
 /** The running sidecar. Construct, then start(); stop() on SIGINT/SIGTERM. */
 export class Pipeline {
-  private addon: LoadedAddon | undefined;
+  private addon: NativeAddon | undefined;
   private probe: NativeProbe | undefined;
   private decoder: EventDecoder | undefined;
   private enricher: Enricher | undefined;
@@ -129,6 +154,10 @@ export class Pipeline {
   private readonly losses = new LossReporter();
   /** Totals when stop() began (after the probe's final drain), for the shutdown accounting. */
   private stopBaseline: { totals: PipelineTotals; queueFull: number } | undefined;
+  private spool: Spool | undefined;
+  /** Spool files read at start → their batches not yet gone from the exporter. */
+  private readonly spoolPending = new Map<string, number>();
+  private previousRunLost = 0;
 
   /** Does nothing; call {@link start}. */
   constructor(
@@ -148,7 +177,7 @@ export class Pipeline {
     const env = this.deps.env ?? process.env;
     this.addon = this.deps.addon ?? loadAddon();
     this.decoder = new EventDecoder(this.addon.layout());
-    this.clock = this.deps.clock ?? BootClock.create(this.addon);
+    this.clock = this.deps.clock ?? BootClock.fromAddon(this.addon);
     const resource = buildResource(c.service.name, this.deps.serviceNameIsDefault ?? c.service.name === 'toa-otel');
     this.choice = resolveExporter(c, env);
     this.mapOpts.clientMask = createAddressMask(c);
@@ -175,6 +204,7 @@ export class Pipeline {
         retryCounters: () => this.retrying?.counters,
       },
     });
+    this.openSpool();
     const exporter = this.deps.logExporter ?? this.makeExporter(this.choice);
     const { provider, counting, retrying } = createLogPipeline({
       config: c,
@@ -184,7 +214,9 @@ export class Pipeline {
       processor: this.deps.processor,
       onExportFailure: (err, n, retryable) => this.exportFailed(err, n, retryable),
       // OTLP only: a closed stdout pipe will not come back
-      retry: this.choice.kind === 'otlp' ? { onLoss: (n, reason) => this.recordsLost(n, reason) } : undefined,
+      retry: this.choice.kind === 'otlp'
+        ? { onLoss: (n, reason) => this.recordsLost(n, reason), ...(this.spool ? { spill: (recs: ReadableLogRecord[]) => this.spillToDisk(recs) } : {}) }
+        : undefined,
     });
     this.provider = provider;
     this.counting = counting;
@@ -194,8 +226,6 @@ export class Pipeline {
       exporter: this.choice.kind,
       reason: this.choice.reason,
       ...(this.choice.kind === 'otlp' ? { protocol: this.choice.logsProtocol, endpoint: this.choice.effectiveLogsUrl } : {}),
-      clock: this.clock.method,
-      clockErrorNs: Number(this.clock.errorNs),
     });
     if (trustsEveryPeer(c)) {
       this.log.warn('every peer is trusted: any client can forge its address', {
@@ -214,7 +244,9 @@ export class Pipeline {
       );
     } catch (e) {
       this.probe = undefined;
-      await this.shutdownProviders(Math.min(c.shutdown.timeoutMs, 2000));
+      this.spool?.close(); // files and state stay for the next start
+      this.spool = undefined;
+      await this.shutdownProviders(new Deadline(Math.min(c.shutdown.timeoutMs, 2000)));
       throw ProbeError.fromNative(e, `start the probe (mode ${c.probe.mode})`);
     }
     const st = this.safeStats();
@@ -224,6 +256,7 @@ export class Pipeline {
       refused: st?.refused.map((r) => `${r.mode}: ${r.code} ${r.message}`),
       sweepSupported: st?.sweepSupported,
     });
+    this.adoptSpool();
     if (c.traces.enabled) await this.startTraces();
     if (c.merge.sweepIntervalSec > 0) this.every(c.merge.sweepIntervalSec * 1000, () => this.sweep());
     const tickMs = (c.status.intervalSec > 0 ? c.status.intervalSec : c.telemetry.intervalSec) * 1000;
@@ -243,8 +276,89 @@ export class Pipeline {
     };
   }
 
+  /**
+   * export.spoolDir (otlp only): takes the directory and reports a previous run that did not stop
+   * cleanly, with what it held in memory. A directory that cannot be used is a configuration error.
+   */
+  private openSpool(): void {
+    const c = this.config.export;
+    if (c.spoolDir === '') return;
+    if (this.choice?.kind !== 'otlp') {
+      this.log.info('export.spoolDir is used only with the otlp exporter', { exporter: this.choice?.kind });
+      return;
+    }
+    try {
+      this.spool = Spool.open(c.spoolDir, c.spoolMaxBytes);
+    } catch (e) {
+      throw new ConfigError([{ key: 'export.spoolDir', value: c.spoolDir, allowed: 'a writable directory that no other toa-otel uses', message: `${(e as Error).message}:` }]);
+    }
+    const prev = this.spool.previousRun();
+    if (prev && !prev.clean) {
+      this.previousRunLost = prev.inMemory;
+      this.log[prev.inMemory > 0 ? 'warn' : 'info']('the previous run did not stop cleanly (killed or crashed): records it held in memory were lost', {
+        pid: prev.pid, lastSeen: new Date(prev.at).toISOString(), previousRunLost: prev.inMemory,
+        hint: 'records of the last seconds before the kill are not included; stop with SIGTERM (systemctl stop/restart) to spool instead',
+      });
+    }
+    this.writeSpoolState(false);
+  }
+
+  /** Queues the records of the spool files for a re-send ahead of new records; a file goes when all its batches left. */
+  private adoptSpool(): void {
+    if (!this.spool || !this.retrying) return;
+    let records = 0;
+    for (const f of this.spool.load(this.config.export.maxExportBatchSize)) {
+      if (f.badLines > 0) this.log.warn('spool file has unreadable lines (skipped)', { file: f.path, lines: f.badLines });
+      if (f.records === 0) {
+        this.spool.remove(f.path);
+        continue;
+      }
+      this.spoolPending.set(f.path, f.batches.length);
+      records += f.records;
+      this.retrying.adopt(f.batches, () => {
+        const left = (this.spoolPending.get(f.path) ?? 1) - 1;
+        if (left > 0) return void this.spoolPending.set(f.path, left);
+        this.spoolPending.delete(f.path);
+        this.spool?.remove(f.path);
+      });
+    }
+    if (records > 0) this.log.info('re-sending records spooled by the previous run', { records, files: this.spoolPending.size });
+  }
+
+  /** The retrying exporter's spill at shutdown: records into a new spool file, up to export.spoolMaxBytes. */
+  private spillToDisk(records: ReadableLogRecord[]): number {
+    const spool = this.spool;
+    if (!spool) return 0; // closed already: counted as lost by the caller
+    try {
+      const r = spool.write(records, new Set(this.spoolPending.keys()));
+      if (r.written > 0) this.log.info('records spooled to disk for the next start', { records: r.written, bytes: r.bytes, file: r.path });
+      if (r.written < records.length) {
+        this.log.error('spool full: records lost at shutdown', { records: records.length - r.written, key: 'export.spoolMaxBytes', maxBytes: spool.maxBytes });
+      }
+      return r.written;
+    } catch (e) {
+      this.log.error('cannot write the spool: records lost at shutdown', { records: records.length, dir: spool.dir, err: e as Error });
+      return 0;
+    }
+  }
+
+  /** State file for the next start: how many records are in memory now (what a kill would lose). */
+  private writeSpoolState(clean: boolean): void {
+    if (!this.spool) return;
+    const t = this.totals();
+    const inMemory = clean
+      ? 0
+      : Math.max(0, t.emitted + t.spoolLoaded - t.exported - t.exportFailed - t.queueFull - t.retryDropped - t.retryLostAtShutdown - t.spooled);
+    try {
+      this.spool.writeState({ pid: process.pid, at: Date.now(), clean, inMemory });
+    } catch (e) {
+      this.log.debug('spool state not written', { err: e as Error });
+    }
+  }
+
   /** Logs a warn line when records were lost since the last one (rate-limited, see LossReporter). */
   async checkLosses(): Promise<void> {
+    this.writeSpoolState(false);
     try {
       await this.telemetry?.refresh();
       const r = this.losses.check(Pipeline.lossCounts(this.totals()), Date.now());
@@ -270,7 +384,9 @@ export class Pipeline {
     } catch (e) {
       await this.probe?.stop().catch(() => undefined);
       this.probe = undefined;
-      await this.shutdownProviders(Math.min(this.config.shutdown.timeoutMs, 2000));
+      this.spool?.close(); // files and state stay for the next start
+      this.spool = undefined;
+      await this.shutdownProviders(new Deadline(Math.min(this.config.shutdown.timeoutMs, 2000)));
       throw new ProbeError('ETRACES', `traces.listen ${this.config.traces.listen}: the OTLP pass-through could not start: ${(e as Error).message}`, { cause: e });
     }
   }
@@ -396,11 +512,7 @@ export class Pipeline {
     const st = this.safeStats();
     const c = this.counting?.counters;
     const d = this.decoder?.stats;
-    const k = (name: string) => {
-      if (!st) return 0;
-      for (const [key, v] of Object.entries(st.counters)) if (counterName(key) === name) return v;
-      return 0;
-    };
+    const k = (name: string) => st?.counters[name] ?? 0;
     return {
       emitted: this.emitted,
       exported: c?.exported ?? 0,
@@ -416,6 +528,9 @@ export class Pipeline {
       retried: this.retrying?.counters.retries ?? 0,
       retryDropped: this.retrying?.counters.droppedOldest ?? 0,
       retryLostAtShutdown: this.retrying?.counters.lostAtShutdown ?? 0,
+      spooled: this.retrying?.counters.spooled ?? 0,
+      spoolLoaded: this.retrying?.counters.adopted ?? 0,
+      previousRunLost: this.previousRunLost,
     };
   }
 
@@ -455,15 +570,14 @@ export class Pipeline {
   async stop(): Promise<StopResult> {
     if (this.stopped) throw new Error('stop() called twice');
     this.stopped = true;
-    const deadline = Date.now() + this.config.shutdown.timeoutMs;
-    const left = () => Math.max(0, deadline - Date.now());
+    const deadline = new Deadline(this.config.shutdown.timeoutMs);
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     let timedOut = false;
     // first the pass-through (apps' SDKs keep what it no longer takes), then the probe
     await this.traces?.stop().catch((e: unknown) => this.log.warn('OTLP pass-through stop failed', { err: e as Error }));
     if (this.probe) {
-      const r = await Promise.race([this.probe.stop().then(() => 'ok' as const), sleep(left())]).catch((e: unknown) => {
+      const r = await deadline.race(this.probe.stop()).catch((e: unknown) => {
         this.log.error('probe stop failed', { err: e as Error });
         return 'error' as const;
       });
@@ -476,10 +590,11 @@ export class Pipeline {
     const beforeSnap = this.telemetry ? await this.telemetry.refresh().catch(() => this.telemetry!.lastSnapshot) : { queueFull: 0, queued: 0 };
     this.stopBaseline = { totals: this.totals(), queueFull: beforeSnap.queueFull };
     // retained records get re-sent until this deadline, then count as lost at shutdown
-    this.retrying?.setDeadline(deadline - Math.min(200, this.config.shutdown.timeoutMs / 10));
-    const flushed = await this.shutdownProviders(left(), true);
+    this.retrying?.setDeadline(deadline.at - Math.min(200, this.config.shutdown.timeoutMs / 10));
+    const flushed = await this.shutdownProviders(deadline, true);
     if (!flushed) timedOut = true;
     const { totals: after, lostAtShutdown } = this.shutdownSummary();
+    this.closeSpool();
     if (after.retryLostAtShutdown > 0) {
       this.log.error('retained records lost at shutdown (export target still unreachable)', { records: after.retryLostAtShutdown, lostAtShutdown });
     }
@@ -502,9 +617,34 @@ export class Pipeline {
     // records handed to the SDK that never reached a final state (still queued/retained/in flight at the deadline)
     const unaccounted = Math.max(
       0,
-      after.emitted - after.exported - after.exportFailed - after.queueFull - after.retryDropped - after.retryLostAtShutdown,
+      after.emitted + after.spoolLoaded - after.exported - after.exportFailed - after.queueFull - after.retryDropped -
+        after.retryLostAtShutdown - after.spooled,
     );
     return { totals: after, lostAtShutdown: lostInFlush + unaccounted };
+  }
+
+  /**
+   * After the final flush: spool files read at start whose records did not all leave are deleted —
+   * what was left of them is in the new spool file or counted as lost; then the state is marked clean.
+   */
+  private closeSpool(): void {
+    if (!this.spool) return;
+    for (const path of this.spoolPending.keys()) this.spool.remove(path);
+    this.spoolPending.clear();
+    this.writeSpoolState(true);
+    this.spool.close();
+    this.spool = undefined;
+  }
+
+  /**
+   * For an exit without stop() finishing (second signal): the losses were just reported, so the
+   * next start must not count them again; spool files stay (their records are re-sent, at least once).
+   */
+  abandonSpool(): void {
+    if (!this.spool) return;
+    this.writeSpoolState(true);
+    this.spool.close();
+    this.spool = undefined;
   }
 
   /** Log lines that could not be written (closed stderr), for the final summary. */
@@ -513,12 +653,10 @@ export class Pipeline {
   }
 
   /** Flush + shutdown of the log provider, then a last SDK snapshot, then the meter provider. */
-  private async shutdownProviders(budgetMs: number, final = false): Promise<boolean> {
-    const deadline = Date.now() + budgetMs;
-    const left = () => Math.max(0, deadline - Date.now());
+  private async shutdownProviders(deadline: Deadline, final = false): Promise<boolean> {
     let ok = true;
     if (this.provider) {
-      const r = await Promise.race([this.provider.shutdown().then(() => 'ok' as const), sleep(left())]).catch((e: unknown) => {
+      const r = await deadline.race(this.provider.shutdown()).catch((e: unknown) => {
         this.log.error('log provider shutdown failed', { err: e as Error });
         return 'error' as const;
       });
@@ -529,7 +667,7 @@ export class Pipeline {
     }
     if (this.telemetry) {
       if (final) await this.telemetry.refresh().catch(() => undefined);
-      const r = await Promise.race([this.telemetry.shutdown().then(() => 'ok' as const), sleep(Math.max(left(), 1))]).catch(() => 'error' as const);
+      const r = await deadline.race(this.telemetry.shutdown(), 1).catch(() => 'error' as const);
       if (r !== 'ok') this.log.warn('self-telemetry metrics were not exported at shutdown', { result: r });
     }
     return ok;

@@ -6,6 +6,7 @@ import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import type { ToaConfig } from './config.js';
+import { formatIPv6 } from './decode.js';
 import type { ConfigIssue } from './errors.js';
 
 /** Address text → what the record carries instead. */
@@ -38,25 +39,6 @@ function ipv6Bytes(addr: string): number[] | undefined {
   return out.length === 16 ? out : undefined;
 }
 
-/** Compressed IPv6 text of 16 bytes (RFC 5952: longest run of ≥ 2 zero groups becomes `::`). */
-function ipv6Text(b: number[]): string {
-  const g = Array.from({ length: 8 }, (_, i) => (b[2 * i]! << 8) | b[2 * i + 1]!);
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) [best, bestLen] = [i, j - i];
-    i = j;
-  }
-  const hex = (a: number[]) => a.map((x) => x.toString(16)).join(':');
-  return best < 0 ? hex(g) : `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
-}
-
 function maskBits(bytes: number[], prefix: number): number[] {
   return bytes.map((v, i) => {
     const keep = Math.max(0, Math.min(8, prefix - 8 * i));
@@ -75,7 +57,7 @@ export function truncateAddress(addr: string, v4Prefix: number, v6Prefix: number
   if (!b) return '';
   const mapped = b.slice(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
   if (mapped) return `::ffff:${maskBits(b.slice(12), v4Prefix).join('.')}`;
-  return ipv6Text(maskBits(b, v6Prefix));
+  return formatIPv6(Buffer.from(maskBits(b, v6Prefix)), 0);
 }
 
 /** Keyed pseudonym of an address: HMAC-SHA256(key, address text), first HMAC_HEX_CHARS hex characters. */
@@ -90,7 +72,7 @@ export function loadHmacKey(p: ToaConfig['privacy']): Buffer {
     try {
       key = readFileSync(p.hmacKeyFile);
     } catch (e) {
-      throw new Error(`cannot read the key file (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+      throw new Error(`cannot read the key file (${(e as NodeJS.ErrnoException).code ?? 'error'})`, { cause: e });
     }
     let end = key.length;
     while (end > 0 && (key[end - 1] === 0x0a || key[end - 1] === 0x0d)) end--;

@@ -11,6 +11,7 @@
 // up is counted as lost at shutdown. Non-retryable failures pass through to the caller unchanged.
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import type { LogRecordExporter, ReadableLogRecord } from '@opentelemetry/sdk-logs';
+import { defaults } from './config.js';
 
 // Transport error codes after which a later attempt can succeed (the SDK's own retryable set,
 // otlp-exporter-base isHttpTransportNetworkErrorRetryable, plus a few equivalents).
@@ -64,6 +65,10 @@ export interface RetryCounters {
   lostAtShutdown: number;
   /** Wait before the next re-send (ms), 0 when nothing waits. */
   backoffMs: number;
+  /** Records handed to `spill` at shutdown and kept there (the on-disk spool), not lost. */
+  spooled: number;
+  /** Records adopted at start (read back from the spool). */
+  adopted: number;
 }
 
 /** Options of {@link RetryingLogRecordExporter}. */
@@ -72,18 +77,24 @@ export interface RetryingExporterOptions {
   maxRetainedRecords: number;
   /** First wait before a re-send (ms). Default 1000. */
   initialBackoffMs?: number;
-  /** Longest wait between re-sends (ms). Default 30000. */
+  /** Longest wait between re-sends (ms). Default: export.retryMaxBackoffMs of the config schema. */
   maxBackoffMs?: number;
-  /** Consecutive retained batches are merged into one request up to this many records. Default 2048. */
+  /** Consecutive retained batches are merged into one request up to this many records. Default: export.maxExportBatchSize. */
   maxBatchRecords?: number;
-  /** How long forceFlush() tries to deliver retained records (ms). Default 30000. */
+  /** How long forceFlush() tries to deliver retained records (ms). Default: export.exportTimeoutMillis. */
   flushTimeoutMs?: number;
-  /** How long shutdown() tries to deliver retained records unless setDeadline() said (ms). Default 10000. */
+  /** How long shutdown() tries to deliver retained records unless setDeadline() said (ms). Default: shutdown.timeoutMs. */
   shutdownTimeoutMs?: number;
   /** Classifies failures (default {@link isRetryableExportError}). */
   isRetryable?: (err: Error | undefined) => boolean;
   /** Told about records given up (for logs): dropped at the bound, or lost at shutdown. */
   onLoss?: (records: number, reason: 'retry_queue_full' | 'shutdown') => void;
+  /**
+   * At shutdown, called with the records still held when the deadline passed (oldest first; the
+   * request in flight included, which may still be delivered: at least once) instead of counting
+   * them lost; returns how many it kept (src/spool.ts). The rest count as lost at shutdown.
+   */
+  spill?: (records: ReadableLogRecord[]) => number;
 }
 
 type Batch = ReadableLogRecord[];
@@ -92,7 +103,7 @@ type Batch = ReadableLogRecord[];
 export class RetryingLogRecordExporter implements LogRecordExporter {
   readonly counters: RetryCounters = {
     retained: 0, retainedBatches: 0, retainedTotal: 0, retries: 0, retryFailures: 0,
-    deliveredAfterRetry: 0, droppedOldest: 0, lostAtShutdown: 0, backoffMs: 0,
+    deliveredAfterRetry: 0, droppedOldest: 0, lostAtShutdown: 0, backoffMs: 0, spooled: 0, adopted: 0,
   };
   private readonly max: number;
   private readonly initialBackoff: number;
@@ -102,6 +113,13 @@ export class RetryingLogRecordExporter implements LogRecordExporter {
   private readonly shutdownTimeoutMs: number;
   private readonly retryable: (err: Error | undefined) => boolean;
   private readonly onLoss: RetryingExporterOptions['onLoss'];
+  private readonly spill: RetryingExporterOptions['spill'];
+  /** Called once when an adopted batch leaves (delivered, dropped, refused): its spool file can go. */
+  private readonly leaveHooks = new WeakMap<Batch, () => void>();
+  /** Records of the pass-through export in flight (spilled if the deadline passes under it). */
+  private directRecords: Batch | null = null;
+  /** The records in flight at the deadline were handed to spill already. */
+  private inflightSpilled = false;
 
   /** Retained batches, oldest first (not including the one being re-sent). */
   private fifo: Batch[] = [];
@@ -124,21 +142,23 @@ export class RetryingLogRecordExporter implements LogRecordExporter {
     readonly inner: LogRecordExporter,
     o: RetryingExporterOptions,
   ) {
+    const d = defaults();
     this.max = Math.max(1, o.maxRetainedRecords);
     this.initialBackoff = Math.max(1, o.initialBackoffMs ?? 1000);
-    this.maxBackoff = Math.max(this.initialBackoff, o.maxBackoffMs ?? 30_000);
-    this.maxBatch = Math.max(1, o.maxBatchRecords ?? 2048);
-    this.flushTimeoutMs = o.flushTimeoutMs ?? 30_000;
-    this.shutdownTimeoutMs = o.shutdownTimeoutMs ?? 10_000;
+    this.maxBackoff = Math.max(this.initialBackoff, o.maxBackoffMs ?? d.export.retryMaxBackoffMs);
+    this.maxBatch = Math.max(1, o.maxBatchRecords ?? d.export.maxExportBatchSize);
+    this.flushTimeoutMs = o.flushTimeoutMs ?? d.export.exportTimeoutMillis;
+    this.shutdownTimeoutMs = o.shutdownTimeoutMs ?? d.shutdown.timeoutMs;
     this.retryable = o.isRetryable ?? isRetryableExportError;
     this.onLoss = o.onLoss;
+    this.spill = o.spill;
     this.nextBackoff = this.initialBackoff;
   }
 
   export(records: ReadableLogRecord[], done: (r: ExportResult) => void): void {
     if (this.finalized) {
-      // the processor exports nothing after shutdown; should anything come, it is lost, counted
-      this.lose(records.length, 'shutdown');
+      // the processor exports nothing after shutdown; should anything come, it is spilled or lost, counted
+      this.giveUp(records);
       done({ code: ExportResultCode.FAILED, error: new Error('exporter is shut down') });
       return;
     }
@@ -153,14 +173,17 @@ export class RetryingLogRecordExporter implements LogRecordExporter {
       return;
     }
     this.directInFlight = true;
+    this.directRecords = records;
     this.send(records, (r) => {
       this.directInFlight = false;
+      this.directRecords = null;
+      const spilled = this.inflightSpilled;
       if (r.code === ExportResultCode.SUCCESS) {
         this.nextBackoff = this.initialBackoff;
         done(r);
       } else if (this.retryable(r.error)) {
         if (this.finalized) {
-          this.lose(records.length, 'shutdown');
+          if (!spilled) this.giveUp(records);
           done(r);
         } else {
           // older than anything appended meanwhile: goes first
@@ -177,6 +200,23 @@ export class RetryingLogRecordExporter implements LogRecordExporter {
       this.notify();
       this.pump();
     });
+  }
+
+  /**
+   * Queues records read back from the spool (call at start, before new records): they are re-sent
+   * first, through the same backoff and bound as retained records. `onLeave` is called once per
+   * batch when it left the exporter (delivered, dropped at the bound, or refused for good).
+   */
+  adopt(batches: ReadableLogRecord[][], onLeave: (batch: ReadableLogRecord[]) => void): void {
+    for (const b of batches) {
+      if (b.length === 0) continue;
+      this.leaveHooks.set(b, () => onLeave(b));
+      this.fifo.push(b);
+      this.fifoRecords += b.length;
+      this.counters.adopted += b.length;
+    }
+    this.trim();
+    this.pump();
   }
 
   /** Deadline (epoch ms) for delivering retained records during shutdown (the pipeline's stop deadline). */
@@ -224,11 +264,21 @@ export class RetryingLogRecordExporter implements LogRecordExporter {
     }
     this.finalized = true;
     this.clearTimer();
-    const left = this.fifoRecords;
+    // what is in flight goes to the spool too: if that request still fails, nothing is lost; if it
+    // succeeds, those records are delivered twice (at least once, like any persistent queue)
+    const inflight = this.spill ? [...(this.directRecords ?? []), ...(this.inflight ?? []).flat()] : [];
+    if (inflight.length > 0) this.inflightSpilled = true;
+    const left = [...inflight, ...this.fifo.flat()];
     this.fifo = [];
     this.fifoRecords = 0;
     this.update();
-    if (left > 0) this.lose(left, 'shutdown');
+    if (left.length > 0) this.giveUp(left);
+    if (this.inflightSpilled) {
+      // the request in flight is in the spool already: whatever becomes of it loses nothing, so
+      // shutdown does not wait for it (the inner exporter's shutdown would: it awaits pending sends)
+      this.inner.shutdown().catch(() => undefined);
+      return;
+    }
     // an export still in flight ends (bounded by the inner exporter's timeout): delivered → counted
     // as exported below; failed → counted lost; so the counters are final when shutdown resolves
     while (this.inflight !== null || this.directInFlight) await this.waitEvent(60_000);
@@ -254,13 +304,15 @@ export class RetryingLogRecordExporter implements LogRecordExporter {
     this.send(records, (r) => {
       this.inflight = null;
       this.inflightRecords = 0;
+      if (r.code === ExportResultCode.SUCCESS || !this.retryable(r.error)) for (const b of batches) this.left(b);
       if (r.code === ExportResultCode.SUCCESS) {
         this.counters.deliveredAfterRetry += n;
         this.nextBackoff = this.initialBackoff;
       } else if (this.retryable(r.error)) {
         this.counters.retryFailures++;
-        if (this.finalized) this.lose(n, 'shutdown');
-        else {
+        if (this.finalized) {
+          if (!this.inflightSpilled) this.giveUp(records);
+        } else {
           this.fifo.unshift(...batches);
           this.fifoRecords += n;
           this.trim();
@@ -322,10 +374,13 @@ export class RetryingLogRecordExporter implements LogRecordExporter {
       const head = this.fifo[0]!;
       if (head.length <= excess) {
         this.fifo.shift();
+        this.left(head);
         excess -= head.length;
         dropped += head.length;
       } else {
         this.fifo[0] = head.slice(excess);
+        const hook = this.leaveHooks.get(head);
+        if (hook) this.leaveHooks.set(this.fifo[0], hook);
         dropped += excess;
         excess = 0;
       }
@@ -333,6 +388,28 @@ export class RetryingLogRecordExporter implements LogRecordExporter {
     this.fifoRecords -= dropped;
     this.update();
     if (dropped > 0) this.lose(dropped, 'retry_queue_full');
+  }
+
+  /** Runs the leave hook of an adopted batch (once). */
+  private left(b: Batch): void {
+    const hook = this.leaveHooks.get(b);
+    if (!hook) return;
+    this.leaveHooks.delete(b);
+    hook();
+  }
+
+  /** Records given up at shutdown: into the spool when there is one, the rest counted as lost. */
+  private giveUp(records: Batch): void {
+    let kept = 0;
+    if (this.spill && records.length > 0) {
+      try {
+        kept = Math.max(0, Math.min(records.length, this.spill(records)));
+      } catch {
+        kept = 0; // the spill callback logs its own failure
+      }
+    }
+    this.counters.spooled += kept;
+    if (records.length - kept > 0) this.lose(records.length - kept, 'shutdown');
   }
 
   private lose(n: number, reason: 'retry_queue_full' | 'shutdown'): void {

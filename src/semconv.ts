@@ -25,7 +25,7 @@ export const ATTR_PROCESS_EXECUTABLE_NAME = 'process.executable.name';
 export const ATTR_CONTAINER_ID = 'container.id';
 export const ATTR_HOST_NAME = 'host.name';
 
-// --- project names (ARCHITECTURE.md "Event → log record"; part of the contract) ---
+// --- project names (docs/records.md; part of the contract) ---
 export const EVENT_NAME_TCP_ACCEPT = 'lvs.tcp.accept';
 export const ATTR_LVS_TOA_CLIENT_IP = 'lvs.toa.client_ip';
 export const ATTR_LVS_TOA_CLIENT_PORT = 'lvs.toa.client_port';

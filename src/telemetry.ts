@@ -2,7 +2,6 @@
 // records, queue size), (b) observes the probe's kernel counters and our pipeline counters, and
 // (c) exports them over OTLP when the exporter is otlp. An in-process reader lets us read the
 // same numbers back for the periodic one-line status and the shutdown accounting.
-import type { Attributes } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
 import {
   MeterProvider,
@@ -11,6 +10,7 @@ import {
   type PushMetricExporter,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
+import { defaults } from './config.js';
 import type { DecodeStats } from './decode.js';
 import type { EnrichStats } from './enrich.js';
 import type { ExportCounters } from './export.js';
@@ -46,18 +46,13 @@ export interface SdkSnapshot {
   queued: number;
 }
 
-/** Normalises counter names from stats(): TOA_CNT_LOST → lost. */
-export function counterName(k: string): string {
-  return k.replace(/^TOA_CNT_/, '').toLowerCase();
-}
-
 /** Options of {@link SelfTelemetry}. */
 export interface SelfTelemetryOptions {
   resource: Resource;
   sources: TelemetrySources;
   /** OTLP metric exporter (undefined = metrics stay in process). */
   exporter?: PushMetricExporter;
-  /** Export interval in ms. Default 60000. */
+  /** Export interval in ms. Default: telemetry.intervalSec of the config schema. */
   exportIntervalMs?: number;
 }
 
@@ -71,7 +66,7 @@ export class SelfTelemetry {
   constructor(o: SelfTelemetryOptions) {
     const readers: MetricReader[] = [this.snapshotReader];
     if (o.exporter) {
-      const interval = o.exportIntervalMs ?? 60_000;
+      const interval = o.exportIntervalMs ?? defaults().telemetry.intervalSec * 1000;
       readers.push(
         new PeriodicExportingMetricReader({ exporter: o.exporter, exportIntervalMillis: interval, exportTimeoutMillis: Math.min(interval, 30_000) }),
       );
@@ -100,7 +95,7 @@ export class SelfTelemetry {
       (r) => {
         const st = s.probeStats();
         if (st) {
-          for (const [k, v] of Object.entries(st.counters)) r.observe(probeCounter, v, { counter: counterName(k) });
+          for (const [k, v] of Object.entries(st.counters)) r.observe(probeCounter, v, { counter: k });
           r.observe(droppedBatches, st.droppedBatches);
           r.observe(droppedEvents, st.droppedEvents);
           for (const p of st.programs) {
@@ -117,7 +112,7 @@ export class SelfTelemetry {
         r.observe(emitted, s.emitted());
         const c = s.exportCounters();
         r.observe(exported, c.exported);
-        for (const [type, n] of Object.entries(c.failedByType)) r.observe(exported, n, { 'error.type': type } as Attributes);
+        for (const [type, n] of Object.entries(c.failedByType)) r.observe(exported, n, { 'error.type': type });
         r.observe(dropped, this.last.queueFull, { 'error.type': 'queue_full' });
         const rc = s.retryCounters?.();
         if (rc) {

@@ -517,8 +517,12 @@ Napi::Value ClockOffsetNs(const Napi::CallbackInfo &info) {
   return Napi::BigInt::New(info.Env(), (int64_t)toa_clock_offset_ns());
 }
 
+// native/addon/caps.cc (C linkage: the same function from inside this unnamed namespace)
+extern "C" void toa_register_caps(napi_env env, napi_value exports);
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Probe", Probe::Init(env));
+  toa_register_caps(env, exports);
   exports.Set("capabilities", Napi::Function::New(env, Capabilities));
   exports.Set("layout", Napi::Function::New(env, Layout));
   exports.Set("clockOffsetNs", Napi::Function::New(env, ClockOffsetNs));

@@ -7,7 +7,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { gunzip, gzip } from 'node:zlib';
 import { promisify } from 'node:util';
-import type { Attributes, MeterProvider } from '@opentelemetry/api';
+import type { MeterProvider } from '@opentelemetry/api';
 import { parseListen, type ToaConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import type { AddressMask } from '../privacy.js';
@@ -366,7 +366,7 @@ export class OtlpPassThrough {
         }
         for (const [k, v] of Object.entries(c.refused)) r.observe(refused, v, { reason: k });
         for (const [k, v] of Object.entries(c.badRequest)) r.observe(bad, v, { reason: k });
-        r.observe(spans, c.spans.spans, { kind: 'all' } as Attributes);
+        r.observe(spans, c.spans.spans, { kind: 'all' });
         r.observe(spans, c.spans.serverSpans, { kind: 'server' });
         r.observe(spans, c.spans.enriched, { kind: 'server', result: 'enriched' });
         for (const reason of UNMATCHED_REASONS) r.observe(spans, c.spans.unmatched[reason], { kind: 'server', result: 'unmatched', reason });

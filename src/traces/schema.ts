@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
-import { packageRoot } from '../native.js';
+import { packageRoot } from '../package.js';
 
 export type Signal = 'traces' | 'logs' | 'metrics';
 

@@ -138,15 +138,21 @@ export function serializeTraceRequest(w: WireRequest): Buffer | undefined {
       for (const kv of node.span.attributes) {
         const orig = node.attrBytes!.get(kv);
         if (orig) {
-          if (any) parts.push(added.finish()), (any = false);
+          if (any) {
+            parts.push(added.finish());
+            any = false;
+          }
           if (run && run[1] === orig[0]) run[1] = orig[1];
           else {
             if (run) parts.push(raw(run[0], run[1]));
             run = [orig[0], orig[1]];
           }
         } else {
-          if (run) parts.push(raw(run[0], run[1])), (run = undefined);
-          KV.encode(kv as never, added.uint32((f.attrs << 3) | LEN).fork()).ldelim();
+          if (run) {
+            parts.push(raw(run[0], run[1]));
+            run = undefined;
+          }
+          KV.encode(kv, added.uint32((f.attrs << 3) | LEN).fork()).ldelim();
           any = true;
         }
       }

@@ -3,25 +3,20 @@
 // carry records with the contract's attribute names; assertions read the collector's file output.
 // No root needed. Skipped (with the reason) when the collector is not built, but FAIL under
 // TOA_OTEL_REQUIRE_COLLECTOR=1 (CI). Build it with `npm run build:collector`.
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  COLLECTOR_BIN, COLLECTOR_DIR, collectorTestMode, makeTestCertificates, startCollector, validateConfig,
+  COLLECTOR_BIN, COLLECTOR_DIR, makeTestCertificates, startCollector, validateConfig,
   type FlatLogRecord,
 } from '../helpers/collector.js';
+import { collectorGate, gatedTest } from '../helpers/privileged.js';
 import { sendConnections, type TestConnection } from '../helpers/otlp-logs.js';
 
-const mode = collectorTestMode();
-if (mode.mode === 'skip') console.warn(`collector-configs: skipping: ${mode.reason}`);
-
-function ctest(title: string, fn: (t: ExecutionContext) => Promise<void> | void): void {
-  if (mode.mode === 'run') test.serial(title, fn);
-  else if (mode.mode === 'fail') test.serial(title, (t) => { t.fail(`${mode.reason} (required: TOA_OTEL_REQUIRE_COLLECTOR=1)`); });
-  else test.skip(`${title} (skipped: ${mode.reason})`, () => {});
-}
+// serial: the tests share ports, a collector binary and wall-clock bounds
+const ctest = gatedTest(collectorGate()).serial;
 
 const ex = (name: string) => `otel-collector/examples/${name}.yaml`;
 const ids = (recs: FlatLogRecord[]) => recs.map((r) => String(r.attributes['test.id'])).sort();
@@ -47,7 +42,7 @@ ctest('the built distribution has exactly the components of the manifest', (t) =
   const out = execFileSync(COLLECTOR_BIN, ['components'], { encoding: 'utf8' });
   const section = (name: string) => {
     const m = out.match(new RegExp(`^${name}:\\n((?:[ -].*\\n?)*)`, 'm'));
-    return m ? [...m[1].matchAll(/- name: (\S+)/g)].map((x) => x[1]).sort() : [];
+    return m ? [...m[1]!.matchAll(/- name: (\S+)/g)].map((x) => x[1]!).sort() : [];
   };
   t.deepEqual(section('receivers'), ['otlp']);
   t.deepEqual(section('processors'), ['attributes', 'batch', 'filter', 'transform']);
@@ -56,7 +51,7 @@ ctest('the built distribution has exactly the components of the manifest', (t) =
   t.deepEqual(section('connectors'), []);
   t.regex(out, /version: 0\.161\.0/);
   for (const m of out.matchAll(/module: (\S+) (v\S+)/g)) {
-    t.true(['v0.161.0', 'v1.67.0'].includes(m[2]), `${m[1]} is at ${m[2]}, not the one release v0.161.0/v1.67.0`);
+    t.true(['v0.161.0', 'v1.67.0'].includes(m[2]!), `${m[1]} is at ${m[2]}, not the one release v0.161.0/v1.67.0`);
   }
 });
 

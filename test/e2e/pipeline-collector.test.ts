@@ -3,19 +3,15 @@
 // middle of a run. Events come from the replay stand-in of the native addon (no root needed); the
 // kernel-lab variant with real connections runs the same collector helper.
 // Skipped when the collector is not built; FAILS under TOA_OTEL_REQUIRE_COLLECTOR=1.
-import test, { type ExecutionContext } from 'ava';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { Pipeline } from '../../src/pipeline.js';
-import { collectorTestMode, startCollector, type FlatLogRecord } from '../helpers/collector.js';
+import { startCollector, type FlatLogRecord } from '../helpers/collector.js';
+import { collectorGate, gatedTest } from '../helpers/privileged.js';
 import { ReplayAddon } from '../helpers/replay-addon.js';
 
-const mode = collectorTestMode();
-function ctest(title: string, fn: (t: ExecutionContext) => Promise<void>): void {
-  if (mode.mode === 'run') test.serial(title, fn);
-  else if (mode.mode === 'fail') test.serial(title, (t) => { t.fail(`${mode.reason} (required: TOA_OTEL_REQUIRE_COLLECTOR=1)`); });
-  else test.skip(`${title} (skipped: ${mode.reason})`, () => {});
-}
+// serial: the tests share ports, a collector binary and wall-clock bounds
+const ctest = gatedTest(collectorGate()).serial;
 
 const TOA = { toa_source: 'TOA_SOURCE_PACKET_ACK', toa_kind: 254, toa_len: 8, toa_trusted: 1, toa_port: 5555 };
 

@@ -3,12 +3,13 @@
 // OTEL_* variables) attaches the real probe, connections with and without TOA go
 // through the FullNAT lab, and the records are read back from a real collector.
 // Needs root (BPF, namespaces) and the built collector.
-import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createLab, type Lab } from '../lab/lab.js';
-import { requirePrivileged } from '../helpers/privileged.js';
-import { collectorTestMode, startCollector, type FlatLogRecord } from '../helpers/collector.js';
+import { collectorGate, gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
+import { startCollector, type FlatLogRecord } from '../helpers/collector.js';
+
+const test = gatedTest(privilegedGate(), nativeGate(), collectorGate());
 
 const BIN = fileURLToPath(new URL('../../bin/toa-otel.js', import.meta.url));
 
@@ -19,7 +20,7 @@ function startSidecar(env: Record<string, string>): { child: ChildProcess; stder
   });
   let err = '';
   const running = new Promise<void>((resolve, reject) => {
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
       err += d;
       if (/"msg":"running"/.test(err)) resolve();
     });
@@ -33,13 +34,6 @@ const exitCode = (child: ChildProcess) =>
   new Promise<number | null>((r) => (child.exitCode !== null ? r(child.exitCode) : child.once('exit', (c) => r(c))));
 
 test.serial('toa-otel -> real collector: TOA and plain connections through FullNAT, merge totals exact after SIGTERM', async (t) => {
-  if (!requirePrivileged(t)) return;
-  const cmode = collectorTestMode();
-  if (cmode.mode !== 'run') {
-    if (cmode.mode === 'fail') t.fail(`${cmode.reason} (required: TOA_OTEL_REQUIRE_COLLECTOR=1)`);
-    else t.log(`SKIPPED: ${cmode.reason}`), t.pass();
-    return;
-  }
   const collector = await startCollector(t, { name: 'sidecar-lab' });
   let lab: Lab | undefined;
   let sidecar: ReturnType<typeof startSidecar> | undefined;

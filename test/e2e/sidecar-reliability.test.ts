@@ -2,14 +2,17 @@
 // Issue 11, defects 1, 2 and 5 in real runs of the `toa-otel` command: the real probe in this
 // kernel (sockops, attached to a cgroup the lab's RS server runs in), real connections through
 // the FullNAT lab, records on stdout. Needs root (BPF, namespaces, cgroups).
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { cgroup2Mount, createLab, type Lab, type LabServer } from '../lab/lab.js';
-import { requirePrivileged } from '../helpers/privileged.js';
+import { gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
+
+/** The sidecar attaches the real probe; some tests use the lab. */
+const test = gatedTest(privilegedGate(['cmake', 'clang', 'bpftool']), nativeGate());
 
 const BIN = fileURLToPath(new URL('../../bin/toa-otel.js', import.meta.url));
 
@@ -39,11 +42,11 @@ function startSidecar(args: string[], port: number): Sidecar {
       }
     });
   };
-  lines(child.stdout!, (r) => {
+  lines(child.stdout, (r) => {
     if ((r.attributes as Record<string, unknown>)?.['network.local.port'] === port) records.push(r);
   });
-  lines(child.stderr!, (l) => logs.push(l));
-  child.stderr!.on('error', () => {});
+  lines(child.stderr, (l) => logs.push(l));
+  child.stderr.on('error', () => {});
   // 'close', not 'exit': stdout is read to its end before the test counts records
   const exit = new Promise<number | null>((r) => child.once('close', (c) => r(c)));
   return { child, records: () => records, logs: () => logs, exit };
@@ -98,7 +101,6 @@ const common = (lab: Lab, cg: string) => [
 ];
 
 test.serial('kernel loss (tiny ring buffer, stalled reader) gives a warn line naming probe.ringBufferBytes at --log-level warn', async (t) => {
-  if (!requirePrivileged(t)) return;
   const port = 18610;
   await withLab(t, port, async (lab, cg) => {
     const sc = startSidecar([...common(lab, cg), '--log-level', 'warn', '--probe-ring-buffer-bytes', '65536', '--status-interval-sec', '0'], port);
@@ -124,6 +126,7 @@ test.serial('kernel loss (tiny ring buffer, stalled reader) gives a warn line na
       // every connection is either a record on stdout or counted as lost
       const lost = Number(stopped.kernelLost) + Number(stopped.droppedEvents) + Number(stopped.queueFull);
       t.is(sc.records().length - before + lost, made, JSON.stringify(stopped));
+      t.log(`made ${made}: ${sc.records().length - before} records on stdout, kernelLost ${String(stopped.kernelLost)}, droppedEvents ${String(stopped.droppedEvents)}, queueFull ${String(stopped.queueFull)}, exit 0`);
       t.true(sc.logs().every((l) => l.level === 'warn' || l.level === 'error'), 'nothing below --log-level warn');
     } finally {
       if (sc.child.exitCode === null) sc.child.kill('SIGKILL');
@@ -132,7 +135,6 @@ test.serial('kernel loss (tiny ring buffer, stalled reader) gives a warn line na
 });
 
 test.serial('a closed stderr does not stop the pipeline: exit 0 at SIGTERM, every record written to stdout', async (t) => {
-  if (!requirePrivileged(t)) return;
   const port = 18611;
   await withLab(t, port, async (lab, cg) => {
     // info level and a status line every second: log lines keep coming after stderr is closed
@@ -149,6 +151,7 @@ test.serial('a closed stderr does not stop the pipeline: exit 0 at SIGTERM, ever
       sc.child.kill('SIGTERM');
       t.is(await sc.exit, 0);
       t.is(sc.records().length - before, made);
+      t.log(`stderr closed: made ${made}, ${sc.records().length - before} records on stdout, exit 0`);
     } finally {
       if (sc.child.exitCode === null) sc.child.kill('SIGKILL');
     }
@@ -156,7 +159,6 @@ test.serial('a closed stderr does not stop the pipeline: exit 0 at SIGTERM, ever
 });
 
 test.serial('a slow stdout reader loses nothing: records buffered for a full pipe are written before the process exits', async (t) => {
-  if (!requirePrivileged(t)) return;
   const port = 18614;
   await withLab(t, port, async (lab, cg) => {
     const sc = startSidecar([...common(lab, cg), '--log-level', 'warn', '--status-interval-sec', '0'], port);
@@ -178,7 +180,6 @@ test.serial('a slow stdout reader loses nothing: records buffered for a full pip
 });
 
 test.serial('a second signal exits 4 reporting the same totals as the summary would: records not delivered = lostAtShutdown', async (t) => {
-  if (!requirePrivileged(t)) return;
   const port = 18612;
   // an OTLP endpoint that accepts connections and never answers: records stay in flight
   const sockets = new Set<Socket>();
@@ -210,6 +211,7 @@ test.serial('a second signal exits 4 reporting the same totals as the summary wo
         t.is(last!.exported, 0);
         t.is(last!.lostAtShutdown, 30, 'every record not delivered is reported as lost');
         t.falsy(sc.logs().find((l) => l.msg === 'stopped'), 'no second, different summary');
+        t.log(`second signal: emitted ${String(last!.emitted)}, exported ${String(last!.exported)}, lostAtShutdown ${String(last!.lostAtShutdown)}, exit 4`);
       } finally {
         if (sc.child.exitCode === null) sc.child.kill('SIGKILL');
       }
@@ -221,7 +223,6 @@ test.serial('a second signal exits 4 reporting the same totals as the summary wo
 });
 
 test.serial('privacy on real records: truncate and hmac rewrite the TOA client of lab connections on stdout, hmac stable across a restart', async (t) => {
-  if (!requirePrivileged(t)) return;
   const port = 18613;
   const key = 'lab-hmac-key-0123456789abcdef';
   await withLab(t, port, async (lab, cg) => {

@@ -4,14 +4,15 @@
 // cleanly — final sweep, flush, exit 0 — and SIGKILL of the wrapper makes the sidecar notice and
 // stop the same way. Records of real loopback connections prove that nothing was lost on the way.
 // Needs root (the probe attaches to the real kernel).
-import test from 'ava';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, connect, type AddressInfo, type Server } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { requirePrivileged } from '../helpers/privileged.js';
+import { gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+/** The sidecar attaches the real probe: root and the built addon. */
+const test = gatedTest(privilegedGate(), nativeGate());
 const SIDECAR_FLAGS = ['--exporter', 'stdout', '--probe-include-loopback', '--merge-window-sec', '0', '--status-interval-sec', '0', '--enrich-enabled=false'];
 const CONNECTIONS = 25;
 
@@ -28,9 +29,9 @@ function start(cmd: string, args: string[]): Started {
   const wrapper = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TOA_OTEL_LOG_LEVEL: 'info' } });
   let out = '';
   let err = '';
-  wrapper.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  wrapper.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
   const sidecarPid = new Promise<number>((resolve, reject) => {
-    wrapper.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    wrapper.stderr.setEncoding('utf8').on('data', (d: string) => {
       err += d;
       const m = /"msg":"running".*?"pid":(\d+)/.exec(err);
       if (m) resolve(Number(m[1]));
@@ -116,28 +117,22 @@ async function scenario(t: import('ava').ExecutionContext, cmd: string, args: st
 }
 
 test.serial('SIGTERM to `npm start`: the sidecar stops cleanly, npm exits 0', async (t) => {
-  if (!requirePrivileged(t)) return;
   const { exit } = await scenario(t, 'npm', ['start', '--silent', '--', ...SIDECAR_FLAGS], (s) => s.wrapper.kill('SIGTERM'));
   t.deepEqual(exit, { code: 0, signal: null });
 });
 
 test.serial('SIGINT to `npm start` (Ctrl-C sent to npm alone): clean stop, exit 0', async (t) => {
-  if (!requirePrivileged(t)) return;
   const { exit } = await scenario(t, 'npm', ['start', '--silent', '--', ...SIDECAR_FLAGS], (s) => s.wrapper.kill('SIGINT'));
   t.deepEqual(exit, { code: 0, signal: null });
 });
 
 test.serial('SIGKILL of npm: the orphaned sidecar notices its parent is gone and stops cleanly', async (t) => {
-  if (!requirePrivileged(t)) return;
   await scenario(t, 'npm', ['start', '--silent', '--', ...SIDECAR_FLAGS], (s) => s.wrapper.kill('SIGKILL'));
-  t.pass();
 });
 
 test.serial('SIGTERM to npx: npm forwards it to a shell that does not pass it on; the sidecar still stops cleanly', async (t) => {
-  if (!requirePrivileged(t)) return;
   // `npm exec` runs the bin behind `sh -c`; the shell dies, the sidecar sees itself orphaned
   await scenario(t, 'npm', ['exec', '--offline', '--', 'toa-otel', ...SIDECAR_FLAGS], (s) => s.wrapper.kill('SIGTERM'));
-  t.pass();
 });
 
 // The system Node of this machine, when it is older than the launcher accepts itself (Debian ships 18)
@@ -154,16 +149,14 @@ function oldSystemNode(): string | undefined {
   return undefined;
 }
 const OLD_NODE = oldSystemNode();
-const oldNodeTest = OLD_NODE ? test.serial : test.serial.skip;
-if (!OLD_NODE) console.log('signals.test: no system Node older than 22.15 here: the hand-over tests are skipped');
+const oldNode = { reason: OLD_NODE ? null : 'no system Node older than 22.15 here: nothing to hand over' };
 
-oldNodeTest('an old system Node hands over to the bundled Node 24: --version works', (t) => {
+gatedTest(oldNode).serial('an old system Node hands over to the bundled Node 24: --version works', (t) => {
   const v = execFileSync(OLD_NODE!, [fileURLToPath(new URL('bin/toa-otel.js', `file://${ROOT}`)), '--version'], { encoding: 'utf8' });
   t.regex(v, /^\d+\.\d+\.\d+\n$/);
 });
 
-oldNodeTest('an old system Node: SIGTERM to the launcher reaches the sidecar (clean stop, exit 0)', async (t) => {
-  if (!requirePrivileged(t)) return;
+gatedTest(privilegedGate(), nativeGate(), oldNode).serial('an old system Node: SIGTERM to the launcher reaches the sidecar (clean stop, exit 0)', async (t) => {
   const { exit, pid } = await scenario(t, OLD_NODE!, ['bin/toa-otel.js', ...SIDECAR_FLAGS], (s) => s.wrapper.kill('SIGTERM'));
   t.not(pid, undefined);
   t.deepEqual(exit, { code: 0, signal: null });

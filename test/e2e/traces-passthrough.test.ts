@@ -2,7 +2,7 @@
 // table: traces, logs and metrics arrive unchanged (protobuf, JSON, gzip); bad input gets OTLP
 // error answers and counters, never a crash; an upstream that is down or slow gets 503/429 +
 // Retry-After. Needs the built collector (no root).
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import http from 'node:http';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -12,16 +12,11 @@ import { defaults, type ToaConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { OtlpPassThrough } from '../../src/traces/receiver.js';
 import { otlpSchema } from '../../src/traces/schema.js';
-import { collectorTestMode, freePort, startCollector, type Collector } from '../helpers/collector.js';
+import { freePort, startCollector, type Collector } from '../helpers/collector.js';
+import { collectorGate, gatedTest } from '../helpers/privileged.js';
 import { allSignalsConfig, readLogs, readMetricValues, readSpans } from '../helpers/otlp-signals.js';
 
-function collectorOrSkip(t: ExecutionContext): boolean {
-  const m = collectorTestMode();
-  if (m.mode === 'run') return true;
-  if (m.mode === 'fail') t.fail(`${m.reason} (required: TOA_OTEL_REQUIRE_COLLECTOR=1)`);
-  else t.log(`SKIPPED: ${m.reason}`), t.pass();
-  return false;
-}
+const test = gatedTest(collectorGate());
 
 async function start(t: ExecutionContext, over: (c: ToaConfig) => void, upstream: string) {
   const config = defaults();
@@ -123,7 +118,6 @@ async function waitFor<T>(read: () => T, ok: (v: T) => boolean, ms = 15000): Pro
 }
 
 test.serial('traces, logs and metrics pass through unchanged (protobuf, JSON, gzip)', async (t) => {
-  if (!collectorOrSkip(t)) return;
   const { c, files } = await startAllSignals(t);
   const { pt, base } = await start(t, () => {}, c.httpEndpoint);
   t.is((await post(`${base}/v1/traces`, pb('traces', tracesRequest('pb', 3)), PB)).status, 200);
@@ -156,7 +150,6 @@ test.serial('traces, logs and metrics pass through unchanged (protobuf, JSON, gz
 });
 
 test.serial('bad input: OTLP error answers with google.rpc.Status, counted; fuzzed bodies never crash', async (t) => {
-  if (!collectorOrSkip(t)) return;
   const c = await collector(t);
   const { pt, base } = await start(t, (cfg) => (cfg.traces.maxBodyBytes = 64 * 1024), c.httpEndpoint);
   const status = otlpSchema().status;
@@ -205,7 +198,6 @@ test.serial('bad input: OTLP error answers with google.rpc.Status, counted; fuzz
 });
 
 test.serial('upstream down: 503 + Retry-After; slow upstream: in-flight bound answers 429; recovery', async (t) => {
-  if (!collectorOrSkip(t)) return;
   const c = await collector(t);
   const { pt, base } = await start(t, () => {}, c.httpEndpoint);
   const body = pb('traces', tracesRequest('o', 1));

@@ -21,36 +21,16 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { isAbsolute, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { isAbsolute, join } from 'node:path';
 import type { ExecutionContext } from 'ava';
+import { packageRoot } from '../../src/package.js';
 
-export const REPO_ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+const REPO_ROOT = packageRoot();
 /** Where scripts/build-collector.sh puts the binary; TOA_OTEL_COLLECTOR_BIN overrides. */
 export const COLLECTOR_BIN = process.env.TOA_OTEL_COLLECTOR_BIN
   ?? join(REPO_ROOT, 'otel-collector', '_build', 'otelcol-toa');
 export const COLLECTOR_DIR = join(REPO_ROOT, 'otel-collector');
 const READY_LINE = 'Everything is ready. Begin running and processing data.';
-
-/** null when the collector binary is usable, else the reason it is not. */
-export function collectorUnavailableReason(): string | null {
-  if (!existsSync(COLLECTOR_BIN)) {
-    return `collector binary ${COLLECTOR_BIN} is not built: run \`npm run build:collector\``;
-  }
-  const r = spawnSync(COLLECTOR_BIN, ['--version'], { encoding: 'utf8', timeout: 10_000 });
-  if (r.status !== 0) return `collector binary ${COLLECTOR_BIN} does not run: ${r.error?.message ?? r.stderr}`;
-  return null;
-}
-
-/**
- * Whether collector tests should run. When the binary is missing they are skipped with the reason,
- * except with TOA_OTEL_REQUIRE_COLLECTOR=1 (CI), where they must fail instead.
- */
-export function collectorTestMode(): { mode: 'run' } | { mode: 'skip' | 'fail'; reason: string } {
-  const reason = collectorUnavailableReason();
-  if (reason === null) return { mode: 'run' };
-  return { mode: process.env.TOA_OTEL_REQUIRE_COLLECTOR === '1' ? 'fail' : 'skip', reason };
-}
 
 /** A free TCP port on 127.0.0.1 (bound then released: the caller should bind it soon). */
 export async function freePort(): Promise<number> {
@@ -168,7 +148,7 @@ export function parseJsonLines(text: string): FlatLogRecord[] {
       obj = JSON.parse(line);
     } catch (e) {
       if (i === lines.length - 1) return; // no trailing newline yet: still being written
-      throw new Error(`collector output line ${i + 1} is not JSON: ${(e as Error).message}: ${line.slice(0, 200)}`);
+      throw new Error(`collector output line ${i + 1} is not JSON: ${(e as Error).message}: ${line.slice(0, 200)}`, { cause: e });
     }
     out.push(...flattenExportRequest(obj, i));
   });
@@ -297,8 +277,8 @@ export class Collector {
       this.logText += b.toString('utf8');
       if (!ready && this.logText.includes(READY_LINE)) ready = true;
     };
-    proc.stdout!.on('data', onData);
-    proc.stderr!.on('data', onData);
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
     this.exited = new Promise((res) => proc.once('exit', (code, sig) => {
       live.delete(proc);
       this.logText += `--- exited: code ${code} signal ${sig}\n`;
@@ -363,7 +343,7 @@ export class Collector {
   async waitForRecords(until: number | ((r: FlatLogRecord[]) => boolean), timeoutMs = 15_000): Promise<FlatLogRecord[]> {
     const pred = typeof until === 'number' ? (r: FlatLogRecord[]) => r.length >= until : until;
     const deadline = Date.now() + timeoutMs;
-    let recs: FlatLogRecord[] = [];
+    let recs: FlatLogRecord[];
     for (;;) {
       recs = await this.records();
       if (pred(recs)) return recs;

@@ -1,5 +1,6 @@
 // Test-only encoder of struct toa_event, driven by the same layout object the decoder uses
-// (test/fixtures/layout.json, checked against the addon's layout() by test/unit/decode.test.ts).
+// (test/fixtures/layout.json: test/unit/layout.test.ts checks it against bpf/toa_event.h, and
+// test/unit/decode.test.ts against the addon's layout()).
 import { isIP } from 'node:net';
 import type { EventLayout } from '../../src/native-types.js';
 import layoutJson from '../fixtures/layout.json' with { type: 'json' };
@@ -25,6 +26,7 @@ export interface RawEvent {
   local_port?: number;
   peer_port?: number;
   toa_port?: number;
+  reserved?: number;
   local_addr?: string;
   peer_addr?: string;
   toa_addr?: string;
@@ -45,41 +47,61 @@ function addrBytes(s: string): Buffer {
   return b;
 }
 
-/** Encodes one event into `buf` at `at` using `layout` (host byte order = little endian here). */
-export function encodeEvent(ev: RawEvent, layout: EventLayout = LAYOUT, buf = Buffer.alloc(layout.size), at = 0): Buffer {
-  const f = (n: string) => {
-    const x = layout.fields[n];
-    if (!x) throw new Error(`layout has no field ${n}`);
-    return at + x.offset;
+/** Value of every field of `ev` (defaults for the rest), by struct member name. */
+function fieldValues(ev: RawEvent, en: (n: string) => number): Record<string, bigint | number | string | string[] | undefined> {
+  const v6 = (ev.family ?? 'TOA_FAMILY_IPV4') === 'TOA_FAMILY_IPV6';
+  return {
+    ts_boot_ns: 1_000_000_000n,
+    cgroup_id: 0n,
+    probe_ns: 250,
+    pid: 0,
+    since_last_s: en('TOA_SINCE_LAST_NONE'),
+    suppressed: 0,
+    type: 'TOA_EVENT_ACCEPT',
+    family: 'TOA_FAMILY_IPV4',
+    mode: 'TOA_MODE_SOCKOPS',
+    toa_source: 'TOA_SOURCE_NONE',
+    toa_kind: 0,
+    toa_len: 0,
+    toa_trusted: 0,
+    flags: [],
+    local_port: 80,
+    peer_port: 40000,
+    toa_port: 0,
+    reserved: 0,
+    local_addr: v6 ? 'fd00::2' : '198.18.2.2',
+    peer_addr: v6 ? 'fd00::1' : '198.18.2.1',
+    toa_addr: undefined,
+    comm: '',
+    ...ev,
   };
+}
+
+/**
+ * Encodes one event into `buf` at `at`, field by field as `layout` lists them (host byte order =
+ * little endian here). A layout field the encoder has no value for is an error, so a field added
+ * to bpf/toa_event.h cannot be silently left out of the tests.
+ */
+export function encodeEvent(ev: RawEvent, layout: EventLayout = LAYOUT, buf = Buffer.alloc(layout.size), at = 0): Buffer {
   const en = (n: string) => {
     const v = layout.enums[n];
     if (v === undefined) throw new Error(`layout has no enum ${n}`);
     return v;
   };
-  buf.writeBigUInt64LE(ev.ts_boot_ns ?? 1_000_000_000n, f('ts_boot_ns'));
-  buf.writeBigUInt64LE(ev.cgroup_id ?? 0n, f('cgroup_id'));
-  buf.writeUInt32LE(ev.probe_ns ?? 250, f('probe_ns'));
-  buf.writeUInt32LE(ev.pid ?? 0, f('pid'));
-  buf.writeUInt32LE(ev.since_last_s ?? en('TOA_SINCE_LAST_NONE'), f('since_last_s'));
-  buf.writeUInt32LE(ev.suppressed ?? 0, f('suppressed'));
-  buf[f('type')] = en(ev.type ?? 'TOA_EVENT_ACCEPT');
-  const family = ev.family ?? 'TOA_FAMILY_IPV4';
-  buf[f('family')] = en(family);
-  buf[f('mode')] = en(ev.mode ?? 'TOA_MODE_SOCKOPS');
-  buf[f('toa_source')] = en(ev.toa_source ?? 'TOA_SOURCE_NONE');
-  buf[f('toa_kind')] = ev.toa_kind ?? 0;
-  buf[f('toa_len')] = ev.toa_len ?? 0;
-  buf[f('toa_trusted')] = ev.toa_trusted ?? 0;
-  buf[f('flags')] = (ev.flags ?? []).reduce((a, n) => a | en(n), 0);
-  buf.writeUInt16LE(ev.local_port ?? 80, f('local_port'));
-  buf.writeUInt16LE(ev.peer_port ?? 40000, f('peer_port'));
-  buf.writeUInt16LE(ev.toa_port ?? 0, f('toa_port'));
-  const v6 = family === 'TOA_FAMILY_IPV6';
-  addrBytes(ev.local_addr ?? (v6 ? 'fd00::2' : '198.18.2.2')).copy(buf, f('local_addr'));
-  addrBytes(ev.peer_addr ?? (v6 ? 'fd00::1' : '198.18.2.1')).copy(buf, f('peer_addr'));
-  if (ev.toa_addr !== undefined) addrBytes(ev.toa_addr).copy(buf, f('toa_addr'));
-  Buffer.from((ev.comm ?? '').slice(0, 15), 'latin1').copy(buf, f('comm'));
+  const values = fieldValues(ev, en);
+  for (const [name, { offset, size }] of Object.entries(layout.fields)) {
+    if (!(name in values)) throw new Error(`encode-event has no value for layout field ${name}: add it to RawEvent`);
+    const v = values[name];
+    const o = at + offset;
+    if (v === undefined) continue; // stays zero (no TOA address)
+    if (typeof v === 'bigint' && size === 8) buf.writeBigUInt64LE(v, o);
+    else if (typeof v === 'number' && size <= 4) buf.writeUIntLE(v, o, size);
+    else if (Array.isArray(v) && size === 1) buf[o] = v.reduce((a, n) => a | en(n), 0);
+    else if (typeof v === 'string' && size === 1) buf[o] = en(v);
+    else if (typeof v === 'string' && name.endsWith('_addr') && size === 16) addrBytes(v).copy(buf, o);
+    else if (typeof v === 'string' && size === 16) Buffer.from(v.slice(0, size - 1), 'latin1').copy(buf, o);
+    else throw new Error(`encode-event cannot write ${JSON.stringify(String(v))} into ${name} (${size} bytes)`);
+  }
   return buf;
 }
 

@@ -10,7 +10,7 @@ import {
 } from '@opentelemetry/sdk-logs';
 import * as sc from '../../src/semconv.js';
 
-/** One connection as the sidecar would describe it (ARCHITECTURE.md "Event → log record"). */
+/** One connection as the sidecar would describe it (docs/records.md). */
 export interface TestConnection {
   /** Unique marker so tests can tell records apart (attribute `test.id`, not part of the contract). */
   id: string;

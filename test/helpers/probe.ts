@@ -4,47 +4,15 @@
  * collects its decoded events. Tests call `startProbe(opts)`, make connections,
  * then `await probe.stop()` (detach, final sweep, drain) and inspect `events`.
  */
-import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import path from 'node:path';
+import { defaults, nativeOptions } from '../../src/config.js';
 import { EventDecoder, type ToaEvent } from '../../src/decode.js';
-import type { NativeAddon, NativeProbe, NativeProbeOptions, NativeStats } from '../../src/native-types.js';
+import { loadAddon } from '../../src/native.js';
+import type { NativeProbe, NativeProbeOptions, NativeStats } from '../../src/native-types.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const ADDON_PATH = path.join(ROOT, 'build/Release/toa_otel.node');
+export { loadAddon };
 
-let addon: NativeAddon | undefined;
-
-/** The addon, or throws with the build command when it is missing. */
-export function loadAddon(): NativeAddon {
-  if (!addon) {
-    if (!existsSync(ADDON_PATH)) throw new Error(`native addon not built: ${ADDON_PATH} (run npm run build)`);
-    addon = createRequire(import.meta.url)(ADDON_PATH) as NativeAddon;
-  }
-  return addon;
-}
-
-/** Defaults of config/default.json for the native options; tests override what they test. */
-export const defaultProbeOptions: NativeProbeOptions = {
-  mode: 'auto',
-  toaSources: ['module', 'packet'],
-  toaAccept: [
-    { kind: 254, len: 8 },
-    { kind: 254, len: 20 },
-    { kind: 253, len: 20 },
-    { kind: 200, len: 8 },
-  ],
-  trustedPeers: [],
-  parseSyn: true,
-  includeLoopback: false,
-  mergeWindowSec: 10,
-  mergeMaxKeys: 65536,
-  ringBufferBytes: 8 * 1024 * 1024,
-  pollIntervalMs: 20,
-  batchMaxEvents: 4096,
-  cgroupPath: '',
-};
+/** Native options of the config schema defaults (src/config.ts); tests override what they test. */
+export const defaultProbeOptions: NativeProbeOptions = nativeOptions(defaults());
 
 export interface RunningProbe {
   native: NativeProbe;

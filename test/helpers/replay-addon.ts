@@ -24,12 +24,14 @@ export class ReplayAddon implements NativeAddon {
   lastOptions: NativeProbeOptions | undefined;
   probes: ReplayProbe[] = [];
   constructor(readonly script: ReplayScript = {}) {
-    const self = this;
+    const created = (o: NativeProbeOptions, p: ReplayProbe) => {
+      this.lastOptions = o;
+      this.probes.push(p);
+    };
     this.Probe = class extends ReplayProbe {
       constructor(o: NativeProbeOptions) {
-        super(self.script);
-        self.lastOptions = o;
-        self.probes.push(this);
+        super(script);
+        created(o, this);
       }
     };
   }
@@ -82,7 +84,7 @@ export class ReplayProbe implements NativeProbe {
     return {
       mode: 'sockops',
       refused: [{ mode: 'fexit', code: 'ENOTRAMP', message: 'replay' }],
-      counters: { TOA_CNT_EVENTS: 3, TOA_CNT_LOST: 0 },
+      counters: { events: 3, lost: 0 }, // names as toa_counter_name() gives them
       droppedBatches: 0,
       droppedEvents: 0,
       programs: [],

@@ -4,33 +4,26 @@
 // mistyped (ranges and defaults are the config schema's, src/config.ts); toa-probe parses
 // numbers and lists exactly and exits 2 with the option named. Needs the native build
 // (skips otherwise; TOA_OTEL_REQUIRE_NATIVE=1 makes that a failure).
-import test, { type ExecutionContext } from 'ava';
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { defaults, nativeOptions } from '../../src/config.js';
-import { addonPath, loadAddon } from '../../src/native.js';
+import { loadAddon } from '../../src/native.js';
 import type { NativeProbeOptions } from '../../src/native-types.js';
+import { gatedTest, nativeGate } from '../helpers/privileged.js';
 
 const PROBE = fileURLToPath(new URL('../../build/toa-probe', import.meta.url));
 
-function built(t: ExecutionContext, path: string): boolean {
-  if (existsSync(path)) return true;
-  if (process.env.TOA_OTEL_REQUIRE_NATIVE === '1') t.fail(`${path} not built: run npm run build`);
-  else t.log(`SKIPPED: ${path} not built; run npm run build`), t.pass();
-  return false;
-}
+const test = gatedTest(nativeGate());
+const probeTest = gatedTest(nativeGate(PROBE));
 
 const schemaOptions = (): NativeProbeOptions => nativeOptions(defaults());
 
 test('addon: the options built from the schema defaults are accepted', (t) => {
-  if (!built(t, addonPath())) return;
   const { Probe } = loadAddon();
   t.notThrows(() => new Probe(schemaOptions()));
 });
 
 test('addon: every required key is named when missing', (t) => {
-  if (!built(t, addonPath())) return;
   const { Probe } = loadAddon();
   const keys = Object.keys(schemaOptions()) as (keyof NativeProbeOptions)[];
   t.true(keys.length >= 12);
@@ -42,7 +35,6 @@ test('addon: every required key is named when missing', (t) => {
 });
 
 test('addon: wrong types and broken invariants name the key', (t) => {
-  if (!built(t, addonPath())) return;
   const { Probe } = loadAddon();
   const bad: [Partial<Record<keyof NativeProbeOptions, unknown>>, RegExp][] = [
     [{ mode: 'kprobe' }, /^options\.mode must be one of auto, fexit, kretprobe, sockops$/],
@@ -61,8 +53,7 @@ test('addon: wrong types and broken invariants name the key', (t) => {
   }
 });
 
-test('toa-probe: numbers and lists are parsed exactly; a bad value exits 2 naming the option', (t) => {
-  if (!built(t, PROBE)) return;
+probeTest('toa-probe: numbers and lists are parsed exactly; a bad value exits 2 naming the option', (t) => {
   const cases: [string[], RegExp][] = [
     [['--toa-sources', 'modules'], /--toa-sources: invalid value 'modules'/],
     [['--toa-sources', 'module,'], /--toa-sources: invalid value 'module,'/],

@@ -1,19 +1,18 @@
 // The whole sidecar path with real parts: the FullNAT lab's real packets → the real probe
 // (build/Release/toa_otel.node, auto mode) → decode/enrich/map → BatchLogRecordProcessor → OTLP
 // http/protobuf → the real collector (file exporter). Needs root and the built collector (skips
-// with the reason otherwise; fails under TOA_OTEL_REQUIRE_PRIVILEGED=1 / TOA_OTEL_REQUIRE_COLLECTOR=1).
+// with the reason otherwise; fails under TOA_OTEL_REQUIRE_PRIVILEGED/NATIVE/COLLECTOR=1).
 // The toa-otel command itself is exercised the same way in test/e2e/sidecar-lab.test.ts.
-import test from 'ava';
-import { existsSync } from 'node:fs';
 import { readdir, readFile, readlink } from 'node:fs/promises';
 import { parseProcNetTcp } from '../../src/enrich.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
-import { addonPath } from '../../src/native.js';
 import { Pipeline } from '../../src/pipeline.js';
-import { collectorTestMode, startCollector, type FlatLogRecord } from '../helpers/collector.js';
-import { privilegedRequired, requirePrivileged } from '../helpers/privileged.js';
+import { startCollector, type FlatLogRecord } from '../helpers/collector.js';
+import { collectorGate, gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
 import { createLab } from '../lab/lab.js';
+
+const test = gatedTest(privilegedGate(['cmake', 'clang', 'bpftool']), nativeGate(), collectorGate());
 
 // a random port, so leftovers of other runs (same lab addresses in other namespaces) do not collide
 const PORT = 20000 + Math.floor(Math.random() * 10000);
@@ -39,18 +38,6 @@ async function otherListeners(addr: string, port: number, except: number): Promi
 const sum = (xs: FlatLogRecord[]) => xs.reduce((a, l) => a + 1 + Number(l.attributes['lvs.merge.suppressed_count']), 0);
 
 test.serial('lab → probe → pipeline → OTLP: TOA and non-TOA connections, real client addresses, merge invariant, listener owner', async (t) => {
-  if (!requirePrivileged(t, ['cmake', 'clang', 'bpftool'])) return;
-  if (!existsSync(addonPath())) {
-    if (privilegedRequired() || process.env.TOA_OTEL_REQUIRE_NATIVE === '1') return t.fail(`addon ${addonPath()} not built: run npm run build`);
-    t.log(`SKIPPED: addon ${addonPath()} not built; run npm run build`);
-    return t.pass();
-  }
-  const cmode = collectorTestMode();
-  if (cmode.mode !== 'run') {
-    if (cmode.mode === 'fail') return t.fail(`${cmode.reason} (required: TOA_OTEL_REQUIRE_COLLECTOR=1)`);
-    t.log(`SKIPPED: ${cmode.reason}`);
-    return t.pass();
-  }
   const rx = await startCollector(t, { name: 'pipeline-lab' });
   const lab = await createLab();
   const logLines: Record<string, unknown>[] = [];
@@ -112,8 +99,6 @@ test.serial('lab → probe → pipeline → OTLP: TOA and non-TOA connections, r
     for (const l of noToa) t.is(l.attributes['client.address'], lab.lvsLocal4);
     const poolClients = new Set(withToa.filter((l) => l !== undefined && !realToa.includes(l)).map((l) => l.attributes['client.address']));
     t.is(poolClients.size, 20, 'each pool address is its own merge key');
-    // sockops mode knows no pid: the listener's owner is found in the rs namespace through /proc
-    const owned = ours.filter((l) => l.attributes['process.pid'] === srv.pid);
     // sockops mode knows no pid: the listener's owner is found in the rs namespace through /proc.
     // Never a wrong owner: a leftover process listening on the same address:port in another
     // namespace makes the lookup ambiguous, and then no owner is reported at all.

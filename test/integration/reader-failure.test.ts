@@ -3,18 +3,14 @@
 // not leave it "running" without a probe. The real addon and kernel buffer: with
 // TOA_OTEL_TEST_BREAK_READER=1 the addon swaps the reader's epoll fd for /dev/null right
 // after attaching, so the reader's first real poll fails (EINVAL). Needs root.
-import test from 'ava';
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { addonPath } from '../../src/native.js';
-import { requirePrivileged } from '../helpers/privileged.js';
+import { gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
 
 const BIN = fileURLToPath(new URL('../../bin/toa-otel.js', import.meta.url));
+const test = gatedTest(privilegedGate(), nativeGate());
 
 test('a reader that cannot poll the kernel buffer ends the sidecar with exit 1 and says why', async (t) => {
-  if (!requirePrivileged(t)) return;
-  t.true(existsSync(addonPath()), `addon ${addonPath()} not built: run npm run build`);
   const child = spawn(process.execPath, [BIN, 'run', '--exporter', 'none', '--log-level', 'info'], {
     env: { ...process.env, TOA_OTEL_TEST_BREAK_READER: '1' },
     stdio: ['ignore', 'ignore', 'pipe'],

@@ -1,25 +1,24 @@
 // The kernel connection table of trace enrichment (bpf/toa_conntab.bpf.h) in the real kernel, fed
 // through the FullNAT lab: one entry per accepted connection with its TOA, the close time stamped,
 // exact lookup by key, LRU eviction counted, nothing when the table is off.
-import test from 'ava';
 import { createLab, type Lab } from '../lab/lab.js';
-import { requirePrivileged } from '../helpers/privileged.js';
+import { gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
 import { startProbe } from '../helpers/probe.js';
 import { decodeConnDump, CONN_KEY_SIZE } from '../../src/traces/conntab.js';
+
+const test = gatedTest(privilegedGate(), nativeGate());
 
 let lab: Lab | undefined;
 
 test.before(async () => {
-  if (process.getuid?.() === 0) lab = await createLab();
+  lab = await createLab();
 });
 test.after.always(async () => {
   await lab?.teardown();
 });
 
-const ready = (t: Parameters<typeof requirePrivileged>[0]) => requirePrivileged(t) && (lab !== undefined || (t.fail('lab was not created'), false));
 
 test.serial('one entry per connection: real client, trust, accept and close times; exact lookup', async (t) => {
-  if (!ready(t)) return;
   const port = 18700;
   const probe = startProbe({ connTableMaxEntries: 65536, trustedPeers: ['198.18.2.0/24'], mergeWindowSec: 10 });
   const srv = await lab!.startServer({ port });
@@ -71,7 +70,6 @@ test.serial('one entry per connection: real client, trust, accept and close time
 });
 
 test.serial('a small table evicts the oldest entries, and the evictions show in the counters', async (t) => {
-  if (!ready(t)) return;
   const port = 18701;
   const probe = startProbe({ connTableMaxEntries: 64, mergeWindowSec: 0 });
   const srv = await lab!.startServer({ port, mode: 'accept' });
@@ -94,7 +92,6 @@ test.serial('a small table evicts the oldest entries, and the evictions show in 
 });
 
 test.serial('table off: no dump, no stats', async (t) => {
-  if (!ready(t)) return;
   const probe = startProbe({});
   try {
     t.is(probe.native.connDump!(), null);

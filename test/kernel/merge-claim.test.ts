@@ -7,12 +7,11 @@
 // connections than were made. Both claim variants run: BPF_XCHG (kernel >= 5.12) and
 // the per-key lock of older kernels. The read-then-subtract claim this replaced failed
 // every run here (suppressed = 4294967295, Σ ≈ 3e11 for 640k connections).
-import test from 'ava';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { requirePrivileged } from '../helpers/privileged.js';
+import { gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
 
 const BIN = new URL('../../build/toa-merge-hammer', import.meta.url).pathname;
+const test = gatedTest(privilegedGate(), nativeGate(BIN));
 
 interface HammerResult {
   claim: string;
@@ -35,8 +34,6 @@ function hammer(claim: 'xchg' | 'lock'): HammerResult {
 
 for (const claim of ['xchg', 'lock'] as const) {
   test.serial(`merge claim (${claim}): Σ(1 + suppressed) = connections while every CPU and the sweep race for one key`, (t) => {
-    if (!requirePrivileged(t)) return;
-    t.true(existsSync(BIN), `${BIN} missing: run npm run build`);
     const r = hammer(claim);
     t.log(JSON.stringify(r));
     t.is(r.connections, r.calls, 'every report() call counted as a connection');

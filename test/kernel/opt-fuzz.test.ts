@@ -4,12 +4,14 @@
 // test-only program test/lab/toa_opt_fuzz.bpf.c) with BPF_PROG_TEST_RUN, and every result is
 // compared with the reference parser written from RFC 9293 (test/helpers/tcp-options-ref.ts).
 // Reproduce a failure with TOA_OTEL_FUZZ_SEED=<seed printed>; TOA_OTEL_FUZZ_CASES sets the count.
-import test from 'ava';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { labBinDir } from '../lab/lab.js';
-import { requirePrivileged } from '../helpers/privileged.js';
+import { gatedTest, privilegedGate } from '../helpers/privileged.js';
+
+/** Builds and runs the lab's option-fuzz tool (a test-only tc program). */
+const test = gatedTest(privilegedGate(['cmake', 'clang', 'bpftool']));
 import { acceptTable, referenceParse, type RefResult } from '../helpers/tcp-options-ref.js';
 
 const OPT_MAX = 40;
@@ -128,7 +130,6 @@ const expectLine = (e: RefResult) => `${e.result} ${e.kind} ${e.len} ${e.port} $
 
 for (const accept of [['254/8', '254/20', '253/20', '200/8'], ['254/20', '200/8']]) {
   test.serial(`the BPF option parser agrees with the RFC 9293 reference on ${CASES} generated lists (accept ${accept.join(',')})`, async (t) => {
-    if (!requirePrivileged(t)) return;
     const bin = join(await labBinDir(), 'lab-opt-fuzz');
     if (!existsSync(bin)) return void t.fail(`${bin} is missing (cmake --build build/lab-standalone)`);
     const seed = SEED;

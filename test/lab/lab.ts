@@ -25,16 +25,15 @@ import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { packageRoot } from '../../src/package.js';
 import { readPcap, type TcpPacket } from './pcap.js';
 
 export * from './pcap.js';
 
 const execFileP = promisify(execFile);
-const HERE = dirname(fileURLToPath(import.meta.url));
-const REPO = resolve(HERE, '..', '..');
+const REPO = packageRoot();
 const TOOLS = ['lab-toa-writer', 'lab-tc-mangle', 'lab-client', 'lab-server'] as const;
 
 export type NsRole = 'client' | 'lvs' | 'rs';
@@ -79,6 +78,10 @@ export interface ConnectOptions {
   mode?: 'echo' | 'connect';
   /** close with RST (no TIME_WAIT) */
   rst?: boolean;
+  /** at most this many connections a second (default: as fast as possible) */
+  rate?: number;
+  /** one result line per connection in `conns` (default true; off for long runs) */
+  printConns?: boolean;
   /** per-connection timeout; default 2000 ms */
   timeoutMs?: number;
   /** overall bound; default 20000 ms */
@@ -165,12 +168,13 @@ export async function labBinDir(binDir?: string): Promise<string> {
     try {
       mkdirSync(join(REPO, 'build'), { recursive: true });
       if (!existsSync(join(build, 'CMakeCache.txt')))
-        await execFileP(lock[0], [...lock.slice(1), 'cmake', '-S', join(REPO, 'test', 'lab'), '-B', build], { maxBuffer: 1 << 24 });
-      await execFileP(lock[0], [...lock.slice(1), 'cmake', '--build', build], { maxBuffer: 1 << 24 });
+        await execFileP(lock[0]!, [...lock.slice(1), 'cmake', '-S', join(REPO, 'test', 'lab'), '-B', build], { maxBuffer: 1 << 24 });
+      await execFileP(lock[0]!, [...lock.slice(1), 'cmake', '--build', build], { maxBuffer: 1 << 24 });
     } catch (e) {
       const err = e as { stderr?: string; stdout?: string; message: string };
       throw new Error(
         `failed to build the lab tools (cmake -S test/lab -B build/lab-standalone && cmake --build build/lab-standalone): ${err.message}\n${err.stdout ?? ''}${err.stderr ?? ''}`,
+        { cause: e },
       );
     }
     return join(build, 'lab');
@@ -182,7 +186,7 @@ export async function labBinDir(binDir?: string): Promise<string> {
 export function cgroup2Mount(): string {
   const m = /^\S+ (\S+) cgroup2 /m.exec(readFileSync('/proc/self/mounts', 'utf8'));
   if (!m) throw new Error('no cgroup v2 mount in /proc/self/mounts');
-  return m[1];
+  return m[1]!;
 }
 
 function hostPort(addr: string, port: number): string {
@@ -242,7 +246,7 @@ export async function cleanupStaleLabs(): Promise<string[]> {
   }
   for (const n of nsList) {
     const m = /^toalab-([a-z0-9]+)-[clr]$/.exec(n);
-    const pid = m ? owner(m[1]) : NaN;
+    const pid = m ? owner(m[1]!) : NaN;
     if (!m || Number.isNaN(pid) || pidAlive(pid)) continue;
     try {
       await execFileP('ip', ['netns', 'del', n]);
@@ -255,7 +259,7 @@ export async function cleanupStaleLabs(): Promise<string[]> {
     const root = cgroup2Mount();
     for (const n of readdirSync(root)) {
       const m = /^toa-lab-([a-z0-9]+)-\d+$/.exec(n);
-      const pid = m ? owner(m[1]) : NaN;
+      const pid = m ? owner(m[1]!) : NaN;
       if (!m || Number.isNaN(pid) || pidAlive(pid)) continue;
       try {
         rmdirSync(join(root, n));
@@ -326,7 +330,7 @@ export class Lab {
     const n = opts.lvsLocalCount ?? 1;
     if (n < 1 || n > 100) throw new Error('lvsLocalCount must be 1..100');
     this.lvsLocals4 = n === 1 ? ['198.18.2.1'] : Array.from({ length: n }, (_, i) => `198.18.2.${101 + i}`);
-    this.lvsLocal4 = this.lvsLocals4[0];
+    this.lvsLocal4 = this.lvsLocals4[0]!;
     this.log = opts.log ?? (() => {});
     this.tmp = mkdtempSync(join(tmpdir(), `toalab-${this.runId}-`));
   }
@@ -339,10 +343,10 @@ export class Lab {
   private async sh(argv: string[]): Promise<void> {
     this.log(argv.join(' '));
     try {
-      await execFileP(argv[0], argv.slice(1), { maxBuffer: 1 << 20 });
+      await execFileP(argv[0]!, argv.slice(1), { maxBuffer: 1 << 20 });
     } catch (e) {
       const err = e as { stderr?: string; message: string };
-      throw new Error(`lab setup step failed: ${argv.join(' ')}: ${(err.stderr ?? err.message).trim()}`);
+      throw new Error(`lab setup step failed: ${argv.join(' ')}: ${(err.stderr ?? err.message).trim()}`, { cause: e });
     }
   }
 
@@ -382,7 +386,7 @@ export class Lab {
     await addr(L, `${this.lvsLocal6}/64`, 'vr');
     await addr(R, `${this.rsAddr4}/24`, 'eth0');
     await addr(R, `${this.rsAddr6}/64`, 'eth0');
-    for (const [ns, dev] of [[C, 'lo'], [C, 'eth0'], [L, 'lo'], [L, 'vc'], [L, 'vr'], [R, 'lo'], [R, 'eth0']])
+    for (const [ns, dev] of [[C, 'lo'], [C, 'eth0'], [L, 'lo'], [L, 'vc'], [L, 'vr'], [R, 'lo'], [R, 'eth0']] as const)
       await this.sh(['ip', '-n', ns, 'link', 'set', dev, 'up']);
     // the client may bind any pool address; lvs routes replies for the pools back to it
     await this.sh(['ip', '-n', C, 'route', 'add', 'local', `${this.clientPool4}/${this.clientPool4Prefix}`, 'dev', 'lo']);
@@ -434,7 +438,7 @@ export class Lab {
    */
   spawnIn(role: NsRole, argv: string[], opts: { env?: NodeJS.ProcessEnv } = {}): ChildProcess {
     const full = [...this.nsenter(role), ...argv];
-    const p = spawn(full[0], full.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    const p = spawn(full[0]!, full.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
     this.procs.add(p);
     p.once('close', () => this.procs.delete(p));
     return p;
@@ -442,7 +446,7 @@ export class Lab {
 
   private run(argv: string[], timeoutMs: number): Promise<ExecResult> {
     return new Promise((res, rej) => {
-      const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+      const p = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
       this.procs.add(p);
       let stdout = '';
       let stderr = '';
@@ -544,7 +548,8 @@ export class Lab {
     const clientArgv = [
       this.tool('lab-client'), '--dst', hostPort(vip, opts.vipPort), '--count', String(opts.count ?? 1),
       '--duration-ms', String(durationMs), '--timeout-ms', String(opts.timeoutMs ?? 2000),
-      '--mode', opts.mode ?? 'echo', '--print-conns', ...(opts.rst ? ['--rst'] : []),
+      '--mode', opts.mode ?? 'echo', ...(opts.printConns === false ? [] : ['--print-conns']), ...(opts.rst ? ['--rst'] : []),
+      ...(opts.rate ? ['--rate', String(opts.rate)] : []),
       ...(opts.srcPort ? ['--src-port', String(opts.srcPort)] : []),
     ];
     if (opts.pool) {
@@ -602,7 +607,7 @@ export class Lab {
     const file = join(this.tmp, `cap-${role}-${++this.cgSeq}.pcap`);
     // --immediate-mode: without it packets sit in the ring until a block fills and are lost on stop
     const argv = [...this.nsenter(role), 'tcpdump', '--immediate-mode', '-U', '-Z', 'root', '-s', '256', '-i', dev, '-w', file, filter];
-    const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
     this.procs.add(p);
     let stderr = '';
     const listening = new Promise<boolean>((res) => {

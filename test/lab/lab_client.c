@@ -2,7 +2,7 @@
 /*
  * lab-client: open N TCP connections one after another, bounded in count and time.
  *
- *   lab-client --dst IP:PORT|[IPV6]:PORT [--count N] [--duration-ms T] [--timeout-ms T]
+ *   lab-client --dst IP:PORT|[IPV6]:PORT [--count N] [--rate PER_S] [--duration-ms T] [--timeout-ms T]
  *              [--src IP | --pool BASE --pool-size N] [--src-port P] [--mode echo|connect]
  *              [--rst] [--print-conns]
  *
@@ -12,6 +12,7 @@
  * sees many distinct clients. --rst closes with RST (no TIME_WAIT build-up).
  * --src-port fixes the client port (e.g. 63881 = 0xF989, the TFO magic); use --rst
  * with --count > 1 or TIME_WAIT blocks the port.
+ * --rate paces the connections (at most PER_S a second; default as fast as possible).
  * --print-conns prints {"conn":i,"local":"ip:port","ok":bool} per connection.
  * Last line: {"client":{"attempted":..,"ok":..,"failed":..,"elapsed_ms":..,"rate":..,"errors":{..}}}
  * Exit status 0 when every attempted connection succeeded, 1 otherwise, 2 on usage errors.
@@ -178,7 +179,7 @@ int main(int argc, char **argv)
 {
 	struct sockaddr_storage dst, src, pool, local, bindaddr;
 	int have_dst = 0, have_src = 0, have_pool = 0, echo = 1, rst = 0, print = 0, sport = 0, i;
-	long count = 1, duration_ms = 10000, timeout_ms = 2000, pool_size = 1, ok = 0, attempted = 0;
+	long count = 1, rate = 0, duration_ms = 10000, timeout_ms = 2000, pool_size = 1, ok = 0, attempted = 0;
 	unsigned long errs[MAX_ERRNO] = {};
 	long long t0, el;
 	char buf[128];
@@ -217,6 +218,9 @@ int main(int argc, char **argv)
 		} else if (!strcmp(a, "--duration-ms") && v) {
 			duration_ms = atol(v);
 			i++;
+		} else if (!strcmp(a, "--rate") && v) {
+			rate = atol(v);
+			i++;
 		} else if (!strcmp(a, "--timeout-ms") && v) {
 			timeout_ms = atol(v);
 			i++;
@@ -242,6 +246,9 @@ int main(int argc, char **argv)
 
 	t0 = now_ms();
 	for (i = 0; i < count && now_ms() - t0 < duration_ms; i++) {
+		/* --rate: connection i starts no earlier than i/rate seconds after the first */
+		while (rate > 0 && now_ms() - t0 < i * 1000 / rate)
+			usleep(200);
 		const struct sockaddr_storage *s = NULL;
 		int e;
 
@@ -284,7 +291,7 @@ int main(int argc, char **argv)
 	return attempted == ok && attempted > 0 ? 0 : 1;
 bad:
 	fprintf(stderr,
-		"usage: lab-client --dst IP:PORT|[IPV6]:PORT [--count N] [--duration-ms T] [--timeout-ms T]\n"
+		"usage: lab-client --dst IP:PORT|[IPV6]:PORT [--count N] [--rate PER_S] [--duration-ms T] [--timeout-ms T]\n"
 		"                  [--src IP | --pool BASE --pool-size N] [--src-port P] [--mode echo|connect]\n"
 		"                  [--rst] [--print-conns]\n");
 	return 2;

@@ -90,7 +90,7 @@ export function canonicalIp6(s: string): string {
 function onesSum(b: Buffer, start: number, end: number, acc = 0): number {
   let s = acc;
   for (let i = start; i + 1 < end; i += 2) s += b.readUInt16BE(i);
-  if ((end - start) & 1) s += b[end - 1] << 8;
+  if ((end - start) & 1) s += b[end - 1]! << 8;
   return s;
 }
 
@@ -104,7 +104,7 @@ export function parseOptions(opts: Buffer): TcpOption[] {
   const out: TcpOption[] = [];
   let i = 0;
   while (i < opts.length) {
-    const kind = opts[i];
+    const kind = opts[i]!;
     if (kind === 0) {
       out.push({ offset: i, kind, data: Buffer.alloc(0) });
       break;
@@ -118,7 +118,7 @@ export function parseOptions(opts: Buffer): TcpOption[] {
       out.push({ offset: i, kind, data: Buffer.alloc(0), malformed: 'overrun' });
       break;
     }
-    const len = opts[i + 1];
+    const len = opts[i + 1]!;
     if (len < 2) {
       out.push({ offset: i, kind, len, data: Buffer.alloc(0), malformed: 'short-len' });
       break;
@@ -182,7 +182,7 @@ function decodeFrame(fr: Buffer, ts: number): TcpPacket | undefined {
   if (et === 0x0800) {
     if (fr[l3 + 9] !== 6) return undefined;
     family = 4;
-    const ihl = (fr[l3] & 0x0f) * 4;
+    const ihl = (fr[l3]! & 0x0f) * 4;
     const tot = fr.readUInt16BE(l3 + 2);
     src = ip4(fr, l3 + 12);
     dst = ip4(fr, l3 + 16);
@@ -202,8 +202,8 @@ function decodeFrame(fr: Buffer, ts: number): TcpPacket | undefined {
   }
   const t = l3;
   if (fr.length < t + 20) return undefined;
-  const headerLength = (fr[t + 12] >> 4) * 4;
-  const fl = fr[t + 13];
+  const headerLength = (fr[t + 12]! >> 4) * 4;
+  const fl = fr[t + 13]!;
   const optionBytes = Buffer.from(fr.subarray(t + 20, Math.min(t + headerLength, fr.length)));
   const checksumOk = fr.length >= t + tcpLen && fold(onesSum(fr, t, t + tcpLen, pseudo)) === 0xffff;
   return {

@@ -5,7 +5,7 @@
  * would insert it on the way through. Attached (by lab-toa-writer) to a
  * dedicated cgroup that only the test client lives in.
  *
- * Flow per connection (see test/lab/README.md and design/LAB.md):
+ * Flow per connection (see test/lab/README.md):
  *   TCP_CONNECT_CB    look up the rule for the destination port, build the
  *                     option bytes once into sk_storage, enable the
  *                     WRITE_HDR_OPT callbacks (before the SYN is built);

@@ -74,7 +74,7 @@ test('every invalid value is listed with key, value, allowed values and origin',
         cli: { 'toa.accept': '254/9', 'probe.includeLoopback': 'maybe', 'probe.ringBufferBytes': '100000', 'export.maxExportBatchSize': '100000', 'export.maxQueueSize': '1000' },
       }),
     { instanceOf: ConfigError },
-  )!;
+  );
   const byKey = Object.fromEntries(e.issues.map((i) => [i.key, i]));
   t.deepEqual(Object.keys(byKey).sort(), [
     'export.maxExportBatchSize',
@@ -98,7 +98,7 @@ test('every invalid value is listed with key, value, allowed values and origin',
 });
 
 test('an unreadable config file is a config error naming the file', (t) => {
-  const e = t.throws(() => loadConfig({ configFile: '/nonexistent/toa.json', env: {} }), { instanceOf: ConfigError })!;
+  const e = t.throws(() => loadConfig({ configFile: '/nonexistent/toa.json', env: {} }), { instanceOf: ConfigError });
   t.is(e.issues[0]!.key, 'config');
   t.is(e.issues[0]!.value, '/nonexistent/toa.json');
   const bad = tmpFile('{ not json');
@@ -108,7 +108,7 @@ test('an unreadable config file is a config error naming the file', (t) => {
 test('unsupported OTEL_EXPORTER_OTLP_PROTOCOL (grpc) and bad endpoints stop start-up', (t) => {
   const e = t.throws(() => loadConfig({ env: { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: 'localhost:4318' } }), {
     instanceOf: ConfigError,
-  })!;
+  });
   t.deepEqual(
     e.issues.map((i) => i.key),
     ['OTEL_EXPORTER_OTLP_PROTOCOL', 'OTEL_EXPORTER_OTLP_LOGS_ENDPOINT'],
@@ -121,7 +121,7 @@ test('secrets are redacted in the printed config and in errors', (t) => {
   t.is(config.otlp.headers, 'authorization=Bearer%20s3cret');
   t.is(redactConfig(config).otlp.headers, '<redacted>');
   t.is(redactConfig(defaults()).otlp.headers, '');
-  const e = t.throws(() => loadConfig({ env: { TOA_OTEL_OTLP_HEADERS: 's3cret-no-equals' } }), { instanceOf: ConfigError })!;
+  const e = t.throws(() => loadConfig({ env: { TOA_OTEL_OTLP_HEADERS: 's3cret-no-equals' } }), { instanceOf: ConfigError });
   t.false(e.message.includes('s3cret'));
 });
 
@@ -152,11 +152,11 @@ test('the README config table documents every key with its default', (t) => {
 test('lists: empty entries are errors naming the key (",," or " " is not the empty list)', (t) => {
   for (const raw of [',,', ' ', '198.18.2.0/24,', ',198.18.2.0/24', '198.18.2.0/24,,fd00::/8']) {
     const e = t.throws(() => loadConfig({ env: {}, cli: { 'toa.trustedPeers': raw } }), { instanceOf: ConfigError }, JSON.stringify(raw));
-    t.deepEqual(e!.issues.map((i) => i.key), ['toa.trustedPeers'], JSON.stringify(raw));
-    t.regex(e!.issues[0]!.message!, /empty entry/);
+    t.deepEqual(e.issues.map((i) => i.key), ['toa.trustedPeers'], JSON.stringify(raw));
+    t.regex(e.issues[0]!.message!, /empty entry/);
   }
   const e = t.throws(() => loadConfig({ env: { TOA_OTEL_TOA_ACCEPT: '254/8,' } }), { instanceOf: ConfigError });
-  t.is(e!.issues[0]!.key, 'toa.accept');
+  t.is(e.issues[0]!.key, 'toa.accept');
   t.deepEqual(loadConfig({ env: {}, cli: { 'toa.trustedPeers': '' } }).config.toa.trustedPeers, [], 'the empty string is the explicit empty list');
   t.deepEqual(loadConfig({ env: {}, cli: { 'toa.trustedPeers': ' 198.18.2.0/24 , fd00::/8 ' } }).config.toa.trustedPeers, ['198.18.2.0/24', 'fd00::/8']);
 });
@@ -167,5 +167,5 @@ test('toa.trustAll: default false, env and flag; contradicts a non-empty toa.tru
   t.is(flagName('toa.trustAll'), 'toa-trust-all');
   t.true(loadConfig({ env: { TOA_OTEL_TOA_TRUST_ALL: 'true' } }).config.toa.trustAll);
   const e = t.throws(() => loadConfig({ env: {}, cli: { 'toa.trustAll': true, 'toa.trustedPeers': '198.18.2.0/24' } }), { instanceOf: ConfigError });
-  t.deepEqual(e!.issues.map((i) => i.key), ['toa.trustAll']);
+  t.deepEqual(e.issues.map((i) => i.key), ['toa.trustAll']);
 });

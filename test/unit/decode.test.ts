@@ -1,20 +1,14 @@
 import test from 'ava';
-import { existsSync } from 'node:fs';
 import { EventDecoder, formatIPv6, validateLayout } from '../../src/decode.js';
 import { ProbeError } from '../../src/errors.js';
-import { addonPath, loadAddon } from '../../src/native.js';
+import { loadAddon } from '../../src/native.js';
 import type { EventLayout } from '../../src/native-types.js';
 import { encodeBatch, encodeEvent, LAYOUT } from '../helpers/encode-event.js';
+import { gatedTest, nativeGate } from '../helpers/privileged.js';
 
-test('the checked-in layout fixture equals the addon layout()', (t) => {
-  const path = addonPath();
-  if (!existsSync(path)) {
-    if (process.env.TOA_OTEL_REQUIRE_NATIVE === '1') return t.fail(`addon ${path} not built (TOA_OTEL_REQUIRE_NATIVE=1): run npm run build`);
-    t.log(`SKIPPED: addon ${path} not built; run npm run build`);
-    return t.pass();
-  }
+gatedTest(nativeGate())('the checked-in layout fixture equals the addon layout()', (t) => {
   // JSON round trip: the addon returns plain objects; compare values only
-  t.deepEqual(JSON.parse(JSON.stringify(loadAddon(path).layout())), LAYOUT);
+  t.deepEqual(JSON.parse(JSON.stringify(loadAddon().layout())), LAYOUT);
 });
 
 test('IPv4 accept with a trusted packet TOA decodes every field', (t) => {
@@ -165,7 +159,7 @@ test('a layout missing a field or enum is refused with ELAYOUT naming it', (t) =
   t.deepEqual(validateLayout(broken), ['field pid has size 2, decoder reads 4', 'missing field toa_addr', 'missing enum TOA_FLAG_TOA_V6']);
   const e = t.throws(() => new EventDecoder(broken), { instanceOf: ProbeError });
   t.is(e?.code, 'ELAYOUT');
-  t.regex(e!.message, /missing field toa_addr/);
+  t.regex(e.message, /missing field toa_addr/);
 });
 
 test('IPv6 text follows RFC 5952', (t) => {

@@ -10,6 +10,7 @@ import { encodeEvent, LAYOUT } from '../helpers/encode-event.js';
 
 v8.setFlagsFromString('--allow-natives-syntax');
 // parsed after the flag is set, so the intrinsic is allowed
+// eslint-disable-next-line @typescript-eslint/no-implied-eval -- %HasFastProperties is V8 natives syntax, which only a runtime-compiled function may contain
 const hasFastProperties = new Function('o', 'return %HasFastProperties(o)') as (o: object) => boolean;
 
 test('record attributes keep V8 fast properties (a hash-table object costs ~1.4 KB more per queued record)', (t) => {
@@ -40,7 +41,7 @@ test('record attributes keep V8 fast properties (a hash-table object costs ~1.4 
 test('records of a batch carry the batch observed time (one shared HrTime, no clock read per record)', (t) => {
   const exporter = new InMemoryLogRecordExporter();
   const provider = new LoggerProvider({ processors: [new SimpleLogRecordProcessor({ exporter })] });
-  const clock = new BootClock({ offsetNs: 1_700_000_000_000_000_000n, errorNs: 0n, method: 'addon' });
+  const clock = new BootClock(1_700_000_000_000_000_000n);
   const dec = new EventDecoder(LAYOUT);
   const opts = { mergeWindowSec: 10, observedTime: [1_764_000_000, 250_000_000] as [number, number] };
   for (let i = 0; i < 3; i++) provider.getLogger('t').emit(toPrevalidatedLogRecord(dec.decode(encodeEvent({ ts_boot_ns: 5_000_000_000n + BigInt(i) }), 0)!, {}, clock, opts));

@@ -31,8 +31,9 @@ function launch(env: NodeJS.ProcessEnv = {}, nodeOptions = '') {
 
 test('missingNodeFlags: flags given on the command line or in NODE_OPTIONS (any spelling) are not added', (t) => {
   t.deepEqual(missingNodeFlags([], ''), NODE_FLAGS);
-  t.deepEqual(missingNodeFlags(['--max-semi-space-size=32'], ''), []);
-  t.deepEqual(missingNodeFlags([], '--max_semi_space_size=4 --enable-source-maps'), []);
+  t.deepEqual(missingNodeFlags(['--max-semi-space-size=32'], ''), ['--disable-sigusr1']);
+  t.deepEqual(missingNodeFlags([], '--max_semi_space_size=4 --enable-source-maps'), ['--disable-sigusr1']);
+  t.deepEqual(missingNodeFlags(['--disable-sigusr1'], '--max-semi-space-size=4'), []);
 });
 
 test('the launcher re-execs itself once, in place (same pid), with the V8 flags', (t) => {
@@ -46,7 +47,12 @@ test('the launcher re-execs itself once, in place (same pid), with the V8 flags'
 });
 
 test('the launcher leaves the flags to the user when NODE_OPTIONS sets them, and TOA_OTEL_REEXEC=0 skips the re-exec', (t) => {
-  t.is(launch({}, '--max-semi-space-size=16').images.length, 1);
+  t.is(launch({}, '--max-semi-space-size=16 --disable-sigusr1').images.length, 1);
+  // one flag left to add: still one re-exec, with that flag only
+  const partial = launch({}, '--max-semi-space-size=16');
+  t.is(partial.images.length, 2);
+  t.true(partial.images[1]!.execArgv.includes('--disable-sigusr1'));
+  t.false(partial.images[1]!.execArgv.some((a) => a.startsWith('--max-semi-space-size')));
   const off = launch({ TOA_OTEL_REEXEC: '0' });
   t.is(off.status, 0);
   t.is(off.images.length, 1);

@@ -8,7 +8,7 @@ import { toLogRecord } from '../../src/map.js';
 import { encodeEvent, LAYOUT, type RawEvent } from '../helpers/encode-event.js';
 
 // wall = boot + 1_700_000_000 s exactly, so timestamps are easy to check
-const clock = new BootClock({ offsetNs: 1_700_000_000_000_000_000n, errorNs: 0n, method: 'addon' });
+const clock = new BootClock(1_700_000_000_000_000_000n);
 
 function emit(raw: RawEvent, info: EnrichInfo = {}, windowSec = 10) {
   const exporter = new InMemoryLogRecordExporter();

@@ -51,7 +51,7 @@ test('sidecar records (prevalidated path) serialize identically and decode with 
   });
   const logger = provider.getLogger('toa-otel', '0.1.0');
   const dec = new EventDecoder(LAYOUT);
-  const clock = new BootClock({ offsetNs: 1_700_000_000_000_000_000n, errorNs: 0n, method: 'addon' });
+  const clock = new BootClock(1_700_000_000_000_000_000n);
   for (let i = 0; i < 300; i++) {
     const ev = dec.decode(
       encodeEvent({

@@ -65,15 +65,15 @@ test('a probe that cannot start gives a ProbeError with the native code and a hi
   const addon = new ReplayAddon({ startError: { code: 'EPERM', message: 'operation not permitted' } });
   const p = new Pipeline(config(), { addon, logExporter: new InMemoryLogRecordExporter(), log: quietLog().log });
   const e = await t.throwsAsync(() => p.start(), { instanceOf: ProbeError });
-  t.is(e!.code, 'EPERM');
-  t.regex(e!.message, /failed to start the probe \(mode auto\): operation not permitted/);
-  t.regex(e!.hint!, /CAP_BPF/);
+  t.is(e.code, 'EPERM');
+  t.regex(e.message, /failed to start the probe \(mode auto\): operation not permitted/);
+  t.regex(e.hint!, /CAP_BPF/);
 });
 
 test('a missing addon tells the user to run npm run build', (t) => {
   const e = t.throws(() => loadAddon('/nonexistent/toa_otel.node'), { instanceOf: ProbeError });
-  t.is(e!.code, 'ENOADDON');
-  t.regex(e!.message, /npm run build/);
+  t.is(e.code, 'ENOADDON');
+  t.regex(e.message, /npm run build/);
 });
 
 test('a probe that does not stop in time ends with timedOut (exit code 4)', async (t) => {
@@ -112,8 +112,8 @@ test('broken events never reach the native callback as exceptions; they are coun
   const p = new Pipeline(config(), { addon, logExporter: exporter, log: quietLog().log });
   await p.start();
   const buf = Buffer.alloc(112 * 2);
-  t.notThrows(() => p.onBatch(buf, 2)); // type 0 and family 0: unknown
-  t.notThrows(() => p.onBatch(Buffer.alloc(50), 1)); // short
+  p.onBatch(buf, 2); // type 0 and family 0: unknown
+  p.onBatch(Buffer.alloc(50), 1); // short
   const r = await p.stop();
   t.is(r.totals.decodeErrors, 3);
   t.is(exporter.getFinishedLogRecords().length, 0);

@@ -43,8 +43,9 @@ class ScriptedExporter implements LogRecordExporter {
     }, this.delayMs);
   }
   shutdowns = 0;
-  async shutdown(): Promise<void> {
+  shutdown(): Promise<void> {
     this.shutdowns++;
+    return Promise.resolve();
   }
   async forceFlush(): Promise<void> {}
 }
@@ -348,7 +349,7 @@ test('self-telemetry exports the retry counters: retained gauge, retries, droppe
       pipelineErrors: () => 0,
       retryCounters: () => ({
         retained: 7, retainedBatches: 2, retainedTotal: 20, retries: 4, retryFailures: 3, deliveredAfterRetry: 10,
-        droppedOldest: 2, lostAtShutdown: 1, backoffMs: 0,
+        droppedOldest: 2, lostAtShutdown: 1, backoffMs: 0, spooled: 0, adopted: 0,
       }),
     },
   });

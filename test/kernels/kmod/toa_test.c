@@ -4,7 +4,7 @@
  * variants) that real servers behind LVS FullNAT load. Written from scratch
  * for toa-otel's stock-kernel tests; never meant for production.
  *
- * What it imitates (see shared/design/TOA.md):
+ * What it imitates (see docs/toa.md):
  * - it hooks the handshake-completing ACK the way the classic toa.ko does, by
  *   replacing the syn_recv_sock pointer in ipv4_specific / ipv6_specific
  *   (struct inet_connection_sock_af_ops): the original creates the child
