@@ -163,6 +163,13 @@ static __always_inline void conntab_sockops_state(struct bpf_sock_ops *ctx)
 	conntab_close(&k);
 }
 
+/* The local port as the socket was bound: tcp_set_state(TCP_CLOSE) releases the port (inet_num
+ * = 0) before the tracepoint fires, inet_sport keeps it. CO-RE matches the type without the
+ * ___conntab suffix (struct inet_sock). */
+struct inet_sock___conntab {
+	__be16 inet_sport;
+} __attribute__((preserve_access_index));
+
 /* fexit/kretprobe modes: the close from the tracepoint every TCP state change passes
  * (needs BTF, as those modes do). Loaded only when the table is on in those modes. */
 SEC("tp_btf/inet_sock_set_state")
@@ -176,7 +183,7 @@ int BPF_PROG(conntab_state, const struct sock *sk, const int oldstate, const int
 	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != 6 /* IPPROTO_TCP */)
 		return 0;
 	family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	k.local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	k.local_port = bpf_ntohs(BPF_CORE_READ((const struct inet_sock___conntab *)sk, inet_sport));
 	k.peer_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	if (family == 2 /* AF_INET */) {
 		__be32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
