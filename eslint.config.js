@@ -23,7 +23,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['test/**/*.ts', 'bench/**/*.ts'],
+    files: ['test/**/*.ts', 'bench/**/*.ts', 'demo/**/*.ts'],
     rules: {
       // Tests and benchmarks walk parsed JSON (JSON.parse, collector output, child-process
       // reports), which TypeScript types as `any`; a wrong shape fails the assertion that reads

@@ -9,7 +9,10 @@
  * real server; the lab's client sockets share this host and would otherwise add
  * their own callbacks.
  *
- *   npm run bench:accept -- [--rounds 5] [--connections 5000] [--pool 1000] [--mode auto] [--conntab 65536]
+ *   npm run bench:accept -- [--rounds 5] [--connections 5000] [--pool 1000] [--mode auto] [--trusted CIDR,..] [--rewrite-peer] [--conntab 65536]
+ *
+ * --rewrite-peer: the probe runs with toa.rewritePeer (the lab's balancers trusted), so every
+ * accept4() of the RS server also runs the getpeername program and returns the TOA client.
  *
  * Needs root. Not a test: it prints numbers, it does not judge them.
  */
@@ -24,6 +27,8 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '5000' },
     pool: { type: 'string', default: '1000' },
     mode: { type: 'string', default: 'auto' },
+    'rewrite-peer': { type: 'boolean', default: false },
+    trusted: { type: 'string', default: '' },
     conntab: { type: 'string', default: '0' }, // traces.connTableMaxEntries (0 = off)
   },
 });
@@ -55,7 +60,14 @@ try {
     // alternate which run goes first so that drift does not favour one side
     const probeFirst = round % 2 === 0;
     const base0 = probeFirst ? 0 : await run();
-    const probe = startProbe({ mode: values.mode as 'auto', cgroupPath: cgroupDir, ...(Number(values.conntab) > 0 ? { connTableMaxEntries: Number(values.conntab) } : {}) });
+    const rewrite = values['rewrite-peer'] === true;
+    const probe = startProbe({
+      mode: values.mode as 'auto',
+      cgroupPath: cgroupDir,
+      ...(values.trusted ? { trustedPeers: values.trusted.split(',') } : {}),
+      ...(rewrite ? { rewritePeer: true, trustedPeers: ['198.18.2.0/24'] } : {}),
+      ...(Number(values.conntab) > 0 ? { connTableMaxEntries: Number(values.conntab) } : {}),
+    });
     const withProbe = await run();
     await new Promise((r) => setTimeout(r, 100));
     const stats = await probe.stop();
@@ -73,7 +85,7 @@ try {
       probeNs: median(probe.events.map((e) => e.probeNs)),
       events: probe.events.length,
     });
-    console.error(`round ${round}: without ${base.toFixed(0)}/s, with ${withProbe.toFixed(0)}/s`);
+    console.error(`round ${round}: without ${base.toFixed(0)}/s, with ${withProbe.toFixed(0)}/s${rewrite ? ` (rewritten ${stats.counters.rewritten ?? 0})` : ''}`);
   }
   await srv.stop();
 } finally {
@@ -83,7 +95,7 @@ try {
 }
 
 console.log(`\nBPF program runs per connection: ${(median(runCnt) / N).toFixed(1)} (every sock_ops callback of the RS sockets)`);
-console.log(`\naccept rate through the FullNAT lab, ${N} connections per run, ${poolSize} distinct TOA clients`);
+console.log(`\naccept rate through the FullNAT lab, ${N} connections per run, ${poolSize} distinct TOA clients${values['rewrite-peer'] ? ', toa.rewritePeer on' : ''}`);
 console.log('round | without probe (conn/s) | with probe (conn/s) | ratio | BPF ns/conn (all RS callbacks) | handler ns (median probe_ns) | records');
 for (const r of rows)
   console.log(`${r.round} | ${r.base.toFixed(0)} | ${r.probe.toFixed(0)} | ${r.ratio.toFixed(3)} | ${r.nsPerConn.toFixed(0)} | ${r.probeNs} | ${r.events}`);

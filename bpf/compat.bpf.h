@@ -21,6 +21,13 @@
  *   BPF_CMPXCHG, and before 5.12 BPF_XADD returns nothing. User space probes for
  *   BPF_XCHG and sets cfg_claim_xchg; the other branch is dead code the verifier
  *   never walks.
+ * - toa.rewritePeer: cgroup/getpeername4 and getpeername6 need 5.8 (commit
+ *   1b66d253610c); ctx->sk and bpf_sk_storage_get in sock_addr programs need 5.3,
+ *   bpf_sk_storage_get in sock_ops 5.3 too. accept4() with an address runs the same
+ *   hook (inet_getname with peer=2). User space probes for the attach types
+ *   (have_getpeername_hooks) and refuses the mode with ENOREWRITE; when the mode
+ *   is off it does not create the sk_storage map (BPF_MAP_TYPE_SK_STORAGE, 5.2), and
+ *   the verifier never walks the rewrite branch (cfg_rewrite_peer is rodata).
  */
 #ifndef TOA_COMPAT_BPF_H
 #define TOA_COMPAT_BPF_H

@@ -11,6 +11,9 @@
  *                                         for the accept probe in the "pending" map
  *   sweep                                 run by user space (BPF_PROG_TEST_RUN) to flush
  *                                         merge-window counts
+ *   rewrite_getpeername4 / _6             cgroup/getpeername4/6 (toa.rewritePeer): accept4() and
+ *                                         getpeername() return the trusted TOA client that the
+ *                                         sock_ops program stored in the socket's sk_storage
  *
  * The record path (merge window, buffer, counters) is in toa_report.bpf.h; benchmark
  * and test programs live in toa_bench.bpf.c, a separate object never shipped loaded.
@@ -38,13 +41,16 @@ const volatile bool cfg_src_module = true;          /* read sk_user_data */
 const volatile bool cfg_src_packet = true;          /* parse the handshake ACK */
 const volatile bool cfg_parse_syn = true;           /* parse the saved SYN too */
 const volatile bool cfg_include_loopback = false;
+const volatile bool cfg_rewrite_peer = false;       /* toa.rewritePeer */
+const volatile bool cfg_rewrite_all_ports = true;   /* toa.rewritePorts empty */
 
 /* ---- maps of the probe programs ---- */
 
 struct pending_toa {
 	struct toa_found toa;
 	__u8 source; /* enum toa_source */
-	__u8 pad[3];
+	__u8 rewritten; /* toa.rewritePeer stored the client for getpeername */
+	__u8 pad[2];
 };
 
 /* Packet TOA of an established child socket, keyed by socket cookie (never reused,
@@ -56,6 +62,48 @@ struct {
 	__type(key, __u64);
 	__type(value, struct pending_toa);
 } pending SEC(".maps");
+
+/* toa.rewritePeer: what accept4()/getpeername() return for a passive socket, in the
+ * socket's own family. Inserted by the sock_ops program at PASSIVE_ESTABLISHED (before
+ * the application can accept the socket), read by the getpeername programs, freed
+ * with the socket. User space does not create the map when the mode is off. */
+struct rewrite_peer_val {
+	__u32 addr[4]; /* network order: AF_INET in addr[0]; AF_INET6 all 16 bytes (v4-mapped for IPv4) */
+	__u16 port;    /* network order */
+	__u8 family;   /* AF_INET / AF_INET6: the socket's family */
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct rewrite_peer_val);
+} rewrite_peer SEC(".maps");
+
+/* Per-CPU scratch of sockops_established: the sock_ops stack is nearly full with the
+ * event and the merge window's values. */
+struct sockops_scratch {
+	struct rewrite_peer_val v;
+	struct toa_trust_key k;
+	struct toa_found m; /* module TOA */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sockops_scratch);
+} sockops_scratch SEC(".maps");
+
+/* toa.rewritePorts: local ports (host order) whose sockets are rewritten; unused when
+ * cfg_rewrite_all_ports. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u16);
+	__type(value, __u8);
+} rewrite_ports SEC(".maps");
 
 /* ---- small helpers ---- */
 
@@ -213,6 +261,8 @@ static __always_inline void on_accept(void *ctx, struct sock *sk)
 		if (p) {
 			if (p->source != TOA_SOURCE_NONE)
 				set_toa(&ev, &p->toa, p->source);
+			if (p->rewritten)
+				ev.flags |= TOA_FLAG_REWRITTEN;
 			bpf_map_delete_elem(&pending, &cookie);
 		} else {
 			count(TOA_CNT_PENDING_MISS, 1);
@@ -339,16 +389,119 @@ static __always_inline __u8 packet_toa(struct toa_counters *cnt, struct bpf_sock
 	return TOA_SOURCE_NONE;
 }
 
+/* The module TOA of the socket (sk_user_data, set by toa.ko in syn_recv_sock, before
+ * this callback); needs kernel BTF, so only the sockops_full program calls it. */
+static __always_inline bool sockops_module_toa(struct toa_counters *cnt, struct bpf_sock_ops *ctx,
+					       struct toa_found *m)
+{
+	struct bpf_sock *bsk = ctx->sk;
+	struct tcp_sock *tp = bsk ? bpf_skc_to_tcp_sock(bsk) : NULL;
+
+	return tp && module_toa_decode(cnt, (__u64)BPF_CORE_READ((struct sock *)tp, sk_user_data), m);
+}
+
+/* Trust of the socket's peer (the balancer), from the sock_ops context. */
+static __always_inline bool sockops_peer_trusted(struct bpf_sock_ops *ctx, struct toa_trust_key *k)
+{
+	__u32 *a = (__u32 *)k->addr;
+	/* every field read once, before branching: clang otherwise shares one ctx+offset
+	 * load between the branches, which the verifier refuses (modified ctx pointer) */
+	__u32 r4 = ctx->remote_ip4, r0 = ctx->remote_ip6[0], r1 = ctx->remote_ip6[1];
+	__u32 r2 = ctx->remote_ip6[2], r3 = ctx->remote_ip6[3];
+
+	k->prefixlen = 128;
+	if (ctx->family == AF_INET) {
+		a[0] = 0;
+		a[1] = 0;
+		a[2] = bpf_htonl(0xffff);
+		a[3] = r4;
+	} else {
+		a[0] = r0; /* v4-mapped on dual-stack sockets: the IPv4 key form */
+		a[1] = r1;
+		a[2] = r2;
+		a[3] = r3;
+	}
+	return bpf_map_lookup_elem(&trusted, k) != NULL;
+}
+
+/*
+ * toa.rewritePeer: store the client that accept4()/getpeername() will return. Only a
+ * packet TOA that parsed cleanly and came from a trusted peer is used; with no trusted
+ * ranges (trust all) nothing is rewritten, since any client could then choose the
+ * address the application sees. Returns true when the socket will be rewritten.
+ */
+static __always_inline bool rewrite_store(struct toa_counters *cnt, struct bpf_sock_ops *ctx, __u8 source,
+					  const struct toa_found *t, bool module_toa, struct sockops_scratch *sc)
+{
+	struct rewrite_peer_val *v = &sc->v;
+	__u16 lport = (__u16)ctx->local_port;
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!cfg_rewrite_all_ports && !bpf_map_lookup_elem(&rewrite_ports, &lport))
+		return false; /* out of scope: not counted */
+	if (module_toa) {
+		count(TOA_CNT_REWRITE_MODULE, 1);
+		return false;
+	}
+	if (source == TOA_SOURCE_NONE) {
+		count(TOA_CNT_REWRITE_NO_TOA, 1);
+		return false;
+	}
+	if (cfg_trust_all || !sockops_peer_trusted(ctx, &sc->k)) {
+		count(TOA_CNT_REWRITE_UNTRUSTED, 1);
+		return false;
+	}
+	if (ctx->family == AF_INET) {
+		if (t->is_v6) {
+			count(TOA_CNT_REWRITE_FAMILY, 1); /* sockaddr_in cannot hold it */
+			return false;
+		}
+		__builtin_memset(v->addr, 0, 16);
+		__builtin_memcpy(&v->addr[0], t->addr, 4);
+	} else if (ctx->family == AF_INET6) {
+		if (t->is_v6) {
+			__builtin_memcpy(v->addr, t->addr, 16);
+		} else {
+			v->addr[0] = 0;
+			v->addr[1] = 0;
+			v->addr[2] = bpf_htonl(0xffff); /* ::ffff:a.b.c.d, as a dual-stack socket shows IPv4 */
+			__builtin_memcpy(&v->addr[3], t->addr, 4);
+		}
+	} else {
+		return false;
+	}
+	v->port = bpf_htons(t->port);
+	v->family = ctx->family;
+	v->pad = 0;
+	if (!sk || !bpf_sk_storage_get(&rewrite_peer, sk, v, BPF_SK_STORAGE_GET_F_CREATE)) {
+		count(TOA_CNT_REWRITE_NO_MEM, 1);
+		return false;
+	}
+	count(TOA_CNT_REWRITTEN, 1);
+	return true;
+}
+
 static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool with_module)
 {
 	__u64 start = bpf_ktime_get_boot_ns();
 	struct toa_counters *cnt = counters_get();
 	struct toa_event ev = {};
 	struct toa_found t = {};
+	__u32 zero = 0;
+	struct sockops_scratch *sc = bpf_map_lookup_elem(&sockops_scratch, &zero);
+	bool module_toa = false, rewritten = false;
 	__u8 source = TOA_SOURCE_NONE;
 
 	if (cfg_src_packet)
 		source = packet_toa(cnt, ctx, &t);
+	/* toa.rewritePeer reads sk_user_data even when module TOA is not a source: a
+	 * socket toa.ko already handles is left to it */
+	if (sc && with_module && (cfg_src_module || cfg_rewrite_peer)) {
+		__builtin_memset(&sc->m, 0, sizeof(sc->m));
+		module_toa = sockops_module_toa(cnt, ctx, &sc->m);
+	}
+	if (sc && cfg_rewrite_peer)
+		rewritten = rewrite_store(cnt, ctx, source, &t, module_toa, sc);
 
 	if (cfg_mode != TOA_MODE_SOCKOPS) {
 		/* fexit/kretprobe mode: hand the packet TOA to the accept probe */
@@ -357,6 +510,7 @@ static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool w
 
 		p.toa = t;
 		p.source = source;
+		p.rewritten = rewritten;
 		bpf_map_update_elem(&pending, &cookie, &p, BPF_ANY);
 		return;
 	}
@@ -392,15 +546,10 @@ static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool w
 	}
 	if (source != TOA_SOURCE_NONE)
 		set_toa(&ev, &t, source);
-	if (with_module && cfg_src_module) {
-		/* the module ran in syn_recv_sock, before this callback */
-		struct bpf_sock *bsk = ctx->sk;
-		struct tcp_sock *tp = bsk ? bpf_skc_to_tcp_sock(bsk) : NULL;
-		struct toa_found m = {};
-
-		if (tp && module_toa_decode(cnt, (__u64)BPF_CORE_READ((struct sock *)tp, sk_user_data), &m))
-			apply_module_toa(&ev, &m);
-	}
+	if (sc && module_toa && cfg_src_module)
+		apply_module_toa(&ev, &sc->m);
+	if (rewritten)
+		ev.flags |= TOA_FLAG_REWRITTEN;
 	report(cnt, ctx, &ev, start);
 }
 
@@ -448,4 +597,39 @@ int sweep(void *ctx)
 
 	bpf_for_each_map_elem(&merge, sweep_one, &sc, 0);
 	return sc.written;
+}
+
+/* ---- toa.rewritePeer: what accept4() and getpeername() return ---- */
+
+/* AF_INET sockets. Runs in inet_getname for every getpeername() and for accept4()
+ * with an address; sockets without storage (not passive, out of scope, no trusted
+ * TOA, accepted before start) keep their peer. Must return 1. */
+SEC("cgroup/getpeername4")
+int rewrite_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct rewrite_peer_val *v = sk ? bpf_sk_storage_get(&rewrite_peer, sk, 0, 0) : NULL;
+
+	if (v && v->family == AF_INET) {
+		ctx->user_ip4 = v->addr[0];
+		ctx->user_port = v->port;
+	}
+	return 1;
+}
+
+/* AF_INET6 sockets, including v4-mapped peers of dual-stack listeners. */
+SEC("cgroup/getpeername6")
+int rewrite_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct rewrite_peer_val *v = sk ? bpf_sk_storage_get(&rewrite_peer, sk, 0, 0) : NULL;
+
+	if (v && v->family == AF_INET6) {
+		ctx->user_ip6[0] = v->addr[0];
+		ctx->user_ip6[1] = v->addr[1];
+		ctx->user_ip6[2] = v->addr[2];
+		ctx->user_ip6[3] = v->addr[3];
+		ctx->user_port = v->port;
+	}
+	return 1;
 }

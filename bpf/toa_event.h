@@ -48,6 +48,7 @@ enum toa_event_flag {
 	TOA_FLAG_MODULE_AGREES = 1 << 1, /* a module TOA was also present and matched the packet TOA */
 	TOA_FLAG_MODULE_DIFFERS = 1 << 2,/* a module TOA was also present and did not match */
 	TOA_FLAG_TOA_V6 = 1 << 3,        /* toa_addr holds an IPv6 address (20-byte option) */
+	TOA_FLAG_REWRITTEN = 1 << 4,     /* toa.rewritePeer: accept4()/getpeername() of this socket return the TOA client */
 };
 
 /* since_last_s value of the first report of a key */
@@ -101,7 +102,14 @@ enum toa_counter {
 	TOA_CNT_PENDING_MISS = 12,   /* accept probe found no packet TOA state for the socket */
 	TOA_CNT_LOST_CONNECTIONS = 13, /* connections represented by lost records (1 + suppressed) */
 	TOA_CNT_NOT_TCP = 14,        /* accept probe saw a non-TCP stream socket (e.g. DCCP) */
-	TOA_CNT_MAX = 16,
+	/* toa.rewritePeer, passive sockets in scope (cgroup, toa.rewritePorts): */
+	TOA_CNT_REWRITTEN = 15,        /* getpeername()/accept4() return the TOA client */
+	TOA_CNT_REWRITE_UNTRUSTED = 16,/* not rewritten: TOA from a peer outside toa.trustedPeers */
+	TOA_CNT_REWRITE_NO_TOA = 17,   /* not rewritten: no valid packet TOA (none, malformed, unlisted kind) */
+	TOA_CNT_REWRITE_FAMILY = 18,   /* not rewritten: IPv6 TOA on an AF_INET socket */
+	TOA_CNT_REWRITE_MODULE = 19,   /* not rewritten: toa.ko decoded it (sk_user_data), the module rewrites */
+	TOA_CNT_REWRITE_NO_MEM = 20,   /* not rewritten: socket storage could not be allocated */
+	TOA_CNT_MAX = 24,
 };
 
 /* Merge-window key (LRU hash "merge"). */

@@ -47,6 +47,8 @@ NEEDS_RUN=(
 NEEDS_TEST=(
 	cmd/ip:iproute2 cmd/iptables:iptables cmd/tcpdump:tcpdump cmd/ethtool:ethtool cmd/nsenter:util-linux
 	cmd/openssl:openssl file/etc/ssl/certs/ca-certificates.crt:ca-certificates
+	cmd/python3:python3 cmd/curl:curl cmd/nginx:nginx-light
+	cmd/tmux:tmux
 )
 NEEDS_PACKAGE=(cmd/patchelf:patchelf cmd/objdump:binutils)
 
@@ -100,7 +102,8 @@ other_names() {
 		pkg-config) out+=(pkgconf) ;;
 		g++) out+=(gcc-c++) ;;
 		golang-go) out+=(golang) ;;
-		ca-certificates | util-linux | iproute2 | iptables | tcpdump | ethtool | openssl | clang | bpftool | cmake | make | gcc | xz-utils) out+=("${p/xz-utils/xz}") ;;
+		nginx-light) out+=(nginx) ;;
+		ca-certificates | util-linux | iproute2 | iptables | tcpdump | ethtool | openssl | python3 | curl | clang | bpftool | cmake | make | gcc | xz-utils) out+=("${p/xz-utils/xz}") ;;
 		*) out+=("$p") ;;
 		esac
 	done

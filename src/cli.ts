@@ -8,12 +8,13 @@ import { createLogger, installDiagLogger, stderrWrite, type Logger } from './log
 import { loadAddon } from './native.js';
 import type { CapabilityLine } from './native-types.js';
 import { Pipeline } from './pipeline.js';
+import { runTop } from './top-run.js';
 import { preflightIssues } from './preflight.js';
 import { packageVersion } from './package.js';
 
 /** Parsed command line. */
 export interface ParsedArgs {
-  command: 'run' | 'doctor' | 'config';
+  command: 'run' | 'doctor' | 'config' | 'top';
   help: boolean;
   version: boolean;
   configFile: string | undefined;
@@ -34,7 +35,7 @@ export function parseArgs(argv: string[]): ParsedArgs {
     const a = argv[i]!;
     if (!a.startsWith('-')) {
       if (sawCommand) throw new UsageError(`unexpected argument "${a}"`);
-      if (a !== 'run' && a !== 'doctor' && a !== 'config') throw new UsageError(`unknown command "${a}" (commands: run, doctor, config)`);
+      if (a !== 'run' && a !== 'doctor' && a !== 'config' && a !== 'top') throw new UsageError(`unknown command "${a}" (commands: run, doctor, config, top)`);
       out.command = a;
       sawCommand = true;
       continue;
@@ -96,7 +97,7 @@ function boolFlagValue(argv: string[], i: number, name: string, key: string, saw
   if (next === undefined || next.startsWith('-')) return true;
   const word = BOOL_WORDS.get(next.trim().toLowerCase());
   if (word !== undefined) return word;
-  if (!sawCommand && (next === 'run' || next === 'doctor' || next === 'config')) return true;
+  if (!sawCommand && (next === 'run' || next === 'doctor' || next === 'config' || next === 'top')) return true;
   throw new UsageError(
     `--${name} (${key}) is a boolean: it takes true or false (also yes/no, on/off, 1/0), not "${next}"; write --${name}, --no-${name} or --${name}=false`,
   );
@@ -109,6 +110,7 @@ export function helpText(): string {
     '',
     'Usage:',
     '  toa-otel [run] [options]        attach the probe and export one record per connection (default)',
+    '  toa-otel top [options]          live view of the top real clients per local port (own probe, no export)',
     '  toa-otel doctor                 show which probe modes and TOA sources this kernel supports',
     '  toa-otel config --print         print the effective configuration as JSON (secrets redacted)',
     '  toa-otel config --table         print every key as a markdown table',
@@ -197,6 +199,8 @@ export async function main(argv: string[], io: CliIo = {}): Promise<number> {
     return ExitCode.OK;
   }
   log = createLogger(loaded.config.log.level, errWrite);
+  // top exports nothing: the OTLP preflight checks do not apply
+  if (args.command === 'top') return runTop(loaded, { stdout: process.stdout, stdin: process.stdin, stderr: errWrite, env });
   const pre = preflightIssues(loaded.config, resolveExporter(loaded.config, env).kind);
   if (pre.length > 0) {
     reportConfigError(log, new ConfigError(pre));

@@ -37,6 +37,10 @@ export interface ToaConfig {
     trustAll: boolean;
     /** Also parse the saved SYN (sets TCP_SAVE_SYN on listeners). Default true. */
     parseSyn: boolean;
+    /** accept4()/getpeername() return the trusted TOA client (cgroup/getpeername4/6). Default false. */
+    rewritePeer: boolean;
+    /** Local ports toa.rewritePeer applies to; empty = all. Default empty. */
+    rewritePorts: number[];
   };
   merge: {
     /** Merge window in seconds, 0 disables merging. Default 10. */
@@ -294,6 +298,21 @@ export const SCHEMA: Record<string, KeyDef> = {
     typeof x === 'string' && parseCidr(x) ? undefined : 'not a CIDR', 1024),
   'toa.trustAll': boolDef('Trust the TOA of every peer (toa.trustedPeers must be empty); without it the otlp exporter refuses to start with an empty toa.trustedPeers', false),
   'toa.parseSyn': boolDef('Also parse TOA from the saved SYN, for balancers that tag the SYN (sets TCP_SAVE_SYN on listeners created after start; keeps the SYN headers per connection)', true),
+  'toa.rewritePeer': boolDef(
+    'Make accept4() and getpeername() of applications return the trusted TOA client instead of the balancer (cgroup/getpeername4/6 programs, kernel >= 5.8): needs packet in toa.sources and a non-empty toa.trustedPeers; scope: sockets created in probe.cgroupPath (and toa.rewritePorts); ends with the process',
+    false),
+  'toa.rewritePorts': {
+    doc: 'Local ports whose sockets toa.rewritePeer rewrites; empty = every port',
+    default: [],
+    allowed: 'a comma-separated list of ports 1-65535 (at most 64)',
+    check: (v) => {
+      if (!Array.isArray(v)) return 'not a list';
+      if (v.length > 64) return `too many entries (${v.length})`;
+      for (const x of v) if (typeof x !== 'number' || !Number.isInteger(x) || x < 1 || x > 65535) return `not a port (${JSON.stringify(x)})`;
+      return undefined;
+    },
+    coerce: (s) => splitListKeepEmpty(s).map((x) => (/^\d{1,5}$/.test(x) ? Number(x) : x)),
+  },
   'merge.windowSec': intDef('Merge window: repeats of a key within it are counted, not reported (0 = off)', 10, 0, 3600),
   'merge.maxKeys': intDef('Maximum keys in the kernel merge map (LRU)', 65536, 1, 16777216),
   'merge.sweepIntervalSec': intDef('Seconds between sweeps that report pending suppressed counts (0 = only at shutdown)', 30, 0, 3600),
@@ -538,6 +557,16 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
   if (getPath(props, 'toa.trustAll') === true && Array.isArray(trusted) && trusted.length > 0) {
     issues.push({ key: 'toa.trustAll', value: true, allowed: 'false when toa.trustedPeers lists peers (or empty toa.trustedPeers)', message: 'contradicts toa.trustedPeers:' });
   }
+  if (getPath(props, 'toa.rewritePeer') === true) {
+    // the application would believe whatever address a forged option carries
+    if (!Array.isArray(trusted) || trusted.length === 0) {
+      issues.push({ key: 'toa.rewritePeer', value: true, allowed: 'false, or true with toa.trustedPeers listing the balancers (trust-all is never used for the rewrite)', message: 'needs toa.trustedPeers:' });
+    }
+    const sources = getPath(props, 'toa.sources');
+    if (Array.isArray(sources) && !sources.includes('packet')) {
+      issues.push({ key: 'toa.rewritePeer', value: true, allowed: 'false, or true with packet in toa.sources', message: 'needs packet TOA:' });
+    }
+  }
   const pkFile = getPath(props, 'privacy.hmacKeyFile');
   const pk = getPath(props, 'privacy.hmacKey');
   if (getPath(props, 'privacy.clientAddress') === 'hmac' && (pkFile === '') === (pk === '')) {
@@ -630,6 +659,8 @@ export function nativeOptions(c: ToaConfig): import('./native-types.js').NativeP
     pollIntervalMs: c.probe.pollIntervalMs,
     batchMaxEvents: c.probe.batchMaxEvents,
     cgroupPath: c.probe.cgroupPath,
+    rewritePeer: c.toa.rewritePeer,
+    rewritePorts: c.toa.rewritePorts,
     ...(c.traces.enabled ? { connTableMaxEntries: c.traces.connTableMaxEntries } : {}),
   };
 }

@@ -32,6 +32,8 @@ export interface ToaEvent {
   flags: number;
   /** Accepted on an AF_INET6 socket with a v4-mapped address (reported as IPv4). */
   v4mapped: boolean;
+  /** toa.rewritePeer: accept4()/getpeername() of this socket return the TOA client. */
+  rewritten: boolean;
   localAddr: string;
   localPort: number;
   peerAddr: string;
@@ -186,6 +188,7 @@ export class EventDecoder {
   private readonly eSinceNone: number;
   private readonly eFlagV4Mapped: number;
   private readonly eFlagToaV6: number;
+  private readonly eFlagRewritten: number;
   private readonly modes: Map<number, string>;
   private readonly sources: Map<number, string>;
   private readonly le: boolean;
@@ -226,6 +229,8 @@ export class EventDecoder {
     this.eSinceNone = e('TOA_SINCE_LAST_NONE');
     this.eFlagV4Mapped = e('TOA_FLAG_V4MAPPED');
     this.eFlagToaV6 = e('TOA_FLAG_TOA_V6');
+    // optional: layouts of builds before toa.rewritePeer have no such bit
+    this.eFlagRewritten = layout.enums['TOA_FLAG_REWRITTEN'] ?? 0;
     this.modes = reverseEnum(layout.enums, 'TOA_MODE_');
     this.sources = reverseEnum(layout.enums, 'TOA_SOURCE_');
     // the struct is in host byte order (ports "host order"); addresses are network order bytes
@@ -280,6 +285,7 @@ export class EventDecoder {
       toaTrusted: b[at + this.oToaTrusted] !== 0,
       flags,
       v4mapped: (flags & this.eFlagV4Mapped) !== 0,
+      rewritten: (flags & this.eFlagRewritten) !== 0,
       localAddr: family === 4 ? formatIPv4(b, la) : formatIPv6(b, la),
       localPort: le ? b.readUInt16LE(at + this.oLocalPort) : b.readUInt16BE(at + this.oLocalPort),
       peerAddr: family === 4 ? formatIPv4(b, pa) : formatIPv6(b, pa),

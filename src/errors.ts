@@ -32,6 +32,7 @@ export type ProbeErrorCode =
   | 'ELOAD' // the verifier rejected the programs
   | 'ENOMODE' // auto found no working mode
   | 'ETRACES' // traces.enabled: the OTLP pass-through could not listen on traces.listen
+  | 'ENOREWRITE' // toa.rewritePeer: no cgroup/getpeername hooks (kernel < 5.8) or no packet TOA
   | (string & {});
 
 /** Hints printed under a ProbeError, by code. */
@@ -46,6 +47,7 @@ const PROBE_HINTS: Record<string, string> = {
   ENOKPROBE: 'kprobes are unavailable (no CONFIG_KPROBES, or inet_csk_accept not probeable): use probe.mode=fexit or sockops',
   ELOAD: 'the kernel verifier rejected the programs: rerun with --log-level debug and report the verifier log',
   ENOMODE: 'no probe mode works here: run `toa-otel doctor` for what each mode lacks',
+  ENOREWRITE: 'toa.rewritePeer needs cgroup/getpeername4/6 hooks and socket storage (kernel >= 5.8) and packet TOA (sock_ops on cgroup v2): see `toa-otel doctor`, or set toa.rewritePeer=false',
   ENOMEM: 'BPF maps could not be allocated: lower probe.ringBufferBytes or merge.maxKeys, or raise the memory cgroup limit',
   EBUSY: 'the probe is already running in this process',
   ETRACES: 'traces.listen must be a free local address and port (another collector or sidecar may hold it): change traces.listen or stop the other process',

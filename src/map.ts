@@ -46,6 +46,8 @@ export type AcceptAttributes = {
   [sc.ATTR_LVS_TOA_SOURCE]?: string;
   [sc.ATTR_LVS_TOA_KIND]?: number;
   [sc.ATTR_LVS_TOA_TRUSTED]?: boolean;
+  /** toa.rewritePeer rewrote what accept4()/getpeername() return for this connection */
+  [sc.ATTR_LVS_TOA_REWRITTEN]?: boolean;
   [sc.ATTR_LVS_MERGE_WINDOW_S]?: number;
   [sc.ATTR_LVS_MERGE_SINCE_LAST_S]?: number;
   [sc.ATTR_LVS_MERGE_SUPPRESSED_COUNT]?: number;
@@ -78,6 +80,8 @@ export function eventAttributes(ev: ToaEvent, info: EnrichInfo, opts: MapOptions
     a['lvs.toa.source'] = ev.toaSource;
     a['lvs.toa.kind'] = ev.toaKind;
     a['lvs.toa.trusted'] = ev.toaTrusted;
+    // toa.rewritePeer: the application saw the client (accept4/getpeername), not the balancer
+    if (ev.rewritten) a['lvs.toa.rewritten'] = true;
   }
   a['lvs.merge.window_s'] = opts.mergeWindowSec;
   if (ev.sinceLastS !== undefined) a['lvs.merge.since_last_s'] = ev.sinceLastS;

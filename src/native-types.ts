@@ -31,6 +31,10 @@ export interface NativeProbeOptions {
   batchMaxEvents: number;
   /** cgroup v2 directory the sock_ops program attaches to; '' = the v2 root (every socket). */
   cgroupPath: string;
+  /** toa.rewritePeer: accept4()/getpeername() return the trusted TOA client (cgroup/getpeername4/6). */
+  rewritePeer: boolean;
+  /** toa.rewritePorts: local ports the rewrite applies to; empty = all. */
+  rewritePorts: number[];
   /** 'perfbuf' forces the perf-buffer fallback of kernels without ring buffers (tests); default 'auto'. */
   buffer?: 'auto' | 'perfbuf';
   /** Load the synthetic-record program (benchmarks only; default false). */

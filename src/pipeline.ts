@@ -502,6 +502,11 @@ export class Pipeline {
     return this.probe;
   }
 
+  /** The probe's stats (mode, counters), undefined before start() or when unavailable; forwards its log lines. */
+  probeStats(): NativeStats | undefined {
+    return this.safeStats();
+  }
+
   /** Resolves when the background /proc lookups started so far have finished (tests, benchmarks). */
   async enrichmentSettled(): Promise<void> {
     await this.enricher?.idle();

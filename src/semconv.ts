@@ -32,6 +32,7 @@ export const ATTR_LVS_TOA_CLIENT_PORT = 'lvs.toa.client_port';
 export const ATTR_LVS_TOA_SOURCE = 'lvs.toa.source';
 export const ATTR_LVS_TOA_KIND = 'lvs.toa.kind';
 export const ATTR_LVS_TOA_TRUSTED = 'lvs.toa.trusted';
+export const ATTR_LVS_TOA_REWRITTEN = 'lvs.toa.rewritten';
 export const ATTR_LVS_MERGE_WINDOW_S = 'lvs.merge.window_s';
 export const ATTR_LVS_MERGE_SINCE_LAST_S = 'lvs.merge.since_last_s';
 export const ATTR_LVS_MERGE_SUPPRESSED_COUNT = 'lvs.merge.suppressed_count';

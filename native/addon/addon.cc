@@ -148,6 +148,16 @@ void ReadConfig(const OptionReader &r, toa_core_config &cfg, std::vector<toa_cid
     throw r.Fail("ringBufferBytes", "must be a power of two of at least 4096 (a page)");
   cgroup = r.String("cgroupPath");  // "" = the cgroup v2 root
   cfg.cgroup_path = cgroup.c_str();
+  cfg.rewrite_peer = r.Bool("rewritePeer");
+  Napi::Array ports = r.Array("rewritePorts");
+  if (ports.Length() > TOA_CORE_MAX_REWRITE_PORTS)
+    throw r.Fail("rewritePorts", "holds at most " + std::to_string(TOA_CORE_MAX_REWRITE_PORTS) + " ports");
+  cfg.rewrite_ports_n = 0;
+  for (uint32_t i = 0; i < ports.Length(); i++) {
+    uint32_t port = r.ToUint32(ports.Get(i), "rewritePorts[]");
+    if (port < 1 || port > 65535) throw r.Fail("rewritePorts", "entries must be ports 1..65535");
+    cfg.rewrite_ports[cfg.rewrite_ports_n++] = (uint16_t)port;
+  }
   cfg.synth = r.Optional("synthetic").ToBoolean();  // optional: benchmarks only
   Napi::Value buffer = r.Optional("buffer");       // optional: "auto" (default) or "perfbuf" (tests)
   cfg.force_perfbuf = buffer.IsString() && buffer.As<Napi::String>().Utf8Value() == "perfbuf";
@@ -504,7 +514,7 @@ Napi::Value Layout(const Napi::CallbackInfo &info) {
   E(TOA_EVENT_ACCEPT); E(TOA_EVENT_SWEEP); E(TOA_FAMILY_IPV4); E(TOA_FAMILY_IPV6);
   E(TOA_MODE_NONE); E(TOA_MODE_FEXIT); E(TOA_MODE_KRETPROBE); E(TOA_MODE_SOCKOPS);
   E(TOA_SOURCE_NONE); E(TOA_SOURCE_MODULE); E(TOA_SOURCE_PACKET_ACK); E(TOA_SOURCE_PACKET_SYN);
-  E(TOA_FLAG_V4MAPPED); E(TOA_FLAG_MODULE_AGREES); E(TOA_FLAG_MODULE_DIFFERS); E(TOA_FLAG_TOA_V6);
+  E(TOA_FLAG_V4MAPPED); E(TOA_FLAG_MODULE_AGREES); E(TOA_FLAG_MODULE_DIFFERS); E(TOA_FLAG_TOA_V6); E(TOA_FLAG_REWRITTEN);
   E(TOA_SINCE_LAST_NONE);
 #undef E
   o.Set("size", Napi::Number::New(env, (double)sizeof(toa_event)));

@@ -42,7 +42,7 @@ struct toa_core {
 	bool sweep_loaded;
 	bool claim_xchg; /* merge window claims with BPF_XCHG (kernel >= 5.12) */
 	struct toa_buffer buf;
-	struct bpf_link *links[4];
+	struct bpf_link *links[6]; /* accept probe, sock_ops, getpeername4, getpeername6, conntab close */
 	int nlinks;
 	toa_log_fn log;
 	void *log_user;
@@ -140,6 +140,12 @@ static const char *const counter_names[TOA_CNT_MAX] = {
 	[TOA_CNT_PENDING_MISS] = "pending_miss",
 	[TOA_CNT_LOST_CONNECTIONS] = "lost_connections",
 	[TOA_CNT_NOT_TCP] = "not_tcp",
+	[TOA_CNT_REWRITTEN] = "rewritten",
+	[TOA_CNT_REWRITE_UNTRUSTED] = "rewrite_skipped_untrusted",
+	[TOA_CNT_REWRITE_NO_TOA] = "rewrite_skipped_no_toa",
+	[TOA_CNT_REWRITE_FAMILY] = "rewrite_skipped_family",
+	[TOA_CNT_REWRITE_MODULE] = "rewrite_skipped_module",
+	[TOA_CNT_REWRITE_NO_MEM] = "rewrite_skipped_no_memory",
 };
 
 const char *toa_counter_name(int idx)
@@ -161,6 +167,7 @@ const char *toa_err_code(int err)
 	case TOA_ENOTRAMP: return "ENOTRAMP";
 	case TOA_ENOKPROBE: return "ENOKPROBE";
 	case TOA_ELOAD: return "ELOAD";
+	case TOA_ENOREWRITE: return "ENOREWRITE";
 	case EINVAL: return "EINVAL";
 	case ENOENT: return "ENOENT";
 	case ENOMEM: return "ENOMEM";
@@ -337,6 +344,36 @@ static bool have_atomic_xchg(void)
 	return true;
 }
 
+/* One attach type of a cgroup sock_addr program: load "return 1" with it as the expected
+ * attach type. Kernels before 5.8 reject the GETPEERNAME types with EINVAL. */
+static bool have_sock_addr_attach(enum bpf_attach_type type)
+{
+	const struct bpf_insn insns[] = {
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 1 },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = type);
+	int fd = bpf_prog_load(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, "toa_gpn", "GPL", insns, 2, &opts);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+/* toa.rewritePeer needs cgroup/getpeername4 and 6 (>= 5.8) and socket storage (>= 5.2).
+ * Writes what is missing into why ("" when all is there). */
+static bool have_getpeername_hooks(char *why, size_t len)
+{
+	bool g4 = have_sock_addr_attach(BPF_CGROUP_INET4_GETPEERNAME);
+	bool g6 = have_sock_addr_attach(BPF_CGROUP_INET6_GETPEERNAME);
+	bool sks = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SK_STORAGE, NULL) == 1;
+
+	snprintf(why, len, "%s%s%s", g4 && g6 ? "" : "no cgroup/getpeername4/6 hooks (kernel < 5.8)",
+		 (!(g4 && g6) && !sks) ? "; " : "", sks ? "" : "no BPF socket storage (kernel < 5.2)");
+	return g4 && g6 && sks;
+}
+
 /* ---- buffer callbacks ---- */
 
 static int deliver(void *ctx, const void *data, size_t size)
@@ -434,6 +471,7 @@ struct attempt {
 	bool src_packet;     /* packet TOA wanted and possible (cgroup v2 present) */
 	bool need_sockops;   /* load and attach a sock_ops program */
 	bool sockops_full;   /* the sock_ops program that also reads module TOA (needs BTF) */
+	bool rewrite;        /* toa.rewritePeer: getpeername programs and the sk_storage map */
 	int accept_params;   /* fexit: inet_csk_accept parameter count, 4 or 2 */
 	char cgroup[512];    /* where the sock_ops program attaches */
 };
@@ -466,7 +504,12 @@ static int preflight(struct toa_core *c, int mode, const struct toa_core_config 
 		a->src_packet = false;
 	}
 	a->need_sockops = mode == TOA_MODE_SOCKOPS || a->src_packet;
-	a->sockops_full = mode == TOA_MODE_SOCKOPS && cfg->src_module && a->btf;
+	a->rewrite = cfg->rewrite_peer;
+	if (a->rewrite && !a->src_packet)
+		return refuse(c, mode, TOA_ENOREWRITE,
+			      "toa.rewritePeer needs packet TOA (toa.sources with packet, and a cgroup v2 mount for sock_ops)");
+	/* with BTF, the rewrite also reads sk_user_data to leave toa.ko's sockets to it */
+	a->sockops_full = (mode == TOA_MODE_SOCKOPS ? cfg->src_module : a->rewrite) && a->btf;
 	if (mode == TOA_MODE_SOCKOPS && cfg->src_module && !a->btf)
 		logf_(c->log, c->log_user, TOA_LOG_WARN,
 		      "no kernel BTF: sockops mode reads packet TOA only (module TOA needs BTF)");
@@ -501,6 +544,8 @@ static void set_rodata(struct toa_core *c, const struct attempt *a, const struct
 	r->cfg_use_ringbuf = c->buf.ring;
 	r->cfg_wakeup_bytes = wakeup_bytes(cfg);
 	r->cfg_conntab = cfg->conntab_max_entries > 0;
+	r->cfg_rewrite_peer = a->rewrite;
+	r->cfg_rewrite_all_ports = cfg->rewrite_ports_n == 0;
 }
 
 static void size_maps(struct toa_core *c, const struct attempt *a, const struct toa_core_config *cfg)
@@ -515,6 +560,10 @@ static void size_maps(struct toa_core *c, const struct attempt *a, const struct 
 		bpf_map__set_max_entries(s->maps.pending, a->need_sockops ? 16384 : 1);
 	c->conntab_max = cfg->conntab_max_entries;
 	bpf_map__set_max_entries(s->maps.conntab, cfg->conntab_max_entries ? cfg->conntab_max_entries : 1);
+	/* kernels before 5.2 have no socket storage: create it only for the mode */
+	bpf_map__set_autocreate(s->maps.rewrite_peer, a->rewrite);
+	if (!a->rewrite || !cfg->rewrite_ports_n)
+		bpf_map__set_max_entries(s->maps.rewrite_ports, 1);
 }
 
 /* Load only what this mode uses (bpf/compat.bpf.h lists the kernel differences). */
@@ -528,6 +577,8 @@ static void select_programs(struct toa_core *c, const struct attempt *a, const s
 	bpf_program__set_autoload(s->progs.kretprobe_accept, mode == TOA_MODE_KRETPROBE);
 	bpf_program__set_autoload(s->progs.sockops_full, a->need_sockops && a->sockops_full);
 	bpf_program__set_autoload(s->progs.sockops_packet, a->need_sockops && !a->sockops_full);
+	bpf_program__set_autoload(s->progs.rewrite_getpeername4, a->rewrite);
+	bpf_program__set_autoload(s->progs.rewrite_getpeername6, a->rewrite);
 	c->sweep_loaded = cfg->merge_window_s && have_for_each_map_elem();
 	bpf_program__set_autoload(s->progs.sweep, c->sweep_loaded);
 	/* close times: sock_ops state callbacks in sockops mode, this tracepoint in the others */
@@ -673,6 +724,44 @@ static void attach_conntab_close(struct toa_core *c, const struct attempt *a)
 	      toa_mode_name(a->mode), a->btf ? "did not attach" : "needs kernel BTF");
 }
 
+static int fill_rewrite_ports(struct toa_core *c, const struct toa_core_config *cfg)
+{
+	int fd = bpf_map__fd(c->skel->maps.rewrite_ports);
+	__u8 one = 1;
+
+	if (!cfg->rewrite_peer)
+		return 0;
+	for (int i = 0; i < cfg->rewrite_ports_n && i < TOA_CORE_MAX_REWRITE_PORTS; i++) {
+		__u16 port = cfg->rewrite_ports[i];
+
+		if (bpf_map_update_elem(fd, &port, &one, BPF_ANY))
+			return -errno;
+	}
+	return 0;
+}
+
+/* toa.rewritePeer: getpeername programs on the same cgroup as sock_ops. Its subtree is the
+ * scope: sockets created there (listeners, and the sockets they accept) are rewritten. */
+static int attach_rewrite(struct toa_core *c, const struct attempt *a)
+{
+	struct bpf_program *progs[2] = { c->skel->progs.rewrite_getpeername4, c->skel->progs.rewrite_getpeername6 };
+	int cg, err = 0;
+
+	if (!a->rewrite)
+		return 0;
+	cg = open(a->cgroup, O_RDONLY | O_DIRECTORY);
+	if (cg < 0)
+		return refuse(c, a->mode, errno, "failed to open cgroup v2 directory %s: %s", a->cgroup, strerror(errno));
+	/* bpf_links as for sock_ops: the rewrite ends with this process */
+	for (int i = 0; i < 2 && !err; i++)
+		err = add_link(c, bpf_program__attach_cgroup(progs[i], cg));
+	close(cg);
+	if (err)
+		return refuse(c, a->mode, TOA_ENOREWRITE, "failed to attach the getpeername programs to cgroup %s: %s",
+			      a->cgroup, strerror(-err));
+	return 0;
+}
+
 /* Benchmarks: the synthetic-record program, a second object (bpf/toa_bench.bpf.c)
  * that writes into this probe's event buffer and counters. */
 static int load_bench(struct toa_core *c, const struct toa_core_config *cfg)
@@ -735,12 +824,16 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 	err = load_programs(c, mode);
 	if (!err && (err = fill_trusted(c, cfg)))
 		refuse(c, mode, err, "failed to fill trusted peer ranges: %s", strerror(-err));
+	if (!err && (err = fill_rewrite_ports(c, cfg)))
+		refuse(c, mode, err, "failed to fill toa.rewritePorts: %s", strerror(-err));
 	if (!err)
 		err = attach_accept_probe(c, &a);
 	if (!err)
 		err = attach_sockops(c, &a);
 	if (!err)
 		attach_conntab_close(c, &a);
+	if (!err)
+		err = attach_rewrite(c, &a);
 	if (!err && cfg->synth)
 		err = load_bench(c, cfg);
 	if (!err)
@@ -750,9 +843,10 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 		return err;
 	}
 	logf_(c->log, c->log_user, TOA_LOG_INFO,
-	      "attached in %s mode (toa sources:%s%s, %s, merge window %us)", toa_mode_name(mode),
+	      "attached in %s mode (toa sources:%s%s, %s, merge window %us%s)", toa_mode_name(mode),
 	      cfg->src_module ? " module" : "", a.src_packet ? " packet" : "",
-	      c->buf.ring ? "ring buffer" : "perf buffer", cfg->merge_window_s);
+	      c->buf.ring ? "ring buffer" : "perf buffer", cfg->merge_window_s,
+	      a.rewrite ? ", rewriting the peer of accept4()/getpeername() to the trusted TOA client" : "");
 	return 0;
 }
 
@@ -790,7 +884,8 @@ int toa_core_open(struct toa_core **out, const struct toa_core_config *cfg, toa_
 	if (nrefusals)
 		*nrefusals = 0;
 	if (cfg->mode < TOA_MODE_NONE || cfg->mode > TOA_MODE_SOCKOPS || cfg->accept_n > TOA_MAX_ACCEPT ||
-	    (cfg->ringbuf_bytes & (cfg->ringbuf_bytes - 1)) || cfg->ringbuf_bytes < 4096)
+	    (cfg->ringbuf_bytes & (cfg->ringbuf_bytes - 1)) || cfg->ringbuf_bytes < 4096 ||
+	    cfg->rewrite_ports_n < 0 || cfg->rewrite_ports_n > TOA_CORE_MAX_REWRITE_PORTS)
 		return -EINVAL;
 	c = calloc(1, sizeof(*c));
 	if (!c)
@@ -800,6 +895,25 @@ int toa_core_open(struct toa_core **out, const struct toa_core_config *cfg, toa_
 	tls_log = log;
 	tls_log_user = log_user;
 	libbpf_set_print(libbpf_print);
+
+	if (cfg->rewrite_peer) {
+		char why[128];
+
+		if (!cfg->trusted_n)
+			logf_(log, log_user, TOA_LOG_WARN,
+			      "rewrite peer without trusted ranges: nothing is rewritten (any client could choose its address); give the balancers' ranges");
+		/* the same for every mode: refuse once, before trying any */
+		if (!have_getpeername_hooks(why, sizeof(why))) {
+			refuse(c, cfg->mode, TOA_ENOREWRITE, "toa.rewritePeer is not available on this kernel: %s", why);
+			if (refusals && nrefusals) {
+				refusals[0] = c->refusals[0];
+				*nrefusals = 1;
+			}
+			tls_log = NULL;
+			free(c);
+			return -TOA_ENOREWRITE;
+		}
+	}
 
 	if (cfg->mode != TOA_MODE_NONE) {
 		err = try_mode(c, cfg->mode, cfg);
@@ -961,7 +1075,7 @@ int toa_core_stats(struct toa_core *c, struct toa_core_stats *st)
 			continue;
 		if (bpf_obj_get_info_by_fd(fd, &info, &len))
 			continue;
-		st->progs[st->nprogs].name = bpf_program__name(p);
+		snprintf(st->progs[st->nprogs].name, sizeof(st->progs[0].name), "%s", bpf_program__name(p));
 		st->progs[st->nprogs].run_cnt = info.run_cnt;
 		st->progs[st->nprogs].run_time_ns = info.run_time_ns;
 		st->nprogs++;
@@ -1129,6 +1243,11 @@ int toa_core_capabilities(struct toa_cap_line *lines, int max)
 	bool packet_ok = mode_ok[TOA_MODE_SOCKOPS];
 	cap_line(&lines[n++], "toa packet", packet_ok,
 		 packet_ok ? "TOA parsed from the handshake ACK and saved SYN (sock_ops)" : "needs a cgroup v2 mount and sock_ops programs (kernel >= 5.10)");
+	char why[128];
+	bool gpn = have_getpeername_hooks(why, sizeof(why));
+	cap_line(&lines[n++], "rewrite peer", gpn && packet_ok,
+		 gpn && packet_ok ? "cgroup/getpeername4/6 hooks and socket storage available: toa.rewritePeer works"
+		 : gpn ? "getpeername hooks present, but toa.rewritePeer needs packet TOA (sock_ops)" : "%s: toa.rewritePeer unavailable", why);
 	const char *pick = mode_ok[TOA_MODE_FEXIT] ? "fexit" : mode_ok[TOA_MODE_KRETPROBE] ? "kretprobe" : mode_ok[TOA_MODE_SOCKOPS] ? "sockops" : NULL;
 	cap_line(&lines[n++], "auto", pick != NULL, pick ? "would choose %s" : "no mode works here", pick ? pick : "");
 	return n;

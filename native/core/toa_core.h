@@ -27,6 +27,8 @@ extern "C" {
 #define TOA_ENOTRAMP 10004  /* kernel refused BPF trampolines (fexit) */
 #define TOA_ENOKPROBE 10005 /* kernel has no kprobes */
 #define TOA_ELOAD 10006     /* the kernel (verifier) rejected a program */
+#define TOA_ENOREWRITE 10007 /* toa.rewritePeer: no cgroup/getpeername hooks (kernel < 5.8) or no packet TOA */
+#define TOA_CORE_MAX_REWRITE_PORTS 64
 
 struct toa_cidr {
 	uint8_t family; /* 4 or 6 */
@@ -51,6 +53,9 @@ struct toa_core_config {
 	const char *cgroup_path; /* cgroup v2 directory for sock_ops; NULL/"" = the v2 root (all sockets) */
 	bool force_perfbuf;      /* use the perf-buffer fallback even where ring buffers exist (tests) */
 	uint32_t conntab_max_entries; /* connection table for trace enrichment; 0 = off */
+	bool rewrite_peer;       /* accept4()/getpeername() return the trusted TOA client (cgroup/getpeername4/6) */
+	uint16_t rewrite_ports[TOA_CORE_MAX_REWRITE_PORTS]; /* local ports in scope; none = all */
+	int rewrite_ports_n;
 };
 
 /* toa-probe's defaults (auto mode, both sources, 254/8 254/20 253/20 200/8, 10 s, 65536 keys,
@@ -70,7 +75,7 @@ struct toa_refusal {
 };
 
 struct toa_prog_stats {
-	const char *name;
+	char name[64]; /* a copy: stats kept after close (the addon's final stats) outlive the object */
 	uint64_t run_cnt;
 	uint64_t run_time_ns;
 };

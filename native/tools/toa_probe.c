@@ -90,9 +90,9 @@ static int print_event(const struct toa_event *ev, void *user)
 		printf("null");
 	else
 		printf("%u", ev->since_last_s);
-	printf(",\"suppressed\":%u,\"probe_ns\":%u,\"v4mapped\":%s,\"ts_boot_ns\":%llu}\n", ev->suppressed,
-	       ev->probe_ns, (ev->flags & TOA_FLAG_V4MAPPED) ? "true" : "false",
-	       (unsigned long long)ev->ts_boot_ns);
+	printf(",\"suppressed\":%u,\"probe_ns\":%u,\"v4mapped\":%s,\"rewritten\":%s,\"ts_boot_ns\":%llu}\n",
+	       ev->suppressed, ev->probe_ns, (ev->flags & TOA_FLAG_V4MAPPED) ? "true" : "false",
+	       (ev->flags & TOA_FLAG_REWRITTEN) ? "true" : "false", (unsigned long long)ev->ts_boot_ns);
 	return 0;
 }
 
@@ -143,6 +143,8 @@ static void usage(FILE *f)
 		"  --duration SEC                        exit after SEC seconds\n"
 		"  --cgroup DIR                          attach sock_ops to this cgroup v2 directory (default: the v2 root)\n"
 		"  --conntab N                           keep the trace-enrichment connection table (N entries; default off)\n"
+		"  --rewrite-peer                        accept4()/getpeername() return the trusted TOA client (needs --trusted)\n"
+		"  --rewrite-ports P[,P...]              limit --rewrite-peer to these local ports (default: all)\n"
 		"  --capabilities                        print what this kernel supports and exit\n"
 		"  --verbose                             debug logs on stderr\n");
 }
@@ -265,6 +267,17 @@ static int add_trusted(const char *item, void *ctx)
 	return 0;
 }
 
+static int add_rewrite_port(const char *item, void *ctx)
+{
+	struct toa_core_config *cfg = ctx;
+	unsigned long port;
+
+	if (cfg->rewrite_ports_n >= TOA_CORE_MAX_REWRITE_PORTS || !parse_uint(item, 1, 65535, &port))
+		return -EINVAL;
+	cfg->rewrite_ports[cfg->rewrite_ports_n++] = (uint16_t)port;
+	return 0;
+}
+
 /* One option into cli; 0, or the exit code (2 = usage error). */
 static int apply_option(struct cli *o, int opt, char *arg, bool *accept_set)
 {
@@ -322,6 +335,16 @@ static int apply_option(struct cli *o, int opt, char *arg, bool *accept_set)
 			return bad_arg("--conntab", arg, "a whole number of entries, 1 to 16777216");
 		cfg->conntab_max_entries = v;
 		return 0;
+	case 'r': cfg->rewrite_peer = true; return 0;
+	case 'P': {
+		char *copy = strdup(arg);
+		int err;
+
+		cfg->rewrite_ports_n = 0;
+		err = copy ? parse_list(copy, add_rewrite_port, cfg) : -ENOMEM;
+		free(copy);
+		return err ? bad_arg("--rewrite-ports", arg, "ports 1..65535, at most 64") : 0;
+	}
 	case 'v': log_level = TOA_LOG_DEBUG; return 0;
 	case 'c': o->capabilities = true; return 0;
 	case 'h': usage(stdout); return -1;
@@ -346,6 +369,8 @@ static int parse_cli(int argc, char **argv, struct cli *o)
 		{ "duration", required_argument, 0, 'd' },
 		{ "cgroup", required_argument, 0, 'g' },
 		{ "conntab", required_argument, 0, 'T' },
+		{ "rewrite-peer", no_argument, 0, 'r' },
+		{ "rewrite-ports", required_argument, 0, 'P' },
 		{ "capabilities", no_argument, 0, 'c' },
 		{ "verbose", no_argument, 0, 'v' },
 		{ "help", no_argument, 0, 'h' },

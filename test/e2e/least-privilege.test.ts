@@ -18,8 +18,9 @@ const exactly = (caps: string[]) => {
   const l = ['-all', ...caps.map((c) => `+${c}`)].join(',');
   return ['setpriv', `--inh-caps=${l}`, `--ambient-caps=${l}`, `--bounding-set=${l}`, '--'];
 };
-// Node's SIGUSR1 inspector thread blocks every signal and would keep its capabilities
-const ENV = { NODE_OPTIONS: '--disable-sigusr1' };
+// Node's SIGUSR1 inspector thread blocks every signal and would keep its capabilities: the launcher
+// runs Node with --disable-sigusr1 (bin/node-flags.js), so the default environment is enough
+const ENV = {};
 
 function threadCaps(pid: number): { tid: string; comm: string; eff: string; prm: string; bnd: string }[] {
   return readdirSync(`/proc/${pid}/task`).map((tid) => {
@@ -123,7 +124,8 @@ test.serial('probe.dropCapabilities=false keeps the start-up set; without --disa
     } finally {
       if (keep.child.exitCode === null) keep.child.kill('SIGKILL');
     }
-    const inspector = startSidecar(args(lab, cg), port, { wrapper: exactly([...LOAD, ...ENRICH]), env: { NODE_OPTIONS: '' } });
+    // TOA_OTEL_REEXEC=0: the launcher does not restart Node with its flags, so the inspector thread exists
+    const inspector = startSidecar(args(lab, cg), port, { wrapper: exactly([...LOAD, ...ENRICH]), env: { NODE_OPTIONS: '', TOA_OTEL_REEXEC: '0' } });
     try {
       await running(inspector);
       const warn = inspector.log('some threads kept their capabilities: they block the signal that drops them');

@@ -47,6 +47,10 @@ test('addon: wrong types and broken invariants name the key', (t) => {
     [{ trustedPeers: ['10.0.0.0/33'] }, /^options\.trustedPeers entry is not a CIDR: 10\.0\.0\.0\/33$/],
     [{ pollIntervalMs: 0 }, /^options\.pollIntervalMs must be at least 1$/],
     [{ cgroupPath: 7 }, /^options\.cgroupPath must be a string$/],
+    [{ rewritePeer: 'on' }, /^options\.rewritePeer must be a boolean$/],
+    [{ rewritePorts: [0] }, /^options\.rewritePorts entries must be ports 1\.\.65535$/],
+    [{ rewritePorts: [65536] }, /^options\.rewritePorts entries must be ports 1\.\.65535$/],
+    [{ rewritePorts: Array.from({ length: 65 }, (_, i) => i + 1) }, /^options\.rewritePorts holds at most 64 ports$/],
   ];
   for (const [override, message] of bad) {
     t.throws(() => new Probe({ ...schemaOptions(), ...override } as NativeProbeOptions), { instanceOf: TypeError, message }, JSON.stringify(override));
@@ -62,6 +66,9 @@ probeTest('toa-probe: numbers and lists are parsed exactly; a bad value exits 2 
     [['--merge-window', '-1'], /--merge-window: invalid value '-1'/],
     [['--merge-window', '4294967296'], /--merge-window: invalid value '4294967296'/],
     [['--merge-keys', '0'], /--merge-keys: invalid value '0'/],
+    [['--rewrite-ports', '0'], /--rewrite-ports: invalid value '0'/],
+    [['--rewrite-ports', '80,,443'], /--rewrite-ports: invalid value '80,,443'/],
+    [['--rewrite-ports', '80x'], /--rewrite-ports: invalid value '80x'/],
     [['--merge-keys', ''], /--merge-keys: invalid value ''/],
     [['--sweep-interval', 'nan'], /--sweep-interval: invalid value 'nan'/],
     [['--duration', '1e999'], /--duration: invalid value '1e999'/],

@@ -107,6 +107,8 @@ export interface ServerOptions {
   mode?: 'echo' | 'accept';
   /** cgroup v2 directory the server starts in (its listener and accepted sockets belong to it) */
   cgroup?: string;
+  /** time this many getpeername() calls on the first accepted socket (benchmarks) */
+  getpeernameLoop?: number;
 }
 
 export interface ServerSummary {
@@ -121,7 +123,9 @@ export interface LabServer {
   bind: string;
   pid: number;
   /** accepted connections as the RS saw them (peer = LVS local address behind FullNAT) */
-  accepts: { peer: string; local: string }[];
+  accepts: { peer: string; getpeername: string; local: string }[];
+  /** with getpeernameLoop: the timing of the loop, once it ran */
+  getpeernameLoop?: { calls: number; ns_per_call: number; peer: string };
   /** SIGTERM, wait for exit (so the port is free), return the summary */
   stop(): Promise<ServerSummary>;
 }
@@ -472,12 +476,28 @@ export class Lab {
     const argv = [
       ...this.nsenter('rs'), this.tool('lab-server'), '--listen', hostPort(bind, opts.port), '--log-accepts',
       '--mode', opts.mode ?? 'echo', ...(bind.includes(':') ? ['--v6only', opts.v6only ? '1' : '0'] : []),
+      ...(opts.getpeernameLoop ? ['--getpeername-loop', String(opts.getpeernameLoop)] : []),
     ];
     // in a cgroup: the shell moves itself there, then execs the server (sockets are tagged at creation)
     const cmd = opts.cgroup ? ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', opts.cgroup, ...argv] : argv;
     const p = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     this.procs.add(p);
-    const accepts: { peer: string; local: string }[] = [];
+    const accepts: { peer: string; getpeername: string; local: string }[] = [];
+    const exited = new Promise<void>((r) => p.once('close', () => r()));
+    const server: LabServer = {
+      port: opts.port,
+      bind,
+      pid: p.pid!,
+      accepts,
+      stop: async () => {
+        p.kill('SIGTERM');
+        await waitExit(p, 3000);
+        await exited;
+        this.procs.delete(p);
+        if (!summary) throw new Error(`lab-server exited without a summary: ${stderr.trim()}`);
+        return summary;
+      },
+    };
     let summary: ServerSummary | undefined;
     let stderr = '';
     let buf = '';
@@ -492,13 +512,17 @@ export class Lab {
         buf = buf.slice(i + 1);
         if (line === 'READY') readyResolve();
         else if (line.startsWith('{')) {
-          const j = JSON.parse(line) as { accept?: { peer: string; local: string }; server?: ServerSummary };
+          const j = JSON.parse(line) as {
+            accept?: { peer: string; getpeername: string; local: string };
+            server?: ServerSummary;
+            getpeername_loop?: LabServer['getpeernameLoop'];
+          };
           if (j.accept) accepts.push(j.accept);
+          if (j.getpeername_loop) server.getpeernameLoop = j.getpeername_loop;
           if (j.server) summary = j.server;
         }
       }
     });
-    const exited = new Promise<void>((r) => p.once('close', () => r()));
     const ok = await Promise.race([
       ready.then(() => true),
       exited.then(() => false),
@@ -508,20 +532,7 @@ export class Lab {
       p.kill('SIGKILL');
       throw new Error(`lab-server on ${hostPort(bind, opts.port)} did not start: ${stderr.trim() || 'no READY within 5 s'}`);
     }
-    return {
-      port: opts.port,
-      bind,
-      pid: p.pid!,
-      accepts,
-      stop: async () => {
-        p.kill('SIGTERM');
-        await waitExit(p, 3000);
-        await exited;
-        this.procs.delete(p);
-        if (!summary) throw new Error(`lab-server exited without a summary: ${stderr.trim()}`);
-        return summary;
-      },
-    };
+    return server;
   }
 
   private toaRule(port: number, t: ToaSpec): string {
@@ -578,6 +589,21 @@ export class Lab {
       exitCode: r.code,
       stderr: r.stderr,
     };
+  }
+
+  /**
+   * Run any command as the client (curl, a Node client, ...): in the client namespace and, with
+   * `toa`, in a TOA writer cgroup that tags its connections to `vipPort` (lab-toa-writer's output
+   * lines are in stdout too).
+   */
+  clientExec(argv: string[], opts: { vipPort: number; toa?: ToaSpec; timeoutMs?: number }): Promise<ExecResult> {
+    const full = opts.toa
+      ? [
+          this.tool('lab-toa-writer'), '--netns', this.ns.client, '--cgroup', `toa-lab-${this.runId}-${++this.cgSeq}`,
+          '--rule', this.toaRule(opts.vipPort, opts.toa), '--', ...argv,
+        ]
+      : [...this.nsenter('client'), ...argv];
+    return this.run(full, opts.timeoutMs ?? 30000);
   }
 
   /** Corrupt the TOA on the lvs -> rs interface (null removes the tc program). */

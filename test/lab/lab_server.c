@@ -4,11 +4,17 @@
  *
  *   lab-server --listen IP:PORT|[IPV6]:PORT [--v6only 0|1] [--mode echo|accept]
  *              [--log-accepts] [--max-seconds N] [--read-timeout-ms N]
+ *              [--getpeername-loop N]
  *
  * Listens ([::]:PORT is dual-stack unless --v6only 1), prints READY on stdout
  * once listening, accepts in an epoll loop; echo mode reads one byte, writes it
  * back and closes; accept mode closes right after accept. --log-accepts prints
- * {"accept":{"peer":"ip:port","local":"ip:port"}} per connection. On SIGTERM /
+ * {"accept":{"peer":"ip:port","getpeername":"ip:port","local":"ip:port"}} per
+ * connection: peer is the address accept4() returned, getpeername what a later
+ * getpeername() call returns (both pass the kernel's getpeername hooks).
+ * --getpeername-loop N times N getpeername() calls (thread CPU time) on the first accepted socket
+ * and prints {"getpeername_loop":{"calls":N,"ns_per_call":X,"peer":"ip:port"}}
+ * (benchmark of toa.rewritePeer). On SIGTERM /
  * SIGINT (or after --max-seconds, default 600, a safety bound) it prints
  * {"server":{"accepted":..,"echoed":..,"closed_early":..,"timeouts":..}} and exits 0.
  */
@@ -84,13 +90,38 @@ static int parse_addr(const char *s, struct sockaddr_storage *ss)
 	return 0;
 }
 
+/* Mean cost of one getpeername() call on socket c, over n calls. */
+static void getpeername_loop(int c, long n)
+{
+	struct sockaddr_storage ss;
+	long long t0, t1;
+	struct timespec ts;
+	char p[80];
+
+	/* CPU time of this thread (syscalls included): on a shared machine wall time mostly
+	 * measures how long other processes held the CPU */
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	t0 = ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	for (long i = 0; i < n; i++) {
+		socklen_t l = sizeof(ss);
+
+		if (getpeername(c, (struct sockaddr *)&ss, &l))
+			break;
+	}
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	t1 = ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	fmt_addr(&ss, p, sizeof(p));
+	printf("{\"getpeername_loop\":{\"calls\":%ld,\"ns_per_call\":%.1f,\"peer\":\"%s\"}}\n", n,
+	       (double)(t1 - t0) / (double)n, p);
+}
+
 int main(int argc, char **argv)
 {
 	struct sockaddr_storage addr;
 	const char *listen_s = NULL;
 	int have = 0, v6only = 0, echo = 1, log_accepts = 0, lfd, ep, i, one = 1;
 	long max_seconds = 600, read_timeout_ms = 5000;
-	long accepted = 0, echoed = 0, early = 0, timeouts = 0;
+	long accepted = 0, echoed = 0, early = 0, timeouts = 0, gpn_loop = 0;
 	struct epoll_event ev, evs[256];
 	struct sigaction sa = { .sa_handler = on_signal };
 	long long t_end, last_sweep = 0;
@@ -117,6 +148,9 @@ int main(int argc, char **argv)
 			log_accepts = 1;
 		} else if (!strcmp(a, "--max-seconds") && v) {
 			max_seconds = atol(v);
+			i++;
+		} else if (!strcmp(a, "--getpeername-loop") && v) {
+			gpn_loop = atol(v);
 			i++;
 		} else if (!strcmp(a, "--read-timeout-ms") && v) {
 			read_timeout_ms = atol(v);
@@ -165,21 +199,27 @@ int main(int argc, char **argv)
 
 			if (fd == lfd) {
 				for (;;) {
-					struct sockaddr_storage peer, local;
-					socklen_t pl = sizeof(peer), ll = sizeof(local);
+					struct sockaddr_storage peer, local, gpn;
+					socklen_t pl = sizeof(peer), ll = sizeof(local), gl = sizeof(gpn);
 					int c = accept4(lfd, (struct sockaddr *)&peer, &pl,
 							SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 					if (c < 0)
 						break;
 					accepted++;
+					if (gpn_loop > 0 && accepted == 1)
+						getpeername_loop(c, gpn_loop);
 					if (log_accepts) {
-						char p[80], l[80];
+						char p[80], l[80], g[80];
 
 						getsockname(c, (struct sockaddr *)&local, &ll);
+						if (getpeername(c, (struct sockaddr *)&gpn, &gl))
+							gpn.ss_family = AF_UNSPEC;
 						fmt_addr(&peer, p, sizeof(p));
 						fmt_addr(&local, l, sizeof(l));
-						printf("{\"accept\":{\"peer\":\"%s\",\"local\":\"%s\"}}\n", p, l);
+						fmt_addr(&gpn, g, sizeof(g));
+						printf("{\"accept\":{\"peer\":\"%s\",\"getpeername\":\"%s\",\"local\":\"%s\"}}\n",
+						       p, g, l);
 					}
 					if (!echo || c >= MAX_FD) {
 						close(c);
@@ -221,6 +261,6 @@ int main(int argc, char **argv)
 	return 0;
 bad:
 	fprintf(stderr, "usage: lab-server --listen IP:PORT|[IPV6]:PORT [--v6only 0|1] [--mode echo|accept]\n"
-			"                  [--log-accepts] [--max-seconds N] [--read-timeout-ms N]\n");
+			"                  [--log-accepts] [--max-seconds N] [--read-timeout-ms N] [--getpeername-loop N]\n");
 	return 2;
 }

@@ -169,3 +169,27 @@ test('toa.trustAll: default false, env and flag; contradicts a non-empty toa.tru
   const e = t.throws(() => loadConfig({ env: {}, cli: { 'toa.trustAll': true, 'toa.trustedPeers': '198.18.2.0/24' } }), { instanceOf: ConfigError });
   t.deepEqual(e.issues.map((i) => i.key), ['toa.trustAll']);
 });
+
+test('toa.rewritePeer: default off; env, flag and ports; needs trusted peers and packet TOA', (t) => {
+  const d = loadConfig({ env: {} }).config;
+  t.false(d.toa.rewritePeer);
+  t.deepEqual(d.toa.rewritePorts, []);
+  t.is(envName('toa.rewritePeer'), 'TOA_OTEL_TOA_REWRITE_PEER');
+  t.is(flagName('toa.rewritePeer'), 'toa-rewrite-peer');
+  const on = loadConfig({ env: { TOA_OTEL_TOA_REWRITE_PEER: 'true', TOA_OTEL_TOA_TRUSTED_PEERS: '198.18.2.0/24', TOA_OTEL_TOA_REWRITE_PORTS: '80,443' } }).config;
+  t.true(on.toa.rewritePeer);
+  t.deepEqual(on.toa.rewritePorts, [80, 443]);
+  t.like(nativeOptions(on), { rewritePeer: true, rewritePorts: [80, 443] });
+  // trust-all would let any client choose the address the application sees
+  for (const cli of [{ 'toa.rewritePeer': true }, { 'toa.rewritePeer': true, 'toa.trustAll': true }] as Record<string, boolean>[]) {
+    const e = t.throws(() => loadConfig({ env: {}, cli }), { instanceOf: ConfigError });
+    t.deepEqual(e.issues.map((i) => i.key), ['toa.rewritePeer']);
+    t.regex(e.message, /needs toa.trustedPeers/);
+  }
+  const e2 = t.throws(() => loadConfig({ env: {}, cli: { 'toa.rewritePeer': true, 'toa.trustedPeers': '198.18.2.0/24', 'toa.sources': 'module' } }), { instanceOf: ConfigError });
+  t.regex(e2.message, /needs packet TOA/);
+  for (const bad of ['0', '65536', 'http', '80,,443']) {
+    const e3 = t.throws(() => loadConfig({ env: { TOA_OTEL_TOA_REWRITE_PORTS: bad } }), { instanceOf: ConfigError });
+    t.deepEqual(e3.issues.map((i) => i.key), ['toa.rewritePorts'], bad);
+  }
+});

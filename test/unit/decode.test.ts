@@ -50,6 +50,7 @@ test('IPv4 accept with a trusted packet TOA decodes every field', (t) => {
     toaTrusted: true,
     flags: 0,
     v4mapped: false,
+    rewritten: false,
     localAddr: '198.18.2.2',
     localPort: 8080,
     peerAddr: '198.18.2.1',
@@ -174,4 +175,17 @@ test('IPv6 text follows RFC 5952', (t) => {
   t.is(formatIPv6(b([0x2001, 0xdb8, 0, 1, 1, 1, 1, 1]), 0), '2001:db8:0:1:1:1:1:1');
   t.is(formatIPv6(b([0xfe80, 0, 0, 0, 0xabcd, 0, 0, 0]), 0), 'fe80::abcd:0:0:0');
   t.is(formatIPv6(b([0, 0, 0, 0, 0, 0xffff, 0xc612, 0x0101]), 0), '::ffff:198.18.1.1');
+});
+
+test('TOA_FLAG_REWRITTEN decodes as rewritten (toa.rewritePeer); a layout without the bit never sets it', (t) => {
+  const d = new EventDecoder(LAYOUT);
+  const buf = encodeEvent({ toa_source: 'TOA_SOURCE_PACKET_ACK', toa_trusted: 1, toa_addr: '198.19.7.9', flags: ['TOA_FLAG_REWRITTEN'] });
+  const ev = d.decode(buf, 0)!;
+  t.true(ev.rewritten);
+  t.is(ev.flags, 16);
+  t.is(LAYOUT.enums['TOA_FLAG_REWRITTEN'], 16);
+  t.false(d.decode(encodeEvent({}), 0)!.rewritten);
+  const old = structuredClone(LAYOUT);
+  delete old.enums['TOA_FLAG_REWRITTEN'];
+  t.false(new EventDecoder(old).decode(buf, 0)!.rewritten);
 });

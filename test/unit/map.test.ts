@@ -80,6 +80,15 @@ test('untrusted TOA is reported but does not become client.address', (t) => {
   t.is(a['lvs.toa.trusted'], false);
 });
 
+test('toa.rewritePeer: lvs.toa.rewritten=true only on rewritten connections; network.peer.* stays the balancer', (t) => {
+  const base = { toa_source: 'TOA_SOURCE_PACKET_ACK', toa_kind: 254, toa_len: 8, toa_trusted: 1, toa_addr: CLIENT, toa_port: 7, peer_addr: LVS_LOCAL, peer_port: 2 } as const;
+  const a = emit({ ...base, flags: ['TOA_FLAG_REWRITTEN'] }).attributes;
+  t.is(a['lvs.toa.rewritten'], true);
+  t.is(a['network.peer.address'], LVS_LOCAL);
+  t.is(a['client.address'], CLIENT);
+  t.false('lvs.toa.rewritten' in emit(base).attributes);
+});
+
 test('no TOA: no lvs.toa.* attributes, client is the peer', (t) => {
   const a = emit({ peer_addr: '198.18.1.2', peer_port: 40001 }).attributes;
   t.is(a['client.address'], '198.18.1.2');

@@ -45,6 +45,15 @@
 # expect sockops/packet/ipv6
 # expect auto/-/picks-fexit
 # expect merge-claim/xchg/invariant
+# expect rewrite/fexit/ipv4
+# expect rewrite/fexit/ipv6
+# expect rewrite/fexit/dual-stack
+# expect rewrite/fexit/records-flagged
+# expect rewrite/fexit/no-links-after-stop
+# expect rewrite/sockops/ipv4
+# expect rewrite/sockops/ipv6
+# expect rewrite/-/untrusted-unchanged
+# expect rewrite/fexit/module-precedence
 # expect merge-claim/lock/invariant
 
 N=5 # TOA connections per family and run
@@ -310,3 +319,82 @@ for claim in xchg lock; do
 	check merge-claim/$claim/invariant "calls=$calls connections=$conns represented=$rep lost=$lost max_suppressed=$maxs ($out)" \
 		[ -n "$calls" -a "$conns" = "$calls" -a "$(( ${rep:-0} + ${lost:-0} ))" = "$calls" -a "${maxs:-0}" -lt "${calls:-0}" ]
 done
+
+# ---- toa.rewritePeer (toa-probe --rewrite-peer): accept4() and getpeername() of the
+# server return the TOA client (what the writer put on the ACK), the balancer (here the
+# client itself) when the peer is not trusted. tsrv prints "peer ACCEPT4 GETPEERNAME".
+# With the TOA module loaded its sockets are left to it (module-precedence, here);
+# rewrite_checks runs from checks.sh once the module is unloaded. ----
+TRUST=198.18.1.0/24,2001:2::/64
+
+# rewrite_ok FAMILY(4|6|4m) FILE: "n ok" - peer lines, and how many show the sent TOA
+# client (address derived from the client port, port = client port) in both calls
+rewrite_ok() {
+	awk -v f=$1 '$1 == "peer" {
+		n++; p = $2; sub(/.*:/, "", p); p += 0
+		if (f == "4") e = sprintf("198.19.%d.%d:%d", int(p / 256), p % 256, p)
+		else if (f == "6") e = sprintf("[2001:2:0:ffff::%x]:%d", p, p)
+		else e = sprintf("[::ffff:198.19.%d.%d]:%d", int(p / 256), p % 256, p)
+		if ($2 == e && $3 == e) ok++
+	} END { print n + 0, ok + 0 }' $2
+}
+
+# rewrite_conns NAME FAMILY: N connections to $PORT, keeps the server's output in /tmp/rw-NAME
+rewrite_conns() {
+	connections $2 $PORT $N || echo "rewrite connections ($2) failed"
+	cp /tmp/srv.out /tmp/rw-$1
+}
+
+if probe_start rewrite-module --mode fexit --merge-window 0 --trusted $TRUST --rewrite-peer; then
+	connections 4 $PORT $N || echo "rewrite connections (module) failed"
+	cp /tmp/srv.out /tmp/rw-module
+	probe_stop
+	set -- $(awk -v c=$CLI4 '$1 == "peer" { n++; if (index($2, c ":") == 1 && $2 == $3) ok++ } END { print n + 0, ok + 0 }' /tmp/rw-module)
+	check rewrite/fexit/module-precedence "$2 of $1 pairs unchanged (the module owns them), want $N; skipped_module=$(stat_of rewrite_skipped_module) rewritten=$(stat_of rewritten)" \
+		[ "$1" = $N -a "$2" = $N -a "$(stat_of rewrite_skipped_module)" = $N -a "$(stat_of rewritten)" = 0 ]
+else
+	fail rewrite/fexit/module-precedence "probe did not start: $(tr '\n' ' ' < $W.err)"
+fi
+
+rewrite_checks() {
+for mode in fexit sockops; do
+	LINKS_DURING=0
+	if probe_start rewrite-$mode --mode $mode --merge-window 0 --trusted $TRUST --rewrite-peer; then
+		LINKS_DURING=$(links_now)
+		rewrite_conns $mode-4 4
+		rewrite_conns $mode-6 6
+		[ $mode = fexit ] && rewrite_conns $mode-4m 4m
+		probe_stop
+		set -- $(rewrite_ok 4 /tmp/rw-$mode-4)
+		check rewrite/$mode/ipv4 "$2 of $1 accept4()/getpeername() pairs show the TOA client, want $N: $(grep '^peer' /tmp/rw-$mode-4 | head -2 | tr '\n' ';') rewritten=$(stat_of rewritten)" \
+			[ "$1" = $N -a "$2" = $N ]
+		set -- $(rewrite_ok 6 /tmp/rw-$mode-6)
+		check rewrite/$mode/ipv6 "$2 of $1 IPv6 pairs show the TOA client, want $N: $(grep '^peer' /tmp/rw-$mode-6 | head -2 | tr '\n' ';')" \
+			[ "$1" = $N -a "$2" = $N ]
+		if [ $mode = fexit ]; then
+			set -- $(rewrite_ok 4m /tmp/rw-$mode-4m)
+			check rewrite/fexit/dual-stack "$2 of $1 v4-mapped pairs show ::ffff:TOA client, want $N: $(grep '^peer' /tmp/rw-$mode-4m | head -2 | tr '\n' ';')" \
+				[ "$1" = $N -a "$2" = $N ]
+			nf=$(grep -c '"rewritten":true' $W.out)
+			check rewrite/fexit/records-flagged "$nf records with rewritten=true, counter rewritten=$(stat_of rewritten); want $((3 * N)) each" \
+				[ "$nf" = $((3 * N)) -a "$(stat_of rewritten)" = $((3 * N)) ]
+			check_links rewrite/fexit/no-links-after-stop
+		fi
+	else
+		for c in ipv4 ipv6; do fail rewrite/$mode/$c "probe did not start: $(tr '\n' ' ' < $W.err)"; done
+		[ $mode = fexit ] && for c in dual-stack records-flagged no-links-after-stop; do
+			fail rewrite/fexit/$c "probe did not start: $(tr '\n' ' ' < $W.err)"; done
+	fi
+done
+
+# a peer outside the trusted ranges: the application keeps seeing its real peer
+if probe_start rewrite-untrusted --merge-window 0 --trusted 203.0.113.0/24 --rewrite-peer; then
+	rewrite_conns untrusted 4
+	probe_stop
+	set -- $(awk -v c=$CLI4 '$1 == "peer" { n++; if (index($2, c ":") == 1 && $2 == $3) ok++ } END { print n + 0, ok + 0 }' /tmp/rw-untrusted)
+	check rewrite/-/untrusted-unchanged "$2 of $1 pairs show the peer $CLI4 itself, want $N; skipped_untrusted=$(stat_of rewrite_skipped_untrusted)" \
+		[ "$1" = $N -a "$2" = $N -a "$(stat_of rewrite_skipped_untrusted)" = $N ]
+else
+	fail rewrite/-/untrusted-unchanged "probe did not start: $(tr '\n' ' ' < $W.err)"
+fi
+}

@@ -117,3 +117,6 @@ if rmmod toa_test && [ ! -e /proc/toa_test ] && connections 4 $PORT 2 && connect
 else
 	fail smoke/module/unload "rmmod or connections after it failed: $(lsmod | grep toa_test) $(dmesg | tail -n 3 | tr '\n' ' ')"
 fi
+
+# toa.rewritePeer without a TOA module (defined in checks-probe.sh)
+[ -f /checks-probe.sh ] && rewrite_checks

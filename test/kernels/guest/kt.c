@@ -5,12 +5,15 @@
  * the process' comm):
  *   tsrv ADDR PORT COUNT [HOLD_MS]   listen, accept COUNT connections, read each
  *                                    to EOF, keep it HOLD_MS, close; prints
- *                                    "listening pid P" and "accepted N"
+ *                                    "listening pid P", "peer ACCEPT4 GETPEERNAME"
+ *                                    per connection (the addresses accept4() and
+ *                                    getpeername() returned) and "accepted N"
  *   tcli ADDR PORT COUNT [GAP_MS]    COUNT sequential connections, each sends a line,
  *                                    half-closes, reads to EOF; prints "connected N"
  *   bpflinks                         prints "links N" and one line per BPF link
  * Every wait is bounded (alarm) so a broken kernel cannot hang the guest.
  */
+#define _GNU_SOURCE /* accept4 */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <libgen.h>
@@ -63,6 +66,26 @@ bad:
 	exit(2);
 }
 
+/* "ip:port" for IPv4, "[ip]:port" for IPv6 */
+static void fmt_addr(const struct sockaddr_storage *ss, char *out, size_t n)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)ss;
+
+		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+		snprintf(out, n, "%s:%u", ip, ntohs(a->sin_port));
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)ss;
+
+		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+		snprintf(out, n, "[%s]:%u", ip, ntohs(a->sin6_port));
+	} else {
+		snprintf(out, n, "none");
+	}
+}
+
 static void drain(int fd)
 {
 	char buf[256];
@@ -94,10 +117,18 @@ static int server(int argc, char **argv)
 	printf("listening pid %d\n", (int)getpid());
 	fflush(stdout);
 	for (n = 0; n < count; n++) {
-		int c = accept(fd, NULL, NULL);
+		struct sockaddr_storage peer = {}, gpn = {};
+		socklen_t pl = sizeof(peer), gl = sizeof(gpn);
+		char a[80], g[80];
+		int c = accept4(fd, (struct sockaddr *)&peer, &pl, 0);
 
 		if (c < 0)
 			die("accept");
+		if (getpeername(c, (struct sockaddr *)&gpn, &gl))
+			gpn.ss_family = AF_UNSPEC;
+		fmt_addr(&peer, a, sizeof(a));
+		fmt_addr(&gpn, g, sizeof(g));
+		printf("peer %s %s\n", a, g);
 		drain(c);
 		if (hold)
 			msleep(hold);
