@@ -9,7 +9,7 @@
  * real server; the lab's client sockets share this host and would otherwise add
  * their own callbacks.
  *
- *   npm run bench:accept -- [--rounds 5] [--connections 5000] [--pool 1000] [--mode auto] [--trusted CIDR,..] [--rewrite-peer]
+ *   npm run bench:accept -- [--rounds 5] [--connections 5000] [--pool 1000] [--mode auto] [--trusted CIDR,..] [--rewrite-peer] [--conntab 65536]
  *
  * --rewrite-peer: the probe runs with toa.rewritePeer (the lab's balancers trusted), so every
  * accept4() of the RS server also runs the getpeername program and returns the TOA client.
@@ -29,6 +29,7 @@ const { values } = parseArgs({
     mode: { type: 'string', default: 'auto' },
     'rewrite-peer': { type: 'boolean', default: false },
     trusted: { type: 'string', default: '' },
+    conntab: { type: 'string', default: '0' }, // traces.connTableMaxEntries (0 = off)
   },
 });
 const rounds = Number(values.rounds);
@@ -65,6 +66,7 @@ try {
       cgroupPath: cgroupDir,
       ...(values.trusted ? { trustedPeers: values.trusted.split(',') } : {}),
       ...(rewrite ? { rewritePeer: true, trustedPeers: ['198.18.2.0/24'] } : {}),
+      ...(Number(values.conntab) > 0 ? { connTableMaxEntries: Number(values.conntab) } : {}),
     });
     const withProbe = await run();
     await new Promise((r) => setTimeout(r, 100));

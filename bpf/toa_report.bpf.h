@@ -10,6 +10,7 @@
 
 #include "toa_event.h"
 #include "compat.bpf.h"
+#include "toa_conntab.bpf.h"
 
 #ifndef NSEC_PER_SEC
 #define NSEC_PER_SEC 1000000000ULL
@@ -152,6 +153,7 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 		if (!ev->toa_trusted)
 			count(TOA_CNT_TOA_UNTRUSTED, 1);
 	}
+	conntab_record(ev); /* trace enrichment: one entry per connection, before merging */
 	ev->probe_ns = bpf_ktime_get_boot_ns() - start_ns; /* start_ns is also the record's timestamp */
 
 	if (!cfg_merge_window_ns) {

@@ -100,6 +100,22 @@ export interface ToaConfig {
     /** The HMAC key itself (secret: redacted in config --print; prefer the env variable or the file). */
     hmacKey: string;
   };
+  traces: {
+    /** Kernel connection table + OTLP pass-through that adds the real client to server spans. Default false. */
+    enabled: boolean;
+    /** host:port of the OTLP/HTTP pass-through receiver. Default 127.0.0.1:4319. */
+    listen: string;
+    /** Entries of the kernel connection table (LRU). Default 65536. */
+    connTableMaxEntries: number;
+    /** Seconds after a connection's close during which its spans still match. Default 60. */
+    closeGraceSec: number;
+    /** Request bytes in flight to the upstream before new requests get 429. Default 8 MiB. */
+    maxInflightBytes: number;
+    /** Largest accepted request body (after decompression). Default 16 MiB. */
+    maxBodyBytes: number;
+    /** Retry-After seconds sent with 429/503. Default 5. */
+    retryAfterSec: number;
+  };
   shutdown: {
     /** Deadline for stop + final sweep + flush, ms. Default 10000. */
     timeoutMs: number;
@@ -205,6 +221,14 @@ const listDef = (doc: string, def: string[], allowed: string, item: Check, max?:
   },
   coerce: splitListKeepEmpty,
 });
+
+/** Parses `host:port` / `[v6]:port` with an IP address; undefined when invalid. */
+export function parseListen(s: string): { host: string; port: number } | undefined {
+  const m = /^\[([0-9a-fA-F:.]+)\]:(\d{1,5})$/.exec(s) ?? /^([0-9.]+):(\d{1,5})$/.exec(s);
+  if (!m || !isIP(m[1]!)) return undefined;
+  const port = Number(m[2]);
+  return port >= 1 && port <= 65535 ? { host: m[1]!, port } : undefined;
+}
 
 /** Parses `addr/prefix` (or a bare address); returns undefined when invalid. */
 export function parseCidr(s: string): { addr: string; prefix: number; family: 4 | 6 } | undefined {
@@ -356,6 +380,19 @@ export const SCHEMA: Record<string, KeyDef> = {
     coerce: (s) => s,
     sensitive: true,
   },
+  'traces.enabled': boolDef('Trace enrichment: keep a kernel table of accepted connections and run an OTLP/HTTP pass-through (traces.listen) that adds the real client to the server spans of applications exporting through it', false),
+  'traces.listen': {
+    doc: 'host:port of the OTLP/HTTP pass-through receiver (/v1/traces, /v1/logs, /v1/metrics); point the applications\' OTEL_EXPORTER_OTLP_ENDPOINT here',
+    default: '127.0.0.1:4319',
+    allowed: 'host:port with an IP address (IPv6 in brackets) and a port 1..65535',
+    check: (v) => (typeof v === 'string' && parseListen(v) ? undefined : 'not host:port'),
+    coerce: (s) => s.trim(),
+  },
+  'traces.connTableMaxEntries': intDef('Entries of the kernel connection table (LRU; evictions are counted): at least the connections accepted per (traces.closeGraceSec + connection lifetime)', 65536, 64, 16777216),
+  'traces.closeGraceSec': intDef('Seconds after a connection closed during which its spans still match (SDKs export spans seconds after they end)', 60, 0, 3600),
+  'traces.maxInflightBytes': intDef('Request bytes being forwarded upstream at once; past it new requests get 429 + Retry-After', 8388608, 65536, 1073741824),
+  'traces.maxBodyBytes': intDef('Largest request body accepted (after decompression); larger ones get 413', 16777216, 1024, 268435456),
+  'traces.retryAfterSec': intDef('Retry-After seconds sent with 429/503 answers', 5, 1, 300),
   'shutdown.timeoutMs': intDef('Deadline for detach + final sweep + flush at SIGINT/SIGTERM (ms)', 10000, 100, 600000),
   'status.intervalSec': intDef('Seconds between one-line status reports on stderr (0 = off)', 60, 0, 86400),
   'telemetry.metrics': boolDef('Export self-telemetry metrics over OTLP when the exporter is otlp', true),
@@ -624,5 +661,6 @@ export function nativeOptions(c: ToaConfig): import('./native-types.js').NativeP
     cgroupPath: c.probe.cgroupPath,
     rewritePeer: c.toa.rewritePeer,
     rewritePorts: c.toa.rewritePorts,
+    ...(c.traces.enabled ? { connTableMaxEntries: c.traces.connTableMaxEntries } : {}),
   };
 }

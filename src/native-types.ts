@@ -39,6 +39,19 @@ export interface NativeProbeOptions {
   buffer?: 'auto' | 'perfbuf';
   /** Load the synthetic-record program (benchmarks only; default false). */
   synthetic?: boolean;
+  /** Connection table for trace enrichment (traces.connTableMaxEntries); 0 or absent = off. */
+  connTableMaxEntries?: number;
+}
+
+/** connStats(): the connection table's size and counters (null when the table is off). */
+export interface NativeConnStats {
+  maxEntries: number;
+  /** a program stamps close times (sock_ops state callback or tp_btf/inet_sock_set_state) */
+  closeSeen: boolean;
+  keySize: number;
+  valueSize: number;
+  /** inserted, replaced, closed, close_miss, failed (enum toa_conntab_counter) */
+  counters: Record<string, number>;
 }
 
 /** Why a mode was refused by `auto` (or by a forced mode). */
@@ -109,6 +122,12 @@ export interface NativeProbe {
   /** Detaches, runs a final sweep, drains the buffer into onBatch, frees everything. */
   stop(): Promise<void>;
   stats(): NativeStats;
+  /** Connection table entries (key then value, keySize + valueSize bytes each, bpf/toa_conntab.h);
+   * null when the table is off or the probe stopped. */
+  connDump?(): Buffer | null;
+  /** Exact lookup by a packed key (bpf/toa_conntab.h struct toa_conn_key); null when absent. */
+  connLookup?(key: Buffer): Buffer | null;
+  connStats?(): NativeConnStats | null;
 }
 
 export interface NativeAddon {

@@ -34,6 +34,7 @@ import { buildResource } from './resource.js';
 import { Spool } from './spool.js';
 import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import { SelfTelemetry } from './telemetry.js';
+import { connTableStatus, startTraces, type OtlpPassThrough } from './traces/index.js';
 
 /** What the pipeline can be given instead of the defaults (tests, benchmarks, embedding). */
 export interface PipelineDeps {
@@ -130,6 +131,8 @@ export class Pipeline {
   private counting: CountingLogRecordExporter | undefined;
   private retrying: RetryingLogRecordExporter | undefined;
   private telemetry: SelfTelemetry | undefined;
+  /** OTLP pass-through of trace enrichment (traces.enabled) */
+  private traces: OtlpPassThrough | undefined;
   private otelLogger: OtelLogger | undefined;
   private timers: NodeJS.Timeout[] = [];
   private emitted = 0;
@@ -254,6 +257,7 @@ export class Pipeline {
       sweepSupported: st?.sweepSupported,
     });
     this.adoptSpool();
+    if (c.traces.enabled) await this.startTraces();
     if (c.merge.sweepIntervalSec > 0) this.every(c.merge.sweepIntervalSec * 1000, () => this.sweep());
     const tickMs = (c.status.intervalSec > 0 ? c.status.intervalSec : c.telemetry.intervalSec) * 1000;
     this.every(tickMs, () => void this.tick(c.status.intervalSec > 0));
@@ -363,6 +367,33 @@ export class Pipeline {
     } catch (e) {
       this.log.debug('loss check failed', { err: e as Error });
     }
+  }
+
+  /** traces.enabled: the OTLP pass-through (its listen error stops start-up like a probe error). */
+  private async startTraces(): Promise<void> {
+    try {
+      this.traces = await startTraces({
+        config: this.config,
+        probe: this.probe,
+        bootToUnixNs: () => this.clock!.offsetNs,
+        mask: this.mapOpts.clientMask,
+        log: this.log,
+        ...(this.deps.env ? { env: this.deps.env } : {}),
+      });
+      this.traces.registerMetrics(this.telemetry!.meterProvider);
+    } catch (e) {
+      await this.probe?.stop().catch(() => undefined);
+      this.probe = undefined;
+      this.spool?.close(); // files and state stay for the next start
+      this.spool = undefined;
+      await this.shutdownProviders(new Deadline(Math.min(this.config.shutdown.timeoutMs, 2000)));
+      throw new ProbeError('ETRACES', `traces.listen ${this.config.traces.listen}: the OTLP pass-through could not start: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /** The OTLP pass-through (traces.enabled), undefined otherwise. */
+  get passThrough(): OtlpPassThrough | undefined {
+    return this.traces;
   }
 
   // during an outage every batch fails: log the first failure at once, then one summary per 10 s
@@ -530,6 +561,7 @@ export class Pipeline {
         kernelLost: t.kernelLost,
         droppedEvents: t.droppedEvents,
         decodeErrors: t.decodeErrors + t.pipelineErrors,
+        ...(this.traces ? { ...this.traces.statusFields(), ...connTableStatus(this.probe, this.traces.table) } : {}),
       });
     } catch (e) {
       this.log.debug('status collection failed', { err: e as Error });
@@ -547,6 +579,8 @@ export class Pipeline {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     let timedOut = false;
+    // first the pass-through (apps' SDKs keep what it no longer takes), then the probe
+    await this.traces?.stop().catch((e: unknown) => this.log.warn('OTLP pass-through stop failed', { err: e as Error }));
     if (this.probe) {
       const r = await deadline.race(this.probe.stop()).catch((e: unknown) => {
         this.log.error('probe stop failed', { err: e as Error });

@@ -161,6 +161,8 @@ void ReadConfig(const OptionReader &r, toa_core_config &cfg, std::vector<toa_cid
   cfg.synth = r.Optional("synthetic").ToBoolean();  // optional: benchmarks only
   Napi::Value buffer = r.Optional("buffer");       // optional: "auto" (default) or "perfbuf" (tests)
   cfg.force_perfbuf = buffer.IsString() && buffer.As<Napi::String>().Utf8Value() == "perfbuf";
+  Napi::Value conntab = r.Optional("connTableMaxEntries");  // optional: 0/absent = no connection table
+  cfg.conntab_max_entries = conntab.IsUndefined() ? 0 : r.ToUint32(conntab, "connTableMaxEntries");
 }
 
 // Shared by the probe, its reader thread and the thread-safe function's callbacks; deleted by
@@ -176,7 +178,9 @@ class Probe : public Napi::ObjectWrap<Probe> {
     return DefineClass(env, "Probe",
                        {InstanceMethod("start", &Probe::Start), InstanceMethod("sweep", &Probe::Sweep),
                         InstanceMethod("synthesize", &Probe::Synthesize),
-                        InstanceMethod("stop", &Probe::Stop), InstanceMethod("stats", &Probe::Stats)});
+                        InstanceMethod("stop", &Probe::Stop), InstanceMethod("stats", &Probe::Stats),
+                        InstanceMethod("connDump", &Probe::ConnDump), InstanceMethod("connLookup", &Probe::ConnLookup),
+                        InstanceMethod("connStats", &Probe::ConnStats)});
   }
 
   // The constructor only validates and stores options: nothing touches the kernel yet.
@@ -364,6 +368,49 @@ class Probe : public Napi::ObjectWrap<Probe> {
     stop_waiters_.push_back(deferred);
     stopping_ = true;  // the reader finishes its poll (<= pollIntervalMs), drains and releases
     return deferred.Promise();
+  }
+
+  // Connection table (trace enrichment). connDump() -> Buffer of entries (key then value,
+  // TOA_CONN_ENTRY_SIZE bytes each) or null when the table is off / the probe is stopped.
+  Napi::Value ConnDump(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!core_ || !cfg_.conntab_max_entries) return env.Null();
+    std::vector<uint8_t> buf((size_t)cfg_.conntab_max_entries * TOA_CONN_ENTRY_SIZE);
+    int n = toa_core_conn_dump(core_, buf.data(), cfg_.conntab_max_entries);
+    if (n < 0) throw ProbeError(env, toa_err_code(-n), std::string("connection table dump failed: ") + strerror(-n));
+    return Napi::Buffer<uint8_t>::Copy(env, buf.data(), (size_t)n * TOA_CONN_ENTRY_SIZE);
+  }
+
+  // connLookup(key: Buffer of TOA_CONN_KEY_SIZE bytes) -> value Buffer or null
+  Napi::Value ConnLookup(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsBuffer() || info[0].As<Napi::Buffer<uint8_t>>().Length() != TOA_CONN_KEY_SIZE)
+      throw Napi::TypeError::New(env, "connLookup(key): key must be a Buffer of " + std::to_string(TOA_CONN_KEY_SIZE) + " bytes");
+    if (!core_) return env.Null();
+    struct toa_conn_key key;
+    struct toa_conn_val val;
+    memcpy(&key, info[0].As<Napi::Buffer<uint8_t>>().Data(), sizeof(key));
+    if (toa_core_conn_lookup(core_, &key, &val)) return env.Null();
+    return Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<uint8_t *>(&val), sizeof(val));
+  }
+
+  // connStats() -> {maxEntries, closeSeen, keySize, valueSize, counters: {inserted, ...}} or null when off
+  Napi::Value ConnStats(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    uint64_t c[TOA_CT_MAX];
+    uint32_t max = 0;
+    bool close_seen = false;
+    if (!core_ || toa_core_conn_counters(core_, c, &max, &close_seen)) return env.Null();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("maxEntries", max);
+    o.Set("closeSeen", close_seen);
+    o.Set("keySize", TOA_CONN_KEY_SIZE);
+    o.Set("valueSize", TOA_CONN_VAL_SIZE);
+    Napi::Object counters = Napi::Object::New(env);
+    for (int i = 0; i < TOA_CT_MAX; i++)
+      if (toa_conntab_counter_name(i)) counters.Set(toa_conntab_counter_name(i), Napi::Number::New(env, (double)c[i]));
+    o.Set("counters", counters);
+    return o;
   }
 
   Napi::Value Stats(const Napi::CallbackInfo &info) {

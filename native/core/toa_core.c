@@ -42,7 +42,7 @@ struct toa_core {
 	bool sweep_loaded;
 	bool claim_xchg; /* merge window claims with BPF_XCHG (kernel >= 5.12) */
 	struct toa_buffer buf;
-	struct bpf_link *links[6]; /* accept probe, sock_ops, getpeername4, getpeername6 */
+	struct bpf_link *links[6]; /* accept probe, sock_ops, getpeername4, getpeername6, conntab close */
 	int nlinks;
 	toa_log_fn log;
 	void *log_user;
@@ -50,6 +50,8 @@ struct toa_core {
 	void *cb_user;
 	struct toa_refusal refusals[4];
 	int nrefusals;
+	uint32_t conntab_max; /* 0 = connection table off */
+	bool conntab_close;   /* a program stamps close times */
 };
 
 /* ---- logging: libbpf has one global print hook; route it to the opener's logger ---- */
@@ -541,6 +543,7 @@ static void set_rodata(struct toa_core *c, const struct attempt *a, const struct
 	}
 	r->cfg_use_ringbuf = c->buf.ring;
 	r->cfg_wakeup_bytes = wakeup_bytes(cfg);
+	r->cfg_conntab = cfg->conntab_max_entries > 0;
 	r->cfg_rewrite_peer = a->rewrite;
 	r->cfg_rewrite_all_ports = cfg->rewrite_ports_n == 0;
 }
@@ -555,6 +558,8 @@ static void size_maps(struct toa_core *c, const struct attempt *a, const struct 
 	toa_buffer_setup(&c->buf, s->maps.events, c->buf.ring, cfg->ringbuf_bytes);
 	if (!a->need_sockops || a->mode != TOA_MODE_SOCKOPS)
 		bpf_map__set_max_entries(s->maps.pending, a->need_sockops ? 16384 : 1);
+	c->conntab_max = cfg->conntab_max_entries;
+	bpf_map__set_max_entries(s->maps.conntab, cfg->conntab_max_entries ? cfg->conntab_max_entries : 1);
 	/* kernels before 5.2 have no socket storage: create it only for the mode */
 	bpf_map__set_autocreate(s->maps.rewrite_peer, a->rewrite);
 	if (!a->rewrite || !cfg->rewrite_ports_n)
@@ -576,6 +581,8 @@ static void select_programs(struct toa_core *c, const struct attempt *a, const s
 	bpf_program__set_autoload(s->progs.rewrite_getpeername6, a->rewrite);
 	c->sweep_loaded = cfg->merge_window_s && have_for_each_map_elem();
 	bpf_program__set_autoload(s->progs.sweep, c->sweep_loaded);
+	/* close times: sock_ops state callbacks in sockops mode, this tracepoint in the others */
+	bpf_program__set_autoload(s->progs.conntab_state, cfg->conntab_max_entries && mode != TOA_MODE_SOCKOPS && a->btf);
 	if (cfg->merge_window_s && !c->sweep_loaded)
 		logf_(c->log, c->log_user, TOA_LOG_WARN,
 		      "kernel lacks bpf_for_each_map_elem (< 5.13): merged counts are reported by the next connection of each key only");
@@ -695,6 +702,28 @@ static int attach_sockops(struct toa_core *c, const struct attempt *a)
 	return 0;
 }
 
+/* Close times of the connection table; without them an entry matches spans until it is
+ * evicted (logged, not fatal: the accept side works). */
+static void attach_conntab_close(struct toa_core *c, const struct attempt *a)
+{
+	struct bpf_program *p = c->skel->progs.conntab_state;
+
+	c->conntab_close = false;
+	if (!c->conntab_max)
+		return;
+	if (a->mode == TOA_MODE_SOCKOPS) {
+		c->conntab_close = true; /* BPF_SOCK_OPS_STATE_CB in the sock_ops program */
+		return;
+	}
+	if (bpf_program__fd(p) >= 0 && !add_link(c, bpf_program__attach(p))) {
+		c->conntab_close = true;
+		return;
+	}
+	logf_(c->log, c->log_user, TOA_LOG_WARN,
+	      "connection table: close times unavailable in %s mode (tp_btf/inet_sock_set_state %s); entries match until evicted",
+	      toa_mode_name(a->mode), a->btf ? "did not attach" : "needs kernel BTF");
+}
+
 static int fill_rewrite_ports(struct toa_core *c, const struct toa_core_config *cfg)
 {
 	int fd = bpf_map__fd(c->skel->maps.rewrite_ports);
@@ -801,6 +830,8 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 		err = attach_accept_probe(c, &a);
 	if (!err)
 		err = attach_sockops(c, &a);
+	if (!err)
+		attach_conntab_close(c, &a);
 	if (!err)
 		err = attach_rewrite(c, &a);
 	if (!err && cfg->synth)
@@ -1049,6 +1080,105 @@ int toa_core_stats(struct toa_core *c, struct toa_core_stats *st)
 		st->progs[st->nprogs].run_time_ns = info.run_time_ns;
 		st->nprogs++;
 	}
+	return 0;
+}
+
+/* ---- connection table ---- */
+
+const char *toa_conntab_counter_name(int idx)
+{
+	switch (idx) {
+	case TOA_CT_INSERTED: return "inserted";
+	case TOA_CT_REPLACED: return "replaced";
+	case TOA_CT_CLOSED: return "closed";
+	case TOA_CT_CLOSE_MISS: return "close_miss";
+	case TOA_CT_FAILED: return "failed";
+	default: return NULL;
+	}
+}
+
+int toa_core_conn_lookup(struct toa_core *c, const struct toa_conn_key *key, struct toa_conn_val *val)
+{
+	if (!c->skel || !c->conntab_max)
+		return -ENOENT;
+	if (bpf_map_lookup_elem(bpf_map__fd(c->skel->maps.conntab), key, val))
+		return -errno;
+	return 0;
+}
+
+/* key-by-key walk: kernels/maps without BPF_MAP_LOOKUP_BATCH */
+static int conn_dump_walk(int fd, uint8_t *buf, uint32_t max)
+{
+	struct toa_conn_key k, next;
+	uint32_t n = 0;
+	void *prev = NULL;
+
+	while (n < max && !bpf_map_get_next_key(fd, prev, &next)) {
+		k = next;
+		prev = &k;
+		if (bpf_map_lookup_elem(fd, &k, buf + (size_t)n * TOA_CONN_ENTRY_SIZE + TOA_CONN_KEY_SIZE))
+			continue; /* evicted between the two calls */
+		memcpy(buf + (size_t)n * TOA_CONN_ENTRY_SIZE, &k, TOA_CONN_KEY_SIZE);
+		n++;
+	}
+	return (int)n;
+}
+
+int toa_core_conn_dump(struct toa_core *c, void *out, uint32_t max)
+{
+	enum { CHUNK = 4096 };
+	static struct toa_conn_key keys[CHUNK];
+	static struct toa_conn_val vals[CHUNK];
+	uint8_t *buf = out;
+	uint32_t n = 0, batch = 0;
+	bool first = true;
+	int fd, err = 0;
+
+	if (!c->skel || !c->conntab_max)
+		return -ENOENT;
+	fd = bpf_map__fd(c->skel->maps.conntab);
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	/* BPF_MAP_LOOKUP_BATCH: a few syscalls for the whole table (static chunk: one dumper at a time,
+	 * the addon calls this from the JS thread only) */
+	while (n < max) {
+		__u32 count = max - n < CHUNK ? max - n : CHUNK;
+
+		err = bpf_map_lookup_batch(fd, first ? NULL : &batch, &batch, keys, vals, &count, &opts);
+		if (err && errno != ENOENT) {
+			if (first && (errno == EINVAL || errno == ENOTSUP || errno == EOPNOTSUPP))
+				return conn_dump_walk(fd, buf, max);
+			return -errno;
+		}
+		for (__u32 i = 0; i < count; i++, n++) {
+			memcpy(buf + (size_t)n * TOA_CONN_ENTRY_SIZE, &keys[i], TOA_CONN_KEY_SIZE);
+			memcpy(buf + (size_t)n * TOA_CONN_ENTRY_SIZE + TOA_CONN_KEY_SIZE, &vals[i], TOA_CONN_VAL_SIZE);
+		}
+		first = false;
+		if (err) /* ENOENT: the last batch */
+			break;
+	}
+	return (int)n;
+}
+
+int toa_core_conn_counters(struct toa_core *c, uint64_t out[TOA_CT_MAX], uint32_t *max_entries, bool *close_seen)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	__u32 zero = 0;
+	__u64 *vals;
+
+	memset(out, 0, sizeof(uint64_t) * TOA_CT_MAX);
+	if (!c->skel || !c->conntab_max || ncpu <= 0)
+		return -ENOENT;
+	*max_entries = c->conntab_max;
+	*close_seen = c->conntab_close;
+	vals = calloc((size_t)ncpu * TOA_CT_MAX, sizeof(__u64));
+	if (!vals)
+		return -ENOMEM;
+	if (!bpf_map_lookup_elem(bpf_map__fd(c->skel->maps.conntab_counters), &zero, vals))
+		for (int cpu = 0; cpu < ncpu; cpu++)
+			for (int i = 0; i < TOA_CT_MAX; i++)
+				out[i] += vals[(size_t)cpu * TOA_CT_MAX + i];
+	free(vals);
 	return 0;
 }
 

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "toa_event.h"
+#include "toa_conntab.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -51,6 +52,7 @@ struct toa_core_config {
 	bool synth;              /* also load the synthetic-record program (bpf/toa_bench.bpf.c, benchmarks) */
 	const char *cgroup_path; /* cgroup v2 directory for sock_ops; NULL/"" = the v2 root (all sockets) */
 	bool force_perfbuf;      /* use the perf-buffer fallback even where ring buffers exist (tests) */
+	uint32_t conntab_max_entries; /* connection table for trace enrichment; 0 = off */
 	bool rewrite_peer;       /* accept4()/getpeername() return the trusted TOA client (cgroup/getpeername4/6) */
 	uint16_t rewrite_ports[TOA_CORE_MAX_REWRITE_PORTS]; /* local ports in scope; none = all */
 	int rewrite_ports_n;
@@ -110,6 +112,19 @@ void toa_core_close(struct toa_core *c);
 
 int toa_core_mode(const struct toa_core *c);
 int toa_core_stats(struct toa_core *c, struct toa_core_stats *st);
+
+/* ---- connection table (trace enrichment; cfg.conntab_max_entries > 0) ---- */
+/* One dumped entry: key then value, back to back (TOA_CONN_KEY_SIZE + TOA_CONN_VAL_SIZE bytes). */
+#define TOA_CONN_ENTRY_SIZE (TOA_CONN_KEY_SIZE + TOA_CONN_VAL_SIZE)
+/* Copy up to max entries into buf (max * TOA_CONN_ENTRY_SIZE bytes); returns the count or -errno
+ * (-ENOENT when the table is off). Entries change while dumped: a consistent-enough snapshot. */
+int toa_core_conn_dump(struct toa_core *c, void *buf, uint32_t max);
+/* Exact lookup: 0 and *val filled, -ENOENT when absent or the table is off. */
+int toa_core_conn_lookup(struct toa_core *c, const struct toa_conn_key *key, struct toa_conn_val *val);
+/* Counters of the table summed over CPUs (enum toa_conntab_counter); -ENOENT when off.
+ * *max_entries gets the table size; *close_seen whether a close program is attached. */
+int toa_core_conn_counters(struct toa_core *c, uint64_t out[TOA_CT_MAX], uint32_t *max_entries, bool *close_seen);
+const char *toa_conntab_counter_name(int idx);
 
 const char *toa_mode_name(int mode);
 int toa_mode_from_name(const char *name); /* -1 if unknown; TOA_MODE_NONE for "auto" */

@@ -107,6 +107,19 @@ static void print_stats(struct toa_core *c)
 	for (int i = 0; i < TOA_CNT_MAX; i++)
 		if (toa_counter_name(i))
 			printf(",\"%s\":%llu", toa_counter_name(i), (unsigned long long)st.counters[i]);
+	{
+		uint64_t ct[TOA_CT_MAX];
+		uint32_t max = 0;
+		bool close_seen = false;
+
+		/* the connection table of trace enrichment (--conntab): flat keys for the guest's stat_of */
+		if (!toa_core_conn_counters(c, ct, &max, &close_seen)) {
+			printf(",\"conntab_max\":%u,\"conntab_close_seen\":%d", max, close_seen ? 1 : 0);
+			for (int i = 0; i < TOA_CT_MAX; i++)
+				if (toa_conntab_counter_name(i))
+					printf(",\"conntab_%s\":%llu", toa_conntab_counter_name(i), (unsigned long long)ct[i]);
+		}
+	}
 	printf(",\"programs\":[");
 	for (int i = 0; i < st.nprogs; i++)
 		printf("%s{\"name\":\"%s\",\"run_cnt\":%llu,\"run_time_ns\":%llu}", i ? "," : "", st.progs[i].name,
@@ -129,6 +142,7 @@ static void usage(FILE *f)
 		"  --sweep-interval SEC                  sweep merged counts every SEC (default 0 = only at exit)\n"
 		"  --duration SEC                        exit after SEC seconds\n"
 		"  --cgroup DIR                          attach sock_ops to this cgroup v2 directory (default: the v2 root)\n"
+		"  --conntab N                           keep the trace-enrichment connection table (N entries; default off)\n"
 		"  --rewrite-peer                        accept4()/getpeername() return the trusted TOA client (needs --trusted)\n"
 		"  --rewrite-ports P[,P...]              limit --rewrite-peer to these local ports (default: all)\n"
 		"  --capabilities                        print what this kernel supports and exit\n"
@@ -316,6 +330,11 @@ static int apply_option(struct cli *o, int opt, char *arg, bool *accept_set)
 	case 'd':
 		return parse_seconds(arg, &o->duration) ? 0 : bad_arg("--duration", arg, "seconds >= 0");
 	case 'g': cfg->cgroup_path = arg; return 0;
+	case 'T':
+		if (!parse_uint(arg, 1, 16777216, &v))
+			return bad_arg("--conntab", arg, "a whole number of entries, 1 to 16777216");
+		cfg->conntab_max_entries = v;
+		return 0;
 	case 'r': cfg->rewrite_peer = true; return 0;
 	case 'P': {
 		char *copy = strdup(arg);
@@ -349,6 +368,7 @@ static int parse_cli(int argc, char **argv, struct cli *o)
 		{ "sweep-interval", required_argument, 0, 'i' },
 		{ "duration", required_argument, 0, 'd' },
 		{ "cgroup", required_argument, 0, 'g' },
+		{ "conntab", required_argument, 0, 'T' },
 		{ "rewrite-peer", no_argument, 0, 'r' },
 		{ "rewrite-ports", required_argument, 0, 'P' },
 		{ "capabilities", no_argument, 0, 'c' },

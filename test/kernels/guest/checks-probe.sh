@@ -3,6 +3,8 @@
 # The host requires exactly the checks listed by the "# expect" lines below.
 #
 # expect fexit/-/attach
+# expect fexit/-/conntab
+# expect kretprobe/-/conntab
 # expect fexit/-/accept-signature
 # expect fexit/-/accepts-procinfo
 # expect fexit/-/no-toa
@@ -230,6 +232,20 @@ for mode in fexit kretprobe; do
 		NAME_PREFIX=
 	else
 		for c in syn-ipv4 syn-ipv6; do fail $mode/packet/$c "probe did not start: $(tr '\n' ' ' < $W.err)"; done
+	fi
+
+	# ---- trace enrichment's connection table: one entry per connection, closes stamped
+	# (sock_ops state callbacks in sockops mode, tp_btf/inet_sock_set_state otherwise) ----
+	if probe_start $mode-conntab --mode $mode --merge-window 10 --conntab 4096; then
+		connections 4 $PORT $N && connections 6 $PORT $N || echo "conntab connections failed"
+		sleep 1
+		probe_stop
+		ins=$(stat_of conntab_inserted) rep=$(stat_of conntab_replaced) cl=$(stat_of conntab_closed) cs=$(stat_of conntab_close_seen)
+		echo "conntab $mode: inserted $ins replaced $rep closed $cl close_miss $(stat_of conntab_close_miss) close_seen $cs"
+		check $mode/-/conntab "inserted $ins replaced $rep closed $cl close_miss $(stat_of conntab_close_miss) close_seen $cs; want >= $((2 * N)) entries and closes" \
+			[ "$((ins + rep))" -ge $((2 * N)) -a "$cs" = 1 -a "$cl" -ge $((2 * N)) ]
+	else
+		fail $mode/-/conntab "toa-probe --conntab did not start: $(tr '\n' ' ' < $W.err)"
 	fi
 
 	# ---- merge window: 7 connections of one key (no TOA, same peer) and N with

@@ -1,0 +1,198 @@
+// SPDX-License-Identifier: Apache-2.0
+/**
+ * OTLP pass-through benchmark (issue 12): spans per second through src/traces/receiver.ts with and
+ * without enrichment, CPU µs per span and RSS of the pass-through process, and the cost of one
+ * refresh of a full connection table (decode + index). The pass-through runs as its own process
+ * (this file with --role passthrough), the upstream is bench/otlp-count-receiver.mjs (another
+ * process), the load comes from this process. The connection table is the real ConnTable fed a
+ * packed dump in the kernel layout (no kernel needed; the kernel side is measured by
+ * `npm run bench:accept -- --conntab 65536`).
+ *
+ *   npx tsx bench/traces.ts [--seconds 5] [--spans 512] [--concurrency 4] [--entries 65536]
+ *
+ * Not a test: it prints numbers, it does not judge them.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
+import net from 'node:net';
+import readline from 'node:readline';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { defaults } from '../src/config.js';
+import { createLogger } from '../src/log.js';
+import { CONN_ENTRY_SIZE, ConnTable } from '../src/traces/conntab.js';
+import { OtlpPassThrough } from '../src/traces/receiver.js';
+import { otlpSchema } from '../src/traces/schema.js';
+
+const { values } = parseArgs({
+  options: {
+    role: { type: 'string', default: 'main' },
+    upstream: { type: 'string', default: '' },
+    enrich: { type: 'string', default: '1' },
+    seconds: { type: 'string', default: '5' },
+    spans: { type: 'string', default: '512' },
+    concurrency: { type: 'string', default: '4' },
+    entries: { type: 'string', default: '65536' },
+  },
+});
+const ENTRIES = Number(values.entries);
+const BOOT_TO_UNIX = BigInt(Date.now()) * 1_000_000n - 3600n * 1_000_000_000n;
+
+/** Entry i: peer 198.18.2.(1 + i / 60000):(1024 + i % 60000), TOA 10.x.y.z trusted (every peer distinct). */
+function syntheticDump(n: number): Buffer {
+  const b = Buffer.alloc(n * CONN_ENTRY_SIZE);
+  for (let i = 0; i < n; i++) {
+    const o = i * CONN_ENTRY_SIZE;
+    const v = o + 40;
+    b[o] = 4;
+    b.writeUInt16LE(8000, o + 2);
+    b.writeUInt16LE(1024 + (i % 60000), o + 4);
+    b.set([198, 18, 2, 2], o + 8);
+    b.set([198, 18, 2, 1 + Math.floor(i / 60000)], o + 24);
+    b.writeBigUInt64LE(1_000_000_000n, v); // accepted 1 s after boot, still open
+    b.writeUInt16LE(40000 + (i % 20000), v + 28);
+    b[v + 30] = 2;
+    b[v + 31] = 254;
+    b[v + 32] = 1;
+    b.set([10, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff], v + 36);
+  }
+  return b;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+async function passthrough(): Promise<void> {
+  const config = defaults();
+  config.otlp.endpoint = values.upstream!;
+  config.traces.listen = `127.0.0.1:${await freePort()}`;
+  config.traces.maxInflightBytes = 256 << 20;
+  let table: ConnTable | undefined;
+  let refreshMs = 0;
+  if (values.enrich === '1') {
+    const dump = syntheticDump(ENTRIES);
+    table = new ConnTable(() => dump);
+    const t0 = performance.now();
+    table.refresh(true);
+    refreshMs = performance.now() - t0;
+  }
+  const pt = new OtlpPassThrough({ config, table, bootToUnixNs: () => BOOT_TO_UNIX, mask: undefined, log: createLogger('error'), env: {} });
+  const { port } = await pt.start();
+  const cpu0 = process.cpuUsage();
+  let spans0 = 0;
+  let enriched0 = 0;
+  process.stdout.write(JSON.stringify({ port, refreshMs }) + '\n');
+  for await (const line of readline.createInterface({ input: process.stdin })) {
+    if (line === 'reset') {
+      Object.assign(cpu0, process.cpuUsage());
+      spans0 = pt.counters.spans.spans; // the warm-up requests are not measured
+      enriched0 = pt.counters.spans.enriched;
+      process.stdout.write('{"reset":true}\n');
+    } else if (line === 'stats') {
+      const c = process.cpuUsage(cpu0);
+      process.stdout.write(JSON.stringify({ cpuUs: c.user + c.system, rssMiB: process.memoryUsage().rss / 2 ** 20, spans: { spans: pt.counters.spans.spans - spans0, enriched: pt.counters.spans.enriched - enriched0 } }) + '\n');
+      await pt.stop();
+      process.exit(0);
+    }
+  }
+}
+
+function request(nSpans: number, seed: number): Buffer {
+  const type = otlpSchema().request.traces;
+  const start = (BigInt(Date.now()) * 1_000_000n).toString();
+  const kv = (key: string, v: string | number) => ({ key, value: typeof v === 'string' ? { stringValue: v } : { intValue: v } });
+  const spans = Array.from({ length: nSpans }, (_, i) => {
+    const k = (seed * nSpans + i) % Math.min(ENTRIES, 60000);
+    return {
+      traceId: randomBytes(16), spanId: randomBytes(8), name: 'GET /api/items/{id}', kind: 2, startTimeUnixNano: start, endTimeUnixNano: start,
+      attributes: [
+        kv('http.request.method', 'GET'), kv('url.path', `/api/items/${i}`), kv('url.scheme', 'http'), kv('http.route', '/api/items/{id}'),
+        kv('http.response.status_code', 200), kv('server.address', 'svc.example'), kv('server.port', 80), kv('user_agent.original', 'bench/1.0'),
+        kv('network.protocol.version', '1.1'), kv('network.peer.address', '198.18.2.1'), kv('network.peer.port', 1024 + k), kv('client.address', '198.18.2.1'),
+      ],
+    };
+  });
+  const req = { resourceSpans: [{ resource: { attributes: [kv('service.name', 'bench-app'), kv('process.pid', 4242)] }, scopeSpans: [{ scope: { name: '@opentelemetry/instrumentation-http' }, spans }] }] };
+  return Buffer.from(type.encode(type.fromObject(req)).finish());
+}
+
+function lines(p: ChildProcess): AsyncIterator<string> {
+  return readline.createInterface({ input: p.stdout! })[Symbol.asyncIterator]();
+}
+
+async function run(enrich: boolean, upstream: string, bodies: Buffer[]): Promise<Record<string, number>> {
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--role', 'passthrough', '--upstream', upstream, '--enrich', enrich ? '1' : '0', '--entries', String(ENTRIES)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const out = lines(child);
+  const { port, refreshMs } = JSON.parse((await out.next()).value as string) as { port: number; refreshMs: number };
+  const agent = new http.Agent({ keepAlive: true, maxSockets: Number(values.concurrency) });
+  const post = (b: Buffer) =>
+    new Promise<number>((resolve, reject) => {
+      const r = http.request({ host: '127.0.0.1', port, path: '/v1/traces', method: 'POST', agent, headers: { 'content-type': 'application/x-protobuf', 'content-length': b.length } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      r.on('error', reject);
+      r.end(b);
+    });
+  // warm-up, then measure
+  for (let i = 0; i < 20; i++) await post(bodies[i % bodies.length]!);
+  child.stdin.write('reset\n');
+  await out.next();
+  const end = Date.now() + Number(values.seconds) * 1000;
+  let sent = 0;
+  let failed = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: Number(values.concurrency) }, async (_, w) => {
+      for (let i = w; Date.now() < end; i += Number(values.concurrency)) {
+        if ((await post(bodies[i % bodies.length]!)) === 200) sent++;
+        else failed++;
+      }
+    }),
+  );
+  const secs = (performance.now() - t0) / 1000;
+  child.stdin.write('stats\n');
+  const st = JSON.parse((await out.next()).value as string) as { cpuUs: number; rssMiB: number; spans: { spans: number; enriched: number } };
+  agent.destroy();
+  const spans = sent * Number(values.spans);
+  return {
+    spansPerSec: Math.round(spans / secs),
+    cpuUsPerSpan: Math.round((st.cpuUs / st.spans.spans) * 100) / 100,
+    cpuCores: Math.round((st.cpuUs / 1e6 / secs) * 100) / 100,
+    enriched: st.spans.enriched,
+    failedRequests: failed,
+    rssMiB: Math.round(st.rssMiB),
+    ...(enrich ? { tableRefreshMs: Math.round(refreshMs) } : {}),
+  };
+}
+
+async function main(): Promise<void> {
+  const sink = spawn(process.execPath, [fileURLToPath(new URL('./otlp-count-receiver.mjs', import.meta.url))], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const sinkOut = lines(sink);
+  const { port } = JSON.parse((await sinkOut.next()).value as string) as { port: number };
+  const upstream = `http://127.0.0.1:${port}`;
+  const bodies = Array.from({ length: 32 }, (_, i) => request(Number(values.spans), i));
+  console.log(`request: ${values.spans} spans, ${Math.round(bodies[0]!.length / 1024)} KiB protobuf; table ${ENTRIES} entries; ${values.concurrency} in flight; ${values.seconds} s per run`);
+  const rows: Record<string, Record<string, number>> = {};
+  try {
+    for (const round of [1, 2]) {
+      rows[`plain #${round}`] = await run(false, upstream, bodies);
+      rows[`enriched #${round}`] = await run(true, upstream, bodies);
+    }
+    console.table(rows);
+  } finally {
+    sink.kill('SIGTERM');
+  }
+}
+
+if (values.role === 'passthrough') await passthrough();
+else await main();

@@ -1,0 +1,235 @@
+// Enrichment of SERVER spans with the real client: finds each span's socket peer in its
+// attributes (every naming CORRELATION.md lists), matches it against the connection table and
+// adds client.address/client.port (when the app had no forwarded-for information) and
+// lvs.toa.*. Works on the decoded request object, the same shape from protobufjs and from
+// OTLP/JSON (lowerCamelCase fields). network.peer.* is never touched.
+import type { AddressMask } from '../privacy.js';
+import { canonicalAddress, matchSpan, type ConnEntry, type ConnTable, type MatchOptions } from './conntab.js';
+
+/** SPAN_KIND_SERVER of opentelemetry.proto.trace.v1.Span.SpanKind */
+export const SPAN_KIND_SERVER = 2;
+
+interface AnyValue {
+  stringValue?: string | null;
+  intValue?: unknown;
+  [k: string]: unknown;
+}
+interface KeyValue {
+  key: string;
+  value?: AnyValue | null;
+}
+export type KeyValueLike = KeyValue;
+
+/** One span as enrichment sees it, from the object form or the protobuf walk (src/traces/wire.ts). */
+export interface SpanView {
+  kind: number | string | null | undefined;
+  startTimeUnixNano: unknown;
+  /** mutated in place by enrichment */
+  attributes: KeyValue[];
+  resourceAttributes: readonly KeyValue[];
+  /** set when enrichment changed the attributes */
+  changed?: boolean;
+}
+interface SpanLike {
+  kind?: number | string | null;
+  startTimeUnixNano?: unknown;
+  attributes?: KeyValue[] | null;
+}
+interface RequestLike {
+  resourceSpans?: {
+    resource?: { attributes?: KeyValue[] | null } | null;
+    scopeSpans?: { spans?: SpanLike[] | null }[] | null;
+  }[] | null;
+}
+
+export type UnmatchedReason = 'no_peer' | 'not_in_table' | 'outside_window' | 'ambiguous' | 'no_toa' | 'untrusted';
+export const UNMATCHED_REASONS: readonly UnmatchedReason[] = ['no_peer', 'not_in_table', 'outside_window', 'ambiguous', 'no_toa', 'untrusted'];
+
+export interface EnrichStats {
+  spans: number;
+  serverSpans: number;
+  enriched: number;
+  unmatched: Record<UnmatchedReason, number>;
+}
+
+export const emptyEnrichStats = (): EnrichStats => ({
+  spans: 0,
+  serverSpans: 0,
+  enriched: 0,
+  unmatched: { no_peer: 0, not_in_table: 0, outside_window: 0, ambiguous: 0, no_toa: 0, untrusted: 0 },
+});
+
+/** int64/fixed64 as protobufjs (Long or number) or OTLP/JSON (string or number) carries it. */
+export function toBigInt(v: unknown): bigint | undefined {
+  if (typeof v === 'bigint') return v;
+  if (typeof v === 'number') return Number.isFinite(v) ? BigInt(Math.trunc(v)) : undefined;
+  if (typeof v === 'string') return /^-?\d+$/.test(v) ? BigInt(v) : undefined;
+  if (v && typeof v === 'object' && 'low' in v && 'high' in v) {
+    try {
+      return BigInt((v as { toString(): string }).toString());
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+function findAttr(attrs: readonly KeyValue[], key: string): AnyValue | undefined {
+  for (const a of attrs) if (a && a.key === key) return a.value ?? undefined;
+  return undefined;
+}
+const str = (v: AnyValue | undefined): string | undefined => (typeof v?.stringValue === 'string' ? v.stringValue : undefined);
+function int(v: AnyValue | undefined): number | undefined {
+  if (!v) return undefined;
+  const b = toBigInt(v.intValue);
+  if (b !== undefined) return Number(b);
+  const s = str(v); // some instrumentations send ports as strings
+  return s !== undefined && /^\d+$/.test(s) ? Number(s) : undefined;
+}
+
+/** "ip:port" / "[v6]:port" (Envoy's peer.address) */
+export function splitHostPort(s: string): { addr: string; port: number } | undefined {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(s) ?? /^([^:]+):(\d{1,5})$/.exec(s);
+  return m ? { addr: m[1]!, port: Number(m[2]) } : undefined;
+}
+
+export interface SocketPeer {
+  addr: string;
+  port: number;
+  /** attribute naming the peer came from */
+  from: string;
+}
+
+/** The span's socket peer (canonical address), in the order of precedence of CORRELATION.md. */
+export function socketPeer(attrs: readonly KeyValue[]): SocketPeer | undefined {
+  const pair = (a: string, p: string): SocketPeer | undefined => {
+    const addr = str(findAttr(attrs, a));
+    const port = int(findAttr(attrs, p));
+    const c = addr !== undefined ? canonicalAddress(addr) : undefined;
+    return c !== undefined && port !== undefined ? { addr: c, port, from: a } : undefined;
+  };
+  const r = pair('network.peer.address', 'network.peer.port') ?? pair('net.sock.peer.addr', 'net.sock.peer.port') ?? pair('net.peer.ip', 'net.peer.port');
+  if (r) return r;
+  const envoy = str(findAttr(attrs, 'peer.address'));
+  if (envoy !== undefined) {
+    const hp = splitHostPort(envoy);
+    const c = hp ? canonicalAddress(hp.addr) : undefined;
+    if (hp && c !== undefined) return { addr: c, port: hp.port, from: 'peer.address' };
+  }
+  // Python's stable semconv: the socket peer as client.address/client.port, no network.peer.*
+  if (findAttr(attrs, 'network.peer.address') === undefined) return pair('client.address', 'client.port');
+  return undefined;
+}
+
+function localHints(attrs: readonly KeyValue[]): { localAddr?: string; localPort?: number } {
+  const la = str(findAttr(attrs, 'network.local.address')) ?? str(findAttr(attrs, 'net.sock.host.addr')) ?? str(findAttr(attrs, 'net.host.ip'));
+  const lp = int(findAttr(attrs, 'network.local.port')) ?? int(findAttr(attrs, 'net.sock.host.port')) ?? int(findAttr(attrs, 'net.host.port'));
+  const out: { localAddr?: string; localPort?: number } = {};
+  const c = la !== undefined ? canonicalAddress(la) : undefined;
+  if (c !== undefined) out.localAddr = c;
+  if (lp !== undefined) out.localPort = lp;
+  return out;
+}
+
+/** Sets key: a new object in place of an existing one (the protobuf splice copies untouched
+ * attributes by identity, src/traces/wire.ts), else appended. */
+function setAttr(attrs: KeyValue[], key: string, value: AnyValue): void {
+  for (let i = 0; i < attrs.length; i++) {
+    if (attrs[i] && attrs[i]!.key === key) {
+      attrs[i] = { key, value };
+      return;
+    }
+  }
+  attrs.push({ key, value });
+}
+function deleteAttr(attrs: KeyValue[], key: string): void {
+  const i = attrs.findIndex((a) => a && a.key === key);
+  if (i >= 0) attrs.splice(i, 1);
+}
+
+/** Adds the client of a trusted TOA to one span's attributes (pure). */
+export function applyClient(attrs: KeyValue[], peer: SocketPeer, e: ConnEntry, mask: AddressMask | undefined): void {
+  const client = mask ? mask(e.toaAddr) : e.toaAddr;
+  const appClient = str(findAttr(attrs, 'client.address'));
+  // the app's client.address is the socket peer (or absent): it had no Forwarded/X-Forwarded-For
+  if (appClient === undefined || canonicalAddress(appClient) === peer.addr) {
+    setAttr(attrs, 'client.address', { stringValue: client });
+    if (mask) deleteAttr(attrs, 'client.port');
+    else setAttr(attrs, 'client.port', { intValue: e.toaPort });
+  }
+  setAttr(attrs, 'lvs.toa.client_ip', { stringValue: client });
+  if (!mask) setAttr(attrs, 'lvs.toa.client_port', { intValue: e.toaPort });
+  setAttr(attrs, 'lvs.toa.source', { stringValue: e.toaSource });
+}
+
+export interface EnrichOptions extends MatchOptions {
+  mask: AddressMask | undefined;
+}
+
+/** SpanViews of a decoded request object (protobufjs or OTLP/JSON); attributes arrays are shared. */
+export function* spansOf(req: RequestLike): Generator<SpanView> {
+  for (const rs of req.resourceSpans ?? []) {
+    const resourceAttributes = rs?.resource?.attributes ?? [];
+    for (const ss of rs?.scopeSpans ?? []) {
+      for (const span of ss?.spans ?? []) {
+        if (!span) continue;
+        span.attributes ??= [];
+        yield { kind: span.kind, startTimeUnixNano: span.startTimeUnixNano, attributes: span.attributes, resourceAttributes };
+      }
+    }
+  }
+}
+
+/** Enriches every SERVER span of a decoded ExportTraceServiceRequest object in place. */
+export function enrichRequest(req: RequestLike, table: ConnTable, o: EnrichOptions): EnrichStats {
+  return enrichSpans(spansOf(req), table, o);
+}
+
+/**
+ * Enriches every SERVER span in place (marking it `changed`). Re-reads the table once
+ * (rate-limited) when a span's peer is missing from it. Returns what it did; stats.enriched = 0
+ * means nothing changed.
+ */
+export function enrichSpans(spans: Iterable<SpanView>, table: ConnTable, o: EnrichOptions): EnrichStats {
+  const st = emptyEnrichStats();
+  let refreshed = false;
+  let lastRes: readonly KeyValue[] | undefined;
+  let pid: number | undefined;
+  for (const span of spans) {
+    st.spans++;
+    if (span.kind !== SPAN_KIND_SERVER && span.kind !== 'SPAN_KIND_SERVER') continue;
+    st.serverSpans++;
+    if (span.resourceAttributes !== lastRes) {
+      lastRes = span.resourceAttributes;
+      pid = int(findAttr(lastRes, 'process.pid'));
+    }
+    const attrs = span.attributes;
+    const peer = socketPeer(attrs);
+    if (!peer) {
+      st.unmatched.no_peer++;
+      continue;
+    }
+    const hints = { startUnixNs: toBigInt(span.startTimeUnixNano) ?? 0n, ...localHints(attrs), ...(pid !== undefined ? { pid } : {}) };
+    let m = matchSpan(table.lookup(peer.addr, peer.port), hints, o);
+    if (!m.ok && m.reason !== 'ambiguous' && !refreshed) {
+      refreshed = true;
+      if (table.refresh()) m = matchSpan(table.lookup(peer.addr, peer.port), hints, o);
+    }
+    if (!m.ok) {
+      st.unmatched[m.reason]++;
+      continue;
+    }
+    if (!m.entry.toaSource) {
+      st.unmatched.no_toa++;
+      continue;
+    }
+    if (!m.entry.toaTrusted) {
+      st.unmatched.untrusted++;
+      continue;
+    }
+    applyClient(attrs, peer, m.entry, o.mask);
+    span.changed = true;
+    st.enriched++;
+  }
+  return st;
+}

@@ -1,0 +1,191 @@
+// Pure parts of trace enrichment (src/traces): table decoding, address canonical form, the
+// socket peer of each instrumentation's naming, window/disambiguation rules, what is added.
+import test from 'ava';
+import { canonicalAddress, CONN_ENTRY_SIZE, ConnTable, decodeConnDump, matchSpan, type ConnEntry } from '../../src/traces/conntab.js';
+import { applyClient, enrichRequest, socketPeer, splitHostPort, toBigInt } from '../../src/traces/spans.js';
+import { otlpSchema } from '../../src/traces/schema.js';
+
+const S = 1_000_000_000n;
+const kv = (key: string, v: string | number) => ({ key, value: typeof v === 'string' ? { stringValue: v } : { intValue: v } });
+const attrsOf = (a: { key: string; value?: { stringValue?: string | null; intValue?: unknown } | null }[]) =>
+  Object.fromEntries(a.map((x) => [x.key, x.value?.stringValue ?? Number(toBigInt(x.value?.intValue))]));
+
+function entry(p: Partial<ConnEntry> = {}): ConnEntry {
+  return {
+    family: 4, localAddr: '198.18.2.2', localPort: 8080, peerAddr: '198.18.2.1', peerPort: 40000,
+    acceptBootNs: 100n * S, closeBootNs: 0n, cgroupId: 0n, pid: 0,
+    toaSource: 'packet_ack', toaKind: 254, toaTrusted: true, toaAddr: '203.0.113.7', toaPort: 5555, ...p,
+  };
+}
+const opts = { bootToUnixNs: 1_000n * S, closeGraceNs: 60n * S };
+
+/** Packs entries like the kernel (bpf/toa_conntab.h), for decodeConnDump. */
+function pack(e: { local: number[]; peer: number[]; lport: number; pport: number; toa: number[]; tport: number; src: number; trusted: number; accept: bigint; close: bigint; pid: number; v6?: boolean }): Buffer {
+  const b = Buffer.alloc(CONN_ENTRY_SIZE);
+  b[0] = e.v6 ? 6 : 4;
+  b.writeUInt16LE(e.lport, 2);
+  b.writeUInt16LE(e.pport, 4);
+  Buffer.from(e.local).copy(b, 8);
+  Buffer.from(e.peer).copy(b, 24);
+  const v = 40;
+  b.writeBigUInt64LE(e.accept, v);
+  b.writeBigUInt64LE(e.close, v + 8);
+  b.writeUInt32LE(e.pid, v + 24);
+  b.writeUInt16LE(e.tport, v + 28);
+  b[v + 30] = e.src;
+  b[v + 31] = 254;
+  b[v + 32] = e.trusted;
+  Buffer.from(e.toa).copy(b, v + 36);
+  return b;
+}
+
+test('decodeConnDump reads the kernel layout', (t) => {
+  const v6peer = [0x20, 0x01, 0x02, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1];
+  const buf = Buffer.concat([
+    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 41000, toa: [203, 0, 113, 9], tport: 1234, src: 2, trusted: 1, accept: 5n, close: 9n, pid: 77 }),
+    pack({ local: v6peer, peer: v6peer, lport: 443, pport: 1, toa: [], tport: 0, src: 0, trusted: 0, accept: 1n, close: 0n, pid: 0, v6: true }),
+  ]);
+  const [a, b] = decodeConnDump(buf);
+  t.like(a, { family: 4, localAddr: '198.18.2.2', localPort: 80, peerAddr: '198.18.2.1', peerPort: 41000, toaAddr: '203.0.113.9', toaPort: 1234, toaSource: 'packet_ack', toaTrusted: true, acceptBootNs: 5n, closeBootNs: 9n, pid: 77 });
+  t.like(b, { family: 6, peerAddr: '2001:200:0:2::1', toaSource: '', toaAddr: '' });
+  t.is(decodeConnDump(buf.subarray(0, CONN_ENTRY_SIZE + 3)).length, 1, 'a torn tail is ignored');
+});
+
+test('canonicalAddress: v4-mapped, brackets, zone, case', (t) => {
+  t.is(canonicalAddress('::ffff:198.18.2.1'), '198.18.2.1');
+  t.is(canonicalAddress('[2001:DB8:0:0::1]'), '2001:db8::1');
+  t.is(canonicalAddress('fe80::1%eth0'), 'fe80::1');
+  t.is(canonicalAddress('198.18.2.1'), '198.18.2.1');
+  t.is(canonicalAddress('example.com'), undefined);
+});
+
+test('socketPeer: every naming in order, Envoy host:port, Python client.* only without network.peer.*', (t) => {
+  t.like(socketPeer([kv('network.peer.address', '::ffff:198.18.2.1'), kv('network.peer.port', 40000), kv('net.peer.ip', '1.1.1.1'), kv('net.peer.port', 1)]), { addr: '198.18.2.1', port: 40000, from: 'network.peer.address' });
+  t.like(socketPeer([kv('net.sock.peer.addr', '198.18.2.1'), kv('net.sock.peer.port', 40001)]), { port: 40001, from: 'net.sock.peer.addr' });
+  t.like(socketPeer([kv('net.peer.ip', '198.18.2.1'), kv('net.peer.port', '40002')]), { port: 40002, from: 'net.peer.ip' });
+  t.like(socketPeer([kv('peer.address', '[2001:db8::1]:443')]), { addr: '2001:db8::1', port: 443 });
+  t.like(socketPeer([kv('client.address', '198.18.2.1'), kv('client.port', 40003)]), { port: 40003, from: 'client.address' });
+  t.is(socketPeer([kv('network.peer.address', 'not-an-ip'), kv('client.address', '198.18.2.1'), kv('client.port', 1)]), undefined);
+  t.is(socketPeer([kv('http.method', 'GET')]), undefined);
+  t.deepEqual(splitHostPort('10.0.0.1:80'), { addr: '10.0.0.1', port: 80 });
+  t.is(splitHostPort('10.0.0.1'), undefined);
+});
+
+test('matchSpan: window [accept - slack, close + grace], not in table, outside window', (t) => {
+  const e = entry({ closeBootNs: 110n * S });
+  const at = (sec: bigint) => ({ startUnixNs: (1_000n + sec) * S });
+  t.true(matchSpan([e], at(105n), opts).ok);
+  t.true(matchSpan([e], at(169n), opts).ok, 'inside the grace period');
+  t.deepEqual(matchSpan([e], at(171n), opts), { ok: false, reason: 'outside_window' });
+  t.deepEqual(matchSpan([e], at(98n), opts), { ok: false, reason: 'outside_window' });
+  t.deepEqual(matchSpan(undefined, at(105n), opts), { ok: false, reason: 'not_in_table' });
+  t.true(matchSpan([entry()], at(5000n), opts).ok, 'open connections match any later span');
+});
+
+test('matchSpan: several namespaces/ports with the same peer are narrowed, else ambiguous', (t) => {
+  const a = entry({ localPort: 8080, pid: 10, toaAddr: '203.0.113.1' });
+  const b = entry({ localPort: 9090, pid: 20, toaAddr: '203.0.113.2' });
+  const h = { startUnixNs: 1_105n * S };
+  t.deepEqual(matchSpan([a, b], h, opts), { ok: false, reason: 'ambiguous' });
+  t.is((matchSpan([a, b], { ...h, localPort: 9090 }, opts) as { entry: ConnEntry }).entry, b);
+  t.is((matchSpan([a, b], { ...h, pid: 10 }, opts) as { entry: ConnEntry }).entry, a);
+  t.true(matchSpan([a, { ...b, toaAddr: a.toaAddr }], h, opts).ok, 'same client in both: no ambiguity');
+  const closed = entry({ closeBootNs: 101n * S, toaAddr: '203.0.113.3' });
+  t.is((matchSpan([closed, a], h, opts) as { entry: ConnEntry }).entry, a, 'the open reuse of a tuple wins over the closed one');
+});
+
+test('applyClient: replaces client.address only when it is the socket peer; never network.peer.*; privacy mask', (t) => {
+  const peer = { addr: '198.18.2.1', port: 40000, from: 'network.peer.address' };
+  const base = () => [kv('network.peer.address', '198.18.2.1'), kv('network.peer.port', 40000), kv('client.address', '198.18.2.1')];
+  let a = base();
+  applyClient(a, peer, entry(), undefined);
+  t.deepEqual(attrsOf(a), {
+    'network.peer.address': '198.18.2.1', 'network.peer.port': 40000, 'client.address': '203.0.113.7', 'client.port': 5555,
+    'lvs.toa.client_ip': '203.0.113.7', 'lvs.toa.client_port': 5555, 'lvs.toa.source': 'packet_ack',
+  });
+  a = [...base().slice(0, 2), kv('client.address', '192.0.2.50')]; // from X-Forwarded-For
+  applyClient(a, peer, entry(), undefined);
+  t.is(attrsOf(a)['client.address'], '192.0.2.50');
+  t.is(attrsOf(a)['lvs.toa.client_ip'], '203.0.113.7');
+  a = [...base(), kv('client.port', 40000)];
+  applyClient(a, peer, entry(), (x) => `masked(${x})`);
+  const m = attrsOf(a);
+  t.is(m['client.address'], 'masked(203.0.113.7)');
+  t.is(m['lvs.toa.client_ip'], 'masked(203.0.113.7)');
+  t.false('client.port' in m);
+  t.false('lvs.toa.client_port' in m);
+});
+
+test('enrichRequest on a protobuf round trip: server spans enriched, others and untrusted/no-TOA unchanged, re-read on a miss', (t) => {
+  const type = otlpSchema().request.traces;
+  const span = (kind: number, port: number, start: bigint) => ({
+    traceId: Buffer.alloc(16, 1), spanId: Buffer.alloc(8, 2), name: 'GET', kind, startTimeUnixNano: start.toString(), endTimeUnixNano: (start + 1n).toString(),
+    attributes: [kv('network.peer.address', '198.18.2.1'), kv('network.peer.port', port)],
+  });
+  const t0 = 1_105n * S;
+  const req = {
+    resourceSpans: [{
+      resource: { attributes: [kv('service.name', 'app')] },
+      scopeSpans: [{ spans: [span(2, 40000, t0), span(3, 40000, t0), span(2, 40001, t0), span(2, 40002, t0), span(2, 40003, t0), span(2, 40004, t0)] }],
+    }],
+  };
+  const wire = type.encode(type.fromObject(req)).finish();
+  const msg = type.decode(wire);
+  let dumps = 0;
+  const entries = [
+    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40000, toa: [203, 0, 113, 9], tport: 1234, src: 2, trusted: 1, accept: 100n * S, close: 0n, pid: 0 }),
+    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40001, toa: [203, 0, 113, 10], tport: 1, src: 2, trusted: 0, accept: 100n * S, close: 0n, pid: 0 }),
+    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40002, toa: [], tport: 0, src: 0, trusted: 0, accept: 100n * S, close: 0n, pid: 0 }),
+    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40003, toa: [203, 0, 113, 11], tport: 1, src: 1, trusted: 1, accept: 100n * S, close: 101n * S, pid: 0 }),
+  ];
+  const table = new ConnTable(() => (dumps++, Buffer.concat(entries)), 0);
+  const st = enrichRequest(msg as never, table, { ...opts, closeGraceNs: 2n * S, mask: undefined });
+  t.is(dumps, 1, 'the first miss re-reads the table, once per request');
+  t.like(st, { spans: 6, serverSpans: 5, enriched: 1 });
+  t.deepEqual(st.unmatched, { no_peer: 0, not_in_table: 1, outside_window: 1, ambiguous: 0, no_toa: 1, untrusted: 1 });
+  const out = type.toObject(type.decode(type.encode(msg).finish()), { longs: String }) as typeof req;
+  const spans = out.resourceSpans[0]!.scopeSpans[0]!.spans;
+  t.like(attrsOf(spans[0]!.attributes), { 'client.address': '203.0.113.9', 'client.port': 1234, 'lvs.toa.source': 'packet_ack', 'network.peer.address': '198.18.2.1' });
+  for (const s of spans.slice(1)) t.false(s.attributes.some((a) => a.key.startsWith('lvs.toa') || a.key === 'client.address'));
+});
+
+test('protobuf walk + splice gives what a full decode, enrich and encode gives; unchanged requests stay undefined; malformed bodies throw', async (t) => {
+  const { parseTraceRequest, serializeTraceRequest } = await import('../../src/traces/wire.js');
+  const { enrichSpans } = await import('../../src/traces/spans.js');
+  const type = otlpSchema().request.traces;
+  const t0 = 1_105n * S;
+  const span = (kind: number, port: number, name: string) => ({
+    traceId: Buffer.alloc(16, port & 0xff), spanId: Buffer.alloc(8, 2), name, kind, startTimeUnixNano: t0.toString(), endTimeUnixNano: (t0 + 5n).toString(),
+    attributes: [kv('http.route', '/x'), kv('network.peer.address', '198.18.2.1'), kv('network.peer.port', port), kv('client.address', '198.18.2.1')],
+    events: [{ name: 'ev', timeUnixNano: t0.toString(), attributes: [kv('e', 1)] }],
+    status: { code: 1 },
+  });
+  const req = {
+    resourceSpans: [
+      { resource: { attributes: [kv('service.name', 'a'), kv('process.pid', 7)] }, schemaUrl: 'https://opentelemetry.io/schemas/1.26.0',
+        scopeSpans: [{ scope: { name: 'http', version: '1' }, spans: [span(2, 40000, 's1'), span(1, 40000, 's2')] }, { scope: { name: 'other' }, spans: [span(2, 40001, 's3')] }] },
+      { resource: { attributes: [kv('service.name', 'b')] }, scopeSpans: [{ spans: [span(2, 40000, 's4')] }] },
+    ],
+  };
+  const wire = Buffer.from(type.encode(type.fromObject(req)).finish());
+  const dump = Buffer.concat([
+    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40000, toa: [203, 0, 113, 9], tport: 1234, src: 2, trusted: 1, accept: 100n * S, close: 0n, pid: 0 }),
+  ]);
+  const o = { ...opts, mask: undefined };
+  const w = parseTraceRequest(wire);
+  t.is(w.spans.length, 4);
+  const st = enrichSpans(w.spans, new ConnTable(() => dump, 0), o);
+  t.is(st.enriched, 2);
+  const spliced = serializeTraceRequest(w)!;
+  const full = type.decode(wire);
+  enrichRequest(full as never, new ConnTable(() => dump, 0), o);
+  const asObj = (b: Uint8Array) => type.toObject(type.decode(b), { longs: String, bytes: String, defaults: false });
+  t.deepEqual(asObj(spliced), asObj(type.encode(full).finish()));
+  t.true(spliced.length > wire.length);
+  // nothing to change: no new body
+  const w2 = parseTraceRequest(wire);
+  enrichSpans(w2.spans, new ConnTable(() => Buffer.alloc(0), 0), o);
+  t.is(serializeTraceRequest(w2), undefined);
+  t.throws(() => parseTraceRequest(wire.subarray(0, wire.length - 3)));
+  t.throws(() => parseTraceRequest(Buffer.from([0x0a, 0x05, 0x12, 0x10, 0, 0, 0])));
+});
