@@ -386,7 +386,9 @@ async function startRsCollector(dir: string): Promise<{ stop: () => Promise<void
     spans: () => {
       if (!existsSync(out)) return [];
       const spans: FlatSpan[] = [];
-      for (const line of readFileSync(out, 'utf8').split('\n')) {
+      const text = readFileSync(out, 'utf8');
+      // the file exporter may be writing the last line right now: only complete lines count
+      for (const line of text.slice(0, text.lastIndexOf('\n') + 1).split('\n')) {
         if (!line.trim()) continue;
         const j = JSON.parse(line) as { resourceSpans?: { scopeSpans?: { spans?: OtlpSpan[] }[] }[] };
         for (const rs of j.resourceSpans ?? [])
