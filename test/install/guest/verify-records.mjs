@@ -7,8 +7,13 @@ const [file, portArg, nArg, pidArg, metricsFile] = process.argv.slice(2);
 const port = Number(portArg);
 const want = Number(nArg);
 const value = (v) => v.stringValue ?? (v.intValue !== undefined ? Number(v.intValue) : v.boolValue);
+// complete lines only: the collector's file exporter may be writing the last one
+const lines = (path) => {
+  const text = readFileSync(path, 'utf8');
+  return text.slice(0, text.lastIndexOf('\n') + 1).split('\n');
+};
 const records = [];
-for (const line of readFileSync(file, 'utf8').split('\n')) {
+for (const line of lines(file)) {
   if (!line.trim()) continue;
   for (const rl of JSON.parse(line).resourceLogs ?? [])
     for (const sl of rl.scopeLogs ?? [])
@@ -25,7 +30,7 @@ for (const line of readFileSync(file, 'utf8').split('\n')) {
 function pendingMiss() {
   let max = 0;
   if (!metricsFile) return 0;
-  for (const line of readFileSync(metricsFile, 'utf8').split('\n')) {
+  for (const line of lines(metricsFile)) {
     if (!line.trim()) continue;
     for (const rm of JSON.parse(line).resourceMetrics ?? [])
       for (const sm of rm.scopeMetrics ?? [])
