@@ -7,7 +7,7 @@ import { defaults, SCHEMA } from '../../src/config.js';
 import { UsageError } from '../../src/errors.js';
 import { addonPath } from '../../src/native.js';
 import { packageVersion } from '../../src/package.js';
-import { gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
+import { gatedTest, nativeGate, privilegedGate, type Gate } from '../helpers/privileged.js';
 
 const BIN = fileURLToPath(new URL('../../bin/toa-otel.js', import.meta.url));
 
@@ -166,8 +166,18 @@ test('run: --probe-cgroup-path that is not a cgroup exits 2 "not a cgroup v2 dir
   t.notRegex(missing.err, /cgroup v2 root/);
 });
 
+/** The unprivileged run needs a checkout that uid 65534 can read (not one under /root, mode 700). */
+function nobodyCanReadGate(): Gate {
+  if (process.getuid?.() !== 0) return { reason: null }; // the privileged gate says why
+  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'test', '-r', BIN], { timeout: 10_000 });
+  return {
+    reason: r.status === 0 ? null : `uid 65534 cannot read ${BIN} (the checkout is under a private directory such as /root)`,
+    requireEnv: 'TOA_OTEL_REQUIRE_PRIVILEGED',
+  };
+}
+
 // root is needed to become nobody
-gatedTest(privilegedGate(['setpriv']), nativeGate())('doctor run unprivileged says which privileges are missing, not that the kernel is too old', (t) => {
+gatedTest(privilegedGate(['setpriv']), nativeGate(), nobodyCanReadGate())('doctor run unprivileged says which privileges are missing, not that the kernel is too old', (t) => {
   const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, BIN, 'doctor'], {
     encoding: 'utf8', timeout: 60_000, env: { ...process.env },
   });
