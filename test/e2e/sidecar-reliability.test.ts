@@ -2,13 +2,12 @@
 // Issue 11, defects 1, 2 and 5 in real runs of the `toa-otel` command: the real probe in this
 // kernel (sockops, attached to a cgroup the lab's RS server runs in), real connections through
 // the FullNAT lab, records on stdout. Needs root (BPF, namespaces, cgroups).
-import type { ExecutionContext } from 'ava';
 import { createHmac } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import { cgroup2Mount, createLab, type Lab, type LabServer } from '../lab/lab.js';
+import type { Lab } from '../lab/lab.js';
 import { gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
-import { startSidecar, until, type Sidecar } from '../helpers/sidecar.js';
+import { startSidecar, until, withLab, type Sidecar } from '../helpers/sidecar.js';
 
 /** The sidecar attaches the real probe; some tests use the lab. */
 const test = gatedTest(privilegedGate(['cmake', 'clang', 'bpftool']), nativeGate());
@@ -26,26 +25,6 @@ async function attached(lab: Lab, sc: Sidecar, port: number): Promise<number> {
   await until('the first record', () => sc.records().length > 0, 1000);
   await new Promise((r) => setTimeout(r, 300));
   return sc.records().length;
-}
-
-async function withLab(t: ExecutionContext, port: number, fn: (lab: Lab, cg: string, srv: LabServer) => Promise<void>) {
-  const cg = `${cgroup2Mount()}/toa-test-reliab-${process.pid}-${port}`;
-  let lab: Lab | undefined;
-  let srv: LabServer | undefined;
-  mkdirSync(cg, { recursive: true });
-  try {
-    lab = await createLab();
-    srv = await lab.startServer({ port, cgroup: cg });
-    await fn(lab, cg, srv);
-  } finally {
-    await srv?.stop().catch(() => undefined);
-    await lab?.teardown();
-    try {
-      rmdirSync(cg);
-    } catch (e) {
-      t.log(`cannot remove ${cg}: ${(e as Error).message}`);
-    }
-  }
 }
 
 const common = (lab: Lab, cg: string) => [
