@@ -11,7 +11,7 @@
 #include <linux/bpf.h>
 #include <linux/in6.h>
 
-/* bpf_tracing.h: use the kernel's pt_regs field names (di, si, ax, ...) */
+/* bpf_tracing.h: use the kernel's register names (x86 pt_regs di, si, ax, ...) */
 #define __VMLINUX_H__
 
 typedef __u8 u8;
@@ -22,12 +22,32 @@ typedef _Bool bool;
 #define true 1
 #define false 0
 
+/*
+ * The kprobe context per target arch (-D__TARGET_ARCH_x86 / _arm64, set by the build
+ * from the compiler's target). x86: the kernel's pt_regs, relocated by CO-RE.
+ * arm64: bpf_tracing.h reads registers through the uapi user_pt_regs, which is the
+ * start of the kernel's pt_regs (the kretprobe's return value is regs[0]).
+ */
+#if defined(__TARGET_ARCH_arm64)
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+struct pt_regs;
+#elif !defined(__TARGET_ARCH_x86)
+#error "vmlinux_min.h: build with -D__TARGET_ARCH_x86 or -D__TARGET_ARCH_arm64"
+#endif
+
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
+#if defined(__TARGET_ARCH_x86)
 struct pt_regs {
 	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
 	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
 };
+#endif
 
 typedef struct {
 	__s64 counter;

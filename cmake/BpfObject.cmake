@@ -8,9 +8,18 @@ find_program(BPFTOOL NAMES bpftool PATHS /usr/sbin /usr/local/sbin REQUIRED)
 execute_process(COMMAND ${CMAKE_C_COMPILER} -print-multiarch
   OUTPUT_VARIABLE BPF_MULTIARCH OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
 if(NOT BPF_MULTIARCH)
-  set(BPF_MULTIARCH x86_64-linux-gnu)
+  set(BPF_MULTIARCH ${CMAKE_LIBRARY_ARCHITECTURE})
 endif()
-set(BPF_TARGET_ARCH x86)
+# bpf_tracing.h's register layout (the kretprobe's return value) follows the target CPU,
+# never the build machine: a cross toolchain file sets CMAKE_SYSTEM_PROCESSOR.
+string(TOLOWER "${CMAKE_SYSTEM_PROCESSOR}" _bpf_cpu)
+if(_bpf_cpu MATCHES "^(x86_64|amd64)$")
+  set(BPF_TARGET_ARCH x86)
+elseif(_bpf_cpu MATCHES "^(aarch64|arm64)$")
+  set(BPF_TARGET_ARCH arm64)
+else()
+  message(FATAL_ERROR "BPF programs: unsupported target processor '${CMAKE_SYSTEM_PROCESSOR}' (x86_64 or aarch64)")
+endif()
 
 function(bpf_object NAME SRC)
   set(out_dir ${CMAKE_BINARY_DIR}/bpf)
