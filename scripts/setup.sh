@@ -5,12 +5,16 @@
 # what is missing or older than its sources. Idempotent; when nothing is missing it only looks at
 # file times (well under a second).
 #
-#   bash scripts/setup.sh [--for run|test|package|deploy] [--check]
+#   bash scripts/setup.sh [--for run|test|package|deploy|arm64] [--check]
 #     --for run      what the sidecar needs to build and run (default)
 #     --for test     also the tools the lab and kernel tests use (iproute2, iptables, tcpdump, ...)
 #     --for package  also what `npm run package` needs (patchelf, binutils)
 #     --for deploy   also what the container image needs (`npm run image`, `npm run test:image`):
 #                    the package tools, mmdebstrap, buildah, podman, runc
+#     --for arm64    also the arm64 cross build, package and kernel matrix from x86 (Debian only):
+#                    adds the arm64 dpkg architecture, cross gcc/g++, libbpf/libelf/zlib/libstdc++
+#                    for arm64, qemu-system-arm, qemu-user-static (may upgrade a few amd64 libraries
+#                    to the arm64 packages' versions: multiarch needs them equal)
 #     --check        only report what is missing; exit 1 if anything is
 #
 # npm runs it before `npm start` and `npm test` (prestart/pretest). Environment:
@@ -25,11 +29,11 @@ while [ $# -gt 0 ]; do
 	--for) PURPOSE=${2:-}; shift 2 ;;
 	--for=*) PURPOSE=${1#--for=}; shift ;;
 	--check) CHECK_ONLY=1; shift ;;
-	-h | --help) sed -n '3,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-	*) echo "setup: unknown argument '$1' (use --for run|test|package|deploy, --check)" >&2; exit 2 ;;
+	-h | --help) sed -n '3,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "setup: unknown argument '$1' (use --for run|test|package|deploy|arm64, --check)" >&2; exit 2 ;;
 	esac
 done
-case $PURPOSE in run | test | package | deploy) ;; *) echo "setup: --for must be run, test, package or deploy (got '$PURPOSE')" >&2; exit 2 ;; esac
+case $PURPOSE in run | test | package | deploy | arm64) ;; *) echo "setup: --for must be run, test, package, deploy or arm64 (got '$PURPOSE')" >&2; exit 2 ;; esac
 [ "${TOA_OTEL_SETUP:-1}" = 0 ] && { echo "[setup] skipped (TOA_OTEL_SETUP=0)" >&2; exit 0; }
 
 say() { printf '[setup] %s\n' "$*" >&2; }
@@ -56,6 +60,16 @@ NEEDS_PACKAGE=(cmd/patchelf:patchelf cmd/objdump:binutils)
 # the container image: base root filesystem, image build, and running it (runc: crun refuses hybrid
 # cgroup hosts; deploy/image/lib.sh)
 NEEDS_DEPLOY=(cmd/mmdebstrap:mmdebstrap cmd/buildah:buildah cmd/podman:podman cmd/runc:runc)
+# arm64 from x86: cross compilers, the arm64 libraries (static ones for the kernel matrix's guest
+# programs), QEMU for the arm64 kernel matrix and for running arm64 binaries here (package smoke test)
+A64=/usr/lib/aarch64-linux-gnu
+NEEDS_ARM64=(
+	cmd/aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu cmd/aarch64-linux-gnu-g++:g++-aarch64-linux-gnu
+	file$A64/libbpf.a:libbpf-dev:arm64 file$A64/libelf.a:libelf-dev:arm64 file$A64/libz.a:zlib1g-dev:arm64
+	file$A64/libc.a:libc6-dev:arm64 file$A64/libstdc++.so.6:libstdc++6:arm64
+	cmd/qemu-system-aarch64:qemu-system-arm cmd/qemu-aarch64-static:qemu-user-static
+	cmd/cpio:cpio cmd/pahole:dwarves cmd/xz:xz-utils cmd/patchelf:patchelf cmd/objdump:binutils
+)
 
 have() { # probe -> 0 when present
 	case $1 in
@@ -66,7 +80,8 @@ have() { # probe -> 0 when present
 }
 
 wanted=()
-collect() { local pair; for pair in "$@"; do have "${pair%%:*}" || wanted+=("${pair##*:}"); done; }
+# probe:package[:arch] -> the package (with its arch) when the probe fails
+collect() { local pair; for pair in "$@"; do have "${pair%%:*}" || wanted+=("${pair#*:}"); done; }
 collect "${NEEDS_RUN[@]}"
 [ "$PURPOSE" = test ] && collect "${NEEDS_TEST[@]}"
 if [ "$PURPOSE" = package ] || [ "$PURPOSE" = deploy ]; then
@@ -75,6 +90,10 @@ if [ "$PURPOSE" = package ] || [ "$PURPOSE" = deploy ]; then
 	collect "${NEEDS_PACKAGE[@]}"
 fi
 [ "$PURPOSE" = deploy ] && collect "${NEEDS_DEPLOY[@]}"
+if [ "$PURPOSE" = arm64 ]; then
+	[ "$(uname -m)" = x86_64 ] || die "--for arm64 sets up the cross build from x86_64 (this is $(uname -m): build natively with --for run)"
+	collect "${NEEDS_ARM64[@]}"
+fi
 # uniq, keep order
 if [ ${#wanted[@]} -gt 0 ]; then
 	mapfile -t wanted < <(printf '%s\n' "${wanted[@]}" | awk '!seen[$0]++')
@@ -143,7 +162,13 @@ else
 		return $rc
 	}
 	lists=(/var/lib/apt/lists/*_Packages)
-	[ -e "${lists[0]}" ] || update
+	if printf '%s\n' "${wanted[@]}" | grep -q ':arm64$' && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+		is_ubuntu && die "arm64 packages on Ubuntu come from another archive (ports): add it to your apt sources, then run this again"
+		say "dpkg --add-architecture arm64"
+		dpkg --add-architecture arm64 && update
+	elif [ ! -e "${lists[0]}" ]; then
+		update
+	fi
 	install || { update; install; } || die "apt-get install ${wanted[*]} failed (log: /tmp/toa-otel-setup-apt.log)"
 	still=()
 	for pair in "${NEEDS_RUN[@]}"; do have "${pair%%:*}" || still+=("${pair##*:}"); done
