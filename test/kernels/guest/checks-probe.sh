@@ -1,6 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0
 # toa-probe checks, sourced by checks.sh (its helpers and the network are set up).
-# The host requires exactly the checks listed by the "# expect" lines below.
+# The host requires exactly the checks listed by the "# expect" lines below, adjusted per
+# kernel by run-matrix.sh: with TOA_FEXIT=refused in the environment (a kernel without BPF
+# trampolines, such as Debian's arm64 6.1) the fexit checks become fexit/-/refused, auto must
+# pick kretprobe, and the rewrite checks run in kretprobe mode.
 #
 # expect fexit/-/attach
 # expect fexit/-/conntab
@@ -57,6 +60,10 @@
 # expect merge-claim/lock/invariant
 
 N=5 # TOA connections per family and run
+
+# the accept probe that works here: fexit, or kretprobe where fexit is refused
+ACCEPT_MODES="fexit kretprobe" ACCEPT=fexit
+if [ "${TOA_FEXIT:-}" = refused ]; then ACCEPT_MODES=kretprobe ACCEPT=kretprobe; fi
 
 # probe_start NAME ARGS...: start toa-probe, wait (bounded) for its "ready" line
 probe_start() {
@@ -147,7 +154,19 @@ check_links() { # NAME: the probe held links while running and none are left aft
 		[ "${LINKS_DURING:-0}" -gt 0 -a "$LINKS_AFTER" = 0 ]
 }
 
-for mode in fexit kretprobe; do
+# ---- no trampolines: fexit must be refused with the clear reason, the sidecar's code ENOTRAMP ----
+if [ "${TOA_FEXIT:-}" = refused ]; then
+	toa-probe --mode fexit --merge-window 0 > /tmp/fexit-refused.out 2> /tmp/fexit-refused.err & p=$!
+	( sleep 60; kill -9 $p 2>/dev/null ) & dog=$!
+	wait $p; rc=$?
+	kill $dog 2>/dev/null
+	refused_ok() { [ $rc != 0 ] && grep -q 'fexit: ENOTRAMP: .*trampolines unavailable' /tmp/fexit-refused.err &&
+		! grep -q 'ready mode=' /tmp/fexit-refused.err; }
+	check fexit/-/refused "toa-probe --mode fexit: exit $rc, want non-zero with 'fexit: ENOTRAMP: ... trampolines unavailable': $(tr '\n' ' ' < /tmp/fexit-refused.err | cut -c1-300)" \
+		refused_ok
+fi
+
+for mode in $ACCEPT_MODES; do
 	# ---- module TOA only ----
 	if run_basic $mode module; then
 		ready=$(sed -n 's/.*ready mode=\([a-z]*\).*/\1/p' $W.err)
@@ -300,10 +319,10 @@ if probe_start auto; then
 	connections 4 $PORT 2
 	probe_stop
 	ready=$(sed -n 's/.*ready mode=\([a-z]*\).*/\1/p' $W.err)
-	n=$(awk '$1 == "accept" && $2 == "fexit"' $W.recs | wc -l)
-	check auto/-/picks-fexit "auto chose '$ready', $n fexit records (want fexit, 2)" [ "$ready" = fexit -a "$n" = 2 -a "$PROBE_RC" = 0 ]
+	n=$(awk -v m=$ACCEPT '$1 == "accept" && $2 == m' $W.recs | wc -l)
+	check auto/-/picks-$ACCEPT "auto chose '$ready', $n $ACCEPT records (want $ACCEPT, 2)" [ "$ready" = $ACCEPT -a "$n" = 2 -a "$PROBE_RC" = 0 ]
 else
-	fail auto/-/picks-fexit "probe did not start: $(tr '\n' ' ' < $W.err)"
+	fail auto/-/picks-$ACCEPT "probe did not start: $(tr '\n' ' ' < $W.err)"
 fi
 
 # ---- merge window claim: both variants load on this kernel and count every connection once ----
@@ -345,25 +364,25 @@ rewrite_conns() {
 	cp /tmp/srv.out /tmp/rw-$1
 }
 
-if probe_start rewrite-module --mode fexit --merge-window 0 --trusted $TRUST --rewrite-peer; then
+if probe_start rewrite-module --mode $ACCEPT --merge-window 0 --trusted $TRUST --rewrite-peer; then
 	connections 4 $PORT $N || echo "rewrite connections (module) failed"
 	cp /tmp/srv.out /tmp/rw-module
 	probe_stop
 	set -- $(awk -v c=$CLI4 '$1 == "peer" { n++; if (index($2, c ":") == 1 && $2 == $3) ok++ } END { print n + 0, ok + 0 }' /tmp/rw-module)
-	check rewrite/fexit/module-precedence "$2 of $1 pairs unchanged (the module owns them), want $N; skipped_module=$(stat_of rewrite_skipped_module) rewritten=$(stat_of rewritten)" \
+	check rewrite/$ACCEPT/module-precedence "$2 of $1 pairs unchanged (the module owns them), want $N; skipped_module=$(stat_of rewrite_skipped_module) rewritten=$(stat_of rewritten)" \
 		[ "$1" = $N -a "$2" = $N -a "$(stat_of rewrite_skipped_module)" = $N -a "$(stat_of rewritten)" = 0 ]
 else
-	fail rewrite/fexit/module-precedence "probe did not start: $(tr '\n' ' ' < $W.err)"
+	fail rewrite/$ACCEPT/module-precedence "probe did not start: $(tr '\n' ' ' < $W.err)"
 fi
 
 rewrite_checks() {
-for mode in fexit sockops; do
+for mode in $ACCEPT sockops; do
 	LINKS_DURING=0
 	if probe_start rewrite-$mode --mode $mode --merge-window 0 --trusted $TRUST --rewrite-peer; then
 		LINKS_DURING=$(links_now)
 		rewrite_conns $mode-4 4
 		rewrite_conns $mode-6 6
-		[ $mode = fexit ] && rewrite_conns $mode-4m 4m
+		[ $mode = $ACCEPT ] && rewrite_conns $mode-4m 4m
 		probe_stop
 		set -- $(rewrite_ok 4 /tmp/rw-$mode-4)
 		check rewrite/$mode/ipv4 "$2 of $1 accept4()/getpeername() pairs show the TOA client, want $N: $(grep '^peer' /tmp/rw-$mode-4 | head -2 | tr '\n' ';') rewritten=$(stat_of rewritten)" \
@@ -371,19 +390,19 @@ for mode in fexit sockops; do
 		set -- $(rewrite_ok 6 /tmp/rw-$mode-6)
 		check rewrite/$mode/ipv6 "$2 of $1 IPv6 pairs show the TOA client, want $N: $(grep '^peer' /tmp/rw-$mode-6 | head -2 | tr '\n' ';')" \
 			[ "$1" = $N -a "$2" = $N ]
-		if [ $mode = fexit ]; then
+		if [ $mode = $ACCEPT ]; then
 			set -- $(rewrite_ok 4m /tmp/rw-$mode-4m)
-			check rewrite/fexit/dual-stack "$2 of $1 v4-mapped pairs show ::ffff:TOA client, want $N: $(grep '^peer' /tmp/rw-$mode-4m | head -2 | tr '\n' ';')" \
+			check rewrite/$mode/dual-stack "$2 of $1 v4-mapped pairs show ::ffff:TOA client, want $N: $(grep '^peer' /tmp/rw-$mode-4m | head -2 | tr '\n' ';')" \
 				[ "$1" = $N -a "$2" = $N ]
 			nf=$(grep -c '"rewritten":true' $W.out)
-			check rewrite/fexit/records-flagged "$nf records with rewritten=true, counter rewritten=$(stat_of rewritten); want $((3 * N)) each" \
+			check rewrite/$mode/records-flagged "$nf records with rewritten=true, counter rewritten=$(stat_of rewritten); want $((3 * N)) each" \
 				[ "$nf" = $((3 * N)) -a "$(stat_of rewritten)" = $((3 * N)) ]
-			check_links rewrite/fexit/no-links-after-stop
+			check_links rewrite/$mode/no-links-after-stop
 		fi
 	else
 		for c in ipv4 ipv6; do fail rewrite/$mode/$c "probe did not start: $(tr '\n' ' ' < $W.err)"; done
-		[ $mode = fexit ] && for c in dual-stack records-flagged no-links-after-stop; do
-			fail rewrite/fexit/$c "probe did not start: $(tr '\n' ' ' < $W.err)"; done
+		[ $mode = $ACCEPT ] && for c in dual-stack records-flagged no-links-after-stop; do
+			fail rewrite/$mode/$c "probe did not start: $(tr '\n' ' ' < $W.err)"; done
 	fi
 done
 

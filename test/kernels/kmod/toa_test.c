@@ -191,7 +191,13 @@ static struct sock *toa_v6_syn_recv_sock(SRS_PARAMS)
  * of its page. The pointer is naturally aligned, so it never straddles. */
 static int write_ro_ptr(void *slot, void *val)
 {
+#ifdef CONFIG_ARM64
+	/* arm64: virt_to_page() takes linear-map addresses only; the ops table lives in
+	 * the kernel image, so go through its linear-map alias */
+	struct page *page = virt_to_page(lm_alias(slot));
+#else
 	struct page *page = virt_to_page(slot);
+#endif
 	void *alias = vmap(&page, 1, VM_MAP, PAGE_KERNEL);
 
 	if (!alias)
