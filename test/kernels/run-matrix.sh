@@ -348,14 +348,16 @@ wait
 # table: one row per check, one column per kernel; rows named mode/source/check;
 # "-" where the check is not expected on that kernel (see the kernel list)
 for i in "${!LABELS[@]}"; do expected_checks "${EXPECTS[$i]}" > "$CACHE/${KVERS[$i]}/expected"; done
-EXPECTED=$(for i in "${!LABELS[@]}"; do cat "$CACHE/${KVERS[$i]}/expected"; done | awk '!seen[$0]++')
+# rows in the order of the full list, then the checks only some kernels have
+EXPECTED=$( { all_checks; for i in "${!LABELS[@]}"; do cat "$CACHE/${KVERS[$i]}/expected"; done; } | awk '!seen[$0]++' |
+	grep -xF -f <(for i in "${!LABELS[@]}"; do cat "$CACHE/${KVERS[$i]}/expected"; done))
 bad=0
 {
-	printf '%-9s %-8s %-28s' MODE SOURCE CHECK
+	printf '%-9s %-9s %-28s' MODE SOURCE CHECK
 	for i in "${!LABELS[@]}"; do printf ' %-8s' "${LABELS[$i]}"; done; echo
 	while read -r name; do
 		IFS=/ read -r mode src chk <<< "$name"
-		printf '%-9s %-8s %-28s' "$mode" "$src" "$chk"
+		printf '%-9s %-9s %-28s' "$mode" "$src" "$chk"
 		for i in "${!LABELS[@]}"; do
 			r=$CACHE/${KVERS[$i]}/results
 			if ! grep -qxF "$name" "$CACHE/${KVERS[$i]}/expected"; then st=-
