@@ -56,15 +56,22 @@ function sectionInsns(elf: Buffer, name: string): Buffer {
   throw new Error(`no section ${name}`);
 }
 
-// BPF_LDX | BPF_MEM | BPF_DW from r1 while r1 still holds the context (the kretprobe reading
-// the return value), up to the first instruction that writes r1 (LD, LDX, ALU, ALU64 classes)
+// The loads (BPF_LDX | BPF_MEM | BPF_DW) from the context in the program's first straight-line
+// block: r1 holds the context on entry, `rX = r1` copies it, any other write to a register drops
+// it; the block ends at the first jump or helper call. That is where BPF_KRETPROBE reads the
+// return value.
 function ctxLoadOffsets(insns: Buffer): number[] {
   const offs: number[] = [];
+  const ctx = new Set([1]);
   for (let i = 0; i + 8 <= insns.length; i += 8) {
     const code = insns.readUInt8(i);
-    const regs = insns.readUInt8(i + 1);
-    if (code === 0x79 && regs >> 4 === 1) offs.push(insns.readInt16LE(i + 2));
-    if ([0, 1, 4, 7].includes(code & 7) && (regs & 0xf) === 1) break;
+    const dst = insns.readUInt8(i + 1) & 0xf;
+    const src = insns.readUInt8(i + 1) >> 4;
+    const cls = code & 7;
+    if (cls === 5 || cls === 6) break; // BPF_JMP, BPF_JMP32 (calls too)
+    if (code === 0x79 && ctx.has(src)) offs.push(insns.readInt16LE(i + 2));
+    if (code === 0xbf && ctx.has(src)) ctx.add(dst); // BPF_ALU64 | BPF_MOV | BPF_X
+    else if ([0, 1, 4, 7].includes(cls)) ctx.delete(dst); // BPF_LD, BPF_LDX, BPF_ALU, BPF_ALU64
   }
   return offs;
 }
