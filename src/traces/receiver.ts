@@ -76,6 +76,8 @@ export class OtlpPassThrough {
   private readonly agents: { http: http.Agent; https: https.Agent };
   /** request bytes being forwarded now (bounded by traces.maxInflightBytes) */
   inflightBytes = 0;
+  /** the most request bytes ever in flight at once (shows the bound held) */
+  inflightPeakBytes = 0;
   private readonly c: ToaConfig['traces'];
 
   /** the connection table (undefined: no enrichment) */
@@ -172,6 +174,7 @@ export class OtlpPassThrough {
       const wire = await this.readBody(req);
       this.inflightBytes += wire.length - reserved;
       reserved = wire.length;
+      if (this.inflightBytes > this.inflightPeakBytes) this.inflightPeakBytes = this.inflightBytes;
       this.counters.bytes[signal] += wire.length;
       let raw = wire;
       if (cenc === 'gzip') {
@@ -388,6 +391,8 @@ export class OtlpPassThrough {
       spansServer: c.spans.serverSpans,
       spansEnriched: c.spans.enriched,
       spansUnmatched: sum(c.spans.unmatched),
+      otlpInflightBytes: this.inflightBytes,
+      otlpInflightPeakBytes: this.inflightPeakBytes,
     };
   }
 }
