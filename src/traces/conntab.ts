@@ -195,9 +195,8 @@ export type ConnDumpFn = () => Buffer | null;
 export class ConnTable {
   /** the last dump, indexed by socket peer; entries are decoded when looked up */
   private buf: Buffer = Buffer.alloc(0);
-  private index = new Map<number | string, number[]>();
-  /** entries decoded from the current snapshot, by index list (dropped with the snapshot) */
-  private decoded = new WeakMap<number[], ConnEntry[]>();
+  /** offsets of the entries of each socket peer, and those entries once decoded */
+  private index = new Map<number | string, { offs: number[]; entries?: ConnEntry[] }>();
   private lastRefreshMs = -Infinity;
   /** entries present at the last dump (evicted = inserted - present) */
   size = 0;
@@ -214,15 +213,10 @@ export class ConnTable {
   ) {}
 
   lookup(peerAddr: string, peerPort: number): ConnEntry[] | undefined {
-    const offs = this.index.get(peerIndexKeyOf(peerAddr, peerPort));
-    if (!offs) return undefined;
+    const slot = this.index.get(peerIndexKeyOf(peerAddr, peerPort));
+    if (!slot) return undefined;
     // keep-alive connections serve many spans: decode each entry once per snapshot
-    let got = this.decoded.get(offs);
-    if (!got) {
-      got = offs.map((o) => decodeConnEntry(this.buf, o));
-      this.decoded.set(offs, got);
-    }
-    return got;
+    return (slot.entries ??= slot.offs.map((o) => decodeConnEntry(this.buf, o)));
   }
 
   /** Re-read the table unless that was done recently (minRefreshMs, and at least 10 times the cost
@@ -240,17 +234,16 @@ export class ConnTable {
       return false;
     }
     const b = buf ?? Buffer.alloc(0);
-    const index = new Map<number | string, number[]>();
+    const index = new Map<number | string, { offs: number[]; entries?: ConnEntry[] }>();
     let n = 0;
     for (let o = 0; o + CONN_ENTRY_SIZE <= b.length; o += CONN_ENTRY_SIZE, n++) {
       const k = peerIndexKey(b, o);
       const l = index.get(k);
-      if (l) l.push(o);
-      else index.set(k, [o]);
+      if (l) l.offs.push(o);
+      else index.set(k, { offs: [o] });
     }
     this.buf = b;
     this.index = index;
-    this.decoded = new WeakMap();
     this.size = n;
     this.refreshes++;
     this.lastRefreshCostMs = this.now() - t;

@@ -223,11 +223,16 @@ export function enrichSpans(spans: Iterable<SpanView>, table: ConnTable, o: Enri
       st.unmatched.no_peer++;
       continue;
     }
-    const hints = { startUnixNs: toBigInt(span.startTimeUnixNano) ?? 0n, ...localHints(attrs), ...(pid !== undefined ? { pid } : {}) };
-    let m = matchSpan(table.lookup(peer.addr, peer.port), hints, o);
+    const startUnixNs = toBigInt(span.startTimeUnixNano) ?? 0n;
+    // the local address/port and pid only narrow several candidates: read them only then
+    const match = () => {
+      const c = table.lookup(peer.addr, peer.port);
+      return matchSpan(c, c && c.length > 1 ? { startUnixNs, ...localHints(attrs), ...(pid !== undefined ? { pid } : {}) } : { startUnixNs }, o);
+    };
+    let m = match();
     if (!m.ok && m.reason !== 'ambiguous' && !refreshed) {
       refreshed = true;
-      if (table.refresh()) m = matchSpan(table.lookup(peer.addr, peer.port), hints, o);
+      if (table.refresh()) m = match();
     }
     if (!m.ok) {
       st.unmatched[m.reason]++;

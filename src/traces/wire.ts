@@ -159,6 +159,14 @@ export function parseTraceRequest(buf: Uint8Array): WireRequest {
   return { buf, root, spans };
 }
 
+/** Copies src[a, b) to out at o; returns b - a. Short pieces (tags, small gaps) in a loop: cheaper
+ * than a native call. */
+function copy(src: Buffer, out: Buffer, o: number, a: number, b: number): number {
+  if (b - a > 48) return src.copy(out, o, a, b);
+  for (let i = a; i < b; i++) out[o++] = src[i]!;
+  return b - a;
+}
+
 const varintLen = (n: number) => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5);
 function writeVarint(out: Buffer, pos: number, n: number): number {
   while (n >= 0x80) {
@@ -181,6 +189,11 @@ class Scratch {
   }
 }
 
+function onlyKey(o: object, key: string): boolean {
+  for (const k in o) if (k !== key) return false;
+  return true;
+}
+
 /**
  * Appends one `attributes` field holding kv to s. The values enrichment writes (a string, or a
  * small non-negative integer) are written directly: tag, length, UTF-8 key, AnyValue with its one
@@ -194,11 +207,14 @@ function encodeAttr(kv: KeyValueLike, s: Scratch, KV: protobuf.Type): void {
   const keyBytes = KEY_BYTES.get(kv.key);
   const keyLen = keyBytes ? keyBytes.length : Buffer.byteLength(kv.key);
   let anyLen = -1;
-  if (typeof sv === 'string' && iv === undefined) {
-    const n = Buffer.byteLength(sv);
-    anyLen = 1 + varintLen(n) + n;
-  } else if (typeof iv === 'number' && sv === undefined && Number.isInteger(iv) && iv >= 0 && iv < 2 ** 31) anyLen = 1 + varintLen(iv);
-  if (anyLen < 0 || Object.keys(v!).length !== 1) {
+  let svLen = 0;
+  // exactly one of the two set, nothing else (the objects applyClient makes)
+  const plain = v !== null && v !== undefined && (sv === undefined) !== (iv === undefined) && onlyKey(v, sv !== undefined ? 'stringValue' : 'intValue');
+  if (plain && typeof sv === 'string') {
+    svLen = Buffer.byteLength(sv);
+    anyLen = 1 + varintLen(svLen) + svLen;
+  } else if (plain && typeof iv === 'number' && Number.isInteger(iv) && iv >= 0 && iv < 2 ** 31) anyLen = 1 + varintLen(iv);
+  if (anyLen < 0) {
     const b = KV.encode(kv, Writer.create().uint32((f.attrs << 3) | LEN).fork()).ldelim().finish();
     s.reserve(b.length);
     s.buf.set(b, s.len);
@@ -218,7 +234,7 @@ function encodeAttr(kv: KeyValueLike, s: Scratch, KV: protobuf.Type): void {
   o = writeVarint(b, o, anyLen);
   if (typeof sv === 'string') {
     b[o++] = (f.anyString << 3) | LEN;
-    o = writeVarint(b, o, Buffer.byteLength(sv));
+    o = writeVarint(b, o, svLen);
     o += b.write(sv, o, 'utf8');
   } else {
     b[o++] = f.anyInt << 3; // varint
@@ -242,8 +258,10 @@ function planSpan(node: Node, start: number, end: number, KV: protobuf.Type, s: 
   const encode = (kv: KeyValueLike) => {
     const a = s.len;
     encodeAttr(kv, s, KV);
-    plan.push(-1 - a, -1 - s.len);
     len += s.len - a;
+    // consecutive new fields are consecutive in the scratch: one copy
+    if (plan.length > 0 && plan[plan.length - 1] === -1 - a) plan[plan.length - 1] = -1 - s.len;
+    else plan.push(-1 - a, -1 - s.len);
   };
   let pos = start;
   for (let i = 0; i < kvs.length; i++) {
@@ -294,8 +312,8 @@ export function serializeTraceRequest(w: WireRequest): Buffer | undefined {
       for (let i = 0; i < p.length; i += 2) {
         const a = p[i]!;
         const b = p[i + 1]!;
-        if (a >= 0) o += src.copy(out, o, a, b);
-        else o += added.copy(out, o, -1 - a, -1 - b);
+        if (a >= 0) o += copy(src, out, o, a, b);
+        else o += copy(added, out, o, -1 - a, -1 - b);
       }
       node.plan = undefined;
       return;
@@ -303,12 +321,12 @@ export function serializeTraceRequest(w: WireRequest): Buffer | undefined {
     let pos = start;
     for (const c of node.children) {
       if (c.newLen === undefined) continue;
-      o += src.copy(out, o, pos, c.lenStart); // everything before, and this field's tag as it was
+      o += copy(src, out, o, pos, c.lenStart); // everything before, and this field's tag as it was
       o = writeVarint(out, o, c.newLen);
       emit(c.node, c.contentStart, c.contentEnd);
       pos = c.contentEnd;
     }
-    o += src.copy(out, o, pos, end);
+    o += copy(src, out, o, pos, end);
   };
   emit(w.root, 0, w.buf.length);
   if (o !== total) throw new Error(`splice wrote ${o} bytes, planned ${total}`);
