@@ -1,7 +1,8 @@
 // Trace enrichment end to end (issue 12), everything real: the FullNAT lab; in the RS namespace a
 // Node server instrumented with @opentelemetry/instrumentation-http (traces, logs and metrics) and
 // a Go net/http server instrumented with otelhttp (traces, built here with the machine's Go) export
-// to the sidecar's OTLP pass-through (`toa-otel run`, traces.enabled), which forwards to a real
+// to the sidecar's OTLP pass-through (`toa-otel run`, traces.enabled; a second Node instance sends its
+// traces over OTLP/gRPC to traces.grpcListen), which forwards to a real
 // collector in the same namespace; clients with TOA (lab-toa-writer, the client's real address)
 // and without, over kept-alive and new connections. Asserted from the collector's files: every
 // server span of a trusted TOA connection carries its real client, the others are unchanged, logs
@@ -28,6 +29,7 @@ const CLIENT = fileURLToPath(new URL('../lab/http-client.cjs', import.meta.url))
 const READY_LINE = 'Everything is ready. Begin running and processing data.';
 const PORT = 18600;
 const GO_PORT = 18601;
+const GRPC_APP_PORT = 18602;
 const OUTAGE_MS = 30_000;
 const MAX_INFLIGHT = 65536;
 const COLLECTOR_HTTP = 14318;
@@ -96,7 +98,7 @@ function statusLines(out: string): Record<string, number>[] {
   return out.split('\n').filter((l) => l.includes('"msg":"status"')).map((l) => JSON.parse(l) as Record<string, number>);
 }
 
-test.serial('server spans of a Node and a Go app get the real client through the sidecar; logs/metrics unchanged; 30 s outage: SDKs retry, each span once', async (t) => {
+test.serial('server spans of a Node and a Go app (OTLP/HTTP) and a Node app (OTLP/gRPC) get the real client through the sidecar; logs/metrics unchanged; 30 s outage: SDKs retry, each span once', async (t) => {
   t.timeout(10 * 60_000); // a first Go build on a cold cache takes minutes; the outage alone 30 s
   const goApp = await buildGoApp();
   const dir = mkdtempSync(join(tmpdir(), 'toa-traces-lab-'));
@@ -140,7 +142,13 @@ test.serial('server spans of a Node and a Go app get the real client through the
     // the Go SDK's timeout covers all its retries (2 min of them, see main.go)
     const goServer = startIn(lab, [goApp, lab.rsAddr4, String(GO_PORT)], { ...appEnv, OTEL_EXPORTER_OTLP_TIMEOUT: '150000' }, 'READY', 'traced Go app');
     procs.push(goServer.child);
-    await Promise.all([app.ready, goServer.ready]);
+    // the Node app again, its traces through the OTLP/gRPC exporter to traces.grpcListen (default 127.0.0.1:4320)
+    const grpcApp = startIn(lab, [process.execPath, APP, lab.rsAddr4, String(GRPC_APP_PORT)], {
+      ...appEnv, OTEL_SEMCONV_STABILITY_OPT_IN: 'http', TRACED_APP_NAME: 'traced-app-grpc',
+      OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://127.0.0.1:4320',
+    }, 'READY', 'traced app (gRPC)');
+    procs.push(grpcApp.child);
+    await Promise.all([app.ready, goServer.ready, grpcApp.ready]);
 
     // 12 TOA clients (one behind a proxy that set X-Forwarded-For), 4 without TOA; 3 requests on a
     // kept-alive connection and 2 on new connections each; to the Node app (seq 0..), then to the Go
@@ -148,7 +156,13 @@ test.serial('server spans of a Node and a Go app get the real client through the
     const toaAddrs = Array.from({ length: 12 }, (_, i) => `198.19.0.${10 + i}`);
     const plainAddrs = Array.from({ length: 4 }, (_, i) => `198.19.0.${50 + i}`);
     const XFF = '192.0.2.77';
-    const lines = { node: [] as [ClientLine, boolean][], go: [] as [ClientLine, boolean][] };
+    const lines = { node: [] as [ClientLine, boolean][], go: [] as [ClientLine, boolean][], grpc: [] as [ClientLine, boolean][] };
+    {
+      const toaLines = await runClients(lab, { toa: true, seqBase: 4000, keepalive: 2, fresh: 1, addrs: toaAddrs, xff: [0, XFF], port: GRPC_APP_PORT }, `toa-lab-${lab.runId}-grpc1`);
+      const plainLines = await runClients(lab, { toa: false, seqBase: 4500, keepalive: 2, fresh: 1, addrs: plainAddrs.slice(0, 2), port: GRPC_APP_PORT }, '');
+      t.is([...toaLines, ...plainLines].filter((l) => l.status === 200).length, 42);
+      lines.grpc.push(...toaLines.map((l) => [l, true] as [ClientLine, boolean]), ...plainLines.map((l) => [l, false] as [ClientLine, boolean]));
+    }
     for (const [which, port, base] of [['node', PORT, 0], ['go', GO_PORT, 2000]] as const) {
       const toaLines = await runClients(lab, { toa: true, seqBase: base, keepalive: 3, fresh: 2, addrs: toaAddrs, xff: [0, XFF], port }, `toa-lab-${lab.runId}-${which}1`);
       const plainLines = await runClients(lab, { toa: false, seqBase: base + 500, keepalive: 3, fresh: 2, addrs: plainAddrs, port }, '');
@@ -175,8 +189,10 @@ test.serial('server spans of a Node and a Go app get the real client through the
     await sleep(12000);
     app.child.kill('SIGTERM');
     goServer.child.kill('SIGTERM');
+    grpcApp.child.kill('SIGTERM');
     t.is(await exited(app.child), 0, app.output());
     t.is(await exited(goServer.child), 0, goServer.output());
+    t.is(await exited(grpcApp.child), 0, grpcApp.output());
     sidecar.child.kill('SIGTERM');
     t.is(await exited(sidecar.child), 0, sidecar.output());
     await sleep(500);
@@ -184,7 +200,7 @@ test.serial('server spans of a Node and a Go app get the real client through the
     await exited(collector.child);
 
     const serverSpans = readSpans(files.traces).filter((s) => s.kind === 2 && Number.isFinite(seqOf(s)));
-    for (const [which, service] of [['node', 'traced-app'], ['go', 'traced-go-app']] as const) {
+    for (const [which, service, total] of [['node', 'traced-app', 92], ['go', 'traced-go-app', 92], ['grpc', 'traced-app-grpc', 42]] as const) {
       const spans = serverSpans.filter((s) => s.resource['service.name'] === service);
       const bySeq = new Map<number, FlatSpan[]>();
       for (const s of spans) bySeq.set(seqOf(s), [...(bySeq.get(seqOf(s)) ?? []), s]);
@@ -200,7 +216,7 @@ test.serial('server spans of a Node and a Go app get the real client through the
       }
       t.log(which, 'spans', outcome);
       t.true(outcome.enriched >= 10 && outcome.untrustedToa >= 5, `${which}: both trusted and untrusted LVS addresses were used`);
-      t.is(spans.length, 92, `${which}: no other or duplicate server spans`);
+      t.is(spans.length, total, `${which}: no other or duplicate server spans`);
     }
     const status = statusLines(sidecar.output());
     t.log('sidecar refused during the outage:', refusedDuringOutage, 'in-flight peak bytes:', status.at(-1)?.otlpInflightPeakBytes);
@@ -218,7 +234,7 @@ test.serial('server spans of a Node and a Go app get the real client through the
       t.deepEqual(Object.keys(l.attributes), ['test.seq'], 'no attribute added to logs');
     }
     const counts = readMetricValues(files.metrics).get('traced_app.requests') ?? [];
-    t.is(Math.max(...counts), 92, 'the app counter reached every request');
+    t.is(Math.max(...counts), 92, 'the app counter reached every request'); // (the gRPC instance counts 42)
   } finally {
     for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     await Promise.all(procs.map(exited));
