@@ -10,6 +10,11 @@
  * their own callbacks.
  *
  *   npm run bench:accept -- [--rounds 5] [--connections 5000] [--pool 1000] [--mode auto] [--trusted CIDR,..] [--rewrite-peer] [--conntab 65536]
+ *   npm run bench:accept -- --conntab-compare 65536 [--rounds 5] [--connections 5000]
+ *
+ * --conntab-compare N: each round runs the probe without and with the connection table of N
+ * entries (alternating which goes first) and prints the BPF time per connection of both and the
+ * difference: what the table adds in the kernel (traces.enabled).
  *
  * --rewrite-peer: the probe runs with toa.rewritePeer (the lab's balancers trusted), so every
  * accept4() of the RS server also runs the getpeername program and returns the TOA client.
@@ -30,6 +35,7 @@ const { values } = parseArgs({
     'rewrite-peer': { type: 'boolean', default: false },
     trusted: { type: 'string', default: '' },
     conntab: { type: 'string', default: '0' }, // traces.connTableMaxEntries (0 = off)
+    'conntab-compare': { type: 'string', default: '0' },
   },
 });
 const rounds = Number(values.rounds);
@@ -56,7 +62,37 @@ try {
     return r.client.rate;
   };
   await run(); // warm-up: conntrack, ARP/ND, page cache
-  for (let round = 1; round <= rounds; round++) {
+  const compareEntries = Number(values['conntab-compare']);
+  if (compareEntries > 0) {
+    const cmp: { off: number; on: number; runsOff: number; runsOn: number; hOff: number; hOn: number }[] = [];
+    const measure = async (entries: number) => {
+      const probe = startProbe({ mode: values.mode as 'auto', cgroupPath: cgroupDir, ...(entries > 0 ? { connTableMaxEntries: entries } : {}) });
+      await run();
+      await new Promise((r) => setTimeout(r, 100));
+      const stats = await probe.stop();
+      const conns = stats.counters.connections ?? 0;
+      return {
+        ns: conns ? stats.programs.reduce((s, p) => s + p.runTimeNs, 0) / conns : 0,
+        runs: conns ? stats.programs.reduce((s, p) => s + p.runCount, 0) / conns : 0,
+        handler: median(probe.events.map((e) => e.probeNs)),
+      };
+    };
+    for (let round = 1; round <= rounds; round++) {
+      const onFirst = round % 2 === 0;
+      const a = await measure(onFirst ? compareEntries : 0);
+      const b = await measure(onFirst ? 0 : compareEntries);
+      const [off, on] = onFirst ? [b, a] : [a, b];
+      cmp.push({ off: off.ns, on: on.ns, runsOff: off.runs, runsOn: on.runs, hOff: off.handler, hOn: on.handler });
+      console.error(`round ${round}: BPF ns/conn without table ${off.ns.toFixed(0)}, with ${on.ns.toFixed(0)}`);
+    }
+    await srv.stop();
+    console.log(`\nconnection table (${compareEntries} entries) in the kernel, ${N} connections per run, sock_ops callbacks of the RS sockets (mode ${values.mode})`);
+    console.log('round | BPF ns/conn without | with | added | runs/conn without | with | handler ns without | with');
+    for (const [i, c] of cmp.entries())
+      console.log(`${i + 1} | ${c.off.toFixed(0)} | ${c.on.toFixed(0)} | ${(c.on - c.off).toFixed(0)} | ${c.runsOff.toFixed(1)} | ${c.runsOn.toFixed(1)} | ${c.hOff} | ${c.hOn}`);
+    console.log(`median | ${median(cmp.map((c) => c.off)).toFixed(0)} | ${median(cmp.map((c) => c.on)).toFixed(0)} | ${median(cmp.map((c) => c.on - c.off)).toFixed(0)} | ${median(cmp.map((c) => c.runsOff)).toFixed(1)} | ${median(cmp.map((c) => c.runsOn)).toFixed(1)} | ${median(cmp.map((c) => c.hOff))} | ${median(cmp.map((c) => c.hOn))}`);
+  }
+  for (let round = 1; compareEntries === 0 && round <= rounds; round++) {
     // alternate which run goes first so that drift does not favour one side
     const probeFirst = round % 2 === 0;
     const base0 = probeFirst ? 0 : await run();
@@ -87,13 +123,14 @@ try {
     });
     console.error(`round ${round}: without ${base.toFixed(0)}/s, with ${withProbe.toFixed(0)}/s${rewrite ? ` (rewritten ${stats.counters.rewritten ?? 0})` : ''}`);
   }
-  await srv.stop();
+  if (compareEntries === 0) await srv.stop();
 } finally {
   writeFileSync(STATS, statsBefore);
   await lab.teardown();
   if (cgroupDir) rmdirSync(cgroupDir);
 }
 
+if (Number(values['conntab-compare']) > 0) process.exit(0); // printed above
 console.log(`\nBPF program runs per connection: ${(median(runCnt) / N).toFixed(1)} (every sock_ops callback of the RS sockets)`);
 console.log(`\naccept rate through the FullNAT lab, ${N} connections per run, ${poolSize} distinct TOA clients${values['rewrite-peer'] ? ', toa.rewritePeer on' : ''}`);
 console.log('round | without probe (conn/s) | with probe (conn/s) | ratio | BPF ns/conn (all RS callbacks) | handler ns (median probe_ns) | records');

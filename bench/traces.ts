@@ -8,7 +8,10 @@
  * packed dump in the kernel layout (no kernel needed; the kernel side is measured by
  * `npm run bench:accept -- --conntab 65536`).
  *
- *   npx tsx bench/traces.ts [--seconds 5] [--spans 512] [--concurrency 4] [--entries 65536]
+ *   npm run bench:traces -- [--seconds 5] [--spans 512] [--concurrency 4] [--entries 65536]
+ *
+ * Then, in this process, the CPU time per span of each stage of the enriched path (protobuf walk,
+ * enrichment, splice), medians of interleaved rounds.
  *
  * Not a test: it prints numbers, it does not judge them.
  */
@@ -24,6 +27,8 @@ import { createLogger } from '../src/log.js';
 import { CONN_ENTRY_SIZE, ConnTable } from '../src/traces/conntab.js';
 import { OtlpPassThrough } from '../src/traces/receiver.js';
 import { otlpSchema } from '../src/traces/schema.js';
+import { enrichSpans } from '../src/traces/spans.js';
+import { parseTraceRequest, serializeTraceRequest } from '../src/traces/wire.js';
 
 const { values } = parseArgs({
   options: {
@@ -189,9 +194,53 @@ async function main(): Promise<void> {
       rows[`enriched #${round}`] = await run(true, upstream, bodies);
     }
     console.table(rows);
+    console.log('in-process CPU µs per span (medians): walk alone; then walk, enrich, splice of the enriched path');
+    console.table([stages(bodies)]);
   } finally {
     sink.kill('SIGTERM');
   }
+}
+
+/** CPU µs per span of the walk alone and of walk / enrich / splice, medians of 7 rounds. */
+function stages(bodies: Buffer[]): Record<string, number> {
+  const dump = syntheticDump(ENTRIES);
+  const table = new ConnTable(() => dump);
+  table.refresh(true);
+  const o = { bootToUnixNs: BOOT_TO_UNIX, closeGraceNs: 60_000_000_000n, mask: undefined };
+  const cpu = () => {
+    const c = process.cpuUsage();
+    return c.user + c.system;
+  };
+  const r: Record<string, number[]> = { walkOnly: [], walk: [], enrich: [], splice: [] };
+  for (let round = 0; round < 8; round++) {
+    let n = 0;
+    let t = cpu();
+    for (let i = 0; i < 30; i++) n += parseTraceRequest(bodies[i % bodies.length]!).spans.length;
+    const walkOnly = (cpu() - t) / n;
+    let tw = 0;
+    let te = 0;
+    let ts = 0;
+    n = 0;
+    for (let i = 0; i < 30; i++) {
+      t = cpu();
+      const w = parseTraceRequest(bodies[i % bodies.length]!);
+      const a = cpu();
+      enrichSpans(w.spans, table, o);
+      const b = cpu();
+      serializeTraceRequest(w);
+      ts += cpu() - b;
+      te += b - a;
+      tw += a - t;
+      n += w.spans.length;
+    }
+    if (round === 0) continue; // warm-up
+    r.walkOnly!.push(walkOnly);
+    r.walk!.push(tw / n);
+    r.enrich!.push(te / n);
+    r.splice!.push(ts / n);
+  }
+  const med = (a: number[]) => Math.round([...a].sort((x, y) => x - y)[a.length >> 1]! * 100) / 100;
+  return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, med(v)]));
 }
 
 if (values.role === 'passthrough') await passthrough();

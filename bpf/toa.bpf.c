@@ -628,26 +628,12 @@ static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool w
 	ev.mode = TOA_MODE_SOCKOPS;
 	ev.local_port = ctx->local_port;
 	ev.peer_port = sockops_remote_port(ctx);
-	if (ctx->family == AF_INET) {
-		__u32 l = ctx->local_ip4, p = ctx->remote_ip4;
-
-		ev.family = TOA_FAMILY_IPV4;
-		__builtin_memcpy(ev.local_addr, &l, 4);
-		__builtin_memcpy(ev.peer_addr, &p, 4);
-	} else if (ctx->family == AF_INET6) {
-		__u32 l[4], p[4];
-
-		l[0] = ctx->local_ip6[0];
-		l[1] = ctx->local_ip6[1];
-		l[2] = ctx->local_ip6[2];
-		l[3] = ctx->local_ip6[3];
-		p[0] = ctx->remote_ip6[0];
-		p[1] = ctx->remote_ip6[1];
-		p[2] = ctx->remote_ip6[2];
-		p[3] = ctx->remote_ip6[3];
-		set_addrs6(&ev, (__u8 *)l, (__u8 *)p);
-	} else {
+	switch (sockops_addrs(ctx, &ev.family, ev.local_addr, ev.peer_addr)) { /* toa_addrs.bpf.h */
+	case TOA_ADDRS_NONE:
 		return;
+	case TOA_ADDRS_V4MAPPED:
+		ev.flags |= TOA_FLAG_V4MAPPED;
+		break;
 	}
 	if (!cfg_include_loopback && is_loopback(&ev)) {
 		count(TOA_CNT_LOOPBACK, 1);

@@ -13,6 +13,7 @@
 
 #include "toa_event.h"
 #include "toa_conntab.h"
+#include "toa_addrs.bpf.h"
 
 #ifndef BPF_TCP_CLOSE
 #define BPF_TCP_CLOSE 7
@@ -97,25 +98,6 @@ static __always_inline void conntab_close(struct toa_conn_key *k)
 	conntab_count(TOA_CT_CLOSED);
 }
 
-/* v4-mapped pairs become IPv4, as in set_addrs6() of the probe */
-static __always_inline void conntab_key_set6(struct toa_conn_key *k, const __u8 *l, const __u8 *p)
-{
-	bool mapped = true;
-
-	for (int i = 0; i < 10; i++)
-		if (l[i] || p[i])
-			mapped = false;
-	if (mapped && l[10] == 0xff && l[11] == 0xff && p[10] == 0xff && p[11] == 0xff) {
-		k->family = TOA_FAMILY_IPV4;
-		__builtin_memcpy(k->local_addr, l + 12, 4);
-		__builtin_memcpy(k->peer_addr, p + 12, 4);
-	} else {
-		k->family = TOA_FAMILY_IPV6;
-		__builtin_memcpy(k->local_addr, l, 16);
-		__builtin_memcpy(k->peer_addr, p, 16);
-	}
-}
-
 #endif /* TOA_CONNTAB_BPF_H */
 
 /* The programs: only in the probe object (toa.bpf.c defines TOA_CONNTAB_PROGS and
@@ -139,27 +121,8 @@ static __always_inline void conntab_sockops_state(struct bpf_sock_ops *ctx)
 		return;
 	k.local_port = ctx->local_port;
 	k.peer_port = sockops_remote_port(ctx);
-	if (ctx->family == 2 /* AF_INET */) {
-		__u32 l = ctx->local_ip4, p = ctx->remote_ip4;
-
-		k.family = TOA_FAMILY_IPV4;
-		__builtin_memcpy(k.local_addr, &l, 4);
-		__builtin_memcpy(k.peer_addr, &p, 4);
-	} else if (ctx->family == 10 /* AF_INET6 */) {
-		__u32 l[4], p[4];
-
-		l[0] = ctx->local_ip6[0];
-		l[1] = ctx->local_ip6[1];
-		l[2] = ctx->local_ip6[2];
-		l[3] = ctx->local_ip6[3];
-		p[0] = ctx->remote_ip6[0];
-		p[1] = ctx->remote_ip6[1];
-		p[2] = ctx->remote_ip6[2];
-		p[3] = ctx->remote_ip6[3];
-		conntab_key_set6(&k, (__u8 *)l, (__u8 *)p);
-	} else {
+	if (sockops_addrs(ctx, &k.family, k.local_addr, k.peer_addr) == TOA_ADDRS_NONE)
 		return;
-	}
 	conntab_close(&k);
 }
 
@@ -197,7 +160,7 @@ int BPF_PROG(conntab_state, const struct sock *sk, const int oldstate, const int
 
 		bpf_core_read(l, 16, &sk->__sk_common.skc_v6_rcv_saddr);
 		bpf_core_read(p, 16, &sk->__sk_common.skc_v6_daddr);
-		conntab_key_set6(&k, l, p);
+		addrs_from6(&k.family, k.local_addr, k.peer_addr, l, p);
 	} else {
 		return 0;
 	}

@@ -176,6 +176,24 @@ else
 	say "system packages: installed"
 fi
 
+# ---------- Go (tests) ----------
+# The collector build (scripts/build-collector.sh) and the Go otelhttp app of the trace lab test need
+# Go >= the version in test/lab/traced-go-app/go.mod. Debian's golang-go is too old (1.19 on
+# bookworm, 1.24 on trixie) and no other download is made here, so this only says what is missing;
+# the tests that need Go are skipped (failures under TOA_OTEL_REQUIRE_COLLECTOR=1) without it.
+if [ "$PURPOSE" = test ]; then
+	go_want=$(sed -n 's/^go \([0-9.]*\).*/\1/p' test/lab/traced-go-app/go.mod)
+	go_cmd=$(command -v go || { [ -x /usr/local/go/bin/go ] && echo /usr/local/go/bin/go; } || true)
+	go_have=$([ -n "$go_cmd" ] && "$go_cmd" env GOVERSION 2>/dev/null | sed 's/^go//')
+	if [ -z "$go_have" ]; then
+		say "note: Go not found: the collector build and the Go lab test need Go >= $go_want (the official release, e.g. in /usr/local/go)"
+	elif [ "$(printf '%s\n%s\n' "$go_want" "$go_have" | sort -V | head -n 1)" != "$go_want" ]; then
+		say "note: Go $go_have is older than $go_want, which the collector build and the Go lab test need"
+	else
+		say "Go $go_have: ok for the collector build and the Go lab test"
+	fi
+fi
+
 # ---------- node modules ----------
 # npm ci when node_modules is absent or was installed from another package-lock.json
 stamp=node_modules/.toa-otel-setup

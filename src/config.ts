@@ -105,6 +105,8 @@ export interface ToaConfig {
     enabled: boolean;
     /** host:port of the OTLP/HTTP pass-through receiver. Default 127.0.0.1:4319. */
     listen: string;
+    /** host:port of the OTLP/gRPC pass-through receiver, or "off". Default 127.0.0.1:4320. */
+    grpcListen: string;
     /** Entries of the kernel connection table (LRU). Default 65536. */
     connTableMaxEntries: number;
     /** Seconds after a connection's close during which its spans still match. Default 60. */
@@ -386,6 +388,13 @@ export const SCHEMA: Record<string, KeyDef> = {
     default: '127.0.0.1:4319',
     allowed: 'host:port with an IP address (IPv6 in brackets) and a port 1..65535',
     check: (v) => (typeof v === 'string' && parseListen(v) ? undefined : 'not host:port'),
+    coerce: (s) => s.trim(),
+  },
+  'traces.grpcListen': {
+    doc: 'host:port of the OTLP/gRPC pass-through receiver (the Export services of traces, logs, metrics), or off; point the applications\' gRPC exporters here',
+    default: '127.0.0.1:4320',
+    allowed: 'off, or host:port with an IP address (IPv6 in brackets) and a port 1..65535',
+    check: (v) => (typeof v === 'string' && (v === 'off' || parseListen(v)) ? undefined : 'not off or host:port'),
     coerce: (s) => s.trim(),
   },
   'traces.connTableMaxEntries': intDef('Entries of the kernel connection table (LRU; evictions are counted): at least the connections accepted per (traces.closeGraceSec + connection lifetime)', 65536, 64, 16777216),

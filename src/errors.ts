@@ -31,7 +31,7 @@ export type ProbeErrorCode =
   | 'ENOKPROBE' // kretprobe: kprobes unavailable
   | 'ELOAD' // the verifier rejected the programs
   | 'ENOMODE' // auto found no working mode
-  | 'ETRACES' // traces.enabled: the OTLP pass-through could not listen on traces.listen
+  | 'ETRACES' // traces.enabled: the OTLP pass-through could not listen on traces.listen or traces.grpcListen
   | 'ENOREWRITE' // toa.rewritePeer: no cgroup/getpeername hooks (kernel < 5.8) or no packet TOA
   | (string & {});
 
@@ -50,7 +50,7 @@ const PROBE_HINTS: Record<string, string> = {
   ENOREWRITE: 'toa.rewritePeer needs cgroup/getpeername4/6 hooks and socket storage (kernel >= 5.8) and packet TOA (sock_ops on cgroup v2): see `toa-otel doctor`, or set toa.rewritePeer=false',
   ENOMEM: 'BPF maps could not be allocated: lower probe.ringBufferBytes or merge.maxKeys, or raise the memory cgroup limit',
   EBUSY: 'the probe is already running in this process',
-  ETRACES: 'traces.listen must be a free local address and port (another collector or sidecar may hold it): change traces.listen or stop the other process',
+  ETRACES: 'traces.listen and traces.grpcListen must be free local addresses and ports (another collector or sidecar may hold them): change them (traces.grpcListen may be off) or stop the other process',
 };
 
 /** A probe that could not be loaded, started or read. `code` is stable; see the README. */

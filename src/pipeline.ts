@@ -387,7 +387,7 @@ export class Pipeline {
       this.spool?.close(); // files and state stay for the next start
       this.spool = undefined;
       await this.shutdownProviders(new Deadline(Math.min(this.config.shutdown.timeoutMs, 2000)));
-      throw new ProbeError('ETRACES', `traces.listen ${this.config.traces.listen}: the OTLP pass-through could not start: ${(e as Error).message}`, { cause: e });
+      throw new ProbeError('ETRACES', `traces.listen ${this.config.traces.listen} / traces.grpcListen ${this.config.traces.grpcListen}: the OTLP pass-through could not start: ${(e as Error).message}`, { cause: e });
     }
   }
 

@@ -35,17 +35,24 @@ export interface ConnEntry {
   toaPort: number;
 }
 
-/** Decodes the entry at byte offset o of a connDump() buffer. */
+/** Decodes the entry at byte offset o of a connDump() buffer. The local and peer address texts
+ * are made when first read (a span's lookup usually needs neither: it found the entry by them). */
 export function decodeConnEntry(buf: Buffer, o: number): ConnEntry {
   const v = o + CONN_KEY_SIZE;
   const family = buf[o + K.family] === 6 ? 6 : 4;
   const fmt = family === 6 ? formatIPv6 : formatIPv4;
   const src = buf[v + V.toaSource]!;
+  let localAddr: string | undefined;
+  let peerAddr: string | undefined;
   return {
     family,
-    localAddr: fmt(buf, o + K.localAddr),
+    get localAddr() {
+      return (localAddr ??= fmt(buf, o + K.localAddr));
+    },
     localPort: buf.readUInt16LE(o + K.localPort),
-    peerAddr: fmt(buf, o + K.peerAddr),
+    get peerAddr() {
+      return (peerAddr ??= fmt(buf, o + K.peerAddr));
+    },
     peerPort: buf.readUInt16LE(o + K.peerPort),
     acceptBootNs: buf.readBigUInt64LE(v + V.accept),
     closeBootNs: buf.readBigUInt64LE(v + V.close),
@@ -73,16 +80,36 @@ function peerIndexKey(buf: Buffer, o: number): number | string {
   return `${formatIPv6(buf, o + K.peerAddr)}|${port}`;
 }
 
+/** IPv4 address (canonical text) → its number * 65536; spans of a host name few peers (the balancer's local addresses) */
+const v4Base = new Map<string, number>();
+
 /** The same key from a canonical address (canonicalAddress) and a port. */
 function peerIndexKeyOf(addr: string, port: number): number | string {
-  if (!isIPv4(addr)) return `${addr}|${port}`;
-  const p = addr.split('.');
-  return ((+p[0]! * 256 + +p[1]!) * 256 + +p[2]!) * 256 * 65536 + +p[3]! * 65536 + port;
+  let base = v4Base.get(addr);
+  if (base === undefined) {
+    if (!isIPv4(addr)) return `${addr}|${port}`;
+    const p = addr.split('.');
+    base = ((+p[0]! * 256 + +p[1]!) * 256 + +p[2]!) * 256 * 65536 + +p[3]! * 65536;
+    if (v4Base.size >= 4096) v4Base.clear();
+    v4Base.set(addr, base);
+  }
+  return base + port;
 }
 
 /** Canonical text of an address as spans and the table spell it: v4-mapped IPv6 becomes IPv4,
  * IPv6 lower-case and compressed; undefined when not an IP address. */
 export function canonicalAddress(a: string): string | undefined {
+  const hit = canonical.get(a);
+  if (hit !== undefined || canonical.has(a)) return hit;
+  const c = canonicalUncached(a);
+  if (canonical.size >= 4096) canonical.clear();
+  canonical.set(a, c);
+  return c;
+}
+/** the spans of a host name few distinct addresses: their canonical text, remembered (bounded) */
+const canonical = new Map<string, string | undefined>();
+
+function canonicalUncached(a: string): string | undefined {
   let s = a.trim();
   if (s.startsWith('[') && s.endsWith(']')) s = s.slice(1, -1);
   const zone = s.indexOf('%');
@@ -133,11 +160,10 @@ export interface MatchOptions {
 export function matchSpan(candidates: readonly ConnEntry[] | undefined, h: SpanHints, o: MatchOptions): MatchResult {
   if (!candidates || candidates.length === 0) return { ok: false, reason: 'not_in_table' };
   const slack = o.slackNs ?? 1_000_000_000n;
-  let inWindow = candidates.filter((e) => {
-    const accept = e.acceptBootNs + o.bootToUnixNs;
-    if (h.startUnixNs + slack < accept) return false;
-    return e.closeBootNs === 0n || h.startUnixNs <= e.closeBootNs + o.bootToUnixNs + o.closeGraceNs;
-  });
+  const within = (e: ConnEntry) =>
+    h.startUnixNs + slack >= e.acceptBootNs + o.bootToUnixNs && (e.closeBootNs === 0n || h.startUnixNs <= e.closeBootNs + o.bootToUnixNs + o.closeGraceNs);
+  if (candidates.length === 1) return within(candidates[0]!) ? { ok: true, entry: candidates[0]! } : { ok: false, reason: 'outside_window' }; // the usual case
+  let inWindow = candidates.filter(within);
   if (inWindow.length === 0) return { ok: false, reason: 'outside_window' };
   const narrow = (pred: (e: ConnEntry) => boolean) => {
     const n = inWindow.filter(pred);
@@ -169,7 +195,8 @@ export type ConnDumpFn = () => Buffer | null;
 export class ConnTable {
   /** the last dump, indexed by socket peer; entries are decoded when looked up */
   private buf: Buffer = Buffer.alloc(0);
-  private index = new Map<number | string, number[]>();
+  /** offsets of the entries of each socket peer, and those entries once decoded */
+  private index = new Map<number | string, { offs: number[]; entries?: ConnEntry[] }>();
   private lastRefreshMs = -Infinity;
   /** entries present at the last dump (evicted = inserted - present) */
   size = 0;
@@ -186,8 +213,10 @@ export class ConnTable {
   ) {}
 
   lookup(peerAddr: string, peerPort: number): ConnEntry[] | undefined {
-    const offs = this.index.get(peerIndexKeyOf(peerAddr, peerPort));
-    return offs?.map((o) => decodeConnEntry(this.buf, o));
+    const slot = this.index.get(peerIndexKeyOf(peerAddr, peerPort));
+    if (!slot) return undefined;
+    // keep-alive connections serve many spans: decode each entry once per snapshot
+    return (slot.entries ??= slot.offs.map((o) => decodeConnEntry(this.buf, o)));
   }
 
   /** Re-read the table unless that was done recently (minRefreshMs, and at least 10 times the cost
@@ -205,13 +234,13 @@ export class ConnTable {
       return false;
     }
     const b = buf ?? Buffer.alloc(0);
-    const index = new Map<number | string, number[]>();
+    const index = new Map<number | string, { offs: number[]; entries?: ConnEntry[] }>();
     let n = 0;
     for (let o = 0; o + CONN_ENTRY_SIZE <= b.length; o += CONN_ENTRY_SIZE, n++) {
       const k = peerIndexKey(b, o);
       const l = index.get(k);
-      if (l) l.push(o);
-      else index.set(k, [o]);
+      if (l) l.offs.push(o);
+      else index.set(k, { offs: [o] });
     }
     this.buf = b;
     this.index = index;

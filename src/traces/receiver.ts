@@ -16,6 +16,7 @@ import { otlpSchema, type OtlpSchema, type Signal } from './schema.js';
 import { emptyEnrichStats, enrichRequest, enrichSpans, spansOf, UNMATCHED_REASONS, type EnrichStats, type SpanView } from './spans.js';
 import { parseTraceRequest, serializeTraceRequest, type WireRequest } from './wire.js';
 import { resolveUpstream, type Upstream } from './upstream.js';
+import { OtlpGrpcReceiver } from './grpc.js';
 
 const gunzipP = promisify(gunzip);
 const gzipP = promisify(gzip);
@@ -48,8 +49,8 @@ export interface PassThroughOptions {
 }
 
 /** gRPC status codes used in google.rpc.Status bodies */
-const RPC = { INVALID_ARGUMENT: 3, RESOURCE_EXHAUSTED: 8, UNAVAILABLE: 14 } as const;
-type Encoding = 'protobuf' | 'json';
+export const RPC = { INVALID_ARGUMENT: 3, RESOURCE_EXHAUSTED: 8, UNAVAILABLE: 14 } as const;
+export type Encoding = 'protobuf' | 'json';
 
 /** Request headers not forwarded upstream: hop-by-hop, and the ones we set. */
 const DROP_HEADERS = new Set([
@@ -57,7 +58,22 @@ const DROP_HEADERS = new Set([
   'host', 'content-length', 'content-type', 'content-encoding', 'expect',
 ]);
 
-class HttpAnswer extends Error {
+/** The application's request headers that go upstream (authorization, tenant headers, ...). */
+export function forwardHeaders(h: http.IncomingHttpHeaders): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(h)) if (v !== undefined && !DROP_HEADERS.has(k)) out[k] = v;
+  return out;
+}
+
+/** What the upstream answered (429/503 carry the Retry-After to pass on). */
+export interface UpstreamAnswer {
+  status: number;
+  body: Buffer;
+  contentType?: string;
+  retryAfter?: string;
+}
+
+export class HttpAnswer extends Error {
   constructor(
     readonly status: number,
     readonly rpcCode: number,
@@ -71,11 +87,14 @@ class HttpAnswer extends Error {
 export class OtlpPassThrough {
   readonly counters: PassThroughCounters;
   private server: http.Server | undefined;
+  private grpc: OtlpGrpcReceiver | undefined;
   private readonly upstream: Record<Signal, Upstream>;
   private readonly schema: OtlpSchema;
   private readonly agents: { http: http.Agent; https: https.Agent };
   /** request bytes being forwarded now (bounded by traces.maxInflightBytes) */
   inflightBytes = 0;
+  /** the most request bytes ever in flight at once (shows the bound held) */
+  inflightPeakBytes = 0;
   private readonly c: ToaConfig['traces'];
 
   /** the connection table (undefined: no enrichment) */
@@ -108,8 +127,8 @@ export class OtlpPassThrough {
     };
   }
 
-  /** Listens on traces.listen; resolves with the bound address (port 0 picks one). */
-  async start(): Promise<{ host: string; port: number }> {
+  /** Listens on traces.listen (and traces.grpcListen unless off); resolves with the bound address (port 0 picks one). */
+  async start(): Promise<{ host: string; port: number; grpcPort?: number }> {
     const l = parseListen(this.c.listen);
     if (!l) throw new Error(`traces.listen: not host:port: ${this.c.listen}`);
     const server = http.createServer({ maxHeaderSize: 64 * 1024 }, (req, res) => void this.handle(req, res));
@@ -125,15 +144,30 @@ export class OtlpPassThrough {
     server.on('error', (e) => this.o.log.error('OTLP pass-through server error', { err: e }));
     const a = server.address();
     const port = a && typeof a === 'object' ? a.port : l.port;
+    let grpcPort: number | undefined;
+    if (this.c.grpcListen !== 'off') {
+      const g = new OtlpGrpcReceiver(this, this.c.grpcListen, this.c.maxBodyBytes, this.o.log);
+      try {
+        grpcPort = await g.start();
+      } catch (e) {
+        await this.stop();
+        throw new Error(`traces.grpcListen ${this.c.grpcListen}: ${(e as Error).message}`, { cause: e });
+      }
+      this.grpc = g;
+    }
     this.o.log.info('OTLP pass-through listening', {
       listen: `${l.host.includes(':') ? `[${l.host}]` : l.host}:${port}`,
+      grpc: grpcPort === undefined ? 'off' : `${this.c.grpcListen.replace(/:\d+$/, '')}:${grpcPort}`,
       upstream: this.upstream.traces.url.origin,
       enrichment: this.o.table !== undefined,
     });
-    return { host: l.host, port };
+    return { host: l.host, port, ...(grpcPort !== undefined ? { grpcPort } : {}) };
   }
 
   async stop(): Promise<void> {
+    const g = this.grpc;
+    this.grpc = undefined;
+    await g?.stop();
     const s = this.server;
     this.server = undefined;
     if (s) {
@@ -163,15 +197,12 @@ export class OtlpPassThrough {
       if (declared > this.c.maxBodyBytes) throw this.bad('too_large', 413, `body of ${declared} bytes is over traces.maxBodyBytes (${this.c.maxBodyBytes})`);
       // the in-flight bound covers what is read and forwarded; a request that would pass it waits in the app's SDK
       const want = Number.isFinite(declared) ? declared : 0;
-      if (this.inflightBytes > 0 && this.inflightBytes + want > this.c.maxInflightBytes) {
-        this.counters.refused.inflight++;
-        throw new HttpAnswer(429, RPC.RESOURCE_EXHAUSTED, 'too many bytes in flight to the upstream: retry later', this.c.retryAfterSec);
-      }
+      this.reserve(want);
       reserved = want;
-      this.inflightBytes += reserved;
       const wire = await this.readBody(req);
       this.inflightBytes += wire.length - reserved;
       reserved = wire.length;
+      if (this.inflightBytes > this.inflightPeakBytes) this.inflightPeakBytes = this.inflightBytes;
       this.counters.bytes[signal] += wire.length;
       let raw = wire;
       if (cenc === 'gzip') {
@@ -182,19 +213,7 @@ export class OtlpPassThrough {
           throw this.bad('decode', 400, `gzip body could not be decompressed: ${(e as Error).message}`);
         }
       }
-      let body = wire;
-      let bodyEncoding = cenc;
-      if (signal === 'traces') {
-        const out = this.traces(enc, raw);
-        if (out) {
-          const up = this.upstream[signal];
-          body = up.gzip ? await gzipP(out) : out;
-          bodyEncoding = up.gzip ? 'gzip' : 'identity';
-        }
-      } else {
-        this.decode(signal, enc, raw); // validation only: logs and metrics go on byte for byte
-      }
-      const r = await this.forward(signal, req, body, enc === 'json' ? 'application/json' : 'application/x-protobuf', bodyEncoding);
+      const r = await this.ingest(signal, enc, raw, wire, cenc, forwardHeaders(req.headers));
       res.writeHead(r.status, { 'content-type': r.contentType ?? ctype, ...(r.retryAfter ? { 'retry-after': r.retryAfter } : {}) });
       res.end(r.body);
     } catch (e) {
@@ -204,8 +223,43 @@ export class OtlpPassThrough {
       // a body we did not read (refused early) would otherwise be parsed as the next request
       if (!req.complete) req.destroy();
     } finally {
-      this.inflightBytes -= reserved;
+      this.release(reserved);
     }
+  }
+
+  /**
+   * What both receivers (OTLP/HTTP and OTLP/gRPC) do with a request body: traces are enriched (or
+   * counted), logs and metrics validated; then forwarded upstream (`wire` as received when nothing
+   * changed). Throws HttpAnswer for bad input or an unavailable upstream.
+   */
+  async ingest(signal: Signal, enc: Encoding, raw: Buffer, wire: Buffer, wireEncoding: string, headers: Record<string, string | string[]>): Promise<UpstreamAnswer> {
+    let body = wire;
+    let bodyEncoding = wireEncoding;
+    if (signal === 'traces') {
+      const out = this.traces(enc, raw);
+      if (out) {
+        const up = this.upstream[signal];
+        body = up.gzip ? await gzipP(out) : out;
+        bodyEncoding = up.gzip ? 'gzip' : 'identity';
+      }
+    } else {
+      this.decode(signal, enc, raw); // validation only: logs and metrics go on byte for byte
+    }
+    return this.forward(signal, headers, body, enc === 'json' ? 'application/json' : 'application/x-protobuf', bodyEncoding);
+  }
+
+  /** Reserves `bytes` of the in-flight bound (429 when it is used up); give them back with release(). */
+  reserve(bytes: number): void {
+    if (this.inflightBytes > 0 && this.inflightBytes + bytes > this.c.maxInflightBytes) {
+      this.counters.refused.inflight++;
+      throw new HttpAnswer(429, RPC.RESOURCE_EXHAUSTED, 'too many bytes in flight to the upstream: retry later', this.c.retryAfterSec);
+    }
+    this.inflightBytes += bytes;
+    if (this.inflightBytes > this.inflightPeakBytes) this.inflightPeakBytes = this.inflightBytes;
+  }
+
+  release(bytes: number): void {
+    this.inflightBytes -= bytes;
   }
 
   private bad(reason: BadRequestReason, status: number, message: string): HttpAnswer {
@@ -285,15 +339,14 @@ export class OtlpPassThrough {
     }
   }
 
-  private forward(signal: Signal, req: http.IncomingMessage, body: Buffer, contentType: string, contentEncoding: string) {
+  private forward(signal: Signal, incoming: Record<string, string | string[]>, body: Buffer, contentType: string, contentEncoding: string) {
     const up = this.upstream[signal];
-    const headers: Record<string, string | string[]> = {};
-    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !DROP_HEADERS.has(k)) headers[k] = v;
+    const headers: Record<string, string | string[]> = { ...incoming };
     Object.assign(headers, up.headers, { 'content-type': contentType, 'content-length': String(body.length) });
     if (contentEncoding !== 'identity') headers['content-encoding'] = contentEncoding;
     const mod = up.url.protocol === 'https:' ? https : http;
     const agent = up.url.protocol === 'https:' ? this.agents.https : this.agents.http;
-    return new Promise<{ status: number; body: Buffer; contentType?: string; retryAfter?: string }>((resolve, reject) => {
+    return new Promise<UpstreamAnswer>((resolve, reject) => {
       const r = mod.request(up.url, { method: 'POST', headers, agent, timeout: up.timeoutMs }, (resp) => {
         const chunks: Buffer[] = [];
         let n = 0;
@@ -388,6 +441,8 @@ export class OtlpPassThrough {
       spansServer: c.spans.serverSpans,
       spansEnriched: c.spans.enriched,
       spansUnmatched: sum(c.spans.unmatched),
+      otlpInflightBytes: this.inflightBytes,
+      otlpInflightPeakBytes: this.inflightPeakBytes,
     };
   }
 }

@@ -6,6 +6,14 @@
 import type { AddressMask } from '../privacy.js';
 import { canonicalAddress, matchSpan, type ConnEntry, type ConnTable, type MatchOptions } from './conntab.js';
 
+/** Every span attribute key enrichment reads or writes: the protobuf walk (src/traces/wire.ts)
+ * decodes only these and passes the others through as bytes. */
+export const SPAN_KEYS = [
+  'network.peer.address', 'network.peer.port', 'net.sock.peer.addr', 'net.sock.peer.port', 'net.peer.ip', 'net.peer.port', 'peer.address',
+  'client.address', 'client.port', 'network.local.address', 'net.sock.host.addr', 'net.host.ip', 'network.local.port', 'net.sock.host.port',
+  'net.host.port', 'lvs.toa.client_ip', 'lvs.toa.client_port', 'lvs.toa.source',
+] as const;
+
 /** SPAN_KIND_SERVER of opentelemetry.proto.trace.v1.Span.SpanKind */
 export const SPAN_KIND_SERVER = 2;
 
@@ -65,6 +73,9 @@ export function toBigInt(v: unknown): bigint | undefined {
   if (typeof v === 'number') return Number.isFinite(v) ? BigInt(Math.trunc(v)) : undefined;
   if (typeof v === 'string') return /^-?\d+$/.test(v) ? BigInt(v) : undefined;
   if (v && typeof v === 'object' && 'low' in v && 'high' in v) {
+    const l = v as { low: number; high: number };
+    // protobufjs' Long: small non-negative values (ports, pids) without the string round trip
+    if (l.high === 0) return BigInt(l.low >>> 0);
     try {
       return BigInt((v as { toString(): string }).toString());
     } catch {
@@ -81,6 +92,9 @@ function findAttr(attrs: readonly KeyValue[], key: string): AnyValue | undefined
 const str = (v: AnyValue | undefined): string | undefined => (typeof v?.stringValue === 'string' ? v.stringValue : undefined);
 function int(v: AnyValue | undefined): number | undefined {
   if (!v) return undefined;
+  const iv = v.intValue as { low?: number; high?: number } | number | undefined;
+  if (typeof iv === 'number') return iv;
+  if (iv && typeof iv === 'object' && iv.high === 0 && typeof iv.low === 'number') return iv.low >>> 0; // protobufjs Long, small and non-negative
   const b = toBigInt(v.intValue);
   if (b !== undefined) return Number(b);
   const s = str(v); // some instrumentations send ports as strings
@@ -209,11 +223,16 @@ export function enrichSpans(spans: Iterable<SpanView>, table: ConnTable, o: Enri
       st.unmatched.no_peer++;
       continue;
     }
-    const hints = { startUnixNs: toBigInt(span.startTimeUnixNano) ?? 0n, ...localHints(attrs), ...(pid !== undefined ? { pid } : {}) };
-    let m = matchSpan(table.lookup(peer.addr, peer.port), hints, o);
+    const startUnixNs = toBigInt(span.startTimeUnixNano) ?? 0n;
+    // the local address/port and pid only narrow several candidates: read them only then
+    const match = () => {
+      const c = table.lookup(peer.addr, peer.port);
+      return matchSpan(c, c && c.length > 1 ? { startUnixNs, ...localHints(attrs), ...(pid !== undefined ? { pid } : {}) } : { startUnixNs }, o);
+    };
+    let m = match();
     if (!m.ok && m.reason !== 'ambiguous' && !refreshed) {
       refreshed = true;
-      if (table.refresh()) m = matchSpan(table.lookup(peer.addr, peer.port), hints, o);
+      if (table.refresh()) m = match();
     }
     if (!m.ok) {
       st.unmatched[m.reason]++;

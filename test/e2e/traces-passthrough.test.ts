@@ -23,6 +23,7 @@ async function start(t: ExecutionContext, over: (c: ToaConfig) => void, upstream
   config.otlp.endpoint = upstream;
   config.traces.enabled = true;
   config.traces.listen = `127.0.0.1:${await freePort()}`;
+  config.traces.grpcListen = 'off';
   config.traces.retryAfterSec = 2;
   over(config);
   const pt = new OtlpPassThrough({ config, table: undefined, bootToUnixNs: () => 0n, mask: undefined, log: createLogger('error'), env: {} });

@@ -1,6 +1,8 @@
 // An application server instrumented the standard way (@opentelemetry/instrumentation-http,
 // stable HTTP semconv), exporting traces (protobuf), logs (JSON) and metrics (protobuf) to
 // OTEL_EXPORTER_OTLP_ENDPOINT, which the trace-enrichment lab test points at the sidecar.
+// With OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc the traces go through the OTLP/gRPC exporter instead
+// (to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); TRACED_APP_NAME sets service.name (default traced-app).
 // CommonJS so the instrumentation can hook require('http'). Usage: node traced-app.cjs HOST PORT
 // Prints READY when listening; on SIGTERM flushes every provider, prints its counts, exits 0.
 'use strict';
@@ -9,7 +11,9 @@ const { registerInstrumentations } = require('@opentelemetry/instrumentation');
 const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http');
 const { TracerProvider, BatchSpanProcessor } = require('@opentelemetry/sdk-trace');
 const { AsyncLocalStorageContextManager } = require('@opentelemetry/context-async-hooks');
-const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-proto');
+const { OTLPTraceExporter } = process.env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL === 'grpc'
+  ? require('@opentelemetry/exporter-trace-otlp-grpc')
+  : require('@opentelemetry/exporter-trace-otlp-proto');
 const { LoggerProvider, BatchLogRecordProcessor } = require('@opentelemetry/sdk-logs');
 const { OTLPLogExporter } = require('@opentelemetry/exporter-logs-otlp-http');
 const { MeterProvider, PeriodicExportingMetricReader } = require('@opentelemetry/sdk-metrics');
@@ -17,7 +21,7 @@ const { OTLPMetricExporter } = require('@opentelemetry/exporter-metrics-otlp-pro
 const { resourceFromAttributes } = require('@opentelemetry/resources');
 
 const [host, portText] = process.argv.slice(2);
-const resource = resourceFromAttributes({ 'service.name': 'traced-app', 'process.pid': process.pid });
+const resource = resourceFromAttributes({ 'service.name': process.env.TRACED_APP_NAME || 'traced-app', 'process.pid': process.pid });
 api.context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
 const tracerProvider = new TracerProvider({
   resource,

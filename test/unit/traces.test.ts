@@ -189,3 +189,46 @@ test('protobuf walk + splice gives what a full decode, enrich and encode gives; 
   t.throws(() => parseTraceRequest(wire.subarray(0, wire.length - 3)));
   t.throws(() => parseTraceRequest(Buffer.from([0x0a, 0x05, 0x12, 0x10, 0, 0, 0])));
 });
+
+test('protobuf walk: a KeyValue whose value comes before its key is still read; attributes enrichment does not use stay byte for byte', async (t) => {
+  const { parseTraceRequest, serializeTraceRequest } = await import('../../src/traces/wire.js');
+  const { enrichSpans } = await import('../../src/traces/spans.js');
+  const protobuf = (await import('protobufjs')).default;
+  const type = otlpSchema().request.traces;
+  const root = type.root;
+  const AnyValue = root.lookupType('opentelemetry.proto.common.v1.AnyValue');
+  const t0 = 1_105n * S;
+  // network.peer.address written value-first (field 2 before field 1): legal protobuf
+  const w = protobuf.Writer.create();
+  AnyValue.encode({ stringValue: '198.18.2.1' }, w.uint32((2 << 3) | 2).fork()).ldelim();
+  w.uint32((1 << 3) | 2).string('network.peer.address');
+  const valueFirst = w.finish();
+  const req = {
+    resourceSpans: [{ resource: { attributes: [kv('service.name', 'a')] }, scopeSpans: [{ spans: [{
+      traceId: Buffer.alloc(16, 1), spanId: Buffer.alloc(8, 2), name: 's', kind: 2, startTimeUnixNano: t0.toString(), endTimeUnixNano: t0.toString(),
+      attributes: [kv('ünïcode.kéy', 'välue'), kv('network.peer.port', 40000), kv('client.address', '198.18.2.1')],
+    }] }] }],
+  };
+  // splice the value-first attribute in front of the others by re-encoding the span list by hand
+  const base = type.decode(type.encode(type.fromObject(req)).finish()) as unknown as { resourceSpans: { scopeSpans: { spans: { attributes: unknown[] }[] }[] }[] };
+  const KV = root.lookupType('opentelemetry.proto.common.v1.KeyValue');
+  base.resourceSpans[0]!.scopeSpans[0]!.spans[0]!.attributes.unshift(KV.decode(valueFirst));
+  const wire = Buffer.from(type.encode(base as never).finish());
+  // re-encoding wrote it key-first; write the value-first bytes in its place
+  const keyFirst = Buffer.from(KV.encode(KV.decode(valueFirst)).finish());
+  const at = wire.indexOf(keyFirst);
+  t.true(at > 0);
+  const patched = Buffer.concat([wire.subarray(0, at), Buffer.from(valueFirst), wire.subarray(at + keyFirst.length)]);
+  const untouched = Buffer.from(KV.encode(KV.fromObject(kv('ünïcode.kéy', 'välue'))).finish());
+
+  const dump = pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40000, toa: [203, 0, 113, 9], tport: 1234, src: 2, trusted: 1, accept: 100n * S, close: 0n, pid: 0 });
+  const parsed = parseTraceRequest(patched);
+  t.deepEqual(parsed.spans[0]!.attributes.map((a) => a.key).sort(), ['client.address', 'network.peer.address', 'network.peer.port'], 'only the keys enrichment uses are decoded');
+  const st = enrichSpans(parsed.spans, new ConnTable(() => dump, 0), { ...opts, mask: undefined });
+  t.is(st.enriched, 1);
+  const out = serializeTraceRequest(parsed)!;
+  t.true(out.includes(untouched), 'an attribute enrichment does not use is copied as it came');
+  t.true(out.includes(Buffer.from(valueFirst)), 'the value-first attribute too');
+  const span = (type.toObject(type.decode(out), { longs: Number }) as typeof req).resourceSpans[0]!.scopeSpans[0]!.spans[0]!;
+  t.like(attrsOf(span.attributes as never), { 'ünïcode.kéy': 'välue', 'network.peer.address': '198.18.2.1', 'client.address': '203.0.113.9', 'client.port': 1234, 'lvs.toa.client_ip': '203.0.113.9', 'lvs.toa.source': 'packet_ack' });
+});
