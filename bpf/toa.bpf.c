@@ -564,6 +564,8 @@ static __always_inline int sockops_main(struct bpf_sock_ops *ctx, bool with_modu
 			bpf_setsockopt(ctx, SOL_TCP, TCP_SAVE_SYN, &one, sizeof(one));
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		if (cfg_bench_skip & TOA_BENCH_SKIP_ESTABLISHED)
+			break;
 		sockops_established(ctx, with_module);
 		conntab_sockops_watch(ctx); /* trace enrichment: see the close */
 		break;

@@ -555,6 +555,9 @@ static void size_maps(struct toa_core *c, const struct attempt *a, const struct 
 	struct toa_bpf *s = c->skel;
 
 	bpf_map__set_max_entries(s->maps.merge, cfg->merge_max_keys ? cfg->merge_max_keys : 1);
+	/* benchmark hook, read only when set (bench/bpf-cost.ts; bpf/toa_report.bpf.h) */
+	if (getenv("TOA_OTEL_BENCH_SKIP"))
+		s->rodata->cfg_bench_skip = (__u32)strtoul(getenv("TOA_OTEL_BENCH_SKIP"), NULL, 0);
 	if (c->claim_xchg)
 		bpf_map__set_max_entries(s->maps.merge_claims, 1); /* the lock map of < 5.12 is unused */
 	toa_buffer_setup(&c->buf, s->maps.events, c->buf.ring, cfg->ringbuf_bytes);
