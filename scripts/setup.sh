@@ -5,10 +5,12 @@
 # what is missing or older than its sources. Idempotent; when nothing is missing it only looks at
 # file times (well under a second).
 #
-#   bash scripts/setup.sh [--for run|test|package] [--check]
+#   bash scripts/setup.sh [--for run|test|package|deploy] [--check]
 #     --for run      what the sidecar needs to build and run (default)
 #     --for test     also the tools the lab and kernel tests use (iproute2, iptables, tcpdump, ...)
 #     --for package  also what `npm run package` needs (patchelf, binutils)
+#     --for deploy   also what the container image needs (`npm run image`, `npm run test:image`):
+#                    the package tools, mmdebstrap, buildah, podman, runc
 #     --check        only report what is missing; exit 1 if anything is
 #
 # npm runs it before `npm start` and `npm test` (prestart/pretest). Environment:
@@ -24,10 +26,10 @@ while [ $# -gt 0 ]; do
 	--for=*) PURPOSE=${1#--for=}; shift ;;
 	--check) CHECK_ONLY=1; shift ;;
 	-h | --help) sed -n '3,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-	*) echo "setup: unknown argument '$1' (use --for run|test|package, --check)" >&2; exit 2 ;;
+	*) echo "setup: unknown argument '$1' (use --for run|test|package|deploy, --check)" >&2; exit 2 ;;
 	esac
 done
-case $PURPOSE in run | test | package) ;; *) echo "setup: --for must be run, test or package (got '$PURPOSE')" >&2; exit 2 ;; esac
+case $PURPOSE in run | test | package | deploy) ;; *) echo "setup: --for must be run, test, package or deploy (got '$PURPOSE')" >&2; exit 2 ;; esac
 [ "${TOA_OTEL_SETUP:-1}" = 0 ] && { echo "[setup] skipped (TOA_OTEL_SETUP=0)" >&2; exit 0; }
 
 say() { printf '[setup] %s\n' "$*" >&2; }
@@ -51,6 +53,9 @@ NEEDS_TEST=(
 	cmd/tmux:tmux
 )
 NEEDS_PACKAGE=(cmd/patchelf:patchelf cmd/objdump:binutils)
+# the container image: base root filesystem, image build, and running it (runc: crun refuses hybrid
+# cgroup hosts; deploy/image/lib.sh)
+NEEDS_DEPLOY=(cmd/mmdebstrap:mmdebstrap cmd/buildah:buildah cmd/podman:podman cmd/runc:runc)
 
 have() { # probe -> 0 when present
 	case $1 in
@@ -64,11 +69,12 @@ wanted=()
 collect() { local pair; for pair in "$@"; do have "${pair%%:*}" || wanted+=("${pair##*:}"); done; }
 collect "${NEEDS_RUN[@]}"
 [ "$PURPOSE" = test ] && collect "${NEEDS_TEST[@]}"
-if [ "$PURPOSE" = package ]; then
+if [ "$PURPOSE" = package ] || [ "$PURPOSE" = deploy ]; then
 	# nfpm itself is built with the machine's Go by scripts/package.sh (bookworm's golang-go is
 	# too old for it: that is said there)
 	collect "${NEEDS_PACKAGE[@]}"
 fi
+[ "$PURPOSE" = deploy ] && collect "${NEEDS_DEPLOY[@]}"
 # uniq, keep order
 if [ ${#wanted[@]} -gt 0 ]; then
 	mapfile -t wanted < <(printf '%s\n' "${wanted[@]}" | awk '!seen[$0]++')
