@@ -599,6 +599,9 @@ static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool w
 	bool module_toa = false, rewritten = false;
 	__u8 source = TOA_SOURCE_NONE;
 
+	if (cfg_bench_skip & TOA_BENCH_SKIP_ESTABLISHED)
+		return;
+
 	if (cfg_src_packet)
 		source = packet_toa(cnt, ctx, &t);
 	/* toa.rewritePeer reads sk_user_data even when module TOA is not a source: a
@@ -673,8 +676,6 @@ static __always_inline int sockops_main(struct bpf_sock_ops *ctx, bool with_modu
 			bpf_setsockopt(ctx, SOL_TCP, TCP_SAVE_SYN, &one, sizeof(one));
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		if (cfg_bench_skip & TOA_BENCH_SKIP_ESTABLISHED)
-			break;
 		sockops_established(ctx, with_module);
 		conntab_sockops_watch(ctx); /* trace enrichment: see the close */
 		break;

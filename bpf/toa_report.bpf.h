@@ -183,11 +183,7 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 	}
 
 	v = bpf_map_lookup_elem(&merge, &key);
-	if (!v && (cfg_bench_skip & TOA_BENCH_SKIP_MERGE_INSERT)) {
-		emit(cnt, ctx, ev);
-		return;
-	}
-	if (!v) {
+	if (!v && !(cfg_bench_skip & TOA_BENCH_SKIP_MERGE_INSERT)) {
 		struct merge_val nv = {};
 
 		/* first of its key: BPF_NOEXIST, so a CPU that loses the race to insert
