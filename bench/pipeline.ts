@@ -7,6 +7,7 @@
  * For each offered rate it prints what arrived, losses, CPU µs per record and peak RSS.
  *
  *   npm run bench:pipeline -- [--rates 50000,100000,150000] [--seconds 10] [--v8-defaults]
+ *   npm run bench:pipeline -- --against main [--rounds 5] [--rates 100000] [--seconds 5]
  *   npm run build:ts && node dist/bench/pipeline.js [...]   (compiled, without the tsx loader)
  *
  * Each rate runs in a fresh process (peak RSS is per rate, not the maximum so far) started
@@ -14,11 +15,17 @@
  * --v8-defaults runs without them for comparison. The sock_ops program is attached to an
  * empty cgroup created for the run, so the host's real connections (other tests) do not
  * add records. TOA_OTEL_* variables set configuration as for the sidecar. Needs root (BPF).
+ *
+ * --against REF: side by side with the TypeScript of another commit (checked out into a temporary
+ * git worktree that shares this checkout's node_modules and native build, so only src/ differs):
+ * per rate, --rounds alternating runs of REF and of this tree, medians and their ratio.
  * Prints numbers; it does not judge them.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -35,6 +42,8 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '10' },
     'v8-defaults': { type: 'boolean', default: false },
     child: { type: 'string' }, // internal: run one rate, print its result as JSON
+    against: { type: 'string' },
+    rounds: { type: 'string', default: '5' },
   },
 });
 const seconds = Number(values.seconds);
@@ -172,15 +181,28 @@ if (values.child !== undefined) {
 }
 
 const nodeFlags = values['v8-defaults'] ? [] : NODE_FLAGS;
-const rows: RunResult[] = [];
-for (const rate of values.rates.split(',').map(Number)) {
-  const args = [...nodeFlags, ...process.execArgv, fileURLToPath(import.meta.url), '--child', String(rate), '--seconds', String(seconds)];
+const here = fileURLToPath(import.meta.url);
+
+/** One rate in a fresh process, from this tree's bench or another tree's (`script`). */
+async function runChild(rate: number, script = here): Promise<RunResult> {
+  const args = [...nodeFlags, ...process.execArgv, script, '--child', String(rate), '--seconds', String(seconds)];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   const [code] = await once(child, 'exit');
   if (code !== 0) throw new Error(`run at ${rate}/s failed (exit ${code})`);
-  const r = JSON.parse(out.trim().split('\n').pop()!) as RunResult;
+  return JSON.parse(out.trim().split('\n').pop()!) as RunResult;
+}
+
+const rates = values.rates.split(',').map(Number);
+if (values.against !== undefined) {
+  await compare(values.against, Number(values.rounds));
+  process.exit(0);
+}
+
+const rows: RunResult[] = [];
+for (const rate of rates) {
+  const r = await runChild(rate);
   rows.push(r);
   console.error(`offered ${rate}/s: ${JSON.stringify(r)}`);
 }
@@ -191,4 +213,44 @@ for (const r of rows) {
   console.log(
     `${r.rate} | ${(r.offered / r.offerSeconds).toFixed(0)} | ${r.offered} | ${r.received} | ${r.lost} (${r.kernelLost}/${r.queueFull}/${r.exportFailed}/${other}) | ${r.cpuUsPerRecord.toFixed(2)} (+${r.synthUsPerRecord.toFixed(2)}) | ${r.rssStartMiB.toFixed(0)} → ${r.rssPeakMiB.toFixed(0)} | ${r.heapPeakMiB.toFixed(0)} | ${r.backlogPeak}`,
   );
+}
+
+/** --against: REF's src/ and this tree's, alternating, in fresh processes; medians and ratios. */
+async function compare(ref: string, rounds: number): Promise<void> {
+  const root = packagePath();
+  const git = (...a: string[]) => execFileSync('git', ['-C', root, ...a], { encoding: 'utf8' }).trim();
+  const commit = git('rev-parse', '--short', ref);
+  const dir = mkdtempSync(join(tmpdir(), 'toa-otel-against-'));
+  rmdirSync(dir);
+  git('worktree', 'add', '--detach', dir, commit);
+  try {
+    // the same dependencies and native addon: only the TypeScript differs
+    symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
+    symlinkSync(join(root, 'build'), join(dir, 'build'));
+    const baseScript = join(dir, 'bench', 'pipeline.ts');
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    console.log(`\nside by side: ${ref} (${commit}) vs this tree, ${rounds} alternating rounds per rate, ${seconds} s each; node flags: ${nodeFlags.join(' ') || '(V8 defaults)'}`);
+    console.log('offered/s | side | achieved/s (median) | lost (max) | CPU µs/record (median) | RSS peak MiB (median) | CPU ratio this/REF (median of rounds)');
+    for (const rate of rates) {
+      const base: RunResult[] = [];
+      const mine: RunResult[] = [];
+      for (let round = 0; round < rounds; round++) {
+        // alternate which side goes first so that drift does not favour one
+        const order = round % 2 === 0 ? [false, true] : [true, false];
+        for (const isMine of order) {
+          const r = await runChild(rate, isMine ? here : baseScript);
+          (isMine ? mine : base).push(r);
+          console.error(`round ${round + 1} ${isMine ? 'this tree' : ref} at ${rate}/s: ${r.cpuUsPerRecord.toFixed(2)} µs/record, lost ${r.lost}`);
+        }
+      }
+      const row = (name: string, rs: RunResult[], ratio: string) =>
+        console.log(
+          `${rate} | ${name} | ${median(rs.map((r) => r.offered / r.offerSeconds)).toFixed(0)} | ${Math.max(...rs.map((r) => r.lost))} | ${median(rs.map((r) => r.cpuUsPerRecord)).toFixed(2)} | ${median(rs.map((r) => r.rssPeakMiB)).toFixed(0)} | ${ratio}`,
+        );
+      row(ref, base, '');
+      row('this tree', mine, median(mine.map((r, i) => r.cpuUsPerRecord / base[i]!.cpuUsPerRecord)).toFixed(3));
+    }
+  } finally {
+    git('worktree', 'remove', '--force', dir);
+  }
 }

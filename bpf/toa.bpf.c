@@ -599,6 +599,9 @@ static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool w
 	bool module_toa = false, rewritten = false;
 	__u8 source = TOA_SOURCE_NONE;
 
+	if (cfg_bench_skip & TOA_BENCH_SKIP_ESTABLISHED)
+		return;
+
 	if (cfg_src_packet)
 		source = packet_toa(cnt, ctx, &t);
 	/* toa.rewritePeer reads sk_user_data even when module TOA is not a source: a

@@ -22,6 +22,13 @@ const volatile bool cfg_trust_all = true;           /* no trusted ranges configu
 const volatile bool cfg_use_ringbuf = true;         /* false: perf buffer fallback */
 const volatile __u64 cfg_merge_window_ns = 10 * NSEC_PER_SEC; /* 0 = no merging */
 const volatile __u64 cfg_wakeup_bytes = 256 * 1024; /* wake the reader past this fill level */
+/* Benchmark hook (bench/bpf-cost.ts, through TOA_OTEL_BENCH_SKIP): parts of the connection
+ * path to leave out, so that one run can say where the time goes. Always 0 in production,
+ * where the verifier removes the branches. */
+#define TOA_BENCH_SKIP_EMIT 1         /* count the record, do not write it */
+#define TOA_BENCH_SKIP_ESTABLISHED 2  /* PASSIVE_ESTABLISHED returns at once (callbacks only) */
+#define TOA_BENCH_SKIP_MERGE_INSERT 4 /* merge: look the key up, never insert it */
+const volatile __u32 cfg_bench_skip = 0;
 
 /* ---- maps ---- */
 
@@ -115,6 +122,10 @@ static __always_inline void emit(struct toa_counters *cnt, void *ctx, struct toa
 {
 	long err;
 
+	if (cfg_bench_skip & TOA_BENCH_SKIP_EMIT) {
+		count(TOA_CNT_EVENTS, 1);
+		return;
+	}
 	if (cfg_use_ringbuf) {
 		/* A wakeup per record costs ~6 us in a VM (docs/kernel.md): wake the reader
 		 * only past a fill level; it also drains on a short timer. */
@@ -172,7 +183,7 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 	}
 
 	v = bpf_map_lookup_elem(&merge, &key);
-	if (!v) {
+	if (!v && !(cfg_bench_skip & TOA_BENCH_SKIP_MERGE_INSERT)) {
 		struct merge_val nv = {};
 
 		/* first of its key: BPF_NOEXIST, so a CPU that loses the race to insert

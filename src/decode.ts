@@ -116,6 +116,9 @@ function reverseEnum(enums: Record<string, number>, prefix: string): Map<number,
   return m;
 }
 
+/** Slots of the decoder's IPv4 text cache (a power of two). */
+const V4_CACHE = 256;
+
 /** Dotted-quad of 4 bytes at `o`. */
 export function formatIPv4(b: Buffer, o: number): string {
   return `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
@@ -192,6 +195,12 @@ export class EventDecoder {
   private readonly modes: Map<number, string>;
   private readonly sources: Map<number, string>;
   private readonly le: boolean;
+  // Text of recently seen IPv4 addresses, direct-mapped by the address: the local address and
+  // the balancer (peer) repeat on nearly every record, so they are formatted once and their
+  // strings shared by every queued record instead of three new strings a record.
+  // Every slot starts as a valid entry: 255.255.255.255 (-1 as int32).
+  private readonly v4Keys = new Int32Array(V4_CACHE).fill(-1);
+  private readonly v4Text = new Array<string>(V4_CACHE).fill('255.255.255.255');
 
   /** Throws ProbeError(ELAYOUT) when the layout lacks something the decoder needs. */
   constructor(layout: EventLayout) {
@@ -286,14 +295,25 @@ export class EventDecoder {
       flags,
       v4mapped: (flags & this.eFlagV4Mapped) !== 0,
       rewritten: (flags & this.eFlagRewritten) !== 0,
-      localAddr: family === 4 ? formatIPv4(b, la) : formatIPv6(b, la),
+      localAddr: family === 4 ? this.ipv4(b, la) : formatIPv6(b, la),
       localPort: le ? b.readUInt16LE(at + this.oLocalPort) : b.readUInt16BE(at + this.oLocalPort),
-      peerAddr: family === 4 ? formatIPv4(b, pa) : formatIPv6(b, pa),
+      peerAddr: family === 4 ? this.ipv4(b, pa) : formatIPv6(b, pa),
       peerPort: le ? b.readUInt16LE(at + this.oPeerPort) : b.readUInt16BE(at + this.oPeerPort),
-      toaAddr: hasToa ? ((flags & this.eFlagToaV6) !== 0 ? formatIPv6(b, ta) : formatIPv4(b, ta)) : undefined,
+      toaAddr: hasToa ? ((flags & this.eFlagToaV6) !== 0 ? formatIPv6(b, ta) : this.ipv4(b, ta)) : undefined,
       toaPort: le ? b.readUInt16LE(at + this.oToaPort) : b.readUInt16BE(at + this.oToaPort),
       comm: commEnd === commStart ? '' : b.toString('latin1', commStart, commEnd),
     };
+  }
+
+  /** formatIPv4 through the cache. */
+  private ipv4(b: Buffer, o: number): string {
+    const key = b.readInt32BE(o);
+    const slot = (key ^ (key >>> 12) ^ (key >>> 22)) & (V4_CACHE - 1);
+    if (this.v4Keys[slot] === key) return this.v4Text[slot]!;
+    const text = formatIPv4(b, o);
+    this.v4Keys[slot] = key;
+    this.v4Text[slot] = text;
+    return text;
   }
 
   /**

@@ -153,6 +153,23 @@ function keyBytes(key: string): Buffer {
   return k;
 }
 
+// Tag, length and bytes of a string field whose value repeats on every record (severityText,
+// eventName): the last value of each field number, encoded once (a string compare per record).
+const lastValue: (string | undefined)[] = [];
+const lastBytes: Buffer[] = [];
+function stringField(w: Writer, field: number, value: string): void {
+  let f = lastBytes[field];
+  if (lastValue[field] !== value || f === undefined) {
+    const e = new Writer(value.length * 3 + 8);
+    e.tag(field, 2);
+    e.string(value);
+    f = Buffer.from(e.b.subarray(0, e.pos));
+    lastValue[field] = value;
+    lastBytes[field] = f;
+  }
+  w.raw(f);
+}
+
 const MIN_I64 = -(2 ** 63);
 const MAX_I64 = 2 ** 63;
 
@@ -206,73 +223,116 @@ function anyValue(w: Writer, value: unknown): void {
   }
 }
 
-/** Repeated KeyValue under `field`, with a one-pass path for short ASCII strings and small ints. */
+/** Repeated KeyValue under `field`. */
 function attributes(w: Writer, attrs: Attributes, field: number): void {
   const fieldTag = (field << 3) | 2;
+  let slot = 0;
   for (const key in attrs) {
     if (!Object.prototype.hasOwnProperty.call(attrs, key)) continue;
     const v = attrs[key];
-    const kb = keyBytes(key);
-    if (typeof v === 'string' && v.length < 90 && kb.length < 30) {
-      // layout: fieldTag kvLen [key] 0x12 avLen 0x0a strLen str — all lengths one byte here
-      w.ensure(kb.length + v.length + 6);
-      const b = w.b;
-      const start = w.pos;
-      b[start] = fieldTag;
-      b.set(kb, start + 2);
-      const p = start + 2 + kb.length;
-      b[p] = 0x12;
-      b[p + 2] = 0x0a;
-      const s = p + 4;
-      let ascii = true;
-      for (let i = 0; i < v.length; i++) {
-        const c = v.charCodeAt(i);
-        if (c > 127) {
-          ascii = false;
-          break;
-        }
-        b[s + i] = c;
-      }
-      if (ascii) {
-        const n = v.length;
-        b[p + 3] = n;
-        b[p + 1] = n + 2;
-        b[start + 1] = kb.length + 2 + n + 2;
-        w.pos = s + n;
-        continue;
-      }
-      w.pos = start; // non-ASCII: general path below
-    } else if (typeof v === 'number' && v >= 0 && v <= 0x0fffffff && Number.isInteger(v) && kb.length < 100) {
-      // fieldTag kvLen [key] 0x12 avLen 0x18 varint
-      w.ensure(kb.length + 10);
-      const b = w.b;
-      const start = w.pos;
-      b[start] = fieldTag;
-      b.set(kb, start + 2);
-      const p = start + 2 + kb.length;
-      b[p] = 0x12;
-      b[p + 2] = 0x18;
-      let q = p + 3;
-      let x = v;
-      while (x > 127) {
-        b[q++] = (x & 127) | 128;
-        x >>>= 7;
-      }
-      b[q++] = x;
-      b[p + 1] = q - (p + 2);
-      b[start + 1] = q - (start + 2);
-      w.pos = q;
+    if (field !== 6 || slot >= KV_SLOTS) {
+      keyValue(w, key, v, fieldTag, field);
       continue;
     }
-    w.tag(field, 2);
-    const m = w.begin(1);
-    w.raw(kb);
-    w.tag(2, 2);
-    const vm = w.begin(1);
-    anyValue(w, v);
-    w.end(vm, 1);
-    w.end(m, 1);
+    // Log record attributes come in the same key order on every record, and most repeat the
+    // previous record's value (local address, transport, type, TOA source and kind, merge window,
+    // probe mode, process): the KeyValue encoded last time at this position is copied when key
+    // and value are the same. Values that change on (nearly) every record (ports, client
+    // addresses) stop being kept.
+    const i = slot++;
+    if (slotKey[i] === key && slotValue[i] === v) {
+      w.raw(slotBytes[i]!);
+      slotHits[i]!++;
+      continue;
+    }
+    const from = w.pos;
+    keyValue(w, key, v, fieldTag, field);
+    if (slotKey[i] !== key) {
+      slotKey[i] = key;
+      slotHits[i] = 0;
+      slotMisses[i] = 0;
+    } else if (++slotMisses[i]! > 2 * slotHits[i]! + 8) {
+      continue;
+    }
+    if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') {
+      slotValue[i] = v;
+      slotBytes[i] = Buffer.from(w.b.subarray(from, w.pos));
+    } else {
+      slotKey[i] = undefined;
+    }
   }
+}
+
+// The positional KeyValue cache of attributes() (log records only: field 6).
+const KV_SLOTS = 64;
+const slotKey: (string | undefined)[] = new Array<string | undefined>(KV_SLOTS).fill(undefined);
+const slotValue: unknown[] = new Array<unknown>(KV_SLOTS).fill(undefined);
+const slotBytes: Buffer[] = new Array<Buffer>(KV_SLOTS).fill(Buffer.alloc(0));
+const slotHits = new Int32Array(KV_SLOTS);
+const slotMisses = new Int32Array(KV_SLOTS);
+
+/** One KeyValue under `field` (tag included), with a one-pass path for short ASCII strings and small ints. */
+function keyValue(w: Writer, key: string, v: unknown, fieldTag: number, field: number): void {
+  const kb = keyBytes(key);
+  if (typeof v === 'string' && v.length < 90 && kb.length < 30) {
+    // layout: fieldTag kvLen [key] 0x12 avLen 0x0a strLen str — all lengths one byte here
+    w.ensure(kb.length + v.length + 6);
+    const b = w.b;
+    const start = w.pos;
+    b[start] = fieldTag;
+    b.set(kb, start + 2);
+    const p = start + 2 + kb.length;
+    b[p] = 0x12;
+    b[p + 2] = 0x0a;
+    const s = p + 4;
+    let ascii = true;
+    for (let i = 0; i < v.length; i++) {
+      const c = v.charCodeAt(i);
+      if (c > 127) {
+        ascii = false;
+        break;
+      }
+      b[s + i] = c;
+    }
+    if (ascii) {
+      const n = v.length;
+      b[p + 3] = n;
+      b[p + 1] = n + 2;
+      b[start + 1] = kb.length + 2 + n + 2;
+      w.pos = s + n;
+      return;
+    }
+    w.pos = start; // non-ASCII: general path below
+  } else if (typeof v === 'number' && v >= 0 && v <= 0x0fffffff && Number.isInteger(v) && kb.length < 100) {
+    // fieldTag kvLen [key] 0x12 avLen 0x18 varint
+    w.ensure(kb.length + 10);
+    const b = w.b;
+    const start = w.pos;
+    b[start] = fieldTag;
+    b.set(kb, start + 2);
+    const p = start + 2 + kb.length;
+    b[p] = 0x12;
+    b[p + 2] = 0x18;
+    let q = p + 3;
+    let x = v;
+    while (x > 127) {
+      b[q++] = (x & 127) | 128;
+      x >>>= 7;
+    }
+    b[q++] = x;
+    b[p + 1] = q - (p + 2);
+    b[start + 1] = q - (start + 2);
+    w.pos = q;
+    return;
+  }
+  w.tag(field, 2);
+  const m = w.begin(1);
+  w.raw(kb);
+  w.tag(2, 2);
+  const vm = w.begin(1);
+  anyValue(w, v);
+  w.end(vm, 1);
+  w.end(m, 1);
 }
 
 function hexToBytes(hex: string): Uint8Array {
@@ -290,10 +350,7 @@ function logRecord(w: Writer, r: ReadableLogRecord): void {
     w.tag(2, 0);
     w.varint(r.severityNumber);
   }
-  if (r.severityText) {
-    w.tag(3, 2);
-    w.string(r.severityText);
-  }
+  if (r.severityText) stringField(w, 3, r.severityText);
   if (r.body !== undefined) {
     w.tag(5, 2);
     const bm = w.begin(1);
@@ -318,10 +375,7 @@ function logRecord(w: Writer, r: ReadableLogRecord): void {
   }
   w.tag(11, 1);
   w.hrTime(r.hrTimeObserved);
-  if (r.eventName) {
-    w.tag(12, 2);
-    w.string(r.eventName);
-  }
+  if (r.eventName) stringField(w, 12, r.eventName);
   w.end(m, 2);
 }
 

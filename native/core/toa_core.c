@@ -8,6 +8,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <linux/capability.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -558,6 +560,9 @@ static void size_maps(struct toa_core *c, const struct attempt *a, const struct 
 	struct toa_bpf *s = c->skel;
 
 	bpf_map__set_max_entries(s->maps.merge, cfg->merge_max_keys ? cfg->merge_max_keys : 1);
+	/* benchmark hook, read only when set (bench/bpf-cost.ts; bpf/toa_report.bpf.h) */
+	if (getenv("TOA_OTEL_BENCH_SKIP"))
+		s->rodata->cfg_bench_skip = (__u32)strtoul(getenv("TOA_OTEL_BENCH_SKIP"), NULL, 0);
 	if (c->claim_xchg)
 		bpf_map__set_max_entries(s->maps.merge_claims, 1); /* the lock map of < 5.12 is unused */
 	toa_buffer_setup(&c->buf, s->maps.events, c->buf.ring, cfg->ringbuf_bytes);
@@ -641,12 +646,52 @@ static int classify_load_error(struct toa_core *c, int mode, int err)
 		      toa_mode_name(mode), strerror(e), tls_last_libbpf[0] ? "; libbpf: " : "", tls_last_libbpf);
 }
 
-static int load_programs(struct toa_core *c, int mode)
-{
-	char *vlog = verifier_log_request(c->skel->obj);
-	int err = toa_bpf__load(c->skel);
+/*
+ * The verifier gives up with EAGAIN when a signal is pending for the loading thread
+ * (signal_pending() in do_check), and libbpf's own retries of BPF_PROG_LOAD (5) fail
+ * the same way when signals keep coming: `node --cpu-prof` sends SIGPROF about every
+ * millisecond, longer than our programs take to verify. So the signals are blocked
+ * for the load (delivered right after it), and a load that still ends in EAGAIN/EINTR
+ * is retried from a fresh open, a bounded number of times.
+ */
+#define TOA_LOAD_ATTEMPTS 3
 
+static int load_blocking_signals(struct toa_core *c)
+{
+	sigset_t all, old;
+	char *vlog = verifier_log_request(c->skel->obj);
+	int err;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	err = toa_bpf__load(c->skel);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	verifier_log_save(vlog);
+	return err;
+}
+
+/* open -> rodata knobs -> map sizes -> program selection -> load, with the retry above */
+static int open_and_load(struct toa_core *c, int mode, const struct attempt *a, const struct toa_core_config *cfg)
+{
+	int err = 0;
+
+	for (int attempt = 1; attempt <= TOA_LOAD_ATTEMPTS; attempt++) {
+		c->skel = toa_bpf__open();
+		if (!c->skel)
+			return refuse(c, mode, errno, "failed to open BPF object: %s", strerror(errno));
+		set_rodata(c, a, cfg);
+		size_maps(c, a, cfg);
+		select_programs(c, a, cfg);
+		err = load_blocking_signals(c);
+		if (err != -EAGAIN && err != -EINTR)
+			break;
+		logf_(c->log, c->log_user, TOA_LOG_DEBUG, "BPF load attempt %d of %d interrupted (%s)%s", attempt,
+		      TOA_LOAD_ATTEMPTS, strerror(-err), attempt < TOA_LOAD_ATTEMPTS ? ": retrying" : "");
+		if (attempt < TOA_LOAD_ATTEMPTS) {
+			toa_bpf__destroy(c->skel);
+			c->skel = NULL;
+		}
+	}
 	return err ? classify_load_error(c, mode, err) : 0;
 }
 
@@ -790,8 +835,14 @@ static int load_bench(struct toa_core *c, const struct toa_core_config *cfg)
 	err = bpf_map__reuse_fd(b->maps.events, bpf_map__fd(c->skel->maps.events));
 	if (!err)
 		err = bpf_map__reuse_fd(b->maps.counters, bpf_map__fd(c->skel->maps.counters));
-	if (!err)
+	if (!err) {
+		sigset_t all, old;
+
+		sigfillset(&all); /* as in load_blocking_signals */
+		pthread_sigmask(SIG_BLOCK, &all, &old);
 		err = toa_bench_bpf__load(b);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
 	if (err)
 		return refuse(c, c->mode, err, "failed to load the synthetic-record program: %s", strerror(-err));
 	return 0;
@@ -816,9 +867,6 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 	err = preflight(c, mode, cfg, &a);
 	if (err)
 		return err;
-	c->skel = toa_bpf__open();
-	if (!c->skel)
-		return refuse(c, mode, errno, "failed to open BPF object: %s", strerror(errno));
 	c->mode = mode;
 	c->buf.ring = !cfg->force_perfbuf && toa_buffer_ring_available();
 	c->claim_xchg = have_atomic_xchg();
@@ -828,10 +876,7 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 	/* the held events are completed with a fetching atomic as barrier (5.12) and sent by
 	 * the sweep if no callback comes (5.13); older kernels count such accepts as pending_miss */
 	a.hold = a.mode != TOA_MODE_SOCKOPS && a.src_packet && c->claim_xchg && have_for_each_map_elem();
-	set_rodata(c, &a, cfg);
-	size_maps(c, &a, cfg);
-	select_programs(c, &a, cfg);
-	err = load_programs(c, mode);
+	err = open_and_load(c, mode, &a, cfg);
 	if (!err && (err = fill_trusted(c, cfg)))
 		refuse(c, mode, err, "failed to fill trusted peer ranges: %s", strerror(-err));
 	if (!err && (err = fill_rewrite_ports(c, cfg)))

@@ -189,3 +189,27 @@ test('TOA_FLAG_REWRITTEN decodes as rewritten (toa.rewritePeer); a layout withou
   delete old.enums['TOA_FLAG_REWRITTEN'];
   t.false(new EventDecoder(old).decode(buf, 0)!.rewritten);
 });
+
+test('u64 fields decode exactly on both sides of 2^53 (number path below, BigInt above)', (t) => {
+  const d = new EventDecoder(LAYOUT);
+  for (const v of [0n, 1n, 4_294_967_295n, 4_294_967_296n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 53n + 1n, 2n ** 64n - 1n]) {
+    const ev = d.decode(encodeEvent({ ts_boot_ns: v, cgroup_id: 2n ** 64n - 1n - v }), 0)!;
+    t.is(ev.tsBootNs, v);
+    t.is(ev.cgroupId, 2n ** 64n - 1n - v);
+  }
+});
+
+test('IPv4 text is the same with the address cache: repeats, slot collisions, 0.0.0.0 and 255.255.255.255', (t) => {
+  const d = new EventDecoder(LAYOUT);
+  const addrs = ['0.0.0.0', '255.255.255.255', '198.18.2.2', '10.0.0.1'];
+  for (let i = 0; i < 3000; i++) addrs.push(`${(i * 7) & 255}.${(i * 13) & 255}.${i >> 8}.${i & 255}`);
+  for (let round = 0; round < 2; round++) {
+    for (const [i, a] of addrs.entries()) {
+      const peer = addrs[(i * 31) % addrs.length]!;
+      const ev = d.decode(encodeEvent({ local_addr: a, peer_addr: peer, toa_source: 'TOA_SOURCE_PACKET_ACK', toa_len: 8, toa_addr: a }), 0)!;
+      t.is(ev.localAddr, a);
+      t.is(ev.peerAddr, peer);
+      if (ev.toaAddr !== a) t.fail(`toa ${ev.toaAddr} != ${a}`);
+    }
+  }
+});

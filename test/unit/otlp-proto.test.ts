@@ -105,3 +105,28 @@ test.serial('the fast exporter speaks OTLP/HTTP through the SDK transport: env e
   t.is(decodeLogsProtobuf(ok.body).length, 6);
   await exporter.shutdown();
 });
+
+test('repeated attribute values (the positional KeyValue cache) serialize like the SDK across batches of changing shapes and values', (t) => {
+  const exporter = new InMemoryLogRecordExporter();
+  const logger = new LoggerProvider({ resource: resourceFromAttributes({ 'service.name': 's' }), processors: [new SimpleLogRecordProcessor({ exporter })] }).getLogger('x');
+  const values: (string | number | boolean)[] = ['a', 'a', 'b', 7, 7, 0, -0, 1.5, true, false, 'ü', 'x'.repeat(120), 2 ** 40, -3, '7'];
+  let seed = 7;
+  const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+  for (let batch = 0; batch < 20; batch++) {
+    exporter.reset();
+    for (let i = 0; i < 200; i++) {
+      const attrs: Record<string, string | number | boolean> = {};
+      // mostly one shape with mostly repeating values, sometimes keys missing, swapped or new
+      const keys = ['k1', 'k2', 'k3', 'k4', 'k5'];
+      if (rnd(10) === 0) keys.reverse();
+      if (rnd(10) === 0) keys.splice(rnd(5), 1);
+      if (rnd(20) === 0) keys.push(`new${rnd(3)}`);
+      for (const k of keys) attrs[k] = rnd(4) === 0 ? values[rnd(values.length)]! : values[k.length % 3]!;
+      logger.emit({ timestamp: [1_764_000_000, i], attributes: attrs });
+    }
+    const rs = exporter.getFinishedLogRecords();
+    const sdk = Buffer.from(ProtobufLogsSerializer.serializeRequest(rs)!);
+    if (!Buffer.from(serializeLogs(rs)).equals(sdk)) return t.fail(`batch ${batch} differs from the SDK serializer`);
+  }
+  t.pass();
+});
