@@ -73,10 +73,13 @@ struct {
  * for accept() before it runs the handshake ACK's state processing (tcp_check_req,
  * then tcp_child_process), so on another CPU inet_csk_accept can return it while the
  * sock_ops PASSIVE_ESTABLISHED callback has not run yet (inet_accept waits for it
- * only later, in lock_sock). The accept probe then holds its event here, keyed by
- * socket cookie, and whichever side comes second completes it: the callback, or the
- * accept probe when it sees the callback's pending entry after inserting. The sweep
- * sends what no callback completed (sockets outside the sock_ops cgroup).
+ * only later, in lock_sock). The accept probe then holds its event here, and whichever
+ * side comes second completes it: the callback, or the accept probe when it sees the
+ * callback's pending entry after inserting. Keyed by the socket's address: its cookie
+ * is still 0 then (the callback generates it), and kprobe programs cannot generate one.
+ * The entry lives for microseconds (the callback is running on another CPU); the
+ * callback checks the ports before it completes one, and the sweep sends what no
+ * callback completed (sockets outside the sock_ops cgroup).
  * User space sizes the map to 1 entry when holding is off.
  */
 struct held_accept {
@@ -275,17 +278,21 @@ static __always_inline void complete_accept(struct toa_event *ev, const struct p
  * between), so at least one of them sees both; deleting the held entry decides which
  * one reports.
  */
-static __always_inline bool hold_early_accept(struct toa_counters *cnt, void *ctx, __u64 cookie,
+static __always_inline bool hold_early_accept(struct toa_counters *cnt, void *ctx, struct sock *sk,
 					      struct held_accept *h)
 {
-	struct pending_toa *p;
+	__u64 key = (__u64)(long)sk, cookie;
+	struct pending_toa *p = NULL;
 
-	if (bpf_map_update_elem(&held, &cookie, h, BPF_NOEXIST))
+	if (bpf_map_update_elem(&held, &key, h, BPF_NOEXIST))
 		return false; /* full: report it now, without packet TOA */
 	count(TOA_CNT_ACCEPT_EARLY, 1);
 	full_barrier(cnt);
-	p = bpf_map_lookup_elem(&pending, &cookie);
-	if (!p || bpf_map_delete_elem(&held, &cookie))
+	/* the callback generates the cookie before it inserts "pending" */
+	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (cookie)
+		p = bpf_map_lookup_elem(&pending, &cookie);
+	if (!p || bpf_map_delete_elem(&held, &key))
 		return true; /* the callback will complete it, or already took it */
 	complete_accept(&h->ev, p, &h->m, h->has_module);
 	bpf_map_delete_elem(&pending, &cookie);
@@ -355,9 +362,8 @@ static __always_inline void on_accept(void *ctx, struct sock *sk)
 			return;
 		}
 		/* still SYN_RECV: the callback is about to run on another CPU */
-		if (cookie && cfg_hold_early_accept &&
-		    BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_RECV &&
-		    hold_early_accept(cnt, ctx, cookie, &h))
+		if (cfg_hold_early_accept && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_RECV &&
+		    hold_early_accept(cnt, ctx, sk, &h))
 			return;
 		count(TOA_CNT_PENDING_MISS, 1);
 	}
@@ -420,8 +426,8 @@ static __always_inline int ack_options(struct bpf_sock_ops *ctx, struct opt_walk
 /* TCP header of the SYN saved by TCP_SAVE_SYN (set on listeners at TCP_LISTEN_CB). */
 static __always_inline int syn_options(struct bpf_sock_ops *ctx, struct opt_walk *w)
 {
-	__u8 hdr[60] = {};
-	int n = bpf_getsockopt(ctx, SOL_TCP, TCP_BPF_SYN, hdr, sizeof(hdr));
+	__u8 *hdr = w->syn;
+	int n = bpf_getsockopt(ctx, SOL_TCP, TCP_BPF_SYN, hdr, sizeof(w->syn));
 	int optlen;
 
 	if (n < 20)
@@ -570,29 +576,86 @@ static __always_inline bool rewrite_store(struct toa_counters *cnt, struct bpf_s
 }
 
 /* The sock_ops side of hold_early_accept: the packet TOA is in "pending"; complete an
- * accept event that was held for it. */
-static __always_inline void complete_held_accept(struct toa_counters *cnt, struct bpf_sock_ops *ctx, __u64 cookie,
-						 const struct pending_toa *p, struct held_accept *h)
+ * accept event that was held for it. A subprogram (like sockops_record): its frame with
+ * report()'s is not added to the caller's, which keeps sock_ops within 512 bytes of stack. */
+static __noinline void complete_held_accept(struct bpf_sock_ops *ctx, __u64 cookie, const struct pending_toa *p,
+					    struct held_accept *h)
 {
+	struct toa_counters *cnt = counters_get();
+	__u64 key = (__u64)(long)ctx->sk; /* the address the accept probe keyed it by */
 	struct held_accept *v;
 
 	full_barrier(cnt);
-	v = bpf_map_lookup_elem(&held, &cookie);
+	v = bpf_map_lookup_elem(&held, &key);
 	if (!v)
 		return; /* the common case: the accept comes later and finds "pending" */
 	__builtin_memcpy(h, v, sizeof(*h));
-	if (bpf_map_delete_elem(&held, &cookie))
+	/* an entry of an earlier socket at this address (never completed) is the sweep's */
+	if (h->ev.local_port != (__u16)ctx->local_port || h->ev.peer_port != sockops_remote_port(ctx))
+		return;
+	if (bpf_map_delete_elem(&held, &key))
 		return; /* the accept probe (or the sweep) took it */
 	bpf_map_delete_elem(&pending, &cookie);
 	complete_accept(&h->ev, p, &h->m, h->has_module);
 	report(cnt, ctx, &h->ev, h->start_ns);
 }
 
+#define SOCKOPS_MODULE_TOA 0x100 /* sockops_record: sc->m holds the module TOA */
+#define SOCKOPS_REWRITTEN 0x200  /* sockops_record: toa.rewritePeer stored the client */
+
+/* sockops mode: the record of a new passive connection. A subprogram, so that its event
+ * and report()'s merge-window values are not on the stack of the TOA parsing. */
+static __noinline void sockops_record(struct bpf_sock_ops *ctx, const struct toa_found *t, __u32 source_flags,
+				      struct sockops_scratch *sc, __u64 start)
+{
+	struct toa_counters *cnt = counters_get();
+	struct toa_event ev = {};
+	__u8 source = source_flags & 0xff;
+
+	ev.ts_boot_ns = start;
+	ev.mode = TOA_MODE_SOCKOPS;
+	ev.local_port = ctx->local_port;
+	ev.peer_port = sockops_remote_port(ctx);
+	switch (sockops_addrs(ctx, &ev.family, ev.local_addr, ev.peer_addr)) { /* toa_addrs.bpf.h */
+	case TOA_ADDRS_NONE:
+		return;
+	case TOA_ADDRS_V4MAPPED:
+		ev.flags |= TOA_FLAG_V4MAPPED;
+		break;
+	}
+	if (!cfg_include_loopback && is_loopback(&ev)) {
+		count(TOA_CNT_LOOPBACK, 1);
+		return;
+	}
+	if (source != TOA_SOURCE_NONE)
+		set_toa(&ev, t, source);
+	if (sc && (source_flags & SOCKOPS_MODULE_TOA) && cfg_src_module)
+		apply_module_toa(&ev, &sc->m);
+	if (source_flags & SOCKOPS_REWRITTEN)
+		ev.flags |= TOA_FLAG_REWRITTEN;
+	report(cnt, ctx, &ev, start);
+}
+
+/* fexit/kretprobe mode: hand the packet TOA to the accept probe (a subprogram, for the
+ * stack: see sockops_record). */
+static __noinline void sockops_hand_to_accept(struct bpf_sock_ops *ctx, const struct toa_found *t, __u32 source_flags,
+					      struct sockops_scratch *sc)
+{
+	struct pending_toa p = {};
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	p.toa = *t;
+	p.source = source_flags & 0xff;
+	p.rewritten = !!(source_flags & SOCKOPS_REWRITTEN);
+	bpf_map_update_elem(&pending, &cookie, &p, BPF_ANY);
+	if (cfg_hold_early_accept && sc)
+		complete_held_accept(ctx, cookie, &p, &sc->h);
+}
+
 static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool with_module)
 {
 	__u64 start = bpf_ktime_get_boot_ns();
 	struct toa_counters *cnt = counters_get();
-	struct toa_event ev = {};
 	struct toa_found t = {};
 	__u32 zero = 0;
 	struct sockops_scratch *sc = bpf_map_lookup_elem(&sockops_scratch, &zero);
@@ -614,41 +677,11 @@ static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool w
 		rewritten = rewrite_store(cnt, ctx, source, &t, module_toa, sc);
 
 	if (cfg_mode != TOA_MODE_SOCKOPS) {
-		/* fexit/kretprobe mode: hand the packet TOA to the accept probe */
-		struct pending_toa p = {};
-		__u64 cookie = bpf_get_socket_cookie(ctx);
-
-		p.toa = t;
-		p.source = source;
-		p.rewritten = rewritten;
-		bpf_map_update_elem(&pending, &cookie, &p, BPF_ANY);
-		if (cfg_hold_early_accept && sc)
-			complete_held_accept(cnt, ctx, cookie, &p, &sc->h);
+		sockops_hand_to_accept(ctx, &t, source | (rewritten ? SOCKOPS_REWRITTEN : 0), sc);
 		return;
 	}
-
-	ev.ts_boot_ns = start;
-	ev.mode = TOA_MODE_SOCKOPS;
-	ev.local_port = ctx->local_port;
-	ev.peer_port = sockops_remote_port(ctx);
-	switch (sockops_addrs(ctx, &ev.family, ev.local_addr, ev.peer_addr)) { /* toa_addrs.bpf.h */
-	case TOA_ADDRS_NONE:
-		return;
-	case TOA_ADDRS_V4MAPPED:
-		ev.flags |= TOA_FLAG_V4MAPPED;
-		break;
-	}
-	if (!cfg_include_loopback && is_loopback(&ev)) {
-		count(TOA_CNT_LOOPBACK, 1);
-		return;
-	}
-	if (source != TOA_SOURCE_NONE)
-		set_toa(&ev, &t, source);
-	if (sc && module_toa && cfg_src_module)
-		apply_module_toa(&ev, &sc->m);
-	if (rewritten)
-		ev.flags |= TOA_FLAG_REWRITTEN;
-	report(cnt, ctx, &ev, start);
+	sockops_record(ctx, &t, source | (module_toa ? SOCKOPS_MODULE_TOA : 0) | (rewritten ? SOCKOPS_REWRITTEN : 0),
+		       sc, start);
 }
 
 static __always_inline int sockops_main(struct bpf_sock_ops *ctx, bool with_module)

@@ -52,7 +52,8 @@ static __always_inline int sockops_addrs(const struct bpf_sock_ops *ctx, __u8 *f
 		return TOA_ADDRS_OK;
 	}
 	if (ctx->family == 10 /* AF_INET6 */) {
-		__u32 l[4], p[4];
+		/* straight into the fields (no copies on the stack), then v4-mapped in place */
+		__u32 *l = (__u32 *)local, *p = (__u32 *)peer;
 
 		l[0] = ctx->local_ip6[0];
 		l[1] = ctx->local_ip6[1];
@@ -62,7 +63,16 @@ static __always_inline int sockops_addrs(const struct bpf_sock_ops *ctx, __u8 *f
 		p[1] = ctx->remote_ip6[1];
 		p[2] = ctx->remote_ip6[2];
 		p[3] = ctx->remote_ip6[3];
-		return addrs_from6(family, local, peer, (const __u8 *)l, (const __u8 *)p);
+		if (!addrs_v4mapped(local) || !addrs_v4mapped(peer)) {
+			*family = TOA_FAMILY_IPV6;
+			return TOA_ADDRS_OK;
+		}
+		*family = TOA_FAMILY_IPV4;
+		l[0] = l[3];
+		p[0] = p[3];
+		l[1] = l[2] = l[3] = 0;
+		p[1] = p[2] = p[3] = 0;
+		return TOA_ADDRS_V4MAPPED;
 	}
 	return TOA_ADDRS_NONE;
 }

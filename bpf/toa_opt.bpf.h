@@ -65,6 +65,7 @@ struct opt_walk {
 	__s32 toa_off;
 	__u32 after_eol;
 	__u32 bad_len;
+	__u8 syn[60]; /* the saved SYN's TCP header (sock_ops: here, not on the short stack) */
 };
 
 /* Scratch for the option walk: one per CPU, used within one program run only. */

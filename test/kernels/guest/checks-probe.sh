@@ -154,6 +154,42 @@ check_links() { # NAME: the probe held links while running and none are left aft
 		[ "${LINKS_DURING:-0}" -gt 0 -a "$LINKS_AFTER" = 0 ]
 }
 
+# ---- forced early accept: the "early" boot (2 vCPUs, toa_checks=early on the kernel command line) ----
+# A server in a cgroup whose own sock_ops program spins 100 ms at PASSIVE_ESTABLISHED, before the
+# probe's callback of the same ACK, on the client's CPU (it runs the server's receive path). The
+# server, on the other CPU, sleeps 30 ms before each accept() (a blocked accept() would be woken
+# only after the callback): it takes the queued child first, every time. Each record must still
+# carry its packet TOA (held, then completed by the callback).
+# expect-early fexit/packet/early-accept
+# expect-early kretprobe/packet/early-accept
+early_checks() {
+	M=6
+	mkdir -p /sys/fs/cgroup/slowsrv
+	if ! toa-writer delay /sys/fs/cgroup/slowsrv 100; then
+		for mode in $ACCEPT_MODES; do fail $mode/packet/early-accept "the delay program did not attach"; done
+		return
+	fi
+	for mode in $ACCEPT_MODES; do
+		if probe_start $mode-early --mode $mode --toa-sources packet --merge-window 0; then
+			SRV_CG=/sys/fs/cgroup/slowsrv SRV_CPU=1 CLI_CPU=0 SRV_PREACCEPT=30
+			connections 4 $PORT $M || echo "connections failed"
+			SRV_CG= SRV_CPU= CLI_CPU= SRV_PREACCEPT=
+			probe_stop
+			set -- $(toa_ok 4 packet_ack 8)
+			e=$(stat_of accept_early) sw=$(stat_of accept_early_swept) pm=$(stat_of pending_miss)
+			echo "INFO $mode early accepts: accept_early $e, accept_early_swept $sw, pending_miss $pm"
+			check $mode/packet/early-accept "$2 of $1 records carry the sent TOA (want $M); accept_early $e (want $M), accept_early_swept $sw, pending_miss $pm" \
+				[ "$1" = $M -a "$2" = $M -a "${e:-0}" = $M -a "$sw" = 0 -a "$pm" = 0 ]
+		else
+			fail $mode/packet/early-accept "probe did not start: $(tr '\n' ' ' < $W.err)"
+		fi
+	done
+}
+if grep -qw toa_checks=early /proc/cmdline; then
+	early_checks
+	return 0
+fi
+
 # ---- no trampolines: fexit must be refused with the clear reason, the sidecar's code ENOTRAMP ----
 if [ "${TOA_FEXIT:-}" = refused ]; then
 	toa-probe --mode fexit --merge-window 0 > /tmp/fexit-refused.out 2> /tmp/fexit-refused.err & p=$!

@@ -15,9 +15,17 @@ fail() { echo "FAIL $1: $2"; }
 # check NAME REASON CMD...: PASS when CMD succeeds, else FAIL with REASON
 check() { _n=$1 _r=$2; shift 2; if "$@"; then pass "$_n"; else fail "$_n" "$_r"; fi; }
 modstat() { awk -v k="$1" '$1==k {print $2}' /proc/toa_test; }
-in_srv() { nsenter -t "$SRV_NS" -n "$@"; }
+# SRV_CG=dir: the server runs in that cgroup (its sockets get that cgroup's sock_ops programs);
+# SRV_CPU / CLI_CPU=n: pinned to that CPU (the client's CPU also runs the server's receive path)
+in_srv() {
+	if [ -n "${SRV_CG:-}" ]; then
+		sh -c 'echo $$ > '"$SRV_CG"'/cgroup.procs && exec '"${SRV_CPU:+taskset -c $SRV_CPU}"' nsenter -t '"$SRV_NS"' -n "$@"' sh "$@"
+	else
+		nsenter -t "$SRV_NS" -n "$@"
+	fi
+}
 # run a command in the client namespace and cgroup (joined before any socket exists)
-in_cli() { sh -c 'echo $$ > '"$CG"'/cgroup.procs && exec nsenter -t '"$CLI_NS"' -n "$@"' sh "$@"; }
+in_cli() { sh -c 'echo $$ > '"$CG"'/cgroup.procs && exec '"${CLI_CPU:+taskset -c $CLI_CPU}"' nsenter -t '"$CLI_NS"' -n "$@"' sh "$@"; }
 
 # connections FAMILY PORT COUNT [HOLD_MS]: a guest server accepts COUNT
 # connections from the client; prints nothing, returns non-zero on failure.
@@ -29,7 +37,7 @@ connections() {
 	6) sa=$SRV6 ca=$SRV6 ;;
 	4m) sa=:: ca=$SRV4 ;;
 	esac
-	in_srv tsrv "$sa" "$2" "$3" "${4:-0}" > /tmp/srv.out 2>&1 &
+	in_srv tsrv "$sa" "$2" "$3" "${4:-0}" ${SRV_PREACCEPT:-} > /tmp/srv.out 2>&1 &
 	srv=$!
 	in_cli tcli "$ca" "$2" "$3" > /tmp/cli.out 2>&1 || { cat /tmp/cli.out; kill $srv 2>/dev/null; return 1; }
 	wait $srv || { cat /tmp/srv.out; return 1; }
@@ -119,4 +127,4 @@ else
 fi
 
 # toa.rewritePeer without a TOA module (defined in checks-probe.sh)
-[ -f /checks-probe.sh ] && rewrite_checks
+[ -f /checks-probe.sh ] && ! grep -qw toa_checks=early /proc/cmdline && rewrite_checks

@@ -98,13 +98,14 @@ static int server(int argc, char **argv)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
-	int fd, n, count, hold, one = 1;
+	int fd, n, count, hold, pre, one = 1;
 
 	if (argc < 4)
 		return 2;
 	len = parse_addr(argv[1], atoi(argv[2]), &ss);
 	count = atoi(argv[3]);
 	hold = argc > 4 ? atoi(argv[4]) : 0;
+	pre = argc > 5 ? atoi(argv[5]) : 0; /* sleep before each accept4: call it on a queued child */
 	alarm(120);
 	fd = socket(ss.ss_family, SOCK_STREAM, 0);
 	if (fd < 0)
@@ -120,7 +121,11 @@ static int server(int argc, char **argv)
 		struct sockaddr_storage peer = {}, gpn = {};
 		socklen_t pl = sizeof(peer), gl = sizeof(gpn);
 		char a[80], g[80];
-		int c = accept4(fd, (struct sockaddr *)&peer, &pl, 0);
+		int c;
+
+		if (pre)
+			msleep(pre);
+		c = accept4(fd, (struct sockaddr *)&peer, &pl, 0);
 
 		if (c < 0)
 			die("accept");

@@ -24,6 +24,7 @@
 struct writer_cfg {
 	__u32 dport;     /* server port whose handshake ACK gets TOA, host order */
 	__u32 syn_dport; /* server port whose SYN gets TOA (0 = none) */
+	__u32 delay_ms;  /* delay_established: spin this long at PASSIVE_ESTABLISHED */
 };
 
 struct {
@@ -106,6 +107,35 @@ int toa_writer(struct bpf_sock_ops *skops)
 		break;
 	}
 	}
+	return 1;
+}
+
+static long spin_until(__u32 i, void *deadline)
+{
+	return bpf_ktime_get_ns() >= *(__u64 *)deadline; /* 1 stops bpf_loop */
+}
+
+/*
+ * Server side, attached to the server's own cgroup (its programs run before those of the
+ * root, where the probe attaches): spin at PASSIVE_ESTABLISHED, before the probe's sock_ops
+ * callback of the same handshake ACK. The kernel has already queued the child for accept(),
+ * so a server blocked in accept() on another CPU gets it first: this forces the probe's
+ * early-accept path that otherwise happens only now and then.
+ */
+SEC("sockops")
+int delay_established(struct bpf_sock_ops *skops)
+{
+	__u32 zero = 0;
+	struct writer_cfg *c;
+	__u64 deadline;
+
+	if (skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		return 1;
+	c = bpf_map_lookup_elem(&cfg, &zero);
+	if (!c || !c->delay_ms)
+		return 1;
+	deadline = bpf_ktime_get_ns() + c->delay_ms * 1000000ULL;
+	bpf_loop(1 << 23, spin_until, &deadline, 0);
 	return 1;
 }
 

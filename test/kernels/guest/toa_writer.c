@@ -6,6 +6,8 @@
  *   toa-writer attach CGROUP_DIR PORT PIN_DIR [SYN_PORT]
  *       TOA on the handshake ACK to PORT (and on the SYN to SYN_PORT); attach, pin, exit
  *   toa-writer stats PIN_DIR                    print "v4 N v6 N err N"
+ *   toa-writer delay CGROUP_DIR MS
+ *       server side: spin MS at PASSIVE_ESTABLISHED of sockets in CGROUP_DIR (attach, exit)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,7 +41,7 @@ static int stats(const char *pin_dir)
 static int attach(const char *cg, int port, const char *pin_dir, int syn_port)
 {
 	struct toa_writer_bpf *skel = toa_writer_bpf__open_and_load();
-	__u32 zero = 0, cfg[2] = { port, syn_port };
+	__u32 zero = 0, cfg[3] = { port, syn_port, 0 };
 	char path[256];
 	int cg_fd, err;
 
@@ -69,12 +71,35 @@ static int attach(const char *cg, int port, const char *pin_dir, int syn_port)
 	return 0;
 }
 
+static int delay(const char *cg, int ms)
+{
+	struct toa_writer_bpf *skel = toa_writer_bpf__open_and_load();
+	__u32 zero = 0, cfg[3] = { 0, 0, ms };
+	int cg_fd;
+
+	if (!skel) {
+		fprintf(stderr, "toa-writer: failed to load BPF object: %s\n", strerror(errno));
+		return 1;
+	}
+	bpf_map_update_elem(bpf_map__fd(skel->maps.cfg), &zero, cfg, BPF_ANY);
+	cg_fd = open(cg, O_RDONLY | O_DIRECTORY);
+	if (cg_fd < 0 || bpf_prog_attach(bpf_program__fd(skel->progs.delay_established), cg_fd,
+					 BPF_CGROUP_SOCK_OPS, BPF_F_ALLOW_MULTI)) {
+		fprintf(stderr, "toa-writer: failed to attach the delay to %s: %s\n", cg, strerror(errno));
+		return 1;
+	}
+	toa_writer_bpf__destroy(skel); /* the cgroup keeps the program */
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 4 && !strcmp(argv[1], "delay"))
+		return delay(argv[2], atoi(argv[3]));
 	if ((argc == 5 || argc == 6) && !strcmp(argv[1], "attach"))
 		return attach(argv[2], atoi(argv[3]), argv[4], argc == 6 ? atoi(argv[5]) : 0);
 	if (argc == 3 && !strcmp(argv[1], "stats"))
 		return stats(argv[2]);
-	fprintf(stderr, "usage: toa-writer attach CGROUP_DIR PORT PIN_DIR [SYN_PORT] | stats PIN_DIR\n");
+	fprintf(stderr, "usage: toa-writer attach CGROUP_DIR PORT PIN_DIR [SYN_PORT] | stats PIN_DIR | delay CGROUP_DIR MS\n");
 	return 2;
 }
