@@ -27,6 +27,7 @@
 #include "toa_report.bpf.h"
 #define TOA_CONNTAB_PROGS
 #include "toa_conntab.bpf.h"
+#include "toa_listen.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -550,6 +551,7 @@ static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool w
 		apply_module_toa(&ev, &sc->m);
 	if (rewritten)
 		ev.flags |= TOA_FLAG_REWRITTEN;
+	listen_owner_fill(ctx, &ev);
 	report(cnt, ctx, &ev, start);
 }
 
@@ -562,6 +564,7 @@ static __always_inline int sockops_main(struct bpf_sock_ops *ctx, bool with_modu
 		/* keep the SYN of new connections for vendors that tag the SYN */
 		if (cfg_src_packet && cfg_parse_syn)
 			bpf_setsockopt(ctx, SOL_TCP, TCP_SAVE_SYN, &one, sizeof(one));
+		listen_record(ctx);
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		sockops_established(ctx, with_module);

@@ -16,6 +16,7 @@
 
 extern "C" {
 #include "toa_core.h"
+#include "toa_listen_scan.h"
 }
 
 namespace {
@@ -523,6 +524,21 @@ Napi::Value Layout(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// cgroupPath(id: bigint, cgroupRoot: string): {path} below the v2 mount, or {errno}
+// (ESTALE when the cgroup is gone, EPERM without CAP_DAC_READ_SEARCH).
+Napi::Value CgroupPath(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  bool lossless = true;
+  uint64_t id = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
+  std::string root = info[1].As<Napi::String>().Utf8Value();
+  char path[4096];
+  int err = toa_cgroup_path(id, root.c_str(), path, sizeof(path));
+  Napi::Object o = Napi::Object::New(env);
+  if (err) o.Set("errno", -err);
+  else o.Set("path", path);
+  return o;
+}
+
 Napi::Value ClockOffsetNs(const Napi::CallbackInfo &info) {
   return Napi::BigInt::New(info.Env(), (int64_t)toa_clock_offset_ns());
 }
@@ -536,6 +552,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("capabilities", Napi::Function::New(env, Capabilities));
   exports.Set("layout", Napi::Function::New(env, Layout));
   exports.Set("clockOffsetNs", Napi::Function::New(env, ClockOffsetNs));
+  exports.Set("cgroupPath", Napi::Function::New(env, CgroupPath));
   return exports;
 }
 

@@ -26,6 +26,7 @@
 #include "toa_buffer.h"
 #include "toa.skel.h"
 #include "toa_bench.skel.h"
+#include "toa_listen_scan.h"
 
 /* must match bpf/toa_opt.bpf.h */
 #define TOA_ACCEPT_LEN8 1
@@ -52,6 +53,7 @@ struct toa_core {
 	int nrefusals;
 	uint32_t conntab_max; /* 0 = connection table off */
 	bool conntab_close;   /* a program stamps close times */
+	bool listen_owner;    /* sockops mode: records carry the listener's owner (bpf/toa_listen.bpf.h) */
 };
 
 /* ---- logging: libbpf has one global print hook; route it to the opener's logger ---- */
@@ -316,6 +318,19 @@ static int accept_param_count(void)
 	return n;
 }
 
+/* Listener owners in sockops mode: the netns cookie in sock_ops needs 5.15; the
+ * current-task helpers are probed too, their availability in sock_ops has moved. */
+static bool have_listen_owner_helpers(void)
+{
+	static const enum bpf_func_id ids[] = { BPF_FUNC_get_netns_cookie, BPF_FUNC_get_current_pid_tgid,
+						BPF_FUNC_get_current_comm, BPF_FUNC_get_current_cgroup_id };
+
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+		if (libbpf_probe_bpf_helper(BPF_PROG_TYPE_SOCK_OPS, ids[i], NULL) != 1)
+			return false;
+	return true;
+}
+
 static bool have_for_each_map_elem(void)
 {
 	return libbpf_probe_bpf_helper(BPF_PROG_TYPE_RAW_TRACEPOINT, BPF_FUNC_for_each_map_elem,
@@ -546,6 +561,11 @@ static void set_rodata(struct toa_core *c, const struct attempt *a, const struct
 	r->cfg_conntab = cfg->conntab_max_entries > 0;
 	r->cfg_rewrite_peer = a->rewrite;
 	r->cfg_rewrite_all_ports = cfg->rewrite_ports_n == 0;
+	c->listen_owner = a->mode == TOA_MODE_SOCKOPS && have_listen_owner_helpers();
+	r->cfg_listen_owner = c->listen_owner;
+	if (a->mode == TOA_MODE_SOCKOPS && !c->listen_owner)
+		logf_(c->log, c->log_user, TOA_LOG_WARN,
+		      "kernel lacks bpf_get_netns_cookie or the current-task helpers in sock_ops (< 5.15): records carry no listener owner (process.*, container.id)");
 }
 
 static void size_maps(struct toa_core *c, const struct attempt *a, const struct toa_core_config *cfg)
@@ -564,6 +584,8 @@ static void size_maps(struct toa_core *c, const struct attempt *a, const struct 
 	bpf_map__set_autocreate(s->maps.rewrite_peer, a->rewrite);
 	if (!a->rewrite || !cfg->rewrite_ports_n)
 		bpf_map__set_max_entries(s->maps.rewrite_ports, 1);
+	if (!c->listen_owner)
+		bpf_map__set_max_entries(s->maps.listen_owner, 1);
 }
 
 /* Load only what this mode uses (bpf/compat.bpf.h lists the kernel differences). */
@@ -800,6 +822,26 @@ static int open_reader(struct toa_core *c)
 	return 0;
 }
 
+/* Owners of the listeners that existed before attach (their TCP_LISTEN_CB is past). */
+static void scan_listeners(struct toa_core *c, const char *cgroup)
+{
+	struct toa_listen_scan_result r;
+	char root[512];
+	int err;
+
+	if (find_cgroup2(root, sizeof(root)))
+		snprintf(root, sizeof(root), "%s", cgroup);
+	err = toa_listen_scan(bpf_map__fd(c->skel->maps.listen_owner), NULL, root, &r);
+	if (err) {
+		logf_(c->log, c->log_user, TOA_LOG_WARN, "listener start scan failed: %s", strerror(-err));
+		return;
+	}
+	logf_(c->log, c->log_user, r.netns_failed ? TOA_LOG_WARN : TOA_LOG_DEBUG,
+	      "listener start scan: %d listeners in %d network namespaces, %d with an owner, %d added%s", r.listeners,
+	      r.netns, r.owned, r.added,
+	      r.netns_failed ? " (some namespaces could not be entered: their older listeners have no owner until they listen again)" : "");
+}
+
 static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *cfg)
 {
 	struct attempt a = {};
@@ -842,6 +884,8 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 		release(c);
 		return err;
 	}
+	if (c->listen_owner)
+		scan_listeners(c, a.cgroup);
 	logf_(c->log, c->log_user, TOA_LOG_INFO,
 	      "attached in %s mode (toa sources:%s%s, %s, merge window %us%s)", toa_mode_name(mode),
 	      cfg->src_module ? " module" : "", a.src_packet ? " packet" : "",

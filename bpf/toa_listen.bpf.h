@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Listener owners for sockops mode. sock_ops callbacks of an accepted connection
+ * run in softirq context (no process), but BPF_SOCK_OPS_TCP_LISTEN_CB runs in the
+ * listen() system call of the owner: record (netns, local address, port) -> tgid,
+ * comm, cgroup id there, and copy the owner into each record of a connection to
+ * that listener. Listeners that existed before the program was attached are added
+ * by user space at start (native/core/toa_listen.c: sock_diag + one fd scan).
+ *
+ * Kernel: bpf_get_netns_cookie in sock_ops needs 5.15 (commit 6cf1770d63dd); user
+ * space probes it and clears cfg_listen_owner otherwise, so the verifier never
+ * walks this code on older kernels (records then carry no owner).
+ *
+ * Entries are never deleted: a closed listener's port gets a new LISTEN_CB (which
+ * overwrites the entry) before it can accept again; the LRU bounds the map.
+ */
+#ifndef TOA_LISTEN_BPF_H
+#define TOA_LISTEN_BPF_H
+
+#include "toa_listen.h"
+
+const volatile bool cfg_listen_owner = true; /* rodata, set by user space */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct toa_listen_key);
+	__type(value, struct toa_listen_val);
+} listen_owner SEC(".maps");
+
+/* Key of the socket in ctx: the local address as bound (all zero for a wildcard). */
+static __always_inline void listen_key(struct bpf_sock_ops *ctx, struct toa_listen_key *k)
+{
+	__u32 *a = (__u32 *)k->addr;
+
+	k->netns = bpf_get_netns_cookie(ctx);
+	k->port = (__u16)ctx->local_port;
+	/* one ctx field per load, as in sockops_established: the verifier refuses
+	 * loads through a ctx pointer clang moved to an array element */
+	if (ctx->family == 2) {
+		k->family = TOA_FAMILY_IPV4;
+		a[0] = ctx->local_ip4;
+	} else {
+		k->family = TOA_FAMILY_IPV6;
+		a[0] = ctx->local_ip6[0];
+		a[1] = ctx->local_ip6[1];
+		a[2] = ctx->local_ip6[2];
+		a[3] = ctx->local_ip6[3];
+	}
+}
+
+/* BPF_SOCK_OPS_TCP_LISTEN_CB: the caller of listen() owns the socket. */
+static __always_inline void listen_record(struct bpf_sock_ops *ctx)
+{
+	struct toa_listen_key k = {};
+	struct toa_listen_val v = {};
+
+	if (!cfg_listen_owner)
+		return;
+	listen_key(ctx, &k);
+	v.pid = bpf_get_current_pid_tgid() >> 32;
+	v.cgroup_id = bpf_get_current_cgroup_id();
+	v.source = TOA_LISTEN_FROM_KERNEL;
+	bpf_get_current_comm(v.comm, sizeof(v.comm));
+	bpf_map_update_elem(&listen_owner, &k, &v, BPF_ANY);
+}
+
+/* PASSIVE_ESTABLISHED in sockops mode: the owner of the listener that took the
+ * connection, by exact local address first (as the kernel picks), then wildcard. */
+static __always_inline void listen_owner_fill(struct bpf_sock_ops *ctx, struct toa_event *ev)
+{
+	struct toa_listen_key k = {};
+	struct toa_listen_val *v;
+
+	if (!cfg_listen_owner)
+		return;
+	listen_key(ctx, &k);
+	v = bpf_map_lookup_elem(&listen_owner, &k);
+	if (!v) {
+		__builtin_memset(k.addr, 0, sizeof(k.addr));
+		v = bpf_map_lookup_elem(&listen_owner, &k);
+	}
+	if (!v)
+		return;
+	ev->pid = v->pid;
+	ev->cgroup_id = v->cgroup_id;
+	__builtin_memcpy(ev->comm, v->comm, sizeof(ev->comm));
+}
+
+#endif
