@@ -137,4 +137,6 @@ export interface NativeAddon {
   layout(): EventLayout;
   /** CLOCK_REALTIME - CLOCK_BOOTTIME in ns: add to ts_boot_ns to get wall-clock ns. */
   clockOffsetNs(): bigint;
+  /** Path below the cgroup v2 mount `root` of the cgroup with this id (open_by_handle_at), or its errno. */
+  cgroupPath(id: bigint, root: string): { path?: string; errno?: number };
 }

@@ -45,6 +45,9 @@ export class ReplayAddon implements NativeAddon {
   clockOffsetNs() {
     return 1_700_000_000_000_000_000n;
   }
+  cgroupPath() {
+    return { errno: 116 }; // replayed records name no live cgroup
+  }
 }
 
 export class ReplayProbe implements NativeProbe {

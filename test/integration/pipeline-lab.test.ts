@@ -4,7 +4,7 @@
 // with the reason otherwise; fails under TOA_OTEL_REQUIRE_PRIVILEGED/NATIVE/COLLECTOR=1).
 // The toa-otel command itself is exercised the same way in test/e2e/sidecar-lab.test.ts.
 import { readdir, readFile, readlink } from 'node:fs/promises';
-import { parseProcNetTcp } from '../../src/enrich.js';
+import { parseProcNetTcp } from '../helpers/proc-net-tcp.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { Pipeline } from '../../src/pipeline.js';
