@@ -110,7 +110,8 @@ const ESTALE = 116;
 /** The addon's open_by_handle_at lookup, or undefined when the addon is not built. */
 function nativeCgroupPath(): CgroupPathFn | undefined {
   try {
-    return loadAddon().cgroupPath;
+    const addon = loadAddon();
+    return (id, root) => addon.cgroupPath(id, root);
   } catch {
     return undefined;
   }

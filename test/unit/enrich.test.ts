@@ -1,5 +1,4 @@
 import test from 'ava';
-import { createServer, type Server } from 'node:net';
 import { basename } from 'node:path';
 import { containerIdFromCgroupFile, containerIdFromCgroupPath, Enricher, findCgroup2Mount, TtlCache } from '../../src/enrich.js';
 import { listenerMatch, parseProcNetTcp } from '../helpers/proc-net-tcp.js';
