@@ -139,4 +139,6 @@ export interface NativeAddon {
   clockOffsetNs(): bigint;
   /** Path below the cgroup v2 mount `root` of the cgroup with this id (open_by_handle_at), or its errno. */
   cgroupPath(id: bigint, root: string): { path?: string; errno?: number };
+  /** The sockops start scan (sock_diag LISTEN sockets of every namespace + one fd scan) into a scratch map. */
+  listenerScan(cgroupRoot?: string): { listeners: number; owned: number; added: number; netns: number; netnsFailed: number };
 }

@@ -17,6 +17,9 @@
 extern "C" {
 #include "toa_core.h"
 #include "toa_listen_scan.h"
+#include "toa_listen.h"
+#include <bpf/bpf.h>
+#include <unistd.h>
 }
 
 namespace {
@@ -539,6 +542,32 @@ Napi::Value CgroupPath(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// listenerScan(cgroupRoot): the start scan of sockops mode into a scratch map of the same
+// layout (benchmarks, diagnostics); the probe runs it itself after attach.
+Napi::Value ListenerScan(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::string root = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  int fd = bpf_map_create(BPF_MAP_TYPE_HASH, "toa_listen_scan", sizeof(toa_listen_key), sizeof(toa_listen_val), 8192, nullptr);
+  if (fd < 0) {
+    Napi::Error::New(env, std::string("listenerScan: map create failed: ") + strerror(errno)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  toa_listen_scan_result r;
+  int err = toa_listen_scan(fd, nullptr, root.empty() ? nullptr : root.c_str(), &r);
+  close(fd);
+  if (err) {
+    Napi::Error::New(env, std::string("listenerScan: ") + strerror(-err)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("listeners", r.listeners);
+  o.Set("owned", r.owned);
+  o.Set("added", r.added);
+  o.Set("netns", r.netns);
+  o.Set("netnsFailed", r.netns_failed);
+  return o;
+}
+
 Napi::Value ClockOffsetNs(const Napi::CallbackInfo &info) {
   return Napi::BigInt::New(info.Env(), (int64_t)toa_clock_offset_ns());
 }
@@ -553,6 +582,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("layout", Napi::Function::New(env, Layout));
   exports.Set("clockOffsetNs", Napi::Function::New(env, ClockOffsetNs));
   exports.Set("cgroupPath", Napi::Function::New(env, CgroupPath));
+  exports.Set("listenerScan", Napi::Function::New(env, ListenerScan));
   return exports;
 }
 

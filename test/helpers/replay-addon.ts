@@ -48,6 +48,9 @@ export class ReplayAddon implements NativeAddon {
   cgroupPath() {
     return { errno: 116 }; // replayed records name no live cgroup
   }
+  listenerScan() {
+    return { listeners: 0, owned: 0, added: 0, netns: 0, netnsFailed: 0 };
+  }
 }
 
 export class ReplayProbe implements NativeProbe {
