@@ -9,6 +9,7 @@
 #     --for run      what the sidecar needs to build and run (default)
 #     --for test     also the tools the lab and kernel tests use (iproute2, iptables, tcpdump, ...)
 #     --for package  also what `npm run package` needs (patchelf, binutils)
+#     --for bench    the test tools plus the peers of `npm run bench:peers` (bpftrace)
 #     --check        only report what is missing; exit 1 if anything is
 #
 # npm runs it before `npm start` and `npm test` (prestart/pretest). Environment:
@@ -24,10 +25,10 @@ while [ $# -gt 0 ]; do
 	--for=*) PURPOSE=${1#--for=}; shift ;;
 	--check) CHECK_ONLY=1; shift ;;
 	-h | --help) sed -n '3,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-	*) echo "setup: unknown argument '$1' (use --for run|test|package, --check)" >&2; exit 2 ;;
+	*) echo "setup: unknown argument '$1' (use --for run|test|package|bench, --check)" >&2; exit 2 ;;
 	esac
 done
-case $PURPOSE in run | test | package) ;; *) echo "setup: --for must be run, test or package (got '$PURPOSE')" >&2; exit 2 ;; esac
+case $PURPOSE in run | test | package | bench) ;; *) echo "setup: --for must be run, test, package or bench (got '$PURPOSE')" >&2; exit 2 ;; esac
 [ "${TOA_OTEL_SETUP:-1}" = 0 ] && { echo "[setup] skipped (TOA_OTEL_SETUP=0)" >&2; exit 0; }
 
 say() { printf '[setup] %s\n' "$*" >&2; }
@@ -51,6 +52,8 @@ NEEDS_TEST=(
 	cmd/tmux:tmux
 )
 NEEDS_PACKAGE=(cmd/patchelf:patchelf cmd/objdump:binutils)
+# bench:peers runs a tracepoint probe for comparison
+NEEDS_BENCH=(cmd/bpftrace:bpftrace)
 
 have() { # probe -> 0 when present
 	case $1 in
@@ -63,7 +66,8 @@ have() { # probe -> 0 when present
 wanted=()
 collect() { local pair; for pair in "$@"; do have "${pair%%:*}" || wanted+=("${pair##*:}"); done; }
 collect "${NEEDS_RUN[@]}"
-[ "$PURPOSE" = test ] && collect "${NEEDS_TEST[@]}"
+case $PURPOSE in test | bench) collect "${NEEDS_TEST[@]}" ;; esac
+[ "$PURPOSE" = bench ] && collect "${NEEDS_BENCH[@]}"
 if [ "$PURPOSE" = package ]; then
 	# nfpm itself is built with the machine's Go by scripts/package.sh (bookworm's golang-go is
 	# too old for it: that is said there)
@@ -166,7 +170,7 @@ mtime() { [ -e "$1" ] && stat -c %Y "$1" || echo 0; }
 NODE24=node_modules/.bin/node
 
 native_outputs=(build/Release/toa_otel.node build/toa-probe)
-[ "$PURPOSE" = test ] && native_outputs+=(build/lab/lab-client build/toa-layout)
+case $PURPOSE in test | bench) native_outputs+=(build/lab/lab-client build/toa-layout) ;; esac
 native_src=$(newest bpf native cmake CMakeLists.txt test/lab/CMakeLists.txt test/lab/*.c test/lab/*.h)
 native_ok=1
 for o in "${native_outputs[@]}"; do
