@@ -119,8 +119,10 @@ const sidecar = (windowSec: number) => async (_lab: Lab, cg: string): Promise<Ru
 
 // tracefs for bpftrace: mounted, or mounted by us in a private mount namespace
 const tracefs = existsSync('/sys/kernel/tracing/events') ? [] : ['unshare', '-m', 'sh', '-c', 'mount -t tracefs none /sys/kernel/tracing && exec "$@"', 'sh'];
+const PORT = 19300;
+// the tracepoint is host-wide: keep to the lab port, as the other peers do
 const BPFTRACE_PROG =
-  'tracepoint:sock:inet_sock_set_state /args->protocol == 6 && args->oldstate == 3 && args->newstate == 1/ ' +
+  `tracepoint:sock:inet_sock_set_state /args->protocol == 6 && args->oldstate == 3 && args->newstate == 1 && args->sport == ${PORT}/ ` +
   '{ printf("%s %d %s %d\\n", ntop(args->saddr), args->sport, ntop(args->daddr), args->dport); }';
 
 const PEERS: Peer[] = [
@@ -162,7 +164,7 @@ mkdirSync(cg);
 const res = new Map<string, { rate: number[]; ratio: number[]; records: number[] }>(peers.map((p) => [p.name, { rate: [], ratio: [], records: [] }]));
 const t0 = Date.now();
 try {
-  const port = 19300;
+  const port = PORT;
   const srv = await lab.startServer({ port, mode: 'accept', cgroup: cg });
   const run = async (count: number) => {
     const r = await lab.connect({ vipPort: port, count, mode: 'connect', rst: true, toa: { mode: 'pool', size: clients }, durationMs: 60000 });

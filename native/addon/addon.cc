@@ -554,6 +554,19 @@ Napi::Value ListenerScan(const Napi::CallbackInfo &info) {
   }
   toa_listen_scan_result r;
   int err = toa_listen_scan(fd, nullptr, root.empty() ? nullptr : root.c_str(), &r);
+  Napi::Array entries = Napi::Array::New(env);
+  toa_listen_key k, next;
+  toa_listen_val v;
+  for (void *prev = nullptr; !err && !bpf_map_get_next_key(fd, prev, &next); prev = &k) {
+    k = next;
+    if (bpf_map_lookup_elem(fd, &k, &v)) continue;
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("netns", Napi::BigInt::New(env, (uint64_t)k.netns));
+    e.Set("port", k.port);
+    e.Set("pid", v.pid);
+    e.Set("cgroupId", Napi::BigInt::New(env, (uint64_t)v.cgroup_id));
+    entries.Set(entries.Length(), e);
+  }
   close(fd);
   if (err) {
     Napi::Error::New(env, std::string("listenerScan: ") + strerror(-err)).ThrowAsJavaScriptException();
@@ -565,6 +578,8 @@ Napi::Value ListenerScan(const Napi::CallbackInfo &info) {
   o.Set("added", r.added);
   o.Set("netns", r.netns);
   o.Set("netnsFailed", r.netns_failed);
+  o.Set("netnsProcfs", r.netns_procfs);
+  o.Set("entries", entries);
   return o;
 }
 

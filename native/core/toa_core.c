@@ -837,9 +837,9 @@ static void scan_listeners(struct toa_core *c, const char *cgroup)
 		return;
 	}
 	logf_(c->log, c->log_user, r.netns_failed ? TOA_LOG_WARN : TOA_LOG_DEBUG,
-	      "listener start scan: %d listeners in %d network namespaces, %d with an owner, %d added%s", r.listeners,
-	      r.netns, r.owned, r.added,
-	      r.netns_failed ? " (some namespaces could not be entered: their older listeners have no owner until they listen again)" : "");
+	      "listener start scan: %d listeners in %d network namespaces (%d of them through /proc/PID/net: no CAP_SYS_ADMIN for setns), %d with an owner, %d added%s",
+	      r.listeners, r.netns + r.netns_procfs, r.netns_procfs, r.owned, r.added,
+	      r.netns_failed ? "; some namespaces could not be listed: their older listeners have no owner until they listen again" : "");
 }
 
 static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *cfg)

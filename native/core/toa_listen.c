@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
 #include "toa_event.h"
@@ -42,6 +43,8 @@ struct found {
 	struct toa_listen_key key;
 	uint32_t inode;
 	uint32_t pid;
+	int fd;          /* the owner's fd of the socket (find_owners) */
+	bool no_cookie;  /* listed from /proc/PID/net: key.netns is read from the socket itself */
 };
 
 struct scan {
@@ -50,6 +53,7 @@ struct scan {
 	int n;
 	int netns;
 	int netns_failed;
+	int netns_procfs; /* namespaces listed through /proc/PID/net (setns refused) */
 };
 
 /* ---- sock_diag ---- */
@@ -119,6 +123,59 @@ static int scan_this_netns(struct scan *s)
 	return err;
 }
 
+/*
+ * setns() refused (no CAP_SYS_ADMIN, as under the packaged unit): list the namespace's LISTEN
+ * sockets from /proc/PID/net/tcp{,6} instead. That file holds every socket of the namespace, so
+ * it costs O(sockets), but only here, once at start. The netns cookie is then read from the
+ * listening socket itself (pidfd_getfd, CAP_SYS_PTRACE), see cookie_from_owner().
+ */
+static int scan_procnet(struct scan *s, const char *pid)
+{
+	static const char *files[2] = { "tcp", "tcp6" };
+	char path[300], line[512];
+	int listed = 0;
+
+	for (int v6 = 0; v6 < 2; v6++) {
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/%s/net/%s", s->proc, pid, files[v6]);
+		f = fopen(path, "re");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f) && s->n < SCAN_MAX_LISTENERS) {
+			char addr[33];
+			unsigned port, st;
+			unsigned long inode;
+			struct found *x;
+
+			/* sl: local rem st tx:rx tr:when retr uid timeout inode */
+			if (sscanf(line, " %*d: %32[0-9A-Fa-f]:%x %*s %x %*s %*s %*s %*u %*u %lu", addr, &port, &st, &inode) != 4 ||
+			    st != TCP_LISTEN_STATE || !inode || strlen(addr) != (v6 ? 32u : 8u))
+				continue;
+			x = &s->f[s->n++];
+			memset(x, 0, sizeof(*x));
+			x->no_cookie = true;
+			x->key.port = port;
+			x->key.family = v6 ? TOA_FAMILY_IPV6 : TOA_FAMILY_IPV4;
+			/* each 32-bit word is printed as a host-order integer: store it back the same way */
+			for (int w = 0; w < (v6 ? 4 : 1); w++) {
+				char word[9];
+				uint32_t v;
+
+				memcpy(word, addr + 8 * w, 8);
+				word[8] = 0;
+				v = strtoul(word, NULL, 16);
+				memcpy(&x->key.addr[4 * w], &v, 4);
+			}
+			x->inode = inode;
+			listed++;
+		}
+		fclose(f);
+	}
+	s->netns_procfs++;
+	return listed ? 0 : -ENOENT;
+}
+
 static bool is_pid_name(const char *n)
 {
 	if (!*n)
@@ -164,8 +221,10 @@ static void *scan_namespaces(void *arg)
 			continue;
 		seen[nseen++] = st.st_ino;
 		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0 || setns(fd, CLONE_NEWNET) || scan_this_netns(s))
-			s->netns_failed++;
+		if (fd < 0 || setns(fd, CLONE_NEWNET) || scan_this_netns(s)) {
+			if (scan_procnet(s, d->d_name))
+				s->netns_failed++;
+		}
 		if (fd >= 0)
 			close(fd);
 	}
@@ -240,6 +299,7 @@ static void find_owners(struct scan *s)
 			/* equal inodes (one socket seen from several namespaces) do not happen: inodes are host-wide */
 			if (hit && !hit->pid) {
 				hit->pid = strtoul(d->d_name, NULL, 10);
+				hit->fd = atoi(e->d_name);
 				left--;
 			}
 		}
@@ -285,6 +345,28 @@ static bool owner_info(const char *proc, const char *cgroot, uint32_t pid, struc
 	return true;
 }
 
+/* The netns cookie of a socket of another process: a copy of its fd (pidfd_getfd, kernel >= 5.6,
+ * CAP_SYS_PTRACE over the owner), then SO_NETNS_COOKIE. */
+static int cookie_from_owner(struct found *f)
+{
+	uint64_t cookie;
+	socklen_t cl = sizeof(cookie);
+	int pidfd = syscall(SYS_pidfd_open, f->pid, 0), fd, err;
+
+	if (pidfd < 0)
+		return -errno;
+	fd = syscall(SYS_pidfd_getfd, pidfd, f->fd, 0);
+	err = fd < 0 ? -errno : 0;
+	close(pidfd);
+	if (err)
+		return err;
+	err = getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &cl) ? -errno : 0;
+	close(fd);
+	if (!err)
+		f->key.netns = cookie;
+	return err;
+}
+
 int toa_listen_scan(int map_fd, const char *proc, const char *cgroot, struct toa_listen_scan_result *res)
 {
 	struct scan s = { .proc = proc ? proc : "/proc" };
@@ -307,6 +389,8 @@ int toa_listen_scan(int map_fd, const char *proc, const char *cgroot, struct toa
 
 		if (!s.f[i].pid || !owner_info(s.proc, cgroot, s.f[i].pid, &v))
 			continue;
+		if (s.f[i].no_cookie && cookie_from_owner(&s.f[i]))
+			continue;
 		/* a listen() since attach already recorded the newer owner */
 		if (!bpf_map_update_elem(map_fd, &s.f[i].key, &v, BPF_NOEXIST))
 			res->added++;
@@ -315,6 +399,7 @@ int toa_listen_scan(int map_fd, const char *proc, const char *cgroot, struct toa
 	res->listeners = s.n;
 	res->netns = s.netns;
 	res->netns_failed = s.netns_failed;
+	res->netns_procfs = s.netns_procfs;
 	free(s.f);
 	return 0;
 }

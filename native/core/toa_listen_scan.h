@@ -14,7 +14,8 @@ struct toa_listen_scan_result {
 	int owned;        /* ... whose owning process was found */
 	int added;        /* ... written to the map (the others were recorded by listen() since attach) */
 	int netns;        /* network namespaces listed */
-	int netns_failed; /* namespaces that could not be entered or listed (no CAP_SYS_ADMIN, kernel < 5.14) */
+	int netns_failed; /* namespaces that could not be listed at all */
+	int netns_procfs; /* namespaces listed through /proc/PID/net/tcp{,6} (setns refused: no CAP_SYS_ADMIN) */
 };
 
 /* Fill the listener-owner map (fd) with the listeners that exist now; proc NULL = /proc,

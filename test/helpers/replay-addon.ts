@@ -49,7 +49,7 @@ export class ReplayAddon implements NativeAddon {
     return { errno: 116 }; // replayed records name no live cgroup
   }
   listenerScan() {
-    return { listeners: 0, owned: 0, added: 0, netns: 0, netnsFailed: 0 };
+    return { listeners: 0, owned: 0, added: 0, netns: 0, netnsFailed: 0, netnsProcfs: 0, entries: [] };
   }
 }
 

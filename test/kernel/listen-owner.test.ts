@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { Enricher } from '../../src/enrich.js';
 import { cgroup2Mount, createLab, type Lab } from '../lab/lab.js';
 import { gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
-import { startProbe } from '../helpers/probe.js';
+import { loadAddon, startProbe } from '../helpers/probe.js';
 
 const test = gatedTest(privilegedGate(['cmake', 'clang', 'bpftool']), nativeGate());
 
@@ -68,7 +68,7 @@ test.serial('a listener that existed before attach is attributed by the start sc
       t.is(e.cgroupId, statSync(`${cgroup2Mount()}${cg}`, { bigint: true }).ino, 'the cgroup of the listener owner');
     }
     const logs = (await probe.stop()).logs.map((l) => l.message);
-    t.true(logs.some((m) => /listener start scan: \d+ listeners in \d+ network namespaces, [1-9]\d* with an owner/.test(m)), logs.join('\n'));
+    t.true(logs.some((m) => /listener start scan: \d+ listeners in \d+ network namespaces .*, [1-9]\d* with an owner/.test(m)), logs.join('\n'));
   } finally {
     await srv.stop();
     await probe.stop();
@@ -126,5 +126,27 @@ test.serial('container.id from the cgroup id of a real containerd-style scope', 
     await probe.stop();
     rmdirSync(scope);
     rmdirSync(slice);
+  }
+});
+
+test.serial('start scan without CAP_SYS_ADMIN (no setns): other namespaces are listed from /proc/PID/net, the cookie read through pidfd_getfd', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const p = port();
+  const srv = await lab!.startServer({ port: p });
+  try {
+    const addon = new URL('../../build/Release/toa_otel.node', import.meta.url).pathname;
+    const js = `const r = require(${JSON.stringify(addon)}).listenerScan(); console.log(JSON.stringify(r, (k, v) => (typeof v === 'bigint' ? String(v) : v)));`;
+    const r = spawnSync('setpriv', ['--inh-caps=-sys_admin', '--bounding-set=-sys_admin', process.execPath, '-e', js], { encoding: 'utf8', timeout: 60_000 });
+    t.is(r.status, 0, r.stderr);
+    const res = JSON.parse(r.stdout) as { netnsProcfs: number; entries: { netns: string; port: number; pid: number }[] };
+    t.true(res.netnsProcfs >= 1, 'the lab\'s RS namespace cannot be entered without CAP_SYS_ADMIN');
+    const mine = res.entries.filter((e) => e.port === p);
+    t.deepEqual(mine.map((e) => e.pid), [srv.pid], 'the RS listener got its owner anyway');
+    // with CAP_SYS_ADMIN the namespace is listed through sock_diag, with the same cookie
+    const full = loadAddon().listenerScan();
+    t.is(full.netnsProcfs, 0);
+    t.deepEqual(full.entries.filter((e) => e.port === p).map((e) => [String(e.netns), e.pid]), [[mine[0]!.netns, srv.pid]]);
+  } finally {
+    await srv.stop();
   }
 });
