@@ -564,7 +564,7 @@ static __always_inline int sockops_main(struct bpf_sock_ops *ctx, bool with_modu
 		/* keep the SYN of new connections for vendors that tag the SYN */
 		if (cfg_src_packet && cfg_parse_syn)
 			bpf_setsockopt(ctx, SOL_TCP, TCP_SAVE_SYN, &one, sizeof(one));
-		listen_record(ctx);
+		listen_record(ctx, with_module);
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		sockops_established(ctx, with_module);

@@ -9,7 +9,10 @@
  *
  * Kernel: bpf_get_netns_cookie in sock_ops needs 5.15 (commit 6cf1770d63dd); user
  * space probes it and clears cfg_listen_owner otherwise, so the verifier never
- * walks this code on older kernels (records then carry no owner).
+ * walks this code on older kernels (records then carry no owner). The current-task
+ * helpers (pid, comm, cgroup id) are not offered to sock_ops on 6.1 (measured in the
+ * QEMU matrix): there the BTF program reads the task with CO-RE instead
+ * (cfg_listen_helpers false, bpf_get_current_task + probe reads).
  *
  * Entries are never deleted: a closed listener's port gets a new LISTEN_CB (which
  * overwrites the entry) before it can accept again; the LRU bounds the map.
@@ -19,7 +22,8 @@
 
 #include "toa_listen.h"
 
-const volatile bool cfg_listen_owner = true; /* rodata, set by user space */
+const volatile bool cfg_listen_owner = true;   /* rodata, set by user space */
+const volatile bool cfg_listen_helpers = true; /* the current-task helpers exist in sock_ops */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -49,19 +53,30 @@ static __always_inline void listen_key(struct bpf_sock_ops *ctx, struct toa_list
 	}
 }
 
-/* BPF_SOCK_OPS_TCP_LISTEN_CB: the caller of listen() owns the socket. */
-static __always_inline void listen_record(struct bpf_sock_ops *ctx)
+/* BPF_SOCK_OPS_TCP_LISTEN_CB: the caller of listen() owns the socket. with_btf: the
+ * program may use CO-RE (sockops_full), the fallback where the helpers are refused. */
+static __always_inline void listen_record(struct bpf_sock_ops *ctx, bool with_btf)
 {
 	struct toa_listen_key k = {};
 	struct toa_listen_val v = {};
 
 	if (!cfg_listen_owner)
 		return;
+	if (cfg_listen_helpers) {
+		v.pid = bpf_get_current_pid_tgid() >> 32;
+		v.cgroup_id = bpf_get_current_cgroup_id();
+		bpf_get_current_comm(v.comm, sizeof(v.comm));
+	} else if (with_btf) {
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+
+		v.pid = BPF_CORE_READ(t, tgid);
+		v.cgroup_id = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+		bpf_core_read(v.comm, sizeof(v.comm), &t->comm);
+	} else {
+		return;
+	}
 	listen_key(ctx, &k);
-	v.pid = bpf_get_current_pid_tgid() >> 32;
-	v.cgroup_id = bpf_get_current_cgroup_id();
 	v.source = TOA_LISTEN_FROM_KERNEL;
-	bpf_get_current_comm(v.comm, sizeof(v.comm));
 	bpf_map_update_elem(&listen_owner, &k, &v, BPF_ANY);
 }
 

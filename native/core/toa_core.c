@@ -318,17 +318,30 @@ static int accept_param_count(void)
 	return n;
 }
 
-/* Listener owners in sockops mode: the netns cookie in sock_ops needs 5.15; the
- * current-task helpers are probed too, their availability in sock_ops has moved. */
-static bool have_listen_owner_helpers(void)
+/* A sock_ops program that calls helper id (with the ctx in r1, as bpf_get_netns_cookie
+ * wants; the current-task helpers ignore it) loads. Not libbpf_probe_bpf_helper: it reads the
+ * verifier's wording, and 6.12's "program of this type cannot use helper" passed as supported
+ * (the QEMU matrix then failed to load every sock_ops program). */
+static bool have_sockops_helper(enum bpf_func_id id)
 {
-	static const enum bpf_func_id ids[] = { BPF_FUNC_get_netns_cookie, BPF_FUNC_get_current_pid_tgid,
-						BPF_FUNC_get_current_comm, BPF_FUNC_get_current_cgroup_id };
+	const struct bpf_insn insns[] = {
+		{ .code = BPF_JMP | BPF_CALL, .imm = id },
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 1 },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	int fd = bpf_prog_load(BPF_PROG_TYPE_SOCK_OPS, "toa_helper", "GPL", insns, sizeof(insns) / sizeof(insns[0]), NULL);
 
-	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
-		if (libbpf_probe_bpf_helper(BPF_PROG_TYPE_SOCK_OPS, ids[i], NULL) != 1)
-			return false;
+	if (fd < 0)
+		return false;
+	close(fd);
 	return true;
+}
+
+/* The current-task helpers in sock_ops (6.1 refuses them; 6.18 has them). */
+static bool have_listen_task_helpers(void)
+{
+	return have_sockops_helper(BPF_FUNC_get_current_pid_tgid) && have_sockops_helper(BPF_FUNC_get_current_comm) &&
+	       have_sockops_helper(BPF_FUNC_get_current_cgroup_id);
 }
 
 static bool have_for_each_map_elem(void)
@@ -561,11 +574,15 @@ static void set_rodata(struct toa_core *c, const struct attempt *a, const struct
 	r->cfg_conntab = cfg->conntab_max_entries > 0;
 	r->cfg_rewrite_peer = a->rewrite;
 	r->cfg_rewrite_all_ports = cfg->rewrite_ports_n == 0;
-	c->listen_owner = a->mode == TOA_MODE_SOCKOPS && have_listen_owner_helpers();
+	/* listener owner: the netns cookie (5.15), then the task from the helpers, or from
+	 * bpf_get_current_task + CO-RE in the BTF program */
+	r->cfg_listen_helpers = a->mode == TOA_MODE_SOCKOPS && have_listen_task_helpers();
+	c->listen_owner = a->mode == TOA_MODE_SOCKOPS && have_sockops_helper(BPF_FUNC_get_netns_cookie) &&
+			  (r->cfg_listen_helpers || (a->sockops_full && have_sockops_helper(BPF_FUNC_get_current_task)));
 	r->cfg_listen_owner = c->listen_owner;
 	if (a->mode == TOA_MODE_SOCKOPS && !c->listen_owner)
 		logf_(c->log, c->log_user, TOA_LOG_WARN,
-		      "kernel lacks bpf_get_netns_cookie or the current-task helpers in sock_ops (< 5.15): records carry no listener owner (process.*, container.id)");
+		      "records carry no listener owner (process.*, container.id): the kernel lacks bpf_get_netns_cookie in sock_ops (< 5.15), or the current-task helpers there and BTF for the fallback");
 }
 
 static void size_maps(struct toa_core *c, const struct attempt *a, const struct toa_core_config *cfg)
