@@ -536,8 +536,10 @@ static int preflight(struct toa_core *c, int mode, const struct toa_core_config 
 	if (a->rewrite && !a->src_packet)
 		return refuse(c, mode, TOA_ENOREWRITE,
 			      "toa.rewritePeer needs packet TOA (toa.sources with packet, and a cgroup v2 mount for sock_ops)");
-	/* with BTF, the rewrite also reads sk_user_data to leave toa.ko's sockets to it */
-	a->sockops_full = (mode == TOA_MODE_SOCKOPS ? cfg->src_module : a->rewrite) && a->btf;
+	/* with BTF, the rewrite also reads sk_user_data to leave toa.ko's sockets to it; in sockops
+	 * mode the BTF program also reads the listener owner where sock_ops lacks the current-task
+	 * helpers (6.1); its module-TOA code is off when cfg_src_module is */
+	a->sockops_full = (mode == TOA_MODE_SOCKOPS || a->rewrite) && a->btf;
 	if (mode == TOA_MODE_SOCKOPS && cfg->src_module && !a->btf)
 		logf_(c->log, c->log_user, TOA_LOG_WARN,
 		      "no kernel BTF: sockops mode reads packet TOA only (module TOA needs BTF)");
