@@ -34,6 +34,7 @@
 #define IPPROTO_TCP 6
 #define SOL_TCP 6
 #define TCP_SAVE_SYN 27
+#define TCP_SYN_RECV 3
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -44,6 +45,10 @@ const volatile bool cfg_parse_syn = true;           /* parse the saved SYN too *
 const volatile bool cfg_include_loopback = false;
 const volatile bool cfg_rewrite_peer = false;       /* toa.rewritePeer */
 const volatile bool cfg_rewrite_all_ports = true;   /* toa.rewritePorts empty */
+/* accept probe + packet TOA + sweep (>= 5.13): an accept that runs before the sock_ops
+ * callback of its handshake ACK waits for it (see hold_early_accept) */
+const volatile bool cfg_hold_early_accept = false;
+const volatile __u64 cfg_hold_timeout_ns = 1000000000ULL; /* then the sweep sends it without packet TOA */
 
 /* ---- maps of the probe programs ---- */
 
@@ -63,6 +68,32 @@ struct {
 	__type(key, __u64);
 	__type(value, struct pending_toa);
 } pending SEC(".maps");
+
+/*
+ * An accept event that came before its packet TOA. The kernel queues a child socket
+ * for accept() before it runs the handshake ACK's state processing (tcp_check_req,
+ * then tcp_child_process), so on another CPU inet_csk_accept can return it while the
+ * sock_ops PASSIVE_ESTABLISHED callback has not run yet (inet_accept waits for it
+ * only later, in lock_sock). The accept probe then holds its event here, keyed by
+ * socket cookie, and whichever side comes second completes it: the callback, or the
+ * accept probe when it sees the callback's pending entry after inserting. The sweep
+ * sends what no callback completed (sockets outside the sock_ops cgroup).
+ * User space sizes the map to 1 entry when holding is off.
+ */
+struct held_accept {
+	struct toa_event ev;   /* everything but the packet and module TOA */
+	struct toa_found m;    /* module TOA, applied after the packet TOA */
+	__u64 start_ns;        /* when the accept probe ran */
+	__u8 has_module;
+	__u8 pad[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct held_accept);
+} held SEC(".maps");
 
 /* toa.rewritePeer: what accept4()/getpeername() return for a passive socket, in the
  * socket's own family. Inserted by the sock_ops program at PASSIVE_ESTABLISHED (before
@@ -88,6 +119,7 @@ struct sockops_scratch {
 	struct rewrite_peer_val v;
 	struct toa_trust_key k;
 	struct toa_found m; /* module TOA */
+	struct held_accept h; /* a held accept event being built or completed */
 };
 
 struct {
@@ -212,11 +244,65 @@ static __always_inline void apply_module_toa(struct toa_event *ev, const struct 
 
 /* ---- accept probes (fexit / kretprobe) ---- */
 
+/* Full memory barrier: a fetching atomic is fully ordered (x86 lock xadd, arm64
+ * ldaddal), so this CPU's map insert is visible before its lookup of the other side's
+ * map. On the per-CPU counters slot reserved for it (no cache line is shared). Only
+ * called when cfg_hold_early_accept, which needs fetching atomics (>= 5.12). */
+static __always_inline void full_barrier(struct toa_counters *cnt)
+{
+	if (cnt) {
+		__u64 v = __sync_fetch_and_add(&cnt->c[TOA_CNT_FENCE], 0);
+
+		asm volatile("" : : "r"(v) : "memory");
+	}
+}
+
+/* Apply the packet TOA the sock_ops callback left for the socket, then the module TOA. */
+static __always_inline void complete_accept(struct toa_event *ev, const struct pending_toa *p,
+					    const struct toa_found *m, bool has_module)
+{
+	if (p && p->source != TOA_SOURCE_NONE)
+		set_toa(ev, &p->toa, p->source);
+	if (p && p->rewritten)
+		ev->flags |= TOA_FLAG_REWRITTEN;
+	if (has_module)
+		apply_module_toa(ev, m);
+}
+
+/*
+ * The accept came before the sock_ops callback of the handshake ACK (child still
+ * SYN_RECV). Hold the event; returns true when it was held (or completed here).
+ * Both sides insert first and then look for the other (with a full barrier in
+ * between), so at least one of them sees both; deleting the held entry decides which
+ * one reports.
+ */
+static __always_inline bool hold_early_accept(struct toa_counters *cnt, void *ctx, __u64 cookie,
+					      struct held_accept *h)
+{
+	struct pending_toa *p;
+
+	if (bpf_map_update_elem(&held, &cookie, h, BPF_NOEXIST))
+		return false; /* full: report it now, without packet TOA */
+	count(TOA_CNT_ACCEPT_EARLY, 1);
+	full_barrier(cnt);
+	p = bpf_map_lookup_elem(&pending, &cookie);
+	if (!p || bpf_map_delete_elem(&held, &cookie))
+		return true; /* the callback will complete it, or already took it */
+	complete_accept(&h->ev, p, &h->m, h->has_module);
+	bpf_map_delete_elem(&pending, &cookie);
+	report(cnt, ctx, &h->ev, h->start_ns);
+	return true;
+}
+
 static __always_inline void on_accept(void *ctx, struct sock *sk)
 {
 	__u64 start = bpf_ktime_get_boot_ns();
 	struct toa_counters *cnt = counters_get();
-	struct toa_event ev = {};
+	/* the event inside the form it is held in (on the stack: fexit programs can be
+	 * preempted, so a per-CPU scratch could be shared with another task's run) */
+	struct held_accept h = {};
+	struct toa_event *ev = &h.ev;
+	__u64 cookie = 0;
 	__u16 family;
 
 	if (!sk)
@@ -228,54 +314,56 @@ static __always_inline void on_accept(void *ctx, struct sock *sk)
 		count(TOA_CNT_NOT_TCP, 1);
 		return;
 	}
-	ev.ts_boot_ns = start;
-	ev.mode = cfg_mode;
-	ev.local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	ev.peer_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	ev->ts_boot_ns = start;
+	ev->mode = cfg_mode;
+	ev->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	ev->peer_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	if (family == AF_INET) {
 		__be32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
 		__be32 p = BPF_CORE_READ(sk, __sk_common.skc_daddr);
 
-		ev.family = TOA_FAMILY_IPV4;
-		__builtin_memcpy(ev.local_addr, &l, 4);
-		__builtin_memcpy(ev.peer_addr, &p, 4);
+		ev->family = TOA_FAMILY_IPV4;
+		__builtin_memcpy(ev->local_addr, &l, 4);
+		__builtin_memcpy(ev->peer_addr, &p, 4);
 	} else {
 		__u8 l[16], p[16];
 
 		bpf_core_read(l, 16, &sk->__sk_common.skc_v6_rcv_saddr);
 		bpf_core_read(p, 16, &sk->__sk_common.skc_v6_daddr);
-		set_addrs6(&ev, l, p);
+		set_addrs6(ev, l, p);
 	}
-	if (!cfg_include_loopback && is_loopback(&ev)) {
+	if (!cfg_include_loopback && is_loopback(ev)) {
 		count(TOA_CNT_LOOPBACK, 1);
 		return;
 	}
-	ev.pid = bpf_get_current_pid_tgid() >> 32;
-	ev.cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
+	ev->pid = bpf_get_current_pid_tgid() >> 32;
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	h.start_ns = start;
+	if (cfg_src_module)
+		h.has_module = module_toa_decode(cnt, (__u64)BPF_CORE_READ(sk, sk_user_data), &h.m);
 
 	if (cfg_src_packet) {
 		/* the sock_ops program left the packet TOA under the socket's cookie */
-		__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-		struct pending_toa *p = cookie ? bpf_map_lookup_elem(&pending, &cookie) : NULL;
+		struct pending_toa *p;
 
+		cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		p = cookie ? bpf_map_lookup_elem(&pending, &cookie) : NULL;
 		if (p) {
-			if (p->source != TOA_SOURCE_NONE)
-				set_toa(&ev, &p->toa, p->source);
-			if (p->rewritten)
-				ev.flags |= TOA_FLAG_REWRITTEN;
+			complete_accept(ev, p, &h.m, h.has_module);
 			bpf_map_delete_elem(&pending, &cookie);
-		} else {
-			count(TOA_CNT_PENDING_MISS, 1);
+			report(cnt, ctx, ev, start);
+			return;
 		}
+		/* still SYN_RECV: the callback is about to run on another CPU */
+		if (cookie && cfg_hold_early_accept &&
+		    BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_RECV &&
+		    hold_early_accept(cnt, ctx, cookie, &h))
+			return;
+		count(TOA_CNT_PENDING_MISS, 1);
 	}
-	if (cfg_src_module) {
-		struct toa_found m = {};
-
-		if (module_toa_decode(cnt, (__u64)BPF_CORE_READ(sk, sk_user_data), &m))
-			apply_module_toa(&ev, &m);
-	}
-	report(cnt, ctx, &ev, start);
+	complete_accept(ev, NULL, &h.m, h.has_module);
+	report(cnt, ctx, ev, start);
 }
 
 /* inet_csk_accept(struct sock *sk, int flags, int *err, bool kern), kernels <= 6.9 */
@@ -482,6 +570,25 @@ static __always_inline bool rewrite_store(struct toa_counters *cnt, struct bpf_s
 	return true;
 }
 
+/* The sock_ops side of hold_early_accept: the packet TOA is in "pending"; complete an
+ * accept event that was held for it. */
+static __always_inline void complete_held_accept(struct toa_counters *cnt, struct bpf_sock_ops *ctx, __u64 cookie,
+						 const struct pending_toa *p, struct held_accept *h)
+{
+	struct held_accept *v;
+
+	full_barrier(cnt);
+	v = bpf_map_lookup_elem(&held, &cookie);
+	if (!v)
+		return; /* the common case: the accept comes later and finds "pending" */
+	__builtin_memcpy(h, v, sizeof(*h));
+	if (bpf_map_delete_elem(&held, &cookie))
+		return; /* the accept probe (or the sweep) took it */
+	bpf_map_delete_elem(&pending, &cookie);
+	complete_accept(&h->ev, p, &h->m, h->has_module);
+	report(cnt, ctx, &h->ev, h->start_ns);
+}
+
 static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool with_module)
 {
 	__u64 start = bpf_ktime_get_boot_ns();
@@ -513,6 +620,8 @@ static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool w
 		p.source = source;
 		p.rewritten = rewritten;
 		bpf_map_update_elem(&pending, &cookie, &p, BPF_ANY);
+		if (cfg_hold_early_accept && sc)
+			complete_held_accept(cnt, ctx, cookie, &p, &sc->h);
 		return;
 	}
 
@@ -593,12 +702,36 @@ int sockops_packet(struct bpf_sock_ops *ctx)
 
 /* ---- sweep ---- */
 
+/* Held accept events no sock_ops callback completed within cfg_hold_timeout_ns (the
+ * socket is outside the sock_ops cgroup), or all of them after detach (final). */
+static long sweep_held_one(void *map, __u64 *cookie, struct held_accept *h, struct sweep_ctx *sc)
+{
+	struct toa_counters *cnt = sc->cnt;
+	struct held_accept copy;
+
+	if (!sc->final && sc->now - h->start_ns < cfg_hold_timeout_ns)
+		return 0;
+	__builtin_memcpy(&copy, h, sizeof(copy));
+	if (bpf_map_delete_elem(&held, cookie))
+		return 0; /* completed meanwhile */
+	complete_accept(&copy.ev, NULL, &copy.m, copy.has_module);
+	count(TOA_CNT_ACCEPT_EARLY_SWEPT, 1);
+	report(cnt, sc->ctx, &copy.ev, copy.start_ns);
+	sc->written++;
+	return 0;
+}
+
+/* ctx: args[0] = 1 for the final sweep after detach (test_run ctx_in) */
 SEC("raw_tp")
-int sweep(void *ctx)
+int sweep(__u64 *ctx)
 {
 	struct sweep_ctx sc = { .ctx = ctx, .cnt = counters_get(), .now = bpf_ktime_get_boot_ns() };
 
-	bpf_for_each_map_elem(&merge, sweep_one, &sc, 0);
+	sc.final = ctx[0] == 1;
+	if (cfg_hold_early_accept)
+		bpf_for_each_map_elem(&held, sweep_held_one, &sc, 0);
+	if (cfg_merge_window_ns)
+		bpf_for_each_map_elem(&merge, sweep_one, &sc, 0);
 	return sc.written;
 }
 

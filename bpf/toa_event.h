@@ -99,7 +99,7 @@ enum toa_counter {
 	TOA_CNT_OPT_BAD_LEN = 9,     /* TOA kind with a length not in the accepted list */
 	TOA_CNT_MODULE_INVALID = 10, /* sk_user_data present but not a valid TOA */
 	TOA_CNT_NO_SYN = 11,         /* SYN parsing wanted but no saved SYN was available */
-	TOA_CNT_PENDING_MISS = 12,   /* accept probe found no packet TOA state for the socket */
+	TOA_CNT_PENDING_MISS = 12,   /* accept probe found no packet TOA state for an established socket (outside the sock_ops cgroup, or accepted before start) */
 	TOA_CNT_LOST_CONNECTIONS = 13, /* connections represented by lost records (1 + suppressed) */
 	TOA_CNT_NOT_TCP = 14,        /* accept probe saw a non-TCP stream socket (e.g. DCCP) */
 	/* toa.rewritePeer, passive sockets in scope (cgroup, toa.rewritePorts): */
@@ -109,6 +109,11 @@ enum toa_counter {
 	TOA_CNT_REWRITE_FAMILY = 18,   /* not rewritten: IPv6 TOA on an AF_INET socket */
 	TOA_CNT_REWRITE_MODULE = 19,   /* not rewritten: toa.ko decoded it (sk_user_data), the module rewrites */
 	TOA_CNT_REWRITE_NO_MEM = 20,   /* not rewritten: socket storage could not be allocated */
+	/* accept probe ran before the sock_ops callback of the handshake ACK (the child is still
+	 * SYN_RECV: another CPU is finishing the handshake); the record waited for its packet TOA: */
+	TOA_CNT_ACCEPT_EARLY = 21,     /* records held at accept, completed by that sock_ops callback */
+	TOA_CNT_ACCEPT_EARLY_SWEPT = 22, /* held records no sock_ops callback completed: sent without packet TOA by the sweep */
+	TOA_CNT_FENCE = 23,            /* not a count: the word full_barrier() atomically adds 0 to */
 	TOA_CNT_MAX = 24,
 };
 

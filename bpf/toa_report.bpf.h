@@ -213,6 +213,7 @@ struct sweep_ctx {
 	struct toa_counters *cnt;
 	__u64 now;
 	__u32 written;
+	bool final; /* after detach: send everything that is held */
 };
 
 static long sweep_one(void *map, struct toa_merge_key *key, struct merge_val *v,

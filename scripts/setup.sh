@@ -5,11 +5,13 @@
 # what is missing or older than its sources. Idempotent; when nothing is missing it only looks at
 # file times (well under a second).
 #
-#   bash scripts/setup.sh [--for run|test|package] [--check]
+#   bash scripts/setup.sh [--for run|test|package|deploy|bench] [--check]
 #     --for run      what the sidecar needs to build and run (default)
 #     --for test     also the tools the lab and kernel tests use (iproute2, iptables, tcpdump, ...)
 #     --for package  also what `npm run package` needs (patchelf, binutils)
 #     --for bench    the test tools plus the peers of `npm run bench:peers` (bpftrace)
+#     --for deploy   also what the container image needs (`npm run image`, `npm run test:image`):
+#                    the package tools, mmdebstrap, buildah, podman, runc
 #     --check        only report what is missing; exit 1 if anything is
 #
 # npm runs it before `npm start` and `npm test` (prestart/pretest). Environment:
@@ -25,10 +27,10 @@ while [ $# -gt 0 ]; do
 	--for=*) PURPOSE=${1#--for=}; shift ;;
 	--check) CHECK_ONLY=1; shift ;;
 	-h | --help) sed -n '3,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-	*) echo "setup: unknown argument '$1' (use --for run|test|package|bench, --check)" >&2; exit 2 ;;
+	*) echo "setup: unknown argument '$1' (use --for run|test|package|deploy|bench, --check)" >&2; exit 2 ;;
 	esac
 done
-case $PURPOSE in run | test | package | bench) ;; *) echo "setup: --for must be run, test, package or bench (got '$PURPOSE')" >&2; exit 2 ;; esac
+case $PURPOSE in run | test | package | deploy | bench) ;; *) echo "setup: --for must be run, test, package, deploy or bench (got '$PURPOSE')" >&2; exit 2 ;; esac
 [ "${TOA_OTEL_SETUP:-1}" = 0 ] && { echo "[setup] skipped (TOA_OTEL_SETUP=0)" >&2; exit 0; }
 
 say() { printf '[setup] %s\n' "$*" >&2; }
@@ -54,6 +56,9 @@ NEEDS_TEST=(
 NEEDS_PACKAGE=(cmd/patchelf:patchelf cmd/objdump:binutils)
 # bench:peers runs a tracepoint probe for comparison
 NEEDS_BENCH=(cmd/bpftrace:bpftrace)
+# the container image: base root filesystem, image build, and running it (runc: crun refuses hybrid
+# cgroup hosts; deploy/image/lib.sh)
+NEEDS_DEPLOY=(cmd/mmdebstrap:mmdebstrap cmd/buildah:buildah cmd/podman:podman cmd/runc:runc)
 
 have() { # probe -> 0 when present
 	case $1 in
@@ -68,11 +73,12 @@ collect() { local pair; for pair in "$@"; do have "${pair%%:*}" || wanted+=("${p
 collect "${NEEDS_RUN[@]}"
 case $PURPOSE in test | bench) collect "${NEEDS_TEST[@]}" ;; esac
 [ "$PURPOSE" = bench ] && collect "${NEEDS_BENCH[@]}"
-if [ "$PURPOSE" = package ]; then
+if [ "$PURPOSE" = package ] || [ "$PURPOSE" = deploy ]; then
 	# nfpm itself is built with the machine's Go by scripts/package.sh (bookworm's golang-go is
 	# too old for it: that is said there)
 	collect "${NEEDS_PACKAGE[@]}"
 fi
+[ "$PURPOSE" = deploy ] && collect "${NEEDS_DEPLOY[@]}"
 # uniq, keep order
 if [ ${#wanted[@]} -gt 0 ]; then
 	mapfile -t wanted < <(printf '%s\n' "${wanted[@]}" | awk '!seen[$0]++')

@@ -41,6 +41,7 @@ struct toa_core {
 	struct toa_bench_bpf *bench; /* synthetic records (cfg.synth), else NULL */
 	int mode;
 	bool sweep_loaded;
+	bool detached;       /* toa_core_detach ran: the next sweep is the final one */
 	bool claim_xchg; /* merge window claims with BPF_XCHG (kernel >= 5.12) */
 	struct toa_buffer buf;
 	struct bpf_link *links[6]; /* accept probe, sock_ops, getpeername4, getpeername6, conntab close */
@@ -148,6 +149,8 @@ static const char *const counter_names[TOA_CNT_MAX] = {
 	[TOA_CNT_REWRITE_FAMILY] = "rewrite_skipped_family",
 	[TOA_CNT_REWRITE_MODULE] = "rewrite_skipped_module",
 	[TOA_CNT_REWRITE_NO_MEM] = "rewrite_skipped_no_memory",
+	[TOA_CNT_ACCEPT_EARLY] = "accept_early",
+	[TOA_CNT_ACCEPT_EARLY_SWEPT] = "accept_early_swept",
 };
 
 const char *toa_counter_name(int idx)
@@ -500,6 +503,7 @@ struct attempt {
 	bool need_sockops;   /* load and attach a sock_ops program */
 	bool sockops_full;   /* the sock_ops program that also reads module TOA (needs BTF) */
 	bool rewrite;        /* toa.rewritePeer: getpeername programs and the sk_storage map */
+	bool hold;           /* accept probe + packet TOA: early accepts wait for the sock_ops callback */
 	int accept_params;   /* fexit: inet_csk_accept parameter count, 4 or 2 */
 	char cgroup[512];    /* where the sock_ops program attaches */
 };
@@ -576,6 +580,7 @@ static void set_rodata(struct toa_core *c, const struct attempt *a, const struct
 	r->cfg_conntab = cfg->conntab_max_entries > 0;
 	r->cfg_rewrite_peer = a->rewrite;
 	r->cfg_rewrite_all_ports = cfg->rewrite_ports_n == 0;
+	r->cfg_hold_early_accept = a->hold;
 	/* listener owner: the netns cookie (5.15), then the task from the helpers, or from
 	 * bpf_get_current_task + CO-RE in the BTF program */
 	r->cfg_listen_helpers = a->mode == TOA_MODE_SOCKOPS && have_listen_task_helpers();
@@ -599,6 +604,8 @@ static void size_maps(struct toa_core *c, const struct attempt *a, const struct 
 		bpf_map__set_max_entries(s->maps.pending, a->need_sockops ? 16384 : 1);
 	c->conntab_max = cfg->conntab_max_entries;
 	bpf_map__set_max_entries(s->maps.conntab, cfg->conntab_max_entries ? cfg->conntab_max_entries : 1);
+	if (!a->hold)
+		bpf_map__set_max_entries(s->maps.held, 1);
 	/* kernels before 5.2 have no socket storage: create it only for the mode */
 	bpf_map__set_autocreate(s->maps.rewrite_peer, a->rewrite);
 	if (!a->rewrite || !cfg->rewrite_ports_n)
@@ -620,7 +627,7 @@ static void select_programs(struct toa_core *c, const struct attempt *a, const s
 	bpf_program__set_autoload(s->progs.sockops_packet, a->need_sockops && !a->sockops_full);
 	bpf_program__set_autoload(s->progs.rewrite_getpeername4, a->rewrite);
 	bpf_program__set_autoload(s->progs.rewrite_getpeername6, a->rewrite);
-	c->sweep_loaded = cfg->merge_window_s && have_for_each_map_elem();
+	c->sweep_loaded = (cfg->merge_window_s || a->hold) && have_for_each_map_elem();
 	bpf_program__set_autoload(s->progs.sweep, c->sweep_loaded);
 	/* close times: sock_ops state callbacks in sockops mode, this tracepoint in the others */
 	bpf_program__set_autoload(s->progs.conntab_state, cfg->conntab_max_entries && mode != TOA_MODE_SOCKOPS && a->btf);
@@ -879,6 +886,9 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 	if (!c->claim_xchg && cfg->merge_window_s)
 		logf_(c->log, c->log_user, TOA_LOG_DEBUG,
 		      "kernel lacks BPF_XCHG (< 5.12): the merge window claims counts with a per-key lock map");
+	/* the held events are completed with a fetching atomic as barrier (5.12) and sent by
+	 * the sweep if no callback comes (5.13); older kernels count such accepts as pending_miss */
+	a.hold = a.mode != TOA_MODE_SOCKOPS && a.src_packet && c->claim_xchg && have_for_each_map_elem();
 	set_rodata(c, &a, cfg);
 	size_maps(c, &a, cfg);
 	select_programs(c, &a, cfg);
@@ -1062,15 +1072,18 @@ int toa_core_test_break_reader(struct toa_core *c)
 
 int toa_core_sweep(struct toa_core *c)
 {
-	LIBBPF_OPTS(bpf_test_run_opts, opts);
 	int err;
+
+	/* args[0] of the sweep program: 1 after detach, when everything held is sent */
+	__u64 args[1] = { c->detached ? 1 : 0 };
+	LIBBPF_OPTS(bpf_test_run_opts, run, .ctx_in = args, .ctx_size_in = sizeof(args));
 
 	if (!c->skel || !c->sweep_loaded)
 		return -EOPNOTSUPP;
-	err = bpf_prog_test_run_opts(bpf_program__fd(c->skel->progs.sweep), &opts);
+	err = bpf_prog_test_run_opts(bpf_program__fd(c->skel->progs.sweep), &run);
 	if (err)
 		return -errno;
-	return (int)opts.retval;
+	return (int)run.retval;
 }
 
 int toa_core_synthesize(struct toa_core *c, uint32_t count)
@@ -1096,6 +1109,7 @@ void toa_core_detach(struct toa_core *c)
 	for (int i = 0; i < c->nlinks; i++)
 		bpf_link__destroy(c->links[i]);
 	c->nlinks = 0;
+	c->detached = true;
 }
 
 void toa_core_close(struct toa_core *c)

@@ -46,7 +46,7 @@ ctest('the built distribution has exactly the components of the manifest', (t) =
   };
   t.deepEqual(section('receivers'), ['otlp']);
   t.deepEqual(section('processors'), ['attributes', 'batch', 'filter', 'transform']);
-  t.deepEqual(section('exporters'), ['debug', 'file', 'otlp_http']);
+  t.deepEqual(section('exporters'), ['debug', 'file', 'load_balancing', 'otlp_http']);
   t.deepEqual(section('extensions'), []);
   t.deepEqual(section('connectors'), []);
   t.regex(out, /version: 0\.161\.0/);
