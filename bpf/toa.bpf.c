@@ -27,6 +27,7 @@
 #include "toa_report.bpf.h"
 #define TOA_CONNTAB_PROGS
 #include "toa_conntab.bpf.h"
+#include "toa_listen.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -633,6 +634,7 @@ static __noinline void sockops_record(struct bpf_sock_ops *ctx, const struct toa
 		apply_module_toa(&ev, &sc->m);
 	if (source_flags & SOCKOPS_REWRITTEN)
 		ev.flags |= TOA_FLAG_REWRITTEN;
+	listen_owner_fill(ctx, &ev); /* toa_listen.bpf.h: the listener's process */
 	report(cnt, ctx, &ev, start);
 }
 
@@ -684,6 +686,18 @@ static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool w
 		       sc, start);
 }
 
+/* listen_record as subprograms (one per program: only sockops_full may use CO-RE), so
+ * their frames are not added to the stack of sockops_main's other branches */
+static __noinline void listen_record_btf(struct bpf_sock_ops *ctx)
+{
+	listen_record(ctx, true);
+}
+
+static __noinline void listen_record_no_btf(struct bpf_sock_ops *ctx)
+{
+	listen_record(ctx, false);
+}
+
 static __always_inline int sockops_main(struct bpf_sock_ops *ctx, bool with_module)
 {
 	int one = 1;
@@ -693,6 +707,10 @@ static __always_inline int sockops_main(struct bpf_sock_ops *ctx, bool with_modu
 		/* keep the SYN of new connections for vendors that tag the SYN */
 		if (cfg_src_packet && cfg_parse_syn)
 			bpf_setsockopt(ctx, SOL_TCP, TCP_SAVE_SYN, &one, sizeof(one));
+		if (with_module)
+			listen_record_btf(ctx);
+		else
+			listen_record_no_btf(ctx);
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		sockops_established(ctx, with_module);

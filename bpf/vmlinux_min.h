@@ -72,6 +72,25 @@ struct sock {
 	void *sk_user_data;
 };
 
+/* the listener owner without the current-task helpers (bpf/toa_listen.bpf.h) */
+struct kernfs_node {
+	__u64 id;
+};
+
+struct cgroup {
+	struct kernfs_node *kn;
+};
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
+};
+
+struct task_struct {
+	int tgid;
+	char comm[16];
+	struct css_set *cgroups;
+};
+
 struct proto_accept_arg {
 	int flags;
 	int err;

@@ -5,10 +5,11 @@
 # what is missing or older than its sources. Idempotent; when nothing is missing it only looks at
 # file times (well under a second).
 #
-#   bash scripts/setup.sh [--for run|test|package|deploy|arm64] [--check]
+#   bash scripts/setup.sh [--for run|test|package|deploy|arm64|bench] [--check]
 #     --for run      what the sidecar needs to build and run (default)
 #     --for test     also the tools the lab and kernel tests use (iproute2, iptables, tcpdump, ...)
 #     --for package  also what `npm run package` needs (patchelf, binutils)
+#     --for bench    the test tools plus the peers of `npm run bench:peers` (bpftrace)
 #     --for deploy   also what the container image needs (`npm run image`, `npm run test:image`):
 #                    the package tools, mmdebstrap, buildah, podman, runc
 #     --for arm64    also the arm64 cross build, package and kernel matrix from x86 (Debian only):
@@ -29,11 +30,11 @@ while [ $# -gt 0 ]; do
 	--for) PURPOSE=${2:-}; shift 2 ;;
 	--for=*) PURPOSE=${1#--for=}; shift ;;
 	--check) CHECK_ONLY=1; shift ;;
-	-h | --help) sed -n '3,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-	*) echo "setup: unknown argument '$1' (use --for run|test|package|deploy|arm64, --check)" >&2; exit 2 ;;
+	-h | --help) sed -n '3,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "setup: unknown argument '$1' (use --for run|test|package|deploy|arm64|bench, --check)" >&2; exit 2 ;;
 	esac
 done
-case $PURPOSE in run | test | package | deploy | arm64) ;; *) echo "setup: --for must be run, test, package, deploy or arm64 (got '$PURPOSE')" >&2; exit 2 ;; esac
+case $PURPOSE in run | test | package | deploy | arm64 | bench) ;; *) echo "setup: --for must be run, test, package, deploy, arm64 or bench (got '$PURPOSE')" >&2; exit 2 ;; esac
 [ "${TOA_OTEL_SETUP:-1}" = 0 ] && { echo "[setup] skipped (TOA_OTEL_SETUP=0)" >&2; exit 0; }
 
 say() { printf '[setup] %s\n' "$*" >&2; }
@@ -57,6 +58,8 @@ NEEDS_TEST=(
 	cmd/tmux:tmux
 )
 NEEDS_PACKAGE=(cmd/patchelf:patchelf cmd/objdump:binutils)
+# bench:peers runs a tracepoint probe for comparison
+NEEDS_BENCH=(cmd/bpftrace:bpftrace)
 # the container image: base root filesystem, image build, and running it (runc: crun refuses hybrid
 # cgroup hosts; deploy/image/lib.sh)
 NEEDS_DEPLOY=(cmd/mmdebstrap:mmdebstrap cmd/buildah:buildah cmd/podman:podman cmd/runc:runc)
@@ -83,7 +86,8 @@ wanted=()
 # probe:package[:arch] -> the package (with its arch) when the probe fails
 collect() { local pair; for pair in "$@"; do have "${pair%%:*}" || wanted+=("${pair#*:}"); done; }
 collect "${NEEDS_RUN[@]}"
-[ "$PURPOSE" = test ] && collect "${NEEDS_TEST[@]}"
+case $PURPOSE in test | bench) collect "${NEEDS_TEST[@]}" ;; esac
+[ "$PURPOSE" = bench ] && collect "${NEEDS_BENCH[@]}"
 if [ "$PURPOSE" = package ] || [ "$PURPOSE" = deploy ]; then
 	# nfpm itself is built with the machine's Go by scripts/package.sh (bookworm's golang-go is
 	# too old for it: that is said there)
@@ -215,7 +219,7 @@ mtime() { [ -e "$1" ] && stat -c %Y "$1" || echo 0; }
 NODE24=node_modules/.bin/node
 
 native_outputs=(build/Release/toa_otel.node build/toa-probe)
-[ "$PURPOSE" = test ] && native_outputs+=(build/lab/lab-client build/toa-layout)
+case $PURPOSE in test | bench) native_outputs+=(build/lab/lab-client build/toa-layout) ;; esac
 native_src=$(newest bpf native cmake CMakeLists.txt test/lab/CMakeLists.txt test/lab/*.c test/lab/*.h)
 native_ok=1
 for o in "${native_outputs[@]}"; do

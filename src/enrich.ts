@@ -1,10 +1,14 @@
-// Process and container metadata from /proc, resolved once per pid or listener and cached with a
-// TTL and a size bound. The event path only reads the caches: a miss starts an async lookup and
-// the record goes out without the fields; later records of the same pid/listener get them.
-import { readFile, readdir, readlink } from 'node:fs/promises';
+// Process and container metadata, resolved once per pid (/proc/PID) and per cgroup id (the cgroup v2
+// directory of that id) and cached with a TTL and a size bound. The event path only reads the
+// caches: a miss starts an async lookup and the record goes out without the fields; later records
+// of the same pid/cgroup get them. The pid and cgroup id come from the kernel in every mode (in
+// sockops mode: the owner of the listener, bpf/toa_listen.bpf.h); nothing here scans sockets.
+import { readFile, readdir, readlink, stat } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { formatIPv4, formatIPv6, type ToaEvent } from './decode.js';
+import type { ToaEvent } from './decode.js';
 import { defaults } from './config.js';
+import { loadAddon } from './native.js';
 
 /** Metadata added to a record. */
 export interface EnrichInfo {
@@ -81,40 +85,56 @@ export function containerIdFromCgroupFile(text: string): string | undefined {
   return undefined;
 }
 
-/** One LISTEN socket from /proc/net/tcp{,6}. */
-export interface ListenSocket {
-  addr: string;
-  port: number;
-  inode: number;
+/** The cgroup v2 mount point (hybrid hosts mount it at .../unified), or undefined. */
+export function findCgroup2Mount(mounts?: string): string | undefined {
+  let text = mounts;
+  if (text === undefined) {
+    try {
+      text = readFileSync('/proc/self/mounts', 'utf8');
+    } catch {
+      return undefined;
+    }
+  }
+  for (const line of text.split('\n')) {
+    const f = line.split(' ');
+    if (f[2] === 'cgroup2') return f[1];
+  }
+  return undefined;
 }
 
-function hexWordsToAddr(hex: string): string {
-  // /proc/net/tcp prints each 32-bit word of the address in host byte order
-  const bytes = Buffer.alloc(hex.length / 2);
-  for (let w = 0; w < hex.length / 8; w++) bytes.writeUInt32LE(parseInt(hex.slice(w * 8, w * 8 + 8), 16) >>> 0, w * 4);
-  return bytes.length === 4 ? formatIPv4(bytes, 0) : formatIPv6(bytes, 0);
+/** Path of a cgroup id below the v2 mount: `{ path }`, or `{ errno }` (ESTALE: gone, EPERM: no CAP_DAC_READ_SEARCH). */
+export type CgroupPathFn = (id: bigint, root: string) => { path?: string; errno?: number };
+
+const ESTALE = 116;
+
+/** The addon's open_by_handle_at lookup, or undefined when the addon is not built. */
+function nativeCgroupPath(): CgroupPathFn | undefined {
+  try {
+    const addon = loadAddon();
+    return (id, root) => addon.cgroupPath(id, root);
+  } catch {
+    return undefined;
+  }
 }
 
-/** Parses /proc/net/tcp or tcp6 text and returns the LISTEN (state 0A) sockets. */
-export function parseProcNetTcp(text: string): ListenSocket[] {
-  const out: ListenSocket[] = [];
-  for (const line of text.split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 10 || f[3] !== '0A') continue;
-    const [addrHex, portHex] = f[1]!.split(':');
-    if (!addrHex || !portHex) continue;
-    out.push({ addr: hexWordsToAddr(addrHex), port: parseInt(portHex, 16), inode: Number(f[9]) });
+/**
+ * Path of each cgroup id by a bounded walk of the v2 hierarchy (kernfs: a directory's inode number
+ * is its cgroup id). The fallback when open_by_handle_at is refused (no CAP_DAC_READ_SEARCH).
+ */
+export async function walkCgroups(root: string, maxDirs = 50_000): Promise<Map<bigint, string>> {
+  const out = new Map<bigint, string>();
+  const todo = ['/'];
+  while (todo.length > 0 && out.size < maxDirs) {
+    const rel = todo.pop()!;
+    const dir = rel === '/' ? root : root + rel;
+    try {
+      out.set((await stat(dir, { bigint: true })).ino, rel);
+      for (const e of await readdir(dir, { withFileTypes: true })) if (e.isDirectory()) todo.push(rel === '/' ? `/${e.name}` : `${rel}/${e.name}`);
+    } catch {
+      /* removed while walking */
+    }
   }
   return out;
-}
-
-/** Does a listener bound to `l` accept a connection to `addr`? Exact = 2, wildcard = 1, no = 0. */
-export function listenerMatch(l: ListenSocket, addr: string, port: number): number {
-  if (l.port !== port) return 0;
-  if (l.addr === addr || l.addr === `::ffff:${addr}`) return 2;
-  if (l.addr === '::') return 1; // dual-stack wildcard takes IPv4 too (unless IPV6_V6ONLY)
-  if (l.addr === '0.0.0.0' && !addr.includes(':')) return 1;
-  return 0;
 }
 
 /** Options of {@link Enricher}. */
@@ -125,10 +145,12 @@ export interface EnricherOptions {
   maxEntries?: number;
   /** Root of procfs. Default /proc. */
   procRoot?: string;
-  /** Minimum ms between two /proc/<pid>/fd scans (listener lookups coalesce). Default 1000. */
-  minScanIntervalMs?: number;
-  /** Also look for listeners in other network namespaces (containers). Default true. */
-  otherNetns?: boolean;
+  /** The cgroup v2 mount. Default: found in /proc/self/mounts; null = no cgroup lookups. */
+  cgroupRoot?: string | null;
+  /** cgroup id -> path. Default: the addon's open_by_handle_at, with a bounded walk as fallback. */
+  cgroupPath?: CgroupPathFn;
+  /** Minimum ms between two walks of the cgroup hierarchy (fallback only). Default 10000. */
+  minWalkIntervalMs?: number;
   /** Called with unexpected lookup errors (debug log). */
   onError?: (what: string, err: unknown) => void;
 }
@@ -138,12 +160,12 @@ export interface EnrichStats {
   pidHits: number;
   pidMisses: number;
   pidErrors: number;
-  listenerHits: number;
-  listenerMisses: number;
-  listenerNotFound: number;
-  /** Listener lookups with the same address:port in several namespaces (no owner reported). */
-  listenerAmbiguous: number;
-  fdScans: number;
+  cgroupHits: number;
+  cgroupMisses: number;
+  cgroupErrors: number;
+  /** Records without an owner pid (sockops: a listener whose owner is unknown, or kernel < 5.15). */
+  ownerUnknown: number;
+  cgroupWalks: number;
 }
 
 interface PidInfo {
@@ -156,78 +178,74 @@ interface PidInfo {
  * cache-only; misses are resolved in the background.
  */
 export class Enricher {
-  readonly stats: EnrichStats = { pidHits: 0, pidMisses: 0, pidErrors: 0, listenerHits: 0, listenerMisses: 0, listenerNotFound: 0, listenerAmbiguous: 0, fdScans: 0 };
+  readonly stats: EnrichStats = { pidHits: 0, pidMisses: 0, pidErrors: 0, cgroupHits: 0, cgroupMisses: 0, cgroupErrors: 0, ownerUnknown: 0, cgroupWalks: 0 };
   private readonly pids: TtlCache<number, PidInfo>;
-  private readonly listeners: TtlCache<string, number>;
+  /** cgroup id -> container id ('' = the cgroup names no container) */
+  private readonly cgroups: TtlCache<bigint, string>;
   private readonly pendingPids = new Set<number>();
-  private readonly pendingListeners = new Map<string, { addr: string; port: number }>();
-  private scanRunning: Promise<void> | undefined;
-  private scanTimer: NodeJS.Timeout | undefined;
-  private lastScan = 0;
+  private readonly pendingCgroups = new Set<bigint>();
   private closed = false;
   private readonly proc: string;
   private readonly ttlMs: number;
-  private readonly minScanIntervalMs: number;
   private readonly inflight = new Set<Promise<void>>();
+  private readonly cgroupRoot: string | undefined;
+  private readonly cgroupPath: CgroupPathFn | undefined;
+  private walk: { at: number; index: Promise<Map<bigint, string>> } | undefined;
 
   constructor(private readonly opts: EnricherOptions = {}) {
     const d = defaults().enrich;
     this.ttlMs = opts.ttlMs ?? d.cacheTtlSec * 1000;
     const max = opts.maxEntries ?? d.cacheMaxEntries;
     this.pids = new TtlCache(this.ttlMs, max);
-    this.listeners = new TtlCache(this.ttlMs, max);
+    this.cgroups = new TtlCache(this.ttlMs, max);
     this.proc = opts.procRoot ?? '/proc';
-    this.minScanIntervalMs = opts.minScanIntervalMs ?? 1000;
+    this.cgroupRoot = opts.cgroupRoot === null ? undefined : (opts.cgroupRoot ?? findCgroup2Mount());
+    this.cgroupPath = opts.cgroupPath ?? nativeCgroupPath();
   }
 
   /**
    * Cached metadata for an event (never waits). Starts background lookups on misses.
    * @param now Date.now() of the batch (one clock read per batch instead of per event)
    */
-  lookup(ev: Pick<ToaEvent, 'pid' | 'localAddr' | 'localPort'>, now: number = Date.now()): EnrichInfo {
-    let pid = ev.pid;
+  lookup(ev: Pick<ToaEvent, 'pid' | 'cgroupId'>, now: number = Date.now()): EnrichInfo {
+    const out: EnrichInfo = {};
+    const pid = ev.pid;
     if (pid === 0) {
-      const key = `${ev.localAddr}|${ev.localPort}`;
-      const owner = this.listeners.get(key, now);
-      if (owner === undefined) {
-        this.stats.listenerMisses++;
-        this.requestListener(key, ev.localAddr, ev.localPort);
-        return {};
+      this.stats.ownerUnknown++;
+    } else {
+      out.pid = pid;
+      const info = this.pids.get(pid, now);
+      if (info === undefined) {
+        this.stats.pidMisses++;
+        this.requestPid(pid);
+      } else {
+        this.stats.pidHits++;
+        if (info.executableName !== undefined) out.executableName = info.executableName;
+        if (info.containerId !== undefined) out.containerId = info.containerId;
       }
-      this.stats.listenerHits++;
-      if (owner === 0) return {}; // looked up, not found (another netns, gone); retried after the negative TTL
-      pid = owner;
     }
-    const info = this.pids.get(pid, now);
-    if (info === undefined) {
-      this.stats.pidMisses++;
-      this.requestPid(pid);
-      return { pid };
+    // the kernel's cgroup id names the container even when the process is gone; 0 = unknown, 1 = root
+    if (ev.cgroupId > 1n && this.cgroupRoot !== undefined) {
+      const id = this.cgroups.get(ev.cgroupId, now);
+      if (id === undefined) {
+        this.stats.cgroupMisses++;
+        this.requestCgroup(ev.cgroupId);
+      } else {
+        this.stats.cgroupHits++;
+        if (id !== '') out.containerId = id;
+      }
     }
-    this.stats.pidHits++;
-    const out: EnrichInfo = { pid };
-    if (info.executableName !== undefined) out.executableName = info.executableName;
-    if (info.containerId !== undefined) out.containerId = info.containerId;
     return out;
   }
 
   /** Resolves when every lookup started so far has finished (tests, shutdown). */
   async idle(): Promise<void> {
-    while (this.inflight.size > 0 || this.scanRunning || this.scanTimer) {
-      if (this.scanTimer && !this.scanRunning && this.inflight.size === 0) {
-        clearTimeout(this.scanTimer);
-        this.scanTimer = undefined;
-        this.startScan();
-      }
-      await Promise.allSettled([...this.inflight, this.scanRunning]);
-    }
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
   }
 
   /** Stops scheduling lookups. */
   close(): void {
     this.closed = true;
-    if (this.scanTimer) clearTimeout(this.scanTimer);
-    this.scanTimer = undefined;
   }
 
   private track(p: Promise<void>): void {
@@ -274,184 +292,33 @@ export class Enricher {
     return info;
   }
 
-  private requestListener(key: string, addr: string, port: number): void {
-    if (this.closed || this.pendingListeners.has(key)) return;
-    this.pendingListeners.set(key, { addr, port });
-    if (this.scanRunning || this.scanTimer) return; // the running/scheduled scan picks it up
-    const wait = Math.max(0, this.lastScan + this.minScanIntervalMs - Date.now());
-    if (wait === 0) this.startScan();
-    else {
-      this.scanTimer = setTimeout(() => {
-        this.scanTimer = undefined;
-        this.startScan();
-      }, wait);
-      this.scanTimer.unref();
-    }
+  private requestCgroup(id: bigint): void {
+    if (this.closed || this.pendingCgroups.has(id)) return;
+    this.pendingCgroups.add(id);
+    this.track(
+      this.resolveCgroup(id)
+        .then((path) => this.cgroups.set(id, path === undefined ? '' : (containerIdFromCgroupPath(path) ?? ''), path === undefined ? Math.min(this.ttlMs, 10_000) : this.ttlMs))
+        .catch((err) => {
+          this.stats.cgroupErrors++;
+          this.opts.onError?.(`cgroup ${id}`, err);
+          this.cgroups.set(id, '', Math.min(this.ttlMs, 5000));
+        })
+        .finally(() => this.pendingCgroups.delete(id)),
+    );
   }
 
-  private startScan(): void {
-    if (this.closed) return;
-    const batch = new Map(this.pendingListeners);
-    this.lastScan = Date.now();
-    this.scanRunning = this.resolveListeners(batch)
-      .then(() => undefined)
-      .catch((err) => this.opts.onError?.('listener scan', err))
-      .finally(() => {
-        for (const k of batch.keys()) this.pendingListeners.delete(k);
-        this.scanRunning = undefined;
-        if (this.pendingListeners.size > 0) {
-          const next = [...this.pendingListeners.entries()];
-          this.pendingListeners.clear();
-          for (const [k, v] of next) this.requestListener(k, v.addr, v.port);
-        }
-      });
-  }
-
-  private async readListeners(base: string): Promise<ListenSocket[]> {
-    const socks: ListenSocket[] = [];
-    for (const f of ['tcp', 'tcp6']) {
-      try {
-        socks.push(...parseProcNetTcp(await readFile(`${base}/net/${f}`, 'utf8')));
-      } catch {
-        /* no IPv6, or the process is gone */
-      }
+  /** Path of a cgroup id below the v2 mount; undefined when no such cgroup exists (any more). */
+  async resolveCgroup(id: bigint): Promise<string | undefined> {
+    const root = this.cgroupRoot!;
+    const r = this.cgroupPath?.(id, root);
+    if (r?.path !== undefined) return r.path;
+    if (r?.errno === ESTALE) return undefined;
+    // no addon, or open_by_handle_at refused: walk the hierarchy (rate-limited; new cgroups wait for the next walk)
+    const minInterval = this.opts.minWalkIntervalMs ?? 10_000;
+    if (!this.walk || (Date.now() - this.walk.at >= minInterval && !(await this.walk.index).has(id))) {
+      this.stats.cgroupWalks++;
+      this.walk = { at: Date.now(), index: walkCgroups(root) };
     }
-    return socks;
-  }
-
-  /** Local IPv4 (fib_trie LOCAL entries) and IPv6 (if_inet6) addresses of a namespace. */
-  private async readLocalAddrs(base: string): Promise<Set<string>> {
-    const out = new Set<string>();
-    try {
-      const trie = await readFile(`${base}/net/fib_trie`, 'utf8');
-      for (const m of trie.matchAll(/\|-- (\d+\.\d+\.\d+\.\d+)\n\s+\/32 host LOCAL/g)) out.add(m[1]!);
-    } catch {
-      /* no IPv4 */
-    }
-    try {
-      for (const line of (await readFile(`${base}/net/if_inet6`, 'utf8')).split('\n')) {
-        const hex = line.split(' ')[0];
-        if (hex && /^[0-9a-f]{32}$/.test(hex)) out.add(formatIPv6(Buffer.from(hex, 'hex'), 0)); // network byte order
-      }
-    } catch {
-      /* no IPv6 */
-    }
-    return out;
-  }
-
-  private async onePidPerOtherNetns(): Promise<string[]> {
-    let own: string;
-    try {
-      own = await readlink(`${this.proc}/self/ns/net`);
-    } catch {
-      return [];
-    }
-    const seen = new Set([own]);
-    const out: string[] = [];
-    const pids = (await readdir(this.proc)).filter((d) => /^\d+$/.test(d));
-    for (const p of pids) {
-      try {
-        const ns = await readlink(`${this.proc}/${p}/ns/net`);
-        if (!seen.has(ns)) {
-          seen.add(ns);
-          out.push(p);
-        }
-      } catch {
-        /* gone, or a kernel thread */
-      }
-    }
-    return out;
-  }
-
-  /**
-   * Finds the owner pid of the listening socket for each (addr, port): LISTEN inodes from
-   * /proc/net/tcp{,6} (ours, then one process per other network namespace), then one pass over
-   * /proc/<pid>/fd links `socket:[inode]`. An exact address beats a wildcard listener.
-   */
-  async resolveListeners(wanted: Map<string, { addr: string; port: number }>): Promise<Map<string, number>> {
-    const result = new Map<string, number>();
-    const inodeToKeys = new Map<number, string[]>();
-    // our own network namespace, then one process per other namespace (containers, pods): its
-    // /proc/<pid>/net/tcp shows that namespace's sockets; socket inodes are unique host-wide, so
-    // one fd scan below serves all namespaces
-    const spaces = [this.proc];
-    if (this.opts.otherNetns !== false) for (const pid of await this.onePidPerOtherNetns()) spaces.push(`${this.proc}/${pid}`);
-    const listeners = await Promise.all(spaces.map((b) => this.readListeners(b)));
-    const localAddrs = new Map<string, Promise<Set<string>>>();
-    for (const [key, { addr, port }] of wanted) {
-      let bestScore = 0;
-      let cands: { space: string; sock: ListenSocket }[] = [];
-      spaces.forEach((space, i) => {
-        for (const sock of listeners[i]!) {
-          const sc = listenerMatch(sock, addr, port);
-          if (sc > bestScore) {
-            bestScore = sc;
-            cands = [];
-          }
-          if (sc > 0 && sc === bestScore) cands.push({ space, sock });
-        }
-      });
-      if (new Set(cands.map((c) => c.space)).size > 1) {
-        // the same addr:port listens in several namespaces: keep those that own the address
-        const keep: typeof cands = [];
-        for (const c of cands) {
-          if (!localAddrs.has(c.space)) localAddrs.set(c.space, this.readLocalAddrs(c.space));
-          if ((await localAddrs.get(c.space)!).has(addr)) keep.push(c);
-        }
-        cands = keep;
-        if (new Set(cands.map((c) => c.space)).size !== 1) {
-          // still ambiguous: better no owner than a wrong one
-          this.stats.listenerAmbiguous++;
-          cands = [];
-        }
-      }
-      const best = cands.find((c) => c.sock.inode !== 0);
-      if (best) inodeToKeys.set(best.sock.inode, [...(inodeToKeys.get(best.sock.inode) ?? []), key]);
-    }
-    if (inodeToKeys.size > 0) {
-      this.stats.fdScans++;
-      const pids = (await readdir(this.proc)).filter((d) => /^\d+$/.test(d));
-      const remaining = new Set(inodeToKeys.keys());
-      const CHUNK = 32;
-      for (let i = 0; i < pids.length && remaining.size > 0; i += CHUNK) {
-        await Promise.all(
-          pids.slice(i, i + CHUNK).map(async (p) => {
-            let fds: string[];
-            try {
-              fds = await readdir(`${this.proc}/${p}/fd`);
-            } catch {
-              return;
-            }
-            for (const fd of fds) {
-              if (remaining.size === 0) return;
-              let link: string;
-              try {
-                link = await readlink(`${this.proc}/${p}/fd/${fd}`);
-              } catch {
-                continue;
-              }
-              if (!link.startsWith('socket:[')) continue;
-              const inode = Number(link.slice(8, -1));
-              if (!remaining.has(inode)) continue;
-              remaining.delete(inode);
-              for (const key of inodeToKeys.get(inode)!) result.set(key, Number(p));
-            }
-          }),
-        );
-      }
-    }
-    for (const key of wanted.keys()) {
-      const owner = result.get(key);
-      if (owner === undefined) {
-        this.stats.listenerNotFound++;
-        // negative entry, retried sooner than a positive one
-        this.listeners.set(key, 0, Math.min(this.ttlMs, 10_000));
-      } else {
-        this.listeners.set(key, owner);
-        // prefetch the owner's metadata so the next record of this listener has all fields
-        if (this.pids.get(owner) === undefined) this.requestPid(owner);
-      }
-    }
-    return result;
+    return (await this.walk.index).get(id);
   }
 }

@@ -137,4 +137,17 @@ export interface NativeAddon {
   layout(): EventLayout;
   /** CLOCK_REALTIME - CLOCK_BOOTTIME in ns: add to ts_boot_ns to get wall-clock ns. */
   clockOffsetNs(): bigint;
+  /** Path below the cgroup v2 mount `root` of the cgroup with this id (open_by_handle_at), or its errno. */
+  cgroupPath(id: bigint, root: string): { path?: string; errno?: number };
+  /** The sockops start scan (sock_diag LISTEN sockets of every namespace + one fd scan) into a scratch map. */
+  listenerScan(cgroupRoot?: string): {
+    listeners: number;
+    owned: number;
+    added: number;
+    netns: number;
+    netnsFailed: number;
+    netnsProcfs: number;
+    /** what was written: the owner of each listener */
+    entries: { netns: bigint; port: number; pid: number; cgroupId: bigint }[];
+  };
 }

@@ -65,7 +65,7 @@ export const METRIC_RECORDS_DROPPED = 'toa_otel.records.dropped';
 export const METRIC_EXPORT_RETAINED = 'toa_otel.export.retained';
 /** Re-send requests of retained records. */
 export const METRIC_EXPORT_RETRIES = 'toa_otel.export.retries';
-/** Enrichment lookups by kind (`pid`, `listener`) and result (`hit`, `miss`, `error`). */
+/** Enrichment lookups by kind (`pid`, `cgroup`, `listener`) and result (`hit`, `miss`, `error`, `not_found`). */
 export const METRIC_ENRICH_LOOKUPS = 'toa_otel.enrich.lookups';
 
 // SDK self-observability metric names we read back for the status line.

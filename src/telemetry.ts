@@ -126,10 +126,10 @@ export class SelfTelemetry {
           r.observe(lookups, e.pidHits, { kind: 'pid', result: 'hit' });
           r.observe(lookups, e.pidMisses, { kind: 'pid', result: 'miss' });
           r.observe(lookups, e.pidErrors, { kind: 'pid', result: 'error' });
-          r.observe(lookups, e.listenerHits, { kind: 'listener', result: 'hit' });
-          r.observe(lookups, e.listenerMisses, { kind: 'listener', result: 'miss' });
-          r.observe(lookups, e.listenerNotFound, { kind: 'listener', result: 'not_found' });
-          r.observe(lookups, e.listenerAmbiguous, { kind: 'listener', result: 'ambiguous' });
+          r.observe(lookups, e.cgroupHits, { kind: 'cgroup', result: 'hit' });
+          r.observe(lookups, e.cgroupMisses, { kind: 'cgroup', result: 'miss' });
+          r.observe(lookups, e.cgroupErrors, { kind: 'cgroup', result: 'error' });
+          r.observe(lookups, e.ownerUnknown, { kind: 'listener', result: 'not_found' });
         }
       },
       [probeCounter, droppedBatches, droppedEvents, runCount, runTime, info, decodeErrors, emitted, exported, dropped, retained, retries, lookups],

@@ -16,6 +16,10 @@
 
 extern "C" {
 #include "toa_core.h"
+#include "toa_listen_scan.h"
+#include "toa_listen.h"
+#include <bpf/bpf.h>
+#include <unistd.h>
 }
 
 namespace {
@@ -523,6 +527,62 @@ Napi::Value Layout(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// cgroupPath(id: bigint, cgroupRoot: string): {path} below the v2 mount, or {errno}
+// (ESTALE when the cgroup is gone, EPERM without CAP_DAC_READ_SEARCH).
+Napi::Value CgroupPath(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  bool lossless = true;
+  uint64_t id = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
+  std::string root = info[1].As<Napi::String>().Utf8Value();
+  char path[4096];
+  int err = toa_cgroup_path(id, root.c_str(), path, sizeof(path));
+  Napi::Object o = Napi::Object::New(env);
+  if (err) o.Set("errno", -err);
+  else o.Set("path", path);
+  return o;
+}
+
+// listenerScan(cgroupRoot): the start scan of sockops mode into a scratch map of the same
+// layout (benchmarks, diagnostics); the probe runs it itself after attach.
+Napi::Value ListenerScan(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::string root = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  int fd = bpf_map_create(BPF_MAP_TYPE_HASH, "toa_listen_scan", sizeof(toa_listen_key), sizeof(toa_listen_val), 8192, nullptr);
+  if (fd < 0) {
+    Napi::Error::New(env, std::string("listenerScan: map create failed: ") + strerror(errno)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  toa_listen_scan_result r;
+  int err = toa_listen_scan(fd, nullptr, root.empty() ? nullptr : root.c_str(), &r);
+  Napi::Array entries = Napi::Array::New(env);
+  toa_listen_key k, next;
+  toa_listen_val v;
+  for (void *prev = nullptr; !err && !bpf_map_get_next_key(fd, prev, &next); prev = &k) {
+    k = next;
+    if (bpf_map_lookup_elem(fd, &k, &v)) continue;
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("netns", Napi::BigInt::New(env, (uint64_t)k.netns));
+    e.Set("port", k.port);
+    e.Set("pid", v.pid);
+    e.Set("cgroupId", Napi::BigInt::New(env, (uint64_t)v.cgroup_id));
+    entries.Set(entries.Length(), e);
+  }
+  close(fd);
+  if (err) {
+    Napi::Error::New(env, std::string("listenerScan: ") + strerror(-err)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("listeners", r.listeners);
+  o.Set("owned", r.owned);
+  o.Set("added", r.added);
+  o.Set("netns", r.netns);
+  o.Set("netnsFailed", r.netns_failed);
+  o.Set("netnsProcfs", r.netns_procfs);
+  o.Set("entries", entries);
+  return o;
+}
+
 Napi::Value ClockOffsetNs(const Napi::CallbackInfo &info) {
   return Napi::BigInt::New(info.Env(), (int64_t)toa_clock_offset_ns());
 }
@@ -536,6 +596,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("capabilities", Napi::Function::New(env, Capabilities));
   exports.Set("layout", Napi::Function::New(env, Layout));
   exports.Set("clockOffsetNs", Napi::Function::New(env, ClockOffsetNs));
+  exports.Set("cgroupPath", Napi::Function::New(env, CgroupPath));
+  exports.Set("listenerScan", Napi::Function::New(env, ListenerScan));
   return exports;
 }
 

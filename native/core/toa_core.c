@@ -28,6 +28,7 @@
 #include "toa_buffer.h"
 #include "toa.skel.h"
 #include "toa_bench.skel.h"
+#include "toa_listen_scan.h"
 
 /* must match bpf/toa_opt.bpf.h */
 #define TOA_ACCEPT_LEN8 1
@@ -55,6 +56,7 @@ struct toa_core {
 	int nrefusals;
 	uint32_t conntab_max; /* 0 = connection table off */
 	bool conntab_close;   /* a program stamps close times */
+	bool listen_owner;    /* sockops mode: records carry the listener's owner (bpf/toa_listen.bpf.h) */
 };
 
 /* ---- logging: libbpf has one global print hook; route it to the opener's logger ---- */
@@ -321,6 +323,32 @@ static int accept_param_count(void)
 	return n;
 }
 
+/* A sock_ops program that calls helper id (with the ctx in r1, as bpf_get_netns_cookie
+ * wants; the current-task helpers ignore it) loads. Not libbpf_probe_bpf_helper: it reads the
+ * verifier's wording, and 6.12's "program of this type cannot use helper" passed as supported
+ * (the QEMU matrix then failed to load every sock_ops program). */
+static bool have_sockops_helper(enum bpf_func_id id)
+{
+	const struct bpf_insn insns[] = {
+		{ .code = BPF_JMP | BPF_CALL, .imm = id },
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 1 },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	int fd = bpf_prog_load(BPF_PROG_TYPE_SOCK_OPS, "toa_helper", "GPL", insns, sizeof(insns) / sizeof(insns[0]), NULL);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+/* The current-task helpers in sock_ops (6.1 refuses them; 6.18 has them). */
+static bool have_listen_task_helpers(void)
+{
+	return have_sockops_helper(BPF_FUNC_get_current_pid_tgid) && have_sockops_helper(BPF_FUNC_get_current_comm) &&
+	       have_sockops_helper(BPF_FUNC_get_current_cgroup_id);
+}
+
 static bool have_for_each_map_elem(void)
 {
 	return libbpf_probe_bpf_helper(BPF_PROG_TYPE_RAW_TRACEPOINT, BPF_FUNC_for_each_map_elem,
@@ -514,8 +542,10 @@ static int preflight(struct toa_core *c, int mode, const struct toa_core_config 
 	if (a->rewrite && !a->src_packet)
 		return refuse(c, mode, TOA_ENOREWRITE,
 			      "toa.rewritePeer needs packet TOA (toa.sources with packet, and a cgroup v2 mount for sock_ops)");
-	/* with BTF, the rewrite also reads sk_user_data to leave toa.ko's sockets to it */
-	a->sockops_full = (mode == TOA_MODE_SOCKOPS ? cfg->src_module : a->rewrite) && a->btf;
+	/* with BTF, the rewrite also reads sk_user_data to leave toa.ko's sockets to it; in sockops
+	 * mode the BTF program also reads the listener owner where sock_ops lacks the current-task
+	 * helpers (6.1); its module-TOA code is off when cfg_src_module is */
+	a->sockops_full = (mode == TOA_MODE_SOCKOPS || a->rewrite) && a->btf;
 	if (mode == TOA_MODE_SOCKOPS && cfg->src_module && !a->btf)
 		logf_(c->log, c->log_user, TOA_LOG_WARN,
 		      "no kernel BTF: sockops mode reads packet TOA only (module TOA needs BTF)");
@@ -553,6 +583,15 @@ static void set_rodata(struct toa_core *c, const struct attempt *a, const struct
 	r->cfg_rewrite_peer = a->rewrite;
 	r->cfg_rewrite_all_ports = cfg->rewrite_ports_n == 0;
 	r->cfg_hold_early_accept = a->hold;
+	/* listener owner: the netns cookie (5.15), then the task from the helpers, or from
+	 * bpf_get_current_task + CO-RE in the BTF program */
+	r->cfg_listen_helpers = a->mode == TOA_MODE_SOCKOPS && have_listen_task_helpers();
+	c->listen_owner = a->mode == TOA_MODE_SOCKOPS && have_sockops_helper(BPF_FUNC_get_netns_cookie) &&
+			  (r->cfg_listen_helpers || (a->sockops_full && have_sockops_helper(BPF_FUNC_get_current_task)));
+	r->cfg_listen_owner = c->listen_owner;
+	if (a->mode == TOA_MODE_SOCKOPS && !c->listen_owner)
+		logf_(c->log, c->log_user, TOA_LOG_WARN,
+		      "records carry no listener owner (process.*, container.id): the kernel lacks bpf_get_netns_cookie in sock_ops (< 5.15), or the current-task helpers there and BTF for the fallback");
 }
 
 static void size_maps(struct toa_core *c, const struct attempt *a, const struct toa_core_config *cfg)
@@ -576,6 +615,8 @@ static void size_maps(struct toa_core *c, const struct attempt *a, const struct 
 	bpf_map__set_autocreate(s->maps.rewrite_peer, a->rewrite);
 	if (!a->rewrite || !cfg->rewrite_ports_n)
 		bpf_map__set_max_entries(s->maps.rewrite_ports, 1);
+	if (!c->listen_owner)
+		bpf_map__set_max_entries(s->maps.listen_owner, 1);
 }
 
 /* Load only what this mode uses (bpf/compat.bpf.h lists the kernel differences). */
@@ -858,6 +899,26 @@ static int open_reader(struct toa_core *c)
 	return 0;
 }
 
+/* Owners of the listeners that existed before attach (their TCP_LISTEN_CB is past). */
+static void scan_listeners(struct toa_core *c, const char *cgroup)
+{
+	struct toa_listen_scan_result r;
+	char root[512];
+	int err;
+
+	if (find_cgroup2(root, sizeof(root)))
+		snprintf(root, sizeof(root), "%s", cgroup);
+	err = toa_listen_scan(bpf_map__fd(c->skel->maps.listen_owner), NULL, root, &r);
+	if (err) {
+		logf_(c->log, c->log_user, TOA_LOG_WARN, "listener start scan failed: %s", strerror(-err));
+		return;
+	}
+	logf_(c->log, c->log_user, r.netns_failed ? TOA_LOG_WARN : TOA_LOG_DEBUG,
+	      "listener start scan: %d listeners in %d network namespaces (%d of them through /proc/PID/net: no CAP_SYS_ADMIN for setns), %d with an owner, %d added%s",
+	      r.listeners, r.netns + r.netns_procfs, r.netns_procfs, r.owned, r.added,
+	      r.netns_failed ? "; some namespaces could not be listed: their older listeners have no owner until they listen again" : "");
+}
+
 static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *cfg)
 {
 	struct attempt a = {};
@@ -897,6 +958,8 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 		release(c);
 		return err;
 	}
+	if (c->listen_owner)
+		scan_listeners(c, a.cgroup);
 	logf_(c->log, c->log_user, TOA_LOG_INFO,
 	      "attached in %s mode (toa sources:%s%s, %s, merge window %us%s)", toa_mode_name(mode),
 	      cfg->src_module ? " module" : "", a.src_packet ? " packet" : "",

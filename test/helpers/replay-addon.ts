@@ -45,6 +45,12 @@ export class ReplayAddon implements NativeAddon {
   clockOffsetNs() {
     return 1_700_000_000_000_000_000n;
   }
+  cgroupPath() {
+    return { errno: 116 }; // replayed records name no live cgroup
+  }
+  listenerScan() {
+    return { listeners: 0, owned: 0, added: 0, netns: 0, netnsFailed: 0, netnsProcfs: 0, entries: [] };
+  }
 }
 
 export class ReplayProbe implements NativeProbe {

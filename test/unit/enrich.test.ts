@@ -1,14 +1,7 @@
 import test from 'ava';
-import { createServer, type Server } from 'node:net';
 import { basename } from 'node:path';
-import {
-  containerIdFromCgroupFile,
-  containerIdFromCgroupPath,
-  Enricher,
-  listenerMatch,
-  parseProcNetTcp,
-  TtlCache,
-} from '../../src/enrich.js';
+import { containerIdFromCgroupFile, containerIdFromCgroupPath, Enricher, findCgroup2Mount, TtlCache } from '../../src/enrich.js';
+import { listenerMatch, parseProcNetTcp } from '../helpers/proc-net-tcp.js';
 
 const ID = '3f1c0a9e5b7d4c2a8e6f0b1d3c5a7e9f1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a';
 
@@ -44,7 +37,7 @@ test('container id from /proc/PID/cgroup text, v1 and v2', (t) => {
   t.is(containerIdFromCgroupFile(`5:cpuset:/kubepods/pod1/${ID}\n0::/\n`), ID);
 });
 
-test('/proc/net/tcp and tcp6 LISTEN lines', (t) => {
+test('/proc/net/tcp and tcp6 LISTEN lines (test and bench helper)', (t) => {
   const tcp = [
     '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
     '   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0',
@@ -94,54 +87,66 @@ test('TtlCache expires entries and evicts the oldest past its bound', (t) => {
   t.is(c.get('d'), undefined);
 });
 
-const listen = (host: string) =>
-  new Promise<Server>((res, rej) => {
-    const s = createServer();
-    s.on('error', rej);
-    s.listen(0, host, () => res(s));
-  });
-
-test('sockops lookup: the owner of a real listening socket is found without blocking the first event', async (t) => {
-  const srv = await listen('127.0.0.1');
-  t.teardown(() => srv.close());
-  const port = (srv.address() as { port: number }).port;
-  const e = new Enricher({ minScanIntervalMs: 0 });
-  const ev = { pid: 0, localAddr: '127.0.0.1', localPort: port };
-  t.deepEqual(e.lookup(ev), {}, 'first lookup returns at once, empty');
+test('a record without an owner pid (sockops, owner unknown) gets no process fields and starts no lookup', async (t) => {
+  const e = new Enricher({ procRoot: '/nonexistent', cgroupRoot: null });
+  t.deepEqual(e.lookup({ pid: 0, cgroupId: 0n }), {});
   await e.idle();
-  const info = e.lookup(ev);
-  t.is(info.pid, process.pid);
-  t.is(info.executableName, basename(process.execPath), 'owner metadata prefetched with the listener');
-  t.is(e.stats.fdScans, 1);
-  t.is(e.stats.listenerMisses, 1);
-  t.is(e.stats.listenerHits, 1);
+  t.is(e.stats.ownerUnknown, 1);
+  t.is(e.stats.pidMisses, 0);
   e.close();
+});
+
+test('cgroup id -> container.id through a bounded walk when open_by_handle_at is refused; gone cgroups are negative', async (t) => {
+  const { mkdtempSync, mkdirSync, statSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const root = mkdtempSync(`${tmpdir()}/toa-otel-cg-`);
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const dir = `${root}/kubepods.slice/kubepods-pod1.slice/cri-containerd-${ID}.scope`;
+  mkdirSync(dir, { recursive: true });
+  const id = statSync(dir, { bigint: true }).ino;
+  const e = new Enricher({ procRoot: '/nonexistent', cgroupRoot: root, cgroupPath: () => ({ errno: 1 }), minWalkIntervalMs: 0 });
+  t.deepEqual(e.lookup({ pid: 0, cgroupId: id }), {}, 'first lookup returns at once');
+  await e.idle();
+  t.deepEqual(e.lookup({ pid: 0, cgroupId: id }), { containerId: ID });
+  t.is(e.stats.cgroupWalks, 1);
+  const plain = `${root}/system.slice`;
+  mkdirSync(plain);
+  const plainId = statSync(plain, { bigint: true }).ino;
+  e.lookup({ pid: 0, cgroupId: plainId });
+  await e.idle();
+  t.deepEqual(e.lookup({ pid: 0, cgroupId: plainId }), {}, 'a cgroup that names no container');
+  t.is(e.stats.cgroupWalks, 2, 'an id missing from the last walk walks again');
+  e.close();
+});
+
+test('the addon path (open_by_handle_at) answers without a walk; ESTALE is a gone cgroup', async (t) => {
+  const paths = new Map<bigint, string>([[77n, `/system.slice/docker-${ID}.scope`]]);
+  const e = new Enricher({ procRoot: '/nonexistent', cgroupRoot: '/cg', cgroupPath: (id) => (paths.has(id) ? { path: paths.get(id)! } : { errno: 116 }) });
+  e.lookup({ pid: 0, cgroupId: 77n });
+  e.lookup({ pid: 0, cgroupId: 78n });
+  await e.idle();
+  t.deepEqual(e.lookup({ pid: 0, cgroupId: 77n }), { containerId: ID });
+  t.deepEqual(e.lookup({ pid: 0, cgroupId: 78n }), {});
+  t.is(e.stats.cgroupWalks, 0);
+  e.close();
+});
+
+test('cgroup v2 mount found by type in /proc/self/mounts text (hybrid hosts: .../unified)', (t) => {
+  t.is(findCgroup2Mount('cgroup /sys/fs/cgroup/memory cgroup rw 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n'), '/sys/fs/cgroup/unified');
+  t.is(findCgroup2Mount('proc /proc proc rw 0 0\n'), undefined);
 });
 
 test('pid lookup: exe basename and no container for this process; unknown pids are retried later, not fatal', async (t) => {
   const e = new Enricher();
-  t.deepEqual(e.lookup({ pid: process.pid, localAddr: '198.18.2.2', localPort: 80 }), { pid: process.pid });
+  t.deepEqual(e.lookup({ pid: process.pid, cgroupId: 0n }), { pid: process.pid });
   await e.idle();
-  const info = e.lookup({ pid: process.pid, localAddr: '198.18.2.2', localPort: 80 });
+  const info = e.lookup({ pid: process.pid, cgroupId: 0n });
   t.is(info.executableName, basename(process.execPath));
   // pid_max is at most 2^22: this pid cannot exist
-  e.lookup({ pid: 4_194_304 + 17, localAddr: '198.18.2.2', localPort: 80 });
+  e.lookup({ pid: 4_194_304 + 17, cgroupId: 0n });
   await e.idle();
   t.is(e.stats.pidErrors, 1);
-  t.deepEqual(e.lookup({ pid: 4_194_304 + 17, localAddr: '198.18.2.2', localPort: 80 }), { pid: 4_194_304 + 17 });
-  e.close();
-});
-
-test('a port nobody listens on resolves to "not found" (negative cache), without a scan', async (t) => {
-  const srv = await listen('127.0.0.1');
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  const e = new Enricher({ minScanIntervalMs: 0 });
-  e.lookup({ pid: 0, localAddr: '127.0.0.1', localPort: port });
-  await e.idle();
-  t.deepEqual(e.lookup({ pid: 0, localAddr: '127.0.0.1', localPort: port }), {});
-  t.is(e.stats.listenerNotFound, 1);
-  t.is(e.stats.fdScans, 0);
+  t.deepEqual(e.lookup({ pid: 4_194_304 + 17, cgroupId: 0n }), { pid: 4_194_304 + 17 });
   e.close();
 });
 
@@ -153,7 +158,7 @@ test('a container id in a fake /proc tree is picked up', async (t) => {
   symlinkSync('/usr/sbin/nginx', `${root}/4242/exe`);
   writeFileSync(`${root}/4242/cgroup`, `0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-${ID}.scope\n`);
   const e = new Enricher({ procRoot: root });
-  e.lookup({ pid: 4242, localAddr: '198.18.2.2', localPort: 80 });
+  e.lookup({ pid: 4242, cgroupId: 0n });
   await e.idle();
-  t.deepEqual(e.lookup({ pid: 4242, localAddr: '198.18.2.2', localPort: 80 }), { pid: 4242, executableName: 'nginx', containerId: ID });
+  t.deepEqual(e.lookup({ pid: 4242, cgroupId: 0n }), { pid: 4242, executableName: 'nginx', containerId: ID });
 });

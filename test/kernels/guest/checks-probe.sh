@@ -46,6 +46,8 @@
 # expect sockops/module/ipv6-pointer
 # expect sockops/packet/ipv4
 # expect sockops/packet/ipv6
+# expect sockops/module/listener-owner
+# expect sockops/packet/listener-owner
 # expect auto/-/picks-fexit
 # expect merge-claim/xchg/invariant
 # expect rewrite/fexit/ipv4
@@ -336,7 +338,7 @@ for mode in $ACCEPT_MODES; do
 	fi
 done
 
-# ---- sockops: no process info, but both TOA sources ----
+# ---- sockops: both TOA sources; the process is the listener's owner ----
 for src in module packet; do
 	if run_basic sockops $src; then
 		if [ $src = module ]; then s=module a=ipv4-inline b=ipv6-pointer; else s=packet_ack a=ipv4 b=ipv6; fi
@@ -344,8 +346,12 @@ for src in module packet; do
 		check_toa $a 4 $s 8
 		check_toa $b 6 $s 20
 		NAME_PREFIX=
+		# the servers listen after attach, in another netns: TCP_LISTEN_CB names them (bpf/toa_listen.bpf.h)
+		set -- $(awk -v pids=" $(tr '\n' ' ' < /tmp/srvpids)" '$1 == "accept" { n++; if (index(pids, " " $12 " ") && $13 == "tsrv") ok++ } END { print n + 0, ok + 0 }' $W.recs)
+		check sockops/$src/listener-owner "$2 of $1 records name the tsrv pid that listened ($(tr '\n' ' ' < /tmp/srvpids)); want $((2 * N + 2))" \
+			[ "$1" = $((2 * N + 2)) -a "$2" = "$1" ]
 	else
-		[ $src = module ] && set -- ipv4-inline ipv6-pointer || set -- ipv4 ipv6
+		[ $src = module ] && set -- ipv4-inline ipv6-pointer listener-owner || set -- ipv4 ipv6 listener-owner
 		for c in "$@"; do fail sockops/$src/$c "probe did not start: $(tr '\n' ' ' < $W.err)"; done
 	fi
 done
