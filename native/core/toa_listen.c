@@ -185,6 +185,15 @@ static bool is_pid_name(const char *n)
 			return false;
 	return true;
 }
+/* Network namespaces by inode: true the first time an inode is seen (then it is recorded). */
+static bool first_visit(uint64_t *seen, int *nseen, uint64_t ino)
+{
+	for (int i = 0; i < *nseen; i++)
+		if (seen[i] == ino)
+			return false;
+	seen[(*nseen)++] = ino;
+	return true;
+}
 
 /* Runs on its own thread: setns() there moves only this thread. */
 static void *scan_namespaces(void *arg)
@@ -207,7 +216,6 @@ static void *scan_namespaces(void *arg)
 	dir = opendir(path);
 	while (dir && (d = readdir(dir)) && nseen < SCAN_MAX_NETNS && s->n < SCAN_MAX_LISTENERS) {
 		struct stat st;
-		bool known = false;
 		int fd;
 
 		if (!is_pid_name(d->d_name))
@@ -215,11 +223,8 @@ static void *scan_namespaces(void *arg)
 		snprintf(path, sizeof(path), "%s/%s/ns/net", s->proc, d->d_name);
 		if (stat(path, &st))
 			continue; /* gone, or a kernel thread */
-		for (int i = 0; i < nseen && !known; i++)
-			known = seen[i] == st.st_ino;
-		if (known)
+		if (!first_visit(seen, &nseen, st.st_ino))
 			continue;
-		seen[nseen++] = st.st_ino;
 		fd = open(path, O_RDONLY | O_CLOEXEC);
 		if (fd < 0 || setns(fd, CLONE_NEWNET) || scan_this_netns(s)) {
 			if (scan_procnet(s, d->d_name))
@@ -234,7 +239,6 @@ static void *scan_namespaces(void *arg)
 	dir = opendir("/run/netns");
 	while (dir && (d = readdir(dir)) && nseen < SCAN_MAX_NETNS && s->n < SCAN_MAX_LISTENERS) {
 		struct stat st;
-		bool known = false;
 		int fd;
 
 		if (d->d_name[0] == '.')
@@ -242,11 +246,8 @@ static void *scan_namespaces(void *arg)
 		snprintf(path, sizeof(path), "/run/netns/%s", d->d_name);
 		if (stat(path, &st))
 			continue;
-		for (int i = 0; i < nseen && !known; i++)
-			known = seen[i] == st.st_ino;
-		if (known)
+		if (!first_visit(seen, &nseen, st.st_ino))
 			continue;
-		seen[nseen++] = st.st_ino;
 		fd = open(path, O_RDONLY | O_CLOEXEC);
 		if (fd < 0 || setns(fd, CLONE_NEWNET) || scan_this_netns(s))
 			s->netns_failed++;
