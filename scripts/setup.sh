@@ -21,6 +21,8 @@
 # npm runs it before `npm start` and `npm test` (prestart/pretest). Environment:
 #   TOA_OTEL_SETUP=0   skip it entirely (you manage packages and builds yourself)
 set -euo pipefail
+# never stop without saying where (set -e ends the script on any failing command)
+trap 'echo "[setup] failed: line $LINENO: $BASH_COMMAND (exit $?)" >&2' ERR
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
@@ -188,7 +190,8 @@ fi
 if [ "$PURPOSE" = test ]; then
 	go_want=$(sed -n 's/^go \([0-9.]*\).*/\1/p' test/lab/traced-go-app/go.mod)
 	go_cmd=$(command -v go || { [ -x /usr/local/go/bin/go ] && echo /usr/local/go/bin/go; } || true)
-	go_have=$([ -n "$go_cmd" ] && "$go_cmd" env GOVERSION 2>/dev/null | sed 's/^go//')
+	go_have=
+	[ -n "$go_cmd" ] && go_have=$("$go_cmd" env GOVERSION 2>/dev/null | sed 's/^go//' || true)
 	if [ -z "$go_have" ]; then
 		say "note: Go not found: the collector build and the Go lab test need Go >= $go_want (the official release, e.g. in /usr/local/go)"
 	elif [ "$(printf '%s\n%s\n' "$go_want" "$go_have" | sort -V | head -n 1)" != "$go_want" ]; then
