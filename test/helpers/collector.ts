@@ -17,7 +17,7 @@
 // this helper sets; a generated config (`yaml`) may use the same ${env:...} names.
 // Processes are stopped by t.teardown (pass or fail) and SIGKILLed at process exit as a backstop.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -263,9 +263,20 @@ export class Collector {
   get logs(): string { return this.logText; }
 
   /** Start the process and wait until it says it is ready and its HTTP port accepts. */
+  /**
+   * The file exporter writes a record line and its newline in two writes: a collector killed between
+   * them leaves a line without its end, and a restart would append the next line to it. End it.
+   */
+  private endTornLine(): void {
+    if (!existsSync(this.outputFile)) return;
+    const text = readFileSync(this.outputFile, 'utf8');
+    if (text.length > 0 && !text.endsWith('\n')) appendFileSync(this.outputFile, '\n');
+  }
+
   async start(): Promise<void> {
     if (this.running) throw new Error(`collector ${this.name} is already running (pid ${this.proc?.pid})`);
     this.starts++;
+    this.endTornLine();
     this.logText += `--- start #${this.starts}: ${COLLECTOR_BIN} --config ${this.configFile}\n`;
     const proc = spawn(COLLECTOR_BIN, ['--config', this.configFile], {
       env: this.env, stdio: ['ignore', 'pipe', 'pipe'],
