@@ -160,8 +160,8 @@ check_links() { # NAME: the probe held links while running and none are left aft
 # A server in a cgroup whose own sock_ops program spins 100 ms at PASSIVE_ESTABLISHED, before the
 # probe's callback of the same ACK, on the client's CPU (it runs the server's receive path). The
 # server, on the other CPU, sleeps 30 ms before each accept() (a blocked accept() would be woken
-# only after the callback): it takes the queued child first, every time. Each record must still
-# carry its packet TOA (held, then completed by the callback).
+# only after the callback): it takes the queued child first (every time on an idle host; at least
+# once is required). Each record must still carry its packet TOA (held, then completed by the callback).
 # expect-early fexit/packet/early-accept
 # expect-early kretprobe/packet/early-accept
 early_checks() {
@@ -180,8 +180,8 @@ early_checks() {
 			set -- $(toa_ok 4 packet_ack 8)
 			e=$(stat_of accept_early) sw=$(stat_of accept_early_swept) pm=$(stat_of pending_miss)
 			echo "INFO $mode early accepts: accept_early $e, accept_early_swept $sw, pending_miss $pm"
-			check $mode/packet/early-accept "$2 of $1 records carry the sent TOA (want $M); accept_early $e (want $M), accept_early_swept $sw, pending_miss $pm" \
-				[ "$1" = $M -a "$2" = $M -a "${e:-0}" = $M -a "$sw" = 0 -a "$pm" = 0 ]
+			check $mode/packet/early-accept "$2 of $1 records carry the sent TOA (want $M); accept_early $e (want >= 1; $M unless the host is busy), accept_early_swept $sw, pending_miss $pm" \
+				[ "$1" = $M -a "$2" = $M -a "${e:-0}" -ge 1 -a "$sw" = 0 -a "$pm" = 0 ]
 		else
 			fail $mode/packet/early-accept "probe did not start: $(tr '\n' ' ' < $W.err)"
 		fi
