@@ -15,18 +15,9 @@ import { OtlpPassThrough } from '../../src/traces/receiver.js';
 import { otlpSchema } from '../../src/traces/schema.js';
 import { freePort, startCollector } from '../helpers/collector.js';
 import { collectorGate, gatedTest } from '../helpers/privileged.js';
-import { allSignalsConfig, readLogs, readMetricValues, readSpans } from '../helpers/otlp-signals.js';
+import { allSignalsConfig, readLogs, readMetricValues, readSpans, waitFor } from '../helpers/otlp-signals.js';
 
 const test = gatedTest(collectorGate());
-
-async function waitFor<T>(read: () => T, ok: (v: T) => boolean, ms = 15000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = read();
-    if (ok(v) || Date.now() > end) return v;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const pb = (signal: 'traces' | 'logs' | 'metrics', o: object) => {
   const type = otlpSchema().request[signal];

@@ -14,7 +14,7 @@ import { OtlpPassThrough } from '../../src/traces/receiver.js';
 import { otlpSchema } from '../../src/traces/schema.js';
 import { freePort, startCollector, type Collector } from '../helpers/collector.js';
 import { collectorGate, gatedTest } from '../helpers/privileged.js';
-import { allSignalsConfig, readLogs, readMetricValues, readSpans } from '../helpers/otlp-signals.js';
+import { allSignalsConfig, readLogs, readMetricValues, readSpans, waitFor } from '../helpers/otlp-signals.js';
 
 const test = gatedTest(collectorGate());
 
@@ -107,15 +107,6 @@ async function startAllSignals(t: ExecutionContext) {
   });
   await c.start();
   return { c, files };
-}
-
-async function waitFor<T>(read: () => T, ok: (v: T) => boolean, ms = 15000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = read();
-    if (ok(v) || Date.now() > end) return v;
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 test.serial('traces, logs and metrics pass through unchanged (protobuf, JSON, gzip)', async (t) => {

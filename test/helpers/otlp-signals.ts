@@ -101,3 +101,13 @@ export function readMetricValues(file: string): Map<string, number[]> {
   }
   return out;
 }
+
+/** Polls `read` every 100 ms until `ok` holds or `ms` passed; returns the last value read. */
+export async function waitFor<T>(read: () => T, ok: (v: T) => boolean, ms = 15000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = read();
+    if (ok(v) || Date.now() > end) return v;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
