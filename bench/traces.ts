@@ -8,27 +8,38 @@
  * packed dump in the kernel layout (no kernel needed; the kernel side is measured by
  * `npm run bench:accept -- --conntab 65536`).
  *
- *   npm run bench:traces -- [--seconds 5] [--spans 512] [--concurrency 4] [--entries 65536]
+ *   npm run bench:traces -- [--seconds 5] [--rounds 2] [--spans 512] [--concurrency 4] [--entries 65536]
+ *   npm run bench:traces -- --against main [--rounds 3] [--seconds 4]
  *
- * Then, in this process, the CPU time per span of each stage of the enriched path (protobuf walk,
- * enrichment, splice), medians of interleaved rounds.
+ * The pass-through runs what the sidecar runs: the tree's TypeScript compiled by tsc (into
+ * .cache/traces-bench/, not through tsx, whose keepNames wrapper costs CPU per closure), under the
+ * bundled Node 24 with the sidecar's V8 flags (bin/node-flags.js). Then, in another such process,
+ * the CPU time per span of each stage of the enriched path (protobuf walk, enrichment, splice),
+ * medians of interleaved rounds.
+ *
+ * --against REF: side by side with the TypeScript of another commit (a temporary git worktree
+ * sharing this checkout's node_modules): each round runs both sides, alternating which goes
+ * first; medians per side and the ratio of this tree's CPU per span to REF's.
+ * --child-flags='--cpu-prof --cpu-prof-dir DIR': extra node flags for the pass-through process.
  *
  * Not a test: it prints numbers, it does not judge them.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import http from 'node:http';
 import net from 'node:net';
 import readline from 'node:readline';
 import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { defaults } from '../src/config.js';
 import { createLogger } from '../src/log.js';
 import { CONN_ENTRY_SIZE, ConnTable } from '../src/traces/conntab.js';
 import { OtlpPassThrough } from '../src/traces/receiver.js';
 import { otlpSchema } from '../src/traces/schema.js';
-import { enrichSpans } from '../src/traces/spans.js';
-import { parseTraceRequest, serializeTraceRequest } from '../src/traces/wire.js';
+import { packageRoot } from '../src/package.js';
 
 const { values } = parseArgs({
   options: {
@@ -39,6 +50,11 @@ const { values } = parseArgs({
     spans: { type: 'string', default: '512' },
     concurrency: { type: 'string', default: '4' },
     entries: { type: 'string', default: '65536' },
+    rounds: { type: 'string', default: '2' },
+    against: { type: 'string' },
+    'child-flags': { type: 'string', default: '' },
+    /** stages: the compiled src/traces/ directory whose code is timed */
+    lib: { type: 'string', default: '' },
   },
 });
 const ENTRIES = Number(values.entries);
@@ -132,8 +148,45 @@ function lines(p: ChildProcess): AsyncIterator<string> {
   return readline.createInterface({ input: p.stdout! })[Symbol.asyncIterator]();
 }
 
-async function run(enrich: boolean, upstream: string, bodies: Buffer[]): Promise<Record<string, number>> {
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--role', 'passthrough', '--upstream', upstream, '--enrich', enrich ? '1' : '0', '--entries', String(ENTRIES)], {
+/** A tree whose pass-through is measured: its compiled bench script. */
+interface Side {
+  name: string;
+  script: string;
+}
+
+/** Compiles bench/traces.ts of `tree` and what it imports with tsc into tree/.cache/traces-bench/ (as dist/ is built). */
+function build(tree: string): string {
+  const out = join(tree, '.cache', 'traces-bench');
+  mkdirSync(out, { recursive: true });
+  writeFileSync(
+    join(out, 'tsconfig.json'),
+    JSON.stringify({ extends: '../../tsconfig.json', compilerOptions: { outDir: '.', rootDir: '../..', declaration: false, sourceMap: false }, include: [], files: ['../../bench/traces.ts'] }),
+  );
+  try {
+    execFileSync(process.execPath, [join(packageRoot(), 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(out, 'tsconfig.json')], { stdio: 'pipe' });
+  } catch (e) {
+    // type errors still emit JavaScript; only a missing output is fatal
+    if (!existsSync(join(out, 'bench', 'traces.js'))) throw new Error(`tsc failed for ${tree}: ${(e as { stdout?: Buffer }).stdout?.toString() ?? e}`);
+  }
+  return join(out, 'bench', 'traces.js');
+}
+
+/** The Node and flags the sidecar runs with: the bundled Node 24 (bin/toa-otel.js) and bin/node-flags.js. */
+async function sidecarNode(): Promise<{ node: string; flags: string[] }> {
+  const { bundledNodeCandidates } = (await import(pathToFileURL(join(packageRoot(), 'bin', 'bundled-node.js')).href)) as { bundledNodeCandidates: () => string[] };
+  const { NODE_FLAGS } = (await import(pathToFileURL(join(packageRoot(), 'bin', 'node-flags.js')).href)) as { NODE_FLAGS: string[] };
+  const major = Number(process.versions.node.split('.')[0]);
+  const node = major >= 22 ? process.execPath : (bundledNodeCandidates().find((p) => existsSync(p)) ?? process.execPath);
+  return { node, flags: NODE_FLAGS };
+}
+let runtime: { node: string; flags: string[] } | undefined;
+
+type Row = Record<string, number>;
+
+async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer[]): Promise<Row> {
+  const { node, flags } = runtime!;
+  const extra = values['child-flags']!.split(' ').filter(Boolean);
+  const child = spawn(node, [...flags, ...extra, side.script, '--role', 'passthrough', '--upstream', upstream, '--enrich', enrich ? '1' : '0', '--entries', String(ENTRIES)], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   const out = lines(child);
@@ -150,7 +203,7 @@ async function run(enrich: boolean, upstream: string, bodies: Buffer[]): Promise
     });
   // warm-up, then measure
   for (let i = 0; i < 20; i++) await post(bodies[i % bodies.length]!);
-  child.stdin.write('reset\n');
+  child.stdin!.write('reset\n');
   await out.next();
   const end = Date.now() + Number(values.seconds) * 1000;
   let sent = 0;
@@ -165,7 +218,7 @@ async function run(enrich: boolean, upstream: string, bodies: Buffer[]): Promise
     }),
   );
   const secs = (performance.now() - t0) / 1000;
-  child.stdin.write('stats\n');
+  child.stdin!.write('stats\n');
   const st = JSON.parse((await out.next()).value as string) as { cpuUs: number; rssMiB: number; spans: { spans: number; enriched: number } };
   agent.destroy();
   const spans = sent * Number(values.spans);
@@ -180,31 +233,115 @@ async function run(enrich: boolean, upstream: string, bodies: Buffer[]): Promise
   };
 }
 
+/** The stage timings of one side, in a process like the pass-through's (the code of `lib`). */
+async function runStages(lib: string): Promise<Row> {
+  const { node, flags } = runtime!;
+  const child = spawn(node, [...flags, sides[0]!.script, '--role', 'stages', '--lib', lib, '--spans', String(values.spans), '--entries', String(ENTRIES)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const r = JSON.parse((await lines(child).next()).value as string) as Row;
+  child.kill();
+  return r;
+}
+
+function median(a: number[]): number {
+  const s = [...a].sort((x, y) => x - y);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+const round2 = (x: number) => Math.round(x * 100) / 100;
+
+/** A temporary worktree of REF sharing this checkout's node_modules; removed by the returned function. */
+function worktreeOf(ref: string): { dir: string; commit: string; remove: () => void } {
+  const root = packageRoot();
+  const git = (...a: string[]) => execFileSync('git', ['-C', root, ...a], { encoding: 'utf8' }).trim();
+  const commit = git('rev-parse', '--short', ref);
+  const dir = mkdtempSync(join(tmpdir(), 'toa-otel-against-'));
+  rmdirSync(dir);
+  git('worktree', 'add', '--detach', dir, commit);
+  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
+  return { dir, commit, remove: () => git('worktree', 'remove', '--force', dir) };
+}
+
+const sides: Side[] = [];
+
 async function main(): Promise<void> {
+  runtime = await sidecarNode();
+  sides.push({ name: 'this tree', script: build(packageRoot()) });
+  const ref = values.against !== undefined ? worktreeOf(values.against) : undefined;
   const sink = spawn(process.execPath, [fileURLToPath(new URL('./otlp-count-receiver.mjs', import.meta.url))], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const sinkOut = lines(sink);
-  const { port } = JSON.parse((await sinkOut.next()).value as string) as { port: number };
-  const upstream = `http://127.0.0.1:${port}`;
-  const bodies = Array.from({ length: 32 }, (_, i) => request(Number(values.spans), i));
-  console.log(`request: ${values.spans} spans, ${Math.round(bodies[0]!.length / 1024)} KiB protobuf; table ${ENTRIES} entries; ${values.concurrency} in flight; ${values.seconds} s per run`);
-  const rows: Record<string, Record<string, number>> = {};
   try {
-    for (const round of [1, 2]) {
-      rows[`plain #${round}`] = await run(false, upstream, bodies);
-      rows[`enriched #${round}`] = await run(true, upstream, bodies);
+    if (ref) sides.push({ name: `${values.against} (${ref.commit})`, script: build(ref.dir) });
+    const sinkOut = lines(sink);
+    const { port } = JSON.parse((await sinkOut.next()).value as string) as { port: number };
+    const upstream = `http://127.0.0.1:${port}`;
+    const bodies = Array.from({ length: 32 }, (_, i) => request(Number(values.spans), i));
+    const rounds = Number(values.rounds);
+    console.log(
+      `request: ${values.spans} spans, ${Math.round(bodies[0]!.length / 1024)} KiB protobuf; table ${ENTRIES} entries; ${values.concurrency} in flight; ${values.seconds} s per run, ${rounds} rounds; ` +
+        `pass-through: ${runtime.node === process.execPath ? 'node' : 'bundled node'} ${execFileSync(runtime.node, ['--version'], { encoding: 'utf8' }).trim()} ${runtime.flags.join(' ')}, tsc output`,
+    );
+    const runs = new Map<string, Row[]>();
+    for (let round = 0; round < rounds; round++) {
+      // alternate which side (and which mode) goes first so that drift on a shared machine favours neither
+      const order = round % 2 === 0 ? sides : [...sides].reverse();
+      for (const side of order) {
+        for (const enrich of round % 2 === 0 ? [false, true] : [true, false]) {
+          const key = `${side.name} ${enrich ? 'enriched' : 'plain'}`;
+          const r = await run(side, enrich, upstream, bodies);
+          console.error(`round ${round + 1} ${key}: ${JSON.stringify(r)}`);
+          runs.set(key, [...(runs.get(key) ?? []), r]);
+        }
+      }
     }
-    console.table(rows);
-    console.log('in-process CPU µs per span (medians): walk alone; then walk, enrich, splice of the enriched path');
-    console.table([stages(bodies)]);
+    const table: Record<string, Row> = {};
+    for (const [key, rs] of runs) {
+      const col = (k: string) => rs.map((r) => r[k]!).filter((x) => x !== undefined);
+      table[key] = {
+        spansPerSec: median(col('spansPerSec')),
+        cpuUsPerSpan: median(col('cpuUsPerSpan')),
+        cpuUsMin: Math.min(...col('cpuUsPerSpan')),
+        cpuUsMax: Math.max(...col('cpuUsPerSpan')),
+        rssMiB: median(col('rssMiB')),
+        enriched: median(col('enriched')),
+        failedRequests: Math.max(...col('failedRequests')),
+        ...(col('tableRefreshMs').length > 0 ? { tableRefreshMs: median(col('tableRefreshMs')) } : {}),
+      };
+    }
+    console.log(`medians of ${rounds} rounds (CPU µs per span: the pass-through process's user + system time / spans)`);
+    console.table(table);
+    const cpu = (name: string, mode: string) => runs.get(`${name} ${mode}`)!.map((r) => r.cpuUsPerSpan!);
+    for (const side of sides) {
+      const e = cpu(side.name, 'enriched');
+      const p = cpu(side.name, 'plain');
+      console.log(`${side.name}: enriched / plain CPU per span ${round2(median(e.map((x, i) => x / p[i]!)))} (median of rounds)`);
+    }
+    if (ref) {
+      for (const mode of ['plain', 'enriched']) {
+        const mine = cpu(sides[0]!.name, mode);
+        const base = cpu(sides[1]!.name, mode);
+        console.log(`${mode}: CPU per span this tree / ${sides[1]!.name} ${round2(median(mine.map((x, i) => x / base[i]!)))} (median of rounds)`);
+      }
+    }
+    console.log('in-process CPU µs per span (medians of 7 rounds): walk alone; then walk, enrich, splice of the enriched path');
+    const st: Record<string, Row> = {};
+    for (const side of sides) st[side.name] = await runStages(join(dirname(side.script), '..', 'src', 'traces'));
+    console.table(st);
   } finally {
     sink.kill('SIGTERM');
+    ref?.remove();
   }
 }
 
-/** CPU µs per span of the walk alone and of walk / enrich / splice, medians of 7 rounds. */
-function stages(bodies: Buffer[]): Record<string, number> {
+/** CPU µs per span of the walk alone and of walk / enrich / splice, medians of 7 rounds, of the
+ * compiled src/traces/ in `lib` (the API of wire.ts, spans.ts and conntab.ts as of 0.1.0). */
+async function stages(bodies: Buffer[], lib: string): Promise<Row> {
+  type Wire = typeof import('../src/traces/wire.js');
+  type Spans = typeof import('../src/traces/spans.js');
+  type Conn = typeof import('../src/traces/conntab.js');
+  const { parseTraceRequest, serializeTraceRequest } = (await import(pathToFileURL(join(lib, 'wire.js')).href)) as Wire;
+  const { enrichSpans } = (await import(pathToFileURL(join(lib, 'spans.js')).href)) as Spans;
+  const { ConnTable: Table } = (await import(pathToFileURL(join(lib, 'conntab.js')).href)) as Conn;
   const dump = syntheticDump(ENTRIES);
-  const table = new ConnTable(() => dump);
+  const table = new Table(() => dump);
   table.refresh(true);
   const o = { bootToUnixNs: BOOT_TO_UNIX, closeGraceNs: 60_000_000_000n, mask: undefined };
   const cpu = () => {
@@ -239,9 +376,13 @@ function stages(bodies: Buffer[]): Record<string, number> {
     r.enrich!.push(te / n);
     r.splice!.push(ts / n);
   }
-  const med = (a: number[]) => Math.round([...a].sort((x, y) => x - y)[a.length >> 1]! * 100) / 100;
-  return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, med(v)]));
+  const out: Row = Object.fromEntries(Object.entries(r).map(([k, v]) => [k, round2(median(v))]));
+  out.enrichedPath = round2(out.walk! + out.enrich! + out.splice!);
+  return out;
 }
 
 if (values.role === 'passthrough') await passthrough();
-else await main();
+else if (values.role === 'stages') {
+  const bodies = Array.from({ length: 32 }, (_, i) => request(Number(values.spans), i));
+  process.stdout.write(JSON.stringify(await stages(bodies, values.lib!)) + '\n');
+} else await main();

@@ -13,24 +13,56 @@ import { SPAN_KEYS, type KeyValueLike, type SpanView } from './spans.js';
 const { Reader, Writer } = protobuf;
 const LEN = 2; // wire type of length-delimited fields
 
-interface Child {
-  /** offsets of the field's length prefix and of its content */
+/** A length-delimited field of the request whose content may change: its length prefix and content. */
+interface Part {
   lenStart: number;
   contentStart: number;
   contentEnd: number;
-  node: Node;
-  /** set by a serialization: the new content length, undefined when unchanged */
-  newLen?: number;
+  /** set by a serialization: the new content length, -1 when unchanged */
+  newLen: number;
 }
-interface Node {
-  children: Child[];
-  /** spans: the decoded attributes and each one's field range [tag, end) */
-  kvs?: KeyValueLike[];
-  kvRanges?: number[];
-  span?: SpanView;
-  /** set by a serialization of a changed span: what to copy (planSpan) */
-  plan?: number[];
+/** ExportTraceServiceRequest, ResourceSpans or ScopeSpans: the fields below it that hold spans */
+interface Group extends Part {
+  children: (Group | WireSpan)[];
 }
+
+/** An attribute as the walk decoded it, with its field's range [tag, end) in the request. */
+class WireKeyValue implements KeyValueLike {
+  /** set while a serialization plans its span: still among the span's attributes */
+  kept = false;
+  constructor(
+    readonly key: string,
+    readonly value: KeyValueLike['value'],
+    readonly start: number,
+    readonly end: number,
+  ) {}
+}
+
+/** One span of the request: what enrichment sees (SpanView), and where its bytes are. */
+class WireSpan implements SpanView, Part {
+  kind: number = 0;
+  /** the start time's two 32-bit halves; the bigint is made when enrichment asks */
+  startLow = 0;
+  startHigh = 0;
+  attributes: KeyValueLike[] = [];
+  /** the decoded attributes as they came, in order (enrichment edits `attributes`) */
+  readonly decoded: WireKeyValue[] = [];
+  changed = false;
+  newLen = -1;
+  /** set by a serialization of a changed span: its part of the plan (planSpan) */
+  planStart = 0;
+  planEnd = 0;
+  constructor(
+    readonly resourceAttributes: readonly KeyValueLike[],
+    readonly lenStart: number,
+    readonly contentStart: number,
+    readonly contentEnd: number,
+  ) {}
+  get startTimeUnixNano(): bigint {
+    return (BigInt(this.startHigh) << 32n) | BigInt(this.startLow);
+  }
+}
+const isSpan = (p: Group | WireSpan): p is WireSpan => p instanceof WireSpan;
 
 let ids: { rs: number; resource: number; ss: number; spans: number; kind: number; start: number; attrs: number; resAttrs: number; kvKey: number; kvValue: number; anyString: number; anyInt: number } | undefined;
 function fieldIds() {
@@ -53,28 +85,33 @@ function fieldIds() {
   return ids;
 }
 const keyValue = () => otlpSchema().request.traces.root.lookupType('opentelemetry.proto.common.v1.KeyValue');
+const anyValue = () => otlpSchema().request.traces.root.lookupType('opentelemetry.proto.common.v1.AnyValue');
 
 /** SPAN_KEYS as UTF-8 bytes, by length and by key */
-const KEYS_BY_LEN = new Map<number, Buffer[]>();
+const KEYS_BY_LEN = new Map<number, { key: string; bytes: Buffer }[]>();
 const KEY_BYTES = new Map<string, Buffer>();
+const SPAN_KEY_SET = new Set<string>(SPAN_KEYS);
 for (const k of SPAN_KEYS) {
   const b = Buffer.from(k, 'utf8');
-  KEYS_BY_LEN.set(b.length, [...(KEYS_BY_LEN.get(b.length) ?? []), b]);
+  KEYS_BY_LEN.set(b.length, [...(KEYS_BY_LEN.get(b.length) ?? []), { key: k, bytes: b }]);
   KEY_BYTES.set(k, b);
 }
-function isSpanKey(buf: Uint8Array, start: number, len: number): boolean {
+/** The SPAN_KEYS string whose UTF-8 bytes are buf[start, start + len), else undefined: the key is
+ * known without decoding it. */
+function spanKeyAt(buf: Uint8Array, start: number, len: number): string | undefined {
   const cands = KEYS_BY_LEN.get(len);
-  if (!cands) return false;
+  if (!cands) return undefined;
   next: for (const c of cands) {
-    for (let i = len - 1; i >= 0; i--) if (buf[start + i] !== c[i]) continue next; // keys differ most at the end
-    return true;
+    const b = c.bytes;
+    for (let i = len - 1; i >= 0; i--) if (buf[start + i] !== b[i]) continue next; // keys differ most at the end
+    return c.key;
   }
-  return false;
+  return undefined;
 }
 
 export interface WireRequest {
   buf: Uint8Array;
-  root: Node;
+  root: Group;
   /** every span with its resource's attributes, in request order */
   spans: SpanView[];
 }
@@ -83,13 +120,46 @@ export interface WireRequest {
 export function parseTraceRequest(buf: Uint8Array): WireRequest {
   const f = fieldIds();
   const KV = keyValue();
+  const AV = anyValue();
   const keyTag = (f.kvKey << 3) | LEN;
+  const valueTag = (f.kvValue << 3) | LEN;
   const r = Reader.create(buf);
-  const spans: SpanView[] = [];
+  const spans: WireSpan[] = [];
 
-  const walkSpan = (end: number, resourceAttrs: KeyValueLike[]): Node => {
-    const span: SpanView = { kind: 0, startTimeUnixNano: 0n, attributes: [], resourceAttributes: resourceAttrs };
-    const node: Node = { children: [], kvs: [], kvRanges: [], span };
+  /** The attribute field at tagStart whose KeyValue is r.pos + len, when it is one enrichment uses. */
+  const attribute = (tagStart: number, len: number): WireKeyValue | undefined => {
+    const kvStart = r.pos;
+    const kvEnd = kvStart + len;
+    // every encoder writes the key first, then the value: the key is recognised by its bytes and
+    // only the value is decoded; any other layout is decoded whole
+    if (len > 0 && buf[kvStart] === keyTag) {
+      r.pos = kvStart + 1;
+      const klen = r.uint32();
+      const keyEnd = r.pos + klen;
+      if (keyEnd <= kvEnd) {
+        const key = spanKeyAt(buf, r.pos, klen);
+        if (key === undefined) {
+          r.pos = kvEnd;
+          return undefined;
+        }
+        if (keyEnd === kvEnd) {
+          r.pos = kvEnd;
+          return new WireKeyValue(key, null, tagStart, kvEnd);
+        }
+        if (buf[keyEnd] === valueTag) {
+          r.pos = keyEnd + 1;
+          const vlen = r.uint32();
+          if (r.pos + vlen === kvEnd) return new WireKeyValue(key, AV.decode(r, vlen) as never, tagStart, kvEnd);
+        }
+      }
+    }
+    r.pos = kvStart;
+    const kv = KV.decode(r, len) as unknown as KeyValueLike;
+    return SPAN_KEY_SET.has(kv.key) ? new WireKeyValue(kv.key, kv.value, tagStart, kvEnd) : undefined;
+  };
+
+  const walkSpan = (span: WireSpan): void => {
+    const end = span.contentEnd;
     while (r.pos < end) {
       const tagStart = r.pos;
       const tag = r.uint32();
@@ -97,36 +167,25 @@ export function parseTraceRequest(buf: Uint8Array): WireRequest {
       const wt = tag & 7;
       if (field === f.kind && wt === 0) span.kind = r.int32();
       else if (field === f.start && wt === 1) {
-        const l = r.fixed64() as unknown as { low: number; high: number };
-        span.startTimeUnixNano = (BigInt(l.high >>> 0) << 32n) | BigInt(l.low >>> 0);
+        // fixed64, little-endian: the low half first
+        span.startLow = r.fixed32();
+        span.startHigh = r.fixed32();
       } else if (field === f.attrs && wt === LEN) {
         const len = r.uint32();
-        const kvStart = r.pos;
-        const kvEnd = kvStart + len;
-        if (kvEnd > end) throw new Error(`attribute: length ${len} past the end of its span`);
-        // the key is the first field in every encoder's output; a KeyValue that starts otherwise is decoded
-        let wanted = true;
-        if (len > 0 && buf[kvStart] === keyTag) {
-          r.pos = kvStart + 1;
-          const klen = r.uint32();
-          wanted = r.pos + klen <= kvEnd && isSpanKey(buf, r.pos, klen);
-        }
-        r.pos = kvStart;
-        if (wanted) {
-          const kv = KV.decode(r, len) as unknown as KeyValueLike;
+        if (r.pos + len > end) throw new Error(`attribute: length ${len} past the end of its span`);
+        const kv = attribute(tagStart, len);
+        if (kv) {
           span.attributes.push(kv);
-          node.kvs!.push(kv);
-          node.kvRanges!.push(tagStart, r.pos);
-        } else r.pos = kvEnd;
+          span.decoded.push(kv);
+        }
       } else r.skipType(wt);
     }
     if (r.pos !== end) throw new Error('message does not end at its length');
     spans.push(span);
-    return node;
   };
 
-  const walk = (end: number, level: 'req' | 'rs' | 'ss', resourceAttrs: KeyValueLike[]): Node => {
-    const node: Node = { children: [] };
+  const walk = (node: Group, level: 'req' | 'rs' | 'ss', resourceAttrs: KeyValueLike[]): void => {
+    const end = node.contentEnd;
     while (r.pos < end) {
       const tag = r.uint32();
       const field = tag >>> 3;
@@ -138,9 +197,16 @@ export function parseTraceRequest(buf: Uint8Array): WireRequest {
         const contentStart = r.pos;
         const contentEnd = contentStart + len;
         if (contentEnd > end) throw new Error(`field ${field}: length ${len} past the end of its message`);
-        const n = level === 'ss' ? walkSpan(contentEnd, resourceAttrs) : walk(contentEnd, level === 'req' ? 'rs' : 'ss', level === 'req' ? [] : resourceAttrs);
+        if (level === 'ss') {
+          const span = new WireSpan(resourceAttrs, lenStart, contentStart, contentEnd);
+          walkSpan(span);
+          node.children.push(span);
+        } else {
+          const g: Group = { lenStart, contentStart, contentEnd, newLen: -1, children: [] };
+          walk(g, level === 'req' ? 'rs' : 'ss', level === 'req' ? [] : resourceAttrs);
+          node.children.push(g);
+        }
         if (r.pos !== contentEnd) throw new Error(`field ${field}: content does not end at its length`);
-        node.children.push({ lenStart, contentStart, contentEnd, node: n });
       } else if (level === 'rs' && field === f.resource && wt === LEN) {
         // the resource: its attributes (process.pid) go to the spans below it
         const rEnd = r.uint32() + r.pos;
@@ -152,23 +218,26 @@ export function parseTraceRequest(buf: Uint8Array): WireRequest {
       } else r.skipType(wt);
     }
     if (r.pos !== end) throw new Error('message does not end at its length');
-    return node;
   };
-  const root = walk(buf.length, 'req', []);
+  const root: Group = { lenStart: 0, contentStart: 0, contentEnd: buf.length, newLen: -1, children: [] };
+  walk(root, 'req', []);
   // a resource_spans field may come before its resource: the resource attributes array is shared, filled by then
   return { buf, root, spans };
 }
 
 /** Copies src[a, b) to out at o; returns b - a. Short pieces (tags, small gaps) in a loop: cheaper
  * than a native call. */
-function copy(src: Buffer, out: Buffer, o: number, a: number, b: number): number {
-  if (b - a > 48) return src.copy(out, o, a, b);
+function copy(src: Uint8Array, out: Uint8Array, o: number, a: number, b: number): number {
+  if (b - a > 48) {
+    out.set(src.subarray(a, b), o);
+    return b - a;
+  }
   for (let i = a; i < b; i++) out[o++] = src[i]!;
   return b - a;
 }
 
 const varintLen = (n: number) => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5);
-function writeVarint(out: Buffer, pos: number, n: number): number {
+function writeVarint(out: Uint8Array, pos: number, n: number): number {
   while (n >= 0x80) {
     out[pos++] = (n & 0x7f) | 0x80;
     n >>>= 7;
@@ -177,9 +246,22 @@ function writeVarint(out: Buffer, pos: number, n: number): number {
   return pos;
 }
 
-/** Growing byte buffer for the encoded new attribute fields of one request. */
+/** UTF-8 length of s when it is ASCII (addresses, TOA source names), else -1 */
+function asciiLength(s: string): number {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) >= 0x80) return -1;
+  return s.length;
+}
+/** Writes the UTF-8 bytes of s at o (a loop for ASCII: short strings cost less than a native call). */
+function writeUtf8(out: Buffer, o: number, s: string, ascii: boolean): number {
+  if (!ascii) return o + out.write(s, o, 'utf8');
+  for (let i = 0; i < s.length; i++) out[o++] = s.charCodeAt(i);
+  return o;
+}
+
+/** Growing byte buffer for the encoded new attribute fields of one request (kept between
+ * requests: a serialization copies out of it before it returns). */
 class Scratch {
-  buf = Buffer.allocUnsafe(4096);
+  buf = Buffer.allocUnsafe(64 * 1024);
   len = 0;
   reserve(n: number): void {
     if (this.len + n <= this.buf.length) return;
@@ -188,6 +270,11 @@ class Scratch {
     this.buf = b;
   }
 }
+const scratch = new Scratch();
+/** The plan of every changed span of the request being serialized (planSpan); kept between requests. */
+const plan: number[] = [];
+/** planSpan's list of a span's new attributes (replacements and additions); kept between spans. */
+const fresh: (KeyValueLike | undefined)[] = [];
 
 function onlyKey(o: object, key: string): boolean {
   for (const k in o) if (k !== key) return false;
@@ -205,13 +292,17 @@ function encodeAttr(kv: KeyValueLike, s: Scratch, KV: protobuf.Type): void {
   const sv = v?.stringValue;
   const iv = v?.intValue;
   const keyBytes = KEY_BYTES.get(kv.key);
+  const keyAscii = keyBytes !== undefined || asciiLength(kv.key) >= 0;
   const keyLen = keyBytes ? keyBytes.length : Buffer.byteLength(kv.key);
   let anyLen = -1;
   let svLen = 0;
+  let svAscii = false;
   // exactly one of the two set, nothing else (the objects applyClient makes)
   const plain = v !== null && v !== undefined && (sv === undefined) !== (iv === undefined) && onlyKey(v, sv !== undefined ? 'stringValue' : 'intValue');
   if (plain && typeof sv === 'string') {
-    svLen = Buffer.byteLength(sv);
+    svLen = asciiLength(sv);
+    svAscii = svLen >= 0;
+    if (!svAscii) svLen = Buffer.byteLength(sv);
     anyLen = 1 + varintLen(svLen) + svLen;
   } else if (plain && typeof iv === 'number' && Number.isInteger(iv) && iv >= 0 && iv < 2 ** 31) anyLen = 1 + varintLen(iv);
   if (anyLen < 0) {
@@ -229,13 +320,13 @@ function encodeAttr(kv: KeyValueLike, s: Scratch, KV: protobuf.Type): void {
   o = writeVarint(b, o, kvLen);
   b[o++] = (f.kvKey << 3) | LEN;
   o = writeVarint(b, o, keyLen);
-  o += keyBytes ? keyBytes.copy(b, o) : b.write(kv.key, o, 'utf8');
+  o = writeUtf8(b, o, kv.key, keyAscii);
   b[o++] = (f.kvValue << 3) | LEN;
   o = writeVarint(b, o, anyLen);
   if (typeof sv === 'string') {
     b[o++] = (f.anyString << 3) | LEN;
     o = writeVarint(b, o, svLen);
-    o += b.write(sv, o, 'utf8');
+    o = writeUtf8(b, o, sv, svAscii);
   } else {
     b[o++] = f.anyInt << 3; // varint
     o = writeVarint(b, o, iv as number);
@@ -243,92 +334,109 @@ function encodeAttr(kv: KeyValueLike, s: Scratch, KV: protobuf.Type): void {
   s.len = o;
 }
 
+/** Appends to `plan` the bytes [a, b) of the scratch (negative numbers -1 - a, -1 - b); consecutive
+ * new fields are consecutive in the scratch: one copy. */
+function planScratch(a: number, b: number): void {
+  if (plan.length > 0 && plan[plan.length - 1] === -1 - a) plan[plan.length - 1] = -1 - b;
+  else plan.push(-1 - a, -1 - b);
+}
+
 /**
- * A changed span's content as a plan: pairs of numbers [a, b) are bytes of the request copied as
- * they are, pairs of negative numbers [-1 - a, -1 - b) bytes of the scratch (the encoded new
- * attribute fields of every changed span of the request). Returns the plan's length.
+ * A changed span's content as a plan appended to `plan`: pairs of numbers [a, b) are bytes of the
+ * request copied as they are, pairs of negative numbers [-1 - a, -1 - b) bytes of the scratch (the
+ * encoded new attribute fields of every changed span of the request). Returns the new content length.
  */
-function planSpan(node: Node, start: number, end: number, KV: protobuf.Type, s: Scratch): number {
-  const attrs = node.span!.attributes;
-  const kvs = node.kvs!;
-  const ranges = node.kvRanges!;
-  const fresh = attrs.filter((kv) => !kvs.includes(kv)); // new objects: replacements and additions
-  const plan: number[] = [];
-  let len = 0;
-  const encode = (kv: KeyValueLike) => {
-    const a = s.len;
-    encodeAttr(kv, s, KV);
-    len += s.len - a;
-    // consecutive new fields are consecutive in the scratch: one copy
-    if (plan.length > 0 && plan[plan.length - 1] === -1 - a) plan[plan.length - 1] = -1 - s.len;
-    else plan.push(-1 - a, -1 - s.len);
-  };
-  let pos = start;
-  for (let i = 0; i < kvs.length; i++) {
-    const kv = kvs[i]!;
-    if (attrs.includes(kv)) continue;
-    const a = ranges[2 * i]!;
-    plan.push(pos, a);
-    len += a - pos;
-    pos = ranges[2 * i + 1]!;
-    // replaced (same key, new object): the new one goes where the old one was
-    const j = fresh.findIndex((n) => n.key === kv.key);
-    if (j >= 0) encode(fresh.splice(j, 1)[0]!);
+function planSpan(span: WireSpan, KV: protobuf.Type): number {
+  const attrs = span.attributes;
+  const decoded = span.decoded;
+  fresh.length = 0;
+  for (const kv of decoded) kv.kept = false;
+  for (const kv of attrs) {
+    if (kv instanceof WireKeyValue) kv.kept = true;
+    else fresh.push(kv); // new objects: replacements and additions
   }
-  plan.push(pos, end);
-  len += end - pos;
-  for (const kv of fresh) encode(kv);
-  node.plan = plan;
+  span.planStart = plan.length;
+  let len = 0;
+  let pos = span.contentStart;
+  for (const kv of decoded) {
+    if (kv.kept) continue;
+    plan.push(pos, kv.start);
+    len += kv.start - pos;
+    pos = kv.end;
+    // replaced (same key, new object): the new one goes where the old one was
+    for (let j = 0; j < fresh.length; j++) {
+      const n = fresh[j];
+      if (n === undefined || n.key !== kv.key) continue;
+      const a = scratch.len;
+      encodeAttr(n, scratch, KV);
+      len += scratch.len - a;
+      planScratch(a, scratch.len);
+      fresh[j] = undefined;
+      break;
+    }
+  }
+  plan.push(pos, span.contentEnd);
+  len += span.contentEnd - pos;
+  for (const n of fresh) {
+    if (n === undefined) continue;
+    const a = scratch.len;
+    encodeAttr(n, scratch, KV);
+    len += scratch.len - a;
+    planScratch(a, scratch.len);
+  }
+  fresh.length = 0;
+  span.planEnd = plan.length;
   return len;
 }
 
-/** The request with the spans marked `changed` re-encoded; undefined when none changed. */
-export function serializeTraceRequest(w: WireRequest): Buffer | undefined {
+/** Pass 1: new content lengths, bottom up (-1: the part is unchanged). */
+function measure(p: Group | WireSpan, KV: protobuf.Type): number {
+  if (isSpan(p)) return (p.newLen = p.changed ? planSpan(p, KV) : -1);
+  let len = p.contentEnd - p.contentStart;
+  let any = false;
+  for (const c of p.children) {
+    if (measure(c, KV) < 0) continue;
+    any = true;
+    len += varintLen(c.newLen) + c.newLen - (c.contentEnd - c.lenStart);
+  }
+  return (p.newLen = any ? len : -1);
+}
+
+/** Pass 2: writes part p's new content at o of out; returns the end. */
+function emit(p: Group | WireSpan, src: Uint8Array, out: Uint8Array, o: number): number {
+  if (isSpan(p)) {
+    const added = scratch.buf;
+    for (let i = p.planStart; i < p.planEnd; i += 2) {
+      const a = plan[i]!;
+      const b = plan[i + 1]!;
+      if (a >= 0) o += copy(src, out, o, a, b);
+      else o += copy(added, out, o, -1 - a, -1 - b);
+    }
+    return o;
+  }
+  let pos = p.contentStart;
+  for (const c of p.children) {
+    if (c.newLen < 0) continue;
+    o += copy(src, out, o, pos, c.lenStart); // everything before, and this field's tag as it was
+    o = writeVarint(out, o, c.newLen);
+    o = emit(c, src, out, o);
+    pos = c.contentEnd;
+  }
+  return o + copy(src, out, o, pos, p.contentEnd);
+}
+
+/**
+ * The request with the spans marked `changed` re-encoded; undefined when none changed. The new
+ * request is written once into a buffer of its exact size from `alloc` (a pool: src/traces/receiver.ts).
+ */
+export function serializeTraceRequest(w: WireRequest, alloc: (size: number) => Buffer = Buffer.allocUnsafe): Buffer | undefined {
   const KV = keyValue();
-  const scratch = new Scratch();
-  // pass 1: new lengths, bottom up (undefined: the node is unchanged)
-  const measure = (node: Node, start: number, end: number): number | undefined => {
-    if (node.span) return node.span.changed ? planSpan(node, start, end, KV, scratch) : undefined;
-    let len = end - start;
-    let any = false;
-    for (const c of node.children) {
-      c.newLen = measure(c.node, c.contentStart, c.contentEnd);
-      if (c.newLen === undefined) continue;
-      any = true;
-      len += varintLen(c.newLen) + c.newLen - (c.contentEnd - c.lenStart);
-    }
-    return any ? len : undefined;
-  };
-  const total = measure(w.root, 0, w.buf.length);
-  if (total === undefined) return undefined;
-  // pass 2: one output buffer, written in order
-  const src = Buffer.from(w.buf.buffer, w.buf.byteOffset, w.buf.byteLength);
-  const added = scratch.buf;
-  const out = Buffer.allocUnsafe(total);
-  let o = 0;
-  const emit = (node: Node, start: number, end: number): void => {
-    if (node.plan) {
-      const p = node.plan;
-      for (let i = 0; i < p.length; i += 2) {
-        const a = p[i]!;
-        const b = p[i + 1]!;
-        if (a >= 0) o += copy(src, out, o, a, b);
-        else o += copy(added, out, o, -1 - a, -1 - b);
-      }
-      node.plan = undefined;
-      return;
-    }
-    let pos = start;
-    for (const c of node.children) {
-      if (c.newLen === undefined) continue;
-      o += copy(src, out, o, pos, c.lenStart); // everything before, and this field's tag as it was
-      o = writeVarint(out, o, c.newLen);
-      emit(c.node, c.contentStart, c.contentEnd);
-      pos = c.contentEnd;
-    }
-    o += copy(src, out, o, pos, end);
-  };
-  emit(w.root, 0, w.buf.length);
+  scratch.len = 0;
+  plan.length = 0;
+  const total = measure(w.root, KV);
+  if (total < 0) return undefined;
+  const out = alloc(total);
+  const o = emit(w.root, w.buf, out, 0);
   if (o !== total) throw new Error(`splice wrote ${o} bytes, planned ${total}`);
   return out;
 }
