@@ -148,6 +148,16 @@ function lines(p: ChildProcess): AsyncIterator<string> {
   return readline.createInterface({ input: p.stdout! })[Symbol.asyncIterator]();
 }
 
+/** The next JSON line of a child; other lines (--child-flags=--trace-gc) go to stderr. */
+async function nextJson<T>(it: AsyncIterator<string>): Promise<T> {
+  for (;;) {
+    const l = await it.next();
+    if (l.done) throw new Error('child ended without an answer');
+    if (l.value.startsWith('{')) return JSON.parse(l.value) as T;
+    process.stderr.write(`${l.value}\n`);
+  }
+}
+
 /** A tree whose pass-through is measured: its compiled bench script. */
 interface Side {
   name: string;
@@ -190,7 +200,7 @@ async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   const out = lines(child);
-  const { port, refreshMs } = JSON.parse((await out.next()).value as string) as { port: number; refreshMs: number };
+  const { port, refreshMs } = await nextJson<{ port: number; refreshMs: number }>(out);
   const agent = new http.Agent({ keepAlive: true, maxSockets: Number(values.concurrency) });
   const post = (b: Buffer) =>
     new Promise<number>((resolve, reject) => {
@@ -204,7 +214,7 @@ async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer
   // warm-up, then measure
   for (let i = 0; i < 20; i++) await post(bodies[i % bodies.length]!);
   child.stdin!.write('reset\n');
-  await out.next();
+  await nextJson(out);
   const end = Date.now() + Number(values.seconds) * 1000;
   let sent = 0;
   let failed = 0;
@@ -219,7 +229,7 @@ async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer
   );
   const secs = (performance.now() - t0) / 1000;
   child.stdin!.write('stats\n');
-  const st = JSON.parse((await out.next()).value as string) as { cpuUs: number; rssMiB: number; spans: { spans: number; enriched: number } };
+  const st = await nextJson<{ cpuUs: number; rssMiB: number; spans: { spans: number; enriched: number } }>(out);
   agent.destroy();
   const spans = sent * Number(values.spans);
   return {
@@ -237,7 +247,7 @@ async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer
 async function runStages(lib: string): Promise<Row> {
   const { node, flags } = runtime!;
   const child = spawn(node, [...flags, sides[0]!.script, '--role', 'stages', '--lib', lib, '--spans', String(values.spans), '--entries', String(ENTRIES)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const r = JSON.parse((await lines(child).next()).value as string) as Row;
+  const r = await nextJson<Row>(lines(child));
   child.kill();
   return r;
 }
@@ -271,7 +281,7 @@ async function main(): Promise<void> {
   try {
     if (ref) sides.push({ name: `${values.against} (${ref.commit})`, script: build(ref.dir) });
     const sinkOut = lines(sink);
-    const { port } = JSON.parse((await sinkOut.next()).value as string) as { port: number };
+    const { port } = await nextJson<{ port: number }>(sinkOut);
     const upstream = `http://127.0.0.1:${port}`;
     const bodies = Array.from({ length: 32 }, (_, i) => request(Number(values.spans), i));
     const rounds = Number(values.rounds);

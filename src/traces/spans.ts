@@ -4,7 +4,7 @@
 // lvs.toa.*. Works on the decoded request object, the same shape from protobufjs and from
 // OTLP/JSON (lowerCamelCase fields). network.peer.* is never touched.
 import type { AddressMask } from '../privacy.js';
-import { canonicalAddress, matchSpan, type ConnEntry, type ConnTable, type MatchOptions } from './conntab.js';
+import { canonicalAddress, matchSpan, type ConnEntry, type ConnTable, type MatchOptions, type MatchResult, type SpanHints } from './conntab.js';
 
 /** Every span attribute key enrichment reads or writes: the protobuf walk (src/traces/wire.ts)
  * decodes only these and passes the others through as bytes. */
@@ -114,15 +114,17 @@ export interface SocketPeer {
   from: string;
 }
 
+function peerPair(attrs: readonly KeyValue[], a: string, p: string): SocketPeer | undefined {
+  const addr = str(findAttr(attrs, a));
+  if (addr === undefined) return undefined;
+  const port = int(findAttr(attrs, p));
+  const c = canonicalAddress(addr);
+  return c !== undefined && port !== undefined ? { addr: c, port, from: a } : undefined;
+}
+
 /** The span's socket peer (canonical address), in the order of precedence of CORRELATION.md. */
 export function socketPeer(attrs: readonly KeyValue[]): SocketPeer | undefined {
-  const pair = (a: string, p: string): SocketPeer | undefined => {
-    const addr = str(findAttr(attrs, a));
-    const port = int(findAttr(attrs, p));
-    const c = addr !== undefined ? canonicalAddress(addr) : undefined;
-    return c !== undefined && port !== undefined ? { addr: c, port, from: a } : undefined;
-  };
-  const r = pair('network.peer.address', 'network.peer.port') ?? pair('net.sock.peer.addr', 'net.sock.peer.port') ?? pair('net.peer.ip', 'net.peer.port');
+  const r = peerPair(attrs, 'network.peer.address', 'network.peer.port') ?? peerPair(attrs, 'net.sock.peer.addr', 'net.sock.peer.port') ?? peerPair(attrs, 'net.peer.ip', 'net.peer.port');
   if (r) return r;
   const envoy = str(findAttr(attrs, 'peer.address'));
   if (envoy !== undefined) {
@@ -131,7 +133,7 @@ export function socketPeer(attrs: readonly KeyValue[]): SocketPeer | undefined {
     if (hp && c !== undefined) return { addr: c, port: hp.port, from: 'peer.address' };
   }
   // Python's stable semconv: the socket peer as client.address/client.port, no network.peer.*
-  if (findAttr(attrs, 'network.peer.address') === undefined) return pair('client.address', 'client.port');
+  if (findAttr(attrs, 'network.peer.address') === undefined) return peerPair(attrs, 'client.address', 'client.port');
   return undefined;
 }
 
@@ -200,55 +202,92 @@ export function enrichRequest(req: RequestLike, table: ConnTable, o: EnrichOptio
 }
 
 /**
+ * The table's entries for the socket peers peers[from..] of a request (into out[from..]), looked
+ * up together: the one place that asks the table, so that a lookup of many keys in one call can
+ * replace this loop.
+ */
+function lookupPeers(table: ConnTable, peers: readonly SocketPeer[], from: number, out: (readonly ConnEntry[] | undefined)[]): void {
+  out.length = peers.length;
+  for (let i = from; i < peers.length; i++) out[i] = table.lookup(peers[i]!.addr, peers[i]!.port);
+}
+
+/** enrichSpans' lists of the server spans of a request that name a peer (kept between requests, emptied after each). */
+const found: { spans: SpanView[]; peers: SocketPeer[]; entries: (readonly ConnEntry[] | undefined)[] } = { spans: [], peers: [], entries: [] };
+/** the span hints when the table has one candidate: the start only (matchSpan does not keep it) */
+const startOnly: SpanHints = { startUnixNs: 0n };
+
+function matchOne(span: SpanView, peer: SocketPeer, c: readonly ConnEntry[] | undefined, pid: number | undefined, o: EnrichOptions): MatchResult {
+  const startUnixNs = toBigInt(span.startTimeUnixNano) ?? 0n;
+  // the local address/port and pid only narrow several candidates: read them only then
+  if (!c || c.length <= 1) {
+    startOnly.startUnixNs = startUnixNs;
+    return matchSpan(c, startOnly, o);
+  }
+  return matchSpan(c, { startUnixNs, ...localHints(span.attributes), ...(pid !== undefined ? { pid } : {}) }, o);
+}
+
+/**
  * Enriches every SERVER span in place (marking it `changed`). Re-reads the table once
  * (rate-limited) when a span's peer is missing from it. Returns what it did; stats.enriched = 0
  * means nothing changed.
  */
 export function enrichSpans(spans: Iterable<SpanView>, table: ConnTable, o: EnrichOptions): EnrichStats {
   const st = emptyEnrichStats();
-  let refreshed = false;
-  let lastRes: readonly KeyValue[] | undefined;
-  let pid: number | undefined;
-  for (const span of spans) {
-    st.spans++;
-    if (span.kind !== SPAN_KIND_SERVER && span.kind !== 'SPAN_KIND_SERVER') continue;
-    st.serverSpans++;
-    if (span.resourceAttributes !== lastRes) {
-      lastRes = span.resourceAttributes;
-      pid = int(findAttr(lastRes, 'process.pid'));
+  const f = found;
+  try {
+    // the server spans and their socket peers first, then the table's entries for all of them at once
+    for (const span of spans) {
+      st.spans++;
+      if (span.kind !== SPAN_KIND_SERVER && span.kind !== 'SPAN_KIND_SERVER') continue;
+      st.serverSpans++;
+      const peer = socketPeer(span.attributes);
+      if (!peer) {
+        st.unmatched.no_peer++;
+        continue;
+      }
+      f.spans.push(span);
+      f.peers.push(peer);
     }
-    const attrs = span.attributes;
-    const peer = socketPeer(attrs);
-    if (!peer) {
-      st.unmatched.no_peer++;
-      continue;
+    lookupPeers(table, f.peers, 0, f.entries);
+    let refreshed = false;
+    let lastRes: readonly KeyValue[] | undefined;
+    let pid: number | undefined;
+    for (let i = 0; i < f.spans.length; i++) {
+      const span = f.spans[i]!;
+      const peer = f.peers[i]!;
+      if (span.resourceAttributes !== lastRes) {
+        lastRes = span.resourceAttributes;
+        pid = int(findAttr(lastRes, 'process.pid'));
+      }
+      let m = matchOne(span, peer, f.entries[i], pid, o);
+      if (!m.ok && m.reason !== 'ambiguous' && !refreshed) {
+        // a connection newer than the snapshot: re-read the table once, look up the rest again
+        refreshed = true;
+        if (table.refresh()) {
+          lookupPeers(table, f.peers, i, f.entries);
+          m = matchOne(span, peer, f.entries[i], pid, o);
+        }
+      }
+      if (!m.ok) {
+        st.unmatched[m.reason]++;
+        continue;
+      }
+      if (!m.entry.toaSource) {
+        st.unmatched.no_toa++;
+        continue;
+      }
+      if (!m.entry.toaTrusted) {
+        st.unmatched.untrusted++;
+        continue;
+      }
+      applyClient(span.attributes, peer, m.entry, o.mask);
+      span.changed = true;
+      st.enriched++;
     }
-    const startUnixNs = toBigInt(span.startTimeUnixNano) ?? 0n;
-    // the local address/port and pid only narrow several candidates: read them only then
-    const match = () => {
-      const c = table.lookup(peer.addr, peer.port);
-      return matchSpan(c, c && c.length > 1 ? { startUnixNs, ...localHints(attrs), ...(pid !== undefined ? { pid } : {}) } : { startUnixNs }, o);
-    };
-    let m = match();
-    if (!m.ok && m.reason !== 'ambiguous' && !refreshed) {
-      refreshed = true;
-      if (table.refresh()) m = match();
-    }
-    if (!m.ok) {
-      st.unmatched[m.reason]++;
-      continue;
-    }
-    if (!m.entry.toaSource) {
-      st.unmatched.no_toa++;
-      continue;
-    }
-    if (!m.entry.toaTrusted) {
-      st.unmatched.untrusted++;
-      continue;
-    }
-    applyClient(attrs, peer, m.entry, o.mask);
-    span.changed = true;
-    st.enriched++;
+  } finally {
+    f.spans.length = 0;
+    f.peers.length = 0;
+    f.entries.length = 0;
   }
   return st;
 }

@@ -38,15 +38,20 @@ class WireKeyValue implements KeyValueLike {
   ) {}
 }
 
+/** the attributes of a span without any enrichment uses (never changed: enrichment needs a peer) */
+const NO_ATTRIBUTES: WireKeyValue[] = [];
+/** the walk's list of one span's decoded attributes, copied to arrays of their size (kept between spans) */
+const spanKvs: WireKeyValue[] = [];
+
 /** One span of the request: what enrichment sees (SpanView), and where its bytes are. */
 class WireSpan implements SpanView, Part {
   kind: number = 0;
   /** the start time's two 32-bit halves; the bigint is made when enrichment asks */
   startLow = 0;
   startHigh = 0;
-  attributes: KeyValueLike[] = [];
+  attributes: KeyValueLike[] = NO_ATTRIBUTES;
   /** the decoded attributes as they came, in order (enrichment edits `attributes`) */
-  readonly decoded: WireKeyValue[] = [];
+  decoded: readonly WireKeyValue[] = NO_ATTRIBUTES;
   changed = false;
   newLen = -1;
   /** set by a serialization of a changed span: its part of the plan (planSpan) */
@@ -160,6 +165,7 @@ export function parseTraceRequest(buf: Uint8Array): WireRequest {
 
   const walkSpan = (span: WireSpan): void => {
     const end = span.contentEnd;
+    spanKvs.length = 0;
     while (r.pos < end) {
       const tagStart = r.pos;
       const tag = r.uint32();
@@ -174,13 +180,15 @@ export function parseTraceRequest(buf: Uint8Array): WireRequest {
         const len = r.uint32();
         if (r.pos + len > end) throw new Error(`attribute: length ${len} past the end of its span`);
         const kv = attribute(tagStart, len);
-        if (kv) {
-          span.attributes.push(kv);
-          span.decoded.push(kv);
-        }
+        if (kv) spanKvs.push(kv);
       } else r.skipType(wt);
     }
     if (r.pos !== end) throw new Error('message does not end at its length');
+    if (spanKvs.length > 0) {
+      span.attributes = spanKvs.slice();
+      span.decoded = spanKvs.slice();
+      spanKvs.length = 0;
+    }
     spans.push(span);
   };
 
