@@ -17,6 +17,7 @@ import { emptyEnrichStats, enrichRequest, enrichSpans, spansOf, UNMATCHED_REASON
 import { parseTraceRequest, serializeTraceRequest, type WireRequest } from './wire.js';
 import { resolveUpstream, type Upstream } from './upstream.js';
 import { OtlpGrpcReceiver } from './grpc.js';
+import { BufferPool } from './pool.js';
 
 const gunzipP = promisify(gunzip);
 const gzipP = promisify(gzip);
@@ -96,6 +97,8 @@ export class OtlpPassThrough {
   /** the most request bytes ever in flight at once (shows the bound held) */
   inflightPeakBytes = 0;
   private readonly c: ToaConfig['traces'];
+  /** request bodies read and written; a buffer goes back once the upstream answered (the body was sent) */
+  private readonly pool = new BufferPool();
 
   /** the connection table (undefined: no enrichment) */
   get table(): ConnTable | undefined {
@@ -199,7 +202,7 @@ export class OtlpPassThrough {
       const want = Number.isFinite(declared) ? declared : 0;
       this.reserve(want);
       reserved = want;
-      const wire = await this.readBody(req);
+      const wire = await this.readBody(req, declared);
       this.inflightBytes += wire.length - reserved;
       reserved = wire.length;
       if (this.inflightBytes > this.inflightPeakBytes) this.inflightPeakBytes = this.inflightBytes;
@@ -214,6 +217,7 @@ export class OtlpPassThrough {
         }
       }
       const r = await this.ingest(signal, enc, raw, wire, cenc, forwardHeaders(req.headers));
+      this.pool.give(wire);
       res.writeHead(r.status, { 'content-type': r.contentType ?? ctype, ...(r.retryAfter ? { 'retry-after': r.retryAfter } : {}) });
       res.end(r.body);
     } catch (e) {
@@ -235,17 +239,24 @@ export class OtlpPassThrough {
   async ingest(signal: Signal, enc: Encoding, raw: Buffer, wire: Buffer, wireEncoding: string, headers: Record<string, string | string[]>): Promise<UpstreamAnswer> {
     let body = wire;
     let bodyEncoding = wireEncoding;
+    let pooled: Buffer | undefined;
     if (signal === 'traces') {
       const out = this.traces(enc, raw);
       if (out) {
         const up = this.upstream[signal];
-        body = up.gzip ? await gzipP(out) : out;
+        if (up.gzip) {
+          body = await gzipP(out);
+          this.pool.give(out);
+        } else body = pooled = out;
         bodyEncoding = up.gzip ? 'gzip' : 'identity';
       }
     } else {
       this.decode(signal, enc, raw); // validation only: logs and metrics go on byte for byte
     }
-    return this.forward(signal, headers, body, enc === 'json' ? 'application/json' : 'application/x-protobuf', bodyEncoding);
+    const answer = await this.forward(signal, headers, body, enc === 'json' ? 'application/json' : 'application/x-protobuf', bodyEncoding);
+    // the upstream answered: the body was sent (a failed forward leaves its buffer to the GC)
+    this.pool.give(pooled);
+    return answer;
   }
 
   /** Reserves `bytes` of the in-flight bound (429 when it is used up); give them back with release(). */
@@ -275,12 +286,24 @@ export class OtlpPassThrough {
     for (const r of UNMATCHED_REASONS) t.unmatched[r] += st.unmatched[r];
   }
 
-  private readBody(req: http.IncomingMessage): Promise<Buffer> {
+  /** The body, copied into one buffer (from the pool when its length was declared). */
+  private readBody(req: http.IncomingMessage, declared: number): Promise<Buffer> {
     const max = this.c.maxBodyBytes;
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
+      let into = Number.isInteger(declared) && declared >= 0 && declared <= max ? this.pool.take(declared) : undefined;
       let n = 0;
       req.on('data', (c: Buffer) => {
+        if (into && n + c.length <= into.length) {
+          into.set(c, n);
+          n += c.length;
+          return;
+        }
+        if (into) {
+          // more than declared (the HTTP parser does not let it through): collect chunks from here on
+          chunks.push(into.subarray(0, n));
+          into = undefined;
+        }
         n += c.length;
         if (n > max) {
           req.removeAllListeners('data');
@@ -289,7 +312,7 @@ export class OtlpPassThrough {
         }
         chunks.push(c);
       });
-      req.on('end', () => resolve(Buffer.concat(chunks, n)));
+      req.on('end', () => resolve(into ? into.subarray(0, n) : Buffer.concat(chunks, n)));
       req.on('error', (e) => reject(this.bad('body_read', 400, `request body could not be read: ${e.message}`)));
       req.on('aborted', () => reject(this.bad('body_read', 400, 'request aborted')));
     });
@@ -312,7 +335,7 @@ export class OtlpPassThrough {
       }
       const st = table ? enrichSpans(w.spans, table, opts()) : countSpans(w.spans);
       this.addSpanStats(st);
-      return st.enriched > 0 ? serializeTraceRequest(w) : undefined;
+      return st.enriched > 0 ? serializeTraceRequest(w, (n) => this.pool.take(n)) : undefined;
     }
     const msg = this.decode('traces', enc, raw);
     const st = table ? enrichRequest(msg as never, table, opts()) : countSpans(spansOf(msg as never));

@@ -232,3 +232,27 @@ test('protobuf walk: a KeyValue whose value comes before its key is still read; 
   const span = (type.toObject(type.decode(out), { longs: Number }) as typeof req).resourceSpans[0]!.scopeSpans[0]!.spans[0]!;
   t.like(attrsOf(span.attributes as never), { 'ünïcode.kéy': 'välue', 'network.peer.address': '198.18.2.1', 'client.address': '203.0.113.9', 'client.port': 1234, 'lvs.toa.client_ip': '203.0.113.9', 'lvs.toa.source': 'packet_ack' });
 });
+
+test('BufferPool: buffers of recent sizes come back for reuse; small, huge and foreign ones are not kept; the free list is bounded', async (t) => {
+  const { BufferPool } = await import('../../src/traces/pool.js');
+  const pool = new BufferPool(1024, 1 << 20, 1 << 18);
+  const a = pool.take(100_000);
+  t.is(a.length, 100_000);
+  t.is(a.buffer.byteLength, 131072, 'capacity rounded up to a power of two');
+  pool.give(a);
+  t.is(pool.idleBytes, 131072);
+  const b = pool.take(120_000);
+  t.is(b.buffer, a.buffer, 'the freed buffer is reused for a body that fits');
+  t.is(b.length, 120_000);
+  t.is(pool.idleBytes, 0);
+  pool.give(b);
+  pool.give(b);
+  t.is(pool.idleBytes, 131072, 'given twice: kept once');
+  pool.give(Buffer.alloc(200_000));
+  pool.give(pool.take(100)); // small: Node's own pool
+  pool.give(pool.take(2 << 20)); // over maxBytes
+  t.is(pool.idleBytes, 131072, 'foreign, small and huge buffers are not kept');
+  const many = [pool.take(200_000), pool.take(200_000), pool.take(200_000)];
+  for (const m of many) pool.give(m);
+  t.true(pool.idleBytes <= 1 << 18, 'free list bounded in bytes');
+});
