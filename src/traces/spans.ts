@@ -163,19 +163,36 @@ function deleteAttr(attrs: KeyValue[], key: string): void {
   if (i >= 0) attrs.splice(i, 1);
 }
 
+/** The AnyValues enrichment writes: one field each (src/traces/wire.ts encodes these directly);
+ * one object serves both attributes that carry the same value. */
+export class StringValue {
+  constructor(readonly stringValue: string) {}
+}
+export class IntValue {
+  constructor(readonly intValue: number) {}
+}
+/** lvs.toa.source values: a handful of names, one object each */
+const sourceValues = new Map<string, AnyValue>();
+function sourceValue(source: string): AnyValue {
+  let v = sourceValues.get(source);
+  if (!v) sourceValues.set(source, (v = new StringValue(source) as AnyValue));
+  return v;
+}
+
 /** Adds the client of a trusted TOA to one span's attributes (pure). */
 export function applyClient(attrs: KeyValue[], peer: SocketPeer, e: ConnEntry, mask: AddressMask | undefined): void {
-  const client = mask ? mask(e.toaAddr) : e.toaAddr;
+  const client = new StringValue(mask ? mask(e.toaAddr) : e.toaAddr) as AnyValue;
+  const port = mask ? undefined : (new IntValue(e.toaPort) as AnyValue);
   const appClient = str(findAttr(attrs, 'client.address'));
   // the app's client.address is the socket peer (or absent): it had no Forwarded/X-Forwarded-For
   if (appClient === undefined || canonicalAddress(appClient) === peer.addr) {
-    setAttr(attrs, 'client.address', { stringValue: client });
-    if (mask) deleteAttr(attrs, 'client.port');
-    else setAttr(attrs, 'client.port', { intValue: e.toaPort });
+    setAttr(attrs, 'client.address', client);
+    if (port) setAttr(attrs, 'client.port', port);
+    else deleteAttr(attrs, 'client.port');
   }
-  setAttr(attrs, 'lvs.toa.client_ip', { stringValue: client });
-  if (!mask) setAttr(attrs, 'lvs.toa.client_port', { intValue: e.toaPort });
-  setAttr(attrs, 'lvs.toa.source', { stringValue: e.toaSource });
+  setAttr(attrs, 'lvs.toa.client_ip', client);
+  if (port) setAttr(attrs, 'lvs.toa.client_port', port);
+  setAttr(attrs, 'lvs.toa.source', sourceValue(e.toaSource));
 }
 
 export interface EnrichOptions extends MatchOptions {

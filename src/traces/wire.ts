@@ -8,7 +8,7 @@
 // A full decode + encode with protobufjs cost several times more CPU per span (bench/traces.ts).
 import protobuf from 'protobufjs';
 import { otlpSchema } from './schema.js';
-import { SPAN_KEYS, type KeyValueLike, type SpanView } from './spans.js';
+import { IntValue, SPAN_KEYS, StringValue, type KeyValueLike, type SpanView } from './spans.js';
 
 const { Reader, Writer } = protobuf;
 const LEN = 2; // wire type of length-delimited fields
@@ -235,11 +235,8 @@ export function parseTraceRequest(buf: Uint8Array): WireRequest {
 
 /** Copies src[a, b) to out at o; returns b - a. Short pieces (tags, small gaps) in a loop: cheaper
  * than a native call. */
-function copy(src: Uint8Array, out: Uint8Array, o: number, a: number, b: number): number {
-  if (b - a > 48) {
-    out.set(src.subarray(a, b), o);
-    return b - a;
-  }
+function copy(src: Buffer, out: Buffer, o: number, a: number, b: number): number {
+  if (b - a > 48) return src.copy(out, o, a, b);
   for (let i = a; i < b; i++) out[o++] = src[i]!;
   return b - a;
 }
@@ -284,8 +281,11 @@ const plan: number[] = [];
 /** planSpan's list of a span's new attributes (replacements and additions); kept between spans. */
 const fresh: (KeyValueLike | undefined)[] = [];
 
-function onlyKey(o: object, key: string): boolean {
-  for (const k in o) if (k !== key) return false;
+/** v has the one field `key` and nothing else (the classes applyClient uses are known to) */
+function onlyKey(v: object, key: string): boolean {
+  if (v instanceof StringValue) return key === 'stringValue';
+  if (v instanceof IntValue) return key === 'intValue';
+  for (const k in v) if (k !== key) return false;
   return true;
 }
 
@@ -411,7 +411,7 @@ function measure(p: Group | WireSpan, KV: protobuf.Type): number {
 }
 
 /** Pass 2: writes part p's new content at o of out; returns the end. */
-function emit(p: Group | WireSpan, src: Uint8Array, out: Uint8Array, o: number): number {
+function emit(p: Group | WireSpan, src: Buffer, out: Buffer, o: number): number {
   if (isSpan(p)) {
     const added = scratch.buf;
     for (let i = p.planStart; i < p.planEnd; i += 2) {
@@ -444,7 +444,8 @@ export function serializeTraceRequest(w: WireRequest, alloc: (size: number) => B
   const total = measure(w.root, KV);
   if (total < 0) return undefined;
   const out = alloc(total);
-  const o = emit(w.root, w.buf, out, 0);
+  const src = Buffer.isBuffer(w.buf) ? w.buf : Buffer.from(w.buf.buffer, w.buf.byteOffset, w.buf.byteLength);
+  const o = emit(w.root, src, out, 0);
   if (o !== total) throw new Error(`splice wrote ${o} bytes, planned ${total}`);
   return out;
 }
