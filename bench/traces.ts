@@ -53,7 +53,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '2' },
     against: { type: 'string' },
     'child-flags': { type: 'string', default: '' },
-    /** stages: the compiled src/traces/ directory whose code is timed */
+    /** stages: the compiled src/traces/ directories whose code is timed, comma-separated */
     lib: { type: 'string', default: '' },
   },
 });
@@ -153,7 +153,7 @@ async function nextJson<T>(it: AsyncIterator<string>): Promise<T> {
   for (;;) {
     const l = await it.next();
     if (l.done) throw new Error('child ended without an answer');
-    if (l.value.startsWith('{')) return JSON.parse(l.value) as T;
+    if (l.value.startsWith('{') || l.value.startsWith('[')) return JSON.parse(l.value) as T;
     process.stderr.write(`${l.value}\n`);
   }
 }
@@ -243,13 +243,14 @@ async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer
   };
 }
 
-/** The stage timings of one side, in a process like the pass-through's (the code of `lib`). */
-async function runStages(lib: string): Promise<Row> {
+/** The stage timings of every side, interleaved in one process like the pass-through's (the code of each side's compiled src/traces/). */
+async function runStages(): Promise<Record<string, Row>> {
   const { node, flags } = runtime!;
-  const child = spawn(node, [...flags, sides[0]!.script, '--role', 'stages', '--lib', lib, '--spans', String(values.spans), '--entries', String(ENTRIES)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const r = await nextJson<Row>(lines(child));
+  const libs = sides.map((s) => join(dirname(s.script), '..', 'src', 'traces'));
+  const child = spawn(node, [...flags, sides[0]!.script, '--role', 'stages', '--lib', libs.join(','), '--spans', String(values.spans), '--entries', String(ENTRIES)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const r = await nextJson<Row[]>(lines(child));
   child.kill();
-  return r;
+  return Object.fromEntries(sides.map((s, i) => [s.name, r[i]!]));
 }
 
 function median(a: number[]): number {
@@ -331,68 +332,75 @@ async function main(): Promise<void> {
         console.log(`${mode}: CPU per span this tree / ${sides[1]!.name} ${round2(median(mine.map((x, i) => x / base[i]!)))} (median of rounds)`);
       }
     }
-    console.log('in-process CPU µs per span (medians of 7 rounds): walk alone; then walk, enrich, splice of the enriched path');
-    const st: Record<string, Row> = {};
-    for (const side of sides) st[side.name] = await runStages(join(dirname(side.script), '..', 'src', 'traces'));
-    console.table(st);
+    console.log('in-process CPU µs per span (medians of 9 interleaved rounds): walk alone; then walk, enrich, splice of the enriched path');
+    console.table(await runStages());
   } finally {
     sink.kill('SIGTERM');
     ref?.remove();
   }
 }
 
-/** CPU µs per span of the walk alone and of walk / enrich / splice, medians of 7 rounds, of the
- * compiled src/traces/ in `lib` (the API of wire.ts, spans.ts and conntab.ts as of 0.1.0). */
-async function stages(bodies: Buffer[], lib: string): Promise<Row> {
+/** CPU µs per span of the walk alone and of walk / enrich / splice, medians of 9 rounds, of the
+ * compiled src/traces/ of each of `libs` (the API of wire.ts, spans.ts and conntab.ts as of 0.1.0),
+ * their rounds interleaved. */
+async function stages(bodies: Buffer[], libs: string[]): Promise<Row[]> {
   type Wire = typeof import('../src/traces/wire.js');
   type Spans = typeof import('../src/traces/spans.js');
   type Conn = typeof import('../src/traces/conntab.js');
-  const { parseTraceRequest, serializeTraceRequest } = (await import(pathToFileURL(join(lib, 'wire.js')).href)) as Wire;
-  const { enrichSpans } = (await import(pathToFileURL(join(lib, 'spans.js')).href)) as Spans;
-  const { ConnTable: Table } = (await import(pathToFileURL(join(lib, 'conntab.js')).href)) as Conn;
   const dump = syntheticDump(ENTRIES);
-  const table = new Table(() => dump);
-  table.refresh(true);
+  const code = [];
+  for (const lib of libs) {
+    const { parseTraceRequest, serializeTraceRequest } = (await import(pathToFileURL(join(lib, 'wire.js')).href)) as Wire;
+    const { enrichSpans } = (await import(pathToFileURL(join(lib, 'spans.js')).href)) as Spans;
+    const { ConnTable: Table } = (await import(pathToFileURL(join(lib, 'conntab.js')).href)) as Conn;
+    const table = new Table(() => dump);
+    table.refresh(true);
+    code.push({ parseTraceRequest, serializeTraceRequest, enrichSpans, table, r: { walkOnly: [], walk: [], enrich: [], splice: [] } as Record<string, number[]> });
+  }
   const o = { bootToUnixNs: BOOT_TO_UNIX, closeGraceNs: 60_000_000_000n, mask: undefined };
   const cpu = () => {
     const c = process.cpuUsage();
     return c.user + c.system;
   };
-  const r: Record<string, number[]> = { walkOnly: [], walk: [], enrich: [], splice: [] };
-  for (let round = 0; round < 8; round++) {
-    let n = 0;
-    let t = cpu();
-    for (let i = 0; i < 30; i++) n += parseTraceRequest(bodies[i % bodies.length]!).spans.length;
-    const walkOnly = (cpu() - t) / n;
-    let tw = 0;
-    let te = 0;
-    let ts = 0;
-    n = 0;
-    for (let i = 0; i < 30; i++) {
-      t = cpu();
-      const w = parseTraceRequest(bodies[i % bodies.length]!);
-      const a = cpu();
-      enrichSpans(w.spans, table, o);
-      const b = cpu();
-      serializeTraceRequest(w);
-      ts += cpu() - b;
-      te += b - a;
-      tw += a - t;
-      n += w.spans.length;
+  for (let round = 0; round < 10; round++) {
+    for (const k of round % 2 === 0 ? code : [...code].reverse()) {
+      const { parseTraceRequest, serializeTraceRequest, enrichSpans, table, r } = k;
+      let n = 0;
+      let t = cpu();
+      for (let i = 0; i < 30; i++) n += parseTraceRequest(bodies[i % bodies.length]!).spans.length;
+      const walkOnly = (cpu() - t) / n;
+      let tw = 0;
+      let te = 0;
+      let ts = 0;
+      n = 0;
+      for (let i = 0; i < 30; i++) {
+        t = cpu();
+        const w = parseTraceRequest(bodies[i % bodies.length]!);
+        const a = cpu();
+        enrichSpans(w.spans, table, o);
+        const b = cpu();
+        serializeTraceRequest(w);
+        ts += cpu() - b;
+        te += b - a;
+        tw += a - t;
+        n += w.spans.length;
+      }
+      if (round === 0) continue; // warm-up
+      r.walkOnly!.push(walkOnly);
+      r.walk!.push(tw / n);
+      r.enrich!.push(te / n);
+      r.splice!.push(ts / n);
     }
-    if (round === 0) continue; // warm-up
-    r.walkOnly!.push(walkOnly);
-    r.walk!.push(tw / n);
-    r.enrich!.push(te / n);
-    r.splice!.push(ts / n);
   }
-  const out: Row = Object.fromEntries(Object.entries(r).map(([k, v]) => [k, round2(median(v))]));
-  out.enrichedPath = round2(out.walk! + out.enrich! + out.splice!);
-  return out;
+  return code.map(({ r }) => {
+    const out: Row = Object.fromEntries(Object.entries(r).map(([k, v]) => [k, round2(median(v))]));
+    out.enrichedPath = round2(out.walk! + out.enrich! + out.splice!);
+    return out;
+  });
 }
 
 if (values.role === 'passthrough') await passthrough();
 else if (values.role === 'stages') {
   const bodies = Array.from({ length: 32 }, (_, i) => request(Number(values.spans), i));
-  process.stdout.write(JSON.stringify(await stages(bodies, values.lib!)) + '\n');
+  process.stdout.write(JSON.stringify(await stages(bodies, values.lib!.split(','))) + '\n');
 } else await main();
