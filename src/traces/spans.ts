@@ -152,11 +152,18 @@ function localHints(attrs: readonly KeyValue[]): { localAddr?: string; localPort
 function setAttr(attrs: KeyValue[], key: string, value: AnyValue): void {
   for (let i = 0; i < attrs.length; i++) {
     if (attrs[i] && attrs[i]!.key === key) {
-      attrs[i] = { key, value };
+      attrs[i] = new Attribute(key, value);
       return;
     }
   }
-  attrs.push({ key, value });
+  attrs.push(new Attribute(key, value));
+}
+/** An attribute enrichment writes (one shape for all of them) */
+class Attribute implements KeyValue {
+  constructor(
+    readonly key: string,
+    readonly value: AnyValue,
+  ) {}
 }
 function deleteAttr(attrs: KeyValue[], key: string): void {
   const i = attrs.findIndex((a) => a && a.key === key);

@@ -40,8 +40,10 @@ class WireKeyValue implements KeyValueLike {
 
 /** the attributes of a span without any enrichment uses (never changed: enrichment needs a peer) */
 const NO_ATTRIBUTES: WireKeyValue[] = [];
-/** the walk's list of one span's decoded attributes, copied to arrays of their size (kept between spans) */
+/** the walk's list of one span's decoded attributes, copied to arrays of their size (kept between
+ * spans; counted rather than emptied, since emptying an array drops its storage) */
 const spanKvs: WireKeyValue[] = [];
+let nSpanKvs = 0;
 
 /** One span of the request: what enrichment sees (SpanView), and where its bytes are. */
 class WireSpan implements SpanView, Part {
@@ -165,7 +167,7 @@ export function parseTraceRequest(buf: Uint8Array): WireRequest {
 
   const walkSpan = (span: WireSpan): void => {
     const end = span.contentEnd;
-    spanKvs.length = 0;
+    nSpanKvs = 0;
     while (r.pos < end) {
       const tagStart = r.pos;
       const tag = r.uint32();
@@ -180,14 +182,13 @@ export function parseTraceRequest(buf: Uint8Array): WireRequest {
         const len = r.uint32();
         if (r.pos + len > end) throw new Error(`attribute: length ${len} past the end of its span`);
         const kv = attribute(tagStart, len);
-        if (kv) spanKvs.push(kv);
+        if (kv) spanKvs[nSpanKvs++] = kv;
       } else r.skipType(wt);
     }
     if (r.pos !== end) throw new Error('message does not end at its length');
-    if (spanKvs.length > 0) {
-      span.attributes = spanKvs.slice();
-      span.decoded = spanKvs.slice();
-      spanKvs.length = 0;
+    if (nSpanKvs > 0) {
+      span.attributes = spanKvs.slice(0, nSpanKvs);
+      span.decoded = spanKvs.slice(0, nSpanKvs);
     }
     spans.push(span);
   };
@@ -276,10 +277,13 @@ class Scratch {
   }
 }
 const scratch = new Scratch();
-/** The plan of every changed span of the request being serialized (planSpan); kept between requests. */
+/** The plan of every changed span of the request being serialized (planSpan); kept between
+ * requests, its used length in planLen (emptying an array drops its storage). */
 const plan: number[] = [];
-/** planSpan's list of a span's new attributes (replacements and additions); kept between spans. */
+let planLen = 0;
+/** planSpan's list of a span's new attributes (replacements and additions), nFresh used; kept between spans. */
 const fresh: (KeyValueLike | undefined)[] = [];
+let nFresh = 0;
 
 /** v has the one field `key` and nothing else (the classes applyClient uses are known to) */
 function onlyKey(v: object, key: string): boolean {
@@ -345,8 +349,12 @@ function encodeAttr(kv: KeyValueLike, s: Scratch, KV: protobuf.Type): void {
 /** Appends to `plan` the bytes [a, b) of the scratch (negative numbers -1 - a, -1 - b); consecutive
  * new fields are consecutive in the scratch: one copy. */
 function planScratch(a: number, b: number): void {
-  if (plan.length > 0 && plan[plan.length - 1] === -1 - a) plan[plan.length - 1] = -1 - b;
-  else plan.push(-1 - a, -1 - b);
+  if (planLen > 0 && plan[planLen - 1] === -1 - a) plan[planLen - 1] = -1 - b;
+  else planCopy(-1 - a, -1 - b);
+}
+function planCopy(a: number, b: number): void {
+  plan[planLen++] = a;
+  plan[planLen++] = b;
 }
 
 /**
@@ -357,22 +365,24 @@ function planScratch(a: number, b: number): void {
 function planSpan(span: WireSpan, KV: protobuf.Type): number {
   const attrs = span.attributes;
   const decoded = span.decoded;
-  fresh.length = 0;
-  for (const kv of decoded) kv.kept = false;
-  for (const kv of attrs) {
+  nFresh = 0;
+  for (let i = 0; i < decoded.length; i++) decoded[i]!.kept = false;
+  for (let i = 0; i < attrs.length; i++) {
+    const kv = attrs[i]!;
     if (kv instanceof WireKeyValue) kv.kept = true;
-    else fresh.push(kv); // new objects: replacements and additions
+    else fresh[nFresh++] = kv; // new objects: replacements and additions
   }
-  span.planStart = plan.length;
+  span.planStart = planLen;
   let len = 0;
   let pos = span.contentStart;
-  for (const kv of decoded) {
+  for (let i = 0; i < decoded.length; i++) {
+    const kv = decoded[i]!;
     if (kv.kept) continue;
-    plan.push(pos, kv.start);
+    planCopy(pos, kv.start);
     len += kv.start - pos;
     pos = kv.end;
     // replaced (same key, new object): the new one goes where the old one was
-    for (let j = 0; j < fresh.length; j++) {
+    for (let j = 0; j < nFresh; j++) {
       const n = fresh[j];
       if (n === undefined || n.key !== kv.key) continue;
       const a = scratch.len;
@@ -383,17 +393,19 @@ function planSpan(span: WireSpan, KV: protobuf.Type): number {
       break;
     }
   }
-  plan.push(pos, span.contentEnd);
+  planCopy(pos, span.contentEnd);
   len += span.contentEnd - pos;
-  for (const n of fresh) {
+  for (let j = 0; j < nFresh; j++) {
+    const n = fresh[j];
     if (n === undefined) continue;
     const a = scratch.len;
     encodeAttr(n, scratch, KV);
     len += scratch.len - a;
     planScratch(a, scratch.len);
+    fresh[j] = undefined;
   }
-  fresh.length = 0;
-  span.planEnd = plan.length;
+  nFresh = 0;
+  span.planEnd = planLen;
   return len;
 }
 
@@ -440,7 +452,7 @@ function emit(p: Group | WireSpan, src: Buffer, out: Buffer, o: number): number 
 export function serializeTraceRequest(w: WireRequest, alloc: (size: number) => Buffer = Buffer.allocUnsafe): Buffer | undefined {
   const KV = keyValue();
   scratch.len = 0;
-  plan.length = 0;
+  planLen = 0;
   const total = measure(w.root, KV);
   if (total < 0) return undefined;
   const out = alloc(total);
