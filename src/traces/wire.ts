@@ -1,14 +1,15 @@
 // ExportTraceServiceRequest in protobuf without decoding all of it: the request, resource_spans,
 // scope_spans and span messages are walked with protobufjs' Reader (field numbers taken from the
-// official schema); of each span only the kind, the start time and the attributes enrichment reads
-// or writes (SPAN_KEYS, recognised by their key bytes) are decoded, with the schema's own KeyValue
-// type; every other byte stays where it is. Enriched spans are rebuilt by splicing: a replaced
+// official schema); of each span only the kind, the start time and, of SERVER spans, the
+// attributes enrichment reads or writes are decoded (SPAN_KEYS: the key recognised by its bytes,
+// the value decoded with the schema's AnyValue type; any other layout with its KeyValue type);
+// every other byte stays where it is. Enriched spans are rebuilt by splicing: a replaced
 // attribute is re-encoded in its place, a removed one dropped, a new one appended to its span,
 // every enclosing length prefix rewritten, and the output written once into one buffer.
 // A full decode + encode with protobufjs cost several times more CPU per span (bench/traces.ts).
 import protobuf from 'protobufjs';
 import { otlpSchema } from './schema.js';
-import { IntValue, SPAN_KEYS, StringValue, type KeyValueLike, type SpanView } from './spans.js';
+import { IntValue, SPAN_KEYS, SPAN_KIND_SERVER, StringValue, type KeyValueLike, type SpanView } from './spans.js';
 
 const { Reader, Writer } = protobuf;
 const LEN = 2; // wire type of length-delimited fields
@@ -181,8 +182,13 @@ export function parseTraceRequest(buf: Uint8Array): WireRequest {
       } else if (field === f.attrs && wt === LEN) {
         const len = r.uint32();
         if (r.pos + len > end) throw new Error(`attribute: length ${len} past the end of its span`);
-        const kv = attribute(tagStart, len);
-        if (kv) spanKvs[nSpanKvs++] = kv;
+        // enrichment reads the attributes of SERVER spans only: skip them when the kind (which
+        // encoders write first) already says otherwise
+        if (span.kind !== 0 && span.kind !== SPAN_KIND_SERVER) r.skip(len);
+        else {
+          const kv = attribute(tagStart, len);
+          if (kv) spanKvs[nSpanKvs++] = kv;
+        }
       } else r.skipType(wt);
     }
     if (r.pos !== end) throw new Error('message does not end at its length');

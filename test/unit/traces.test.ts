@@ -256,3 +256,16 @@ test('BufferPool: buffers of recent sizes come back for reuse; small, huge and f
   for (const m of many) pool.give(m);
   t.true(pool.idleBytes <= 1 << 18, 'free list bounded in bytes');
 });
+
+test('protobuf walk: attributes of spans known not to be SERVER are not decoded; their bytes pass through', async (t) => {
+  const { parseTraceRequest } = await import('../../src/traces/wire.js');
+  const type = otlpSchema().request.traces;
+  const span = (kind: number) => ({
+    traceId: Buffer.alloc(16, 1), spanId: Buffer.alloc(8, kind), name: 's', kind, startTimeUnixNano: '5', endTimeUnixNano: '6',
+    attributes: [kv('network.peer.address', '198.18.2.1'), kv('network.peer.port', 40000)],
+  });
+  const wire = Buffer.from(type.encode(type.fromObject({ resourceSpans: [{ scopeSpans: [{ spans: [span(3), span(2), span(0)] }] }] })).finish());
+  const w = parseTraceRequest(wire);
+  t.deepEqual(w.spans.map((s) => [s.kind, s.attributes.length]), [[3, 0], [2, 2], [0, 2]], 'CLIENT: skipped; SERVER and unspecified: decoded');
+  t.is(w.spans[1]!.startTimeUnixNano, 5n);
+});
