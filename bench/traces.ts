@@ -153,7 +153,13 @@ async function nextJson<T>(it: AsyncIterator<string>): Promise<T> {
   for (;;) {
     const l = await it.next();
     if (l.done) throw new Error('child ended without an answer');
-    if (l.value.startsWith('{') || l.value.startsWith('[')) return JSON.parse(l.value) as T;
+    if (l.value.startsWith('{') || l.value.startsWith('[')) {
+      try {
+        return JSON.parse(l.value) as T;
+      } catch {
+        // a --trace-gc line ("[pid:0x...] ...")
+      }
+    }
     process.stderr.write(`${l.value}\n`);
   }
 }
