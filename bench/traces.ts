@@ -182,7 +182,7 @@ function build(tree: string): string {
     execFileSync(process.execPath, [join(packageRoot(), 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(out, 'tsconfig.json')], { stdio: 'pipe' });
   } catch (e) {
     // type errors still emit JavaScript; only a missing output is fatal
-    if (!existsSync(join(out, 'bench', 'traces.js'))) throw new Error(`tsc failed for ${tree}: ${(e as { stdout?: Buffer }).stdout?.toString() ?? e}`);
+    if (!existsSync(join(out, 'bench', 'traces.js'))) throw new Error(`tsc failed for ${tree}: ${(e as { stdout?: Buffer }).stdout?.toString() ?? String(e)}`, { cause: e });
   }
   return join(out, 'bench', 'traces.js');
 }
@@ -201,7 +201,7 @@ type Row = Record<string, number>;
 
 async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer[]): Promise<Row> {
   const { node, flags } = runtime!;
-  const extra = values['child-flags']!.split(' ').filter(Boolean);
+  const extra = values['child-flags'].split(' ').filter(Boolean);
   const child = spawn(node, [...flags, ...extra, side.script, '--role', 'passthrough', '--upstream', upstream, '--enrich', enrich ? '1' : '0', '--entries', String(ENTRIES)], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
@@ -219,7 +219,7 @@ async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer
     });
   // warm-up, then measure
   for (let i = 0; i < 20; i++) await post(bodies[i % bodies.length]!);
-  child.stdin!.write('reset\n');
+  child.stdin.write('reset\n');
   await nextJson(out);
   const end = Date.now() + Number(values.seconds) * 1000;
   let sent = 0;
@@ -234,7 +234,7 @@ async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer
     }),
   );
   const secs = (performance.now() - t0) / 1000;
-  child.stdin!.write('stats\n');
+  child.stdin.write('stats\n');
   const st = await nextJson<{ cpuUs: number; rssMiB: number; spans: { spans: number; enriched: number } }>(out);
   agent.destroy();
   const spans = sent * Number(values.spans);
@@ -408,5 +408,5 @@ async function stages(bodies: Buffer[], libs: string[]): Promise<Row[]> {
 if (values.role === 'passthrough') await passthrough();
 else if (values.role === 'stages') {
   const bodies = Array.from({ length: 32 }, (_, i) => request(Number(values.spans), i));
-  process.stdout.write(JSON.stringify(await stages(bodies, values.lib!.split(','))) + '\n');
+  process.stdout.write(JSON.stringify(await stages(bodies, values.lib.split(','))) + '\n');
 } else await main();

@@ -455,7 +455,7 @@ function emit(p: Group | WireSpan, src: Buffer, out: Buffer, o: number): number 
  * The request with the spans marked `changed` re-encoded; undefined when none changed. The new
  * request is written once into a buffer of its exact size from `alloc` (a pool: src/traces/receiver.ts).
  */
-export function serializeTraceRequest(w: WireRequest, alloc: (size: number) => Buffer = Buffer.allocUnsafe): Buffer | undefined {
+export function serializeTraceRequest(w: WireRequest, alloc: (size: number) => Buffer = (n) => Buffer.allocUnsafe(n)): Buffer | undefined {
   const KV = keyValue();
   scratch.len = 0;
   planLen = 0;
