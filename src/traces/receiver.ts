@@ -72,6 +72,8 @@ export interface UpstreamAnswer {
   body: Buffer;
   contentType?: string;
   retryAfter?: string;
+  /** the request body was handed to the kernel in full before the answer came (its buffer is free) */
+  bodySent?: boolean;
 }
 
 export class HttpAnswer extends Error {
@@ -217,7 +219,8 @@ export class OtlpPassThrough {
         }
       }
       const r = await this.ingest(signal, enc, raw, wire, cenc, forwardHeaders(req.headers));
-      this.pool.give(wire);
+      // forwarded as received: its buffer is free once sent; an enriched body was sent instead
+      if (r.bodySent) this.pool.give(wire);
       res.writeHead(r.status, { 'content-type': r.contentType ?? ctype, ...(r.retryAfter ? { 'retry-after': r.retryAfter } : {}) });
       res.end(r.body);
     } catch (e) {
@@ -254,8 +257,8 @@ export class OtlpPassThrough {
       this.decode(signal, enc, raw); // validation only: logs and metrics go on byte for byte
     }
     const answer = await this.forward(signal, headers, body, enc === 'json' ? 'application/json' : 'application/x-protobuf', bodyEncoding);
-    // the upstream answered: the body was sent (a failed forward leaves its buffer to the GC)
-    this.pool.give(pooled);
+    // the body was sent in full (an upstream that answered early or failed leaves its buffer to the GC)
+    if (answer.bodySent) this.pool.give(pooled);
     return answer;
   }
 
@@ -370,6 +373,7 @@ export class OtlpPassThrough {
     const mod = up.url.protocol === 'https:' ? https : http;
     const agent = up.url.protocol === 'https:' ? this.agents.https : this.agents.http;
     return new Promise<UpstreamAnswer>((resolve, reject) => {
+      let bodySent = false;
       const r = mod.request(up.url, { method: 'POST', headers, agent, timeout: up.timeoutMs }, (resp) => {
         const chunks: Buffer[] = [];
         let n = 0;
@@ -383,18 +387,19 @@ export class OtlpPassThrough {
           const ct = resp.headers['content-type'];
           if (status >= 200 && status < 300) {
             this.counters.forwarded[signal]++;
-            resolve({ status, body: b, ...(ct ? { contentType: ct } : {}) });
+            resolve({ status, body: b, bodySent, ...(ct ? { contentType: ct } : {}) });
           } else if (status === 429 || status === 502 || status === 503 || status === 504) {
             // the upstream is overloaded or down: the app's SDK retries these
             this.counters.refused.upstream_throttled++;
             const ra = resp.headers['retry-after'];
-            resolve({ status: status === 429 ? 429 : 503, body: b, ...(ct ? { contentType: ct } : {}), retryAfter: typeof ra === 'string' && ra !== '' ? ra : String(this.c.retryAfterSec) });
+            resolve({ status: status === 429 ? 429 : 503, body: b, bodySent, ...(ct ? { contentType: ct } : {}), retryAfter: typeof ra === 'string' && ra !== '' ? ra : String(this.c.retryAfterSec) });
           } else {
             this.counters.upstreamRejected[signal]++;
-            resolve({ status, body: b, ...(ct ? { contentType: ct } : {}) });
+            resolve({ status, body: b, bodySent, ...(ct ? { contentType: ct } : {}) });
           }
         });
       });
+      r.once('finish', () => (bodySent = true)); // the whole body is with the kernel
       r.on('timeout', () => r.destroy(new Error(`no answer within ${up.timeoutMs} ms`)));
       r.on('error', (e) => reject(this.unavailable(`upstream ${up.url.origin} unavailable: ${e.message}`)));
       r.end(body);
