@@ -95,19 +95,19 @@ function fieldIds() {
 const keyValue = () => otlpSchema().request.traces.root.lookupType('opentelemetry.proto.common.v1.KeyValue');
 const anyValue = () => otlpSchema().request.traces.root.lookupType('opentelemetry.proto.common.v1.AnyValue');
 
-/** SPAN_KEYS as UTF-8 bytes, by length and by key */
-const KEYS_BY_LEN = new Map<number, { key: string; bytes: Buffer }[]>();
+/** SPAN_KEYS as UTF-8 bytes, by length (an array index: every attribute of a server span is looked up) and by key */
+const KEYS_BY_LEN: ({ key: string; bytes: Buffer }[] | undefined)[] = [];
 const KEY_BYTES = new Map<string, Buffer>();
 const SPAN_KEY_SET = new Set<string>(SPAN_KEYS);
 for (const k of SPAN_KEYS) {
   const b = Buffer.from(k, 'utf8');
-  KEYS_BY_LEN.set(b.length, [...(KEYS_BY_LEN.get(b.length) ?? []), { key: k, bytes: b }]);
+  KEYS_BY_LEN[b.length] = [...(KEYS_BY_LEN[b.length] ?? []), { key: k, bytes: b }];
   KEY_BYTES.set(k, b);
 }
 /** The SPAN_KEYS string whose UTF-8 bytes are buf[start, start + len), else undefined: the key is
  * known without decoding it. */
 function spanKeyAt(buf: Uint8Array, start: number, len: number): string | undefined {
-  const cands = KEYS_BY_LEN.get(len);
+  const cands = len < KEYS_BY_LEN.length ? KEYS_BY_LEN[len] : undefined;
   if (!cands) return undefined;
   next: for (const c of cands) {
     const b = c.bytes;
