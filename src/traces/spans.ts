@@ -200,15 +200,15 @@ export function enrichRequest(req: RequestLike, table: ConnTable, o: EnrichOptio
 }
 
 /**
- * Enriches every SERVER span in place (marking it `changed`). Re-reads the table once
- * (rate-limited) when a span's peer is missing from it. Returns what it did; stats.enriched = 0
- * means nothing changed.
+ * Enriches every SERVER span in place (marking it `changed`). The socket peers of all server
+ * spans are looked up in the table at once (one addon call per request). Returns what it did;
+ * stats.enriched = 0 means nothing changed.
  */
 export function enrichSpans(spans: Iterable<SpanView>, table: ConnTable, o: EnrichOptions): EnrichStats {
   const st = emptyEnrichStats();
-  let refreshed = false;
   let lastRes: readonly KeyValue[] | undefined;
   let pid: number | undefined;
+  const todo: { span: SpanView; peer: SocketPeer; pid: number | undefined }[] = [];
   for (const span of spans) {
     st.spans++;
     if (span.kind !== SPAN_KIND_SERVER && span.kind !== 'SPAN_KIND_SERVER') continue;
@@ -217,23 +217,21 @@ export function enrichSpans(spans: Iterable<SpanView>, table: ConnTable, o: Enri
       lastRes = span.resourceAttributes;
       pid = int(findAttr(lastRes, 'process.pid'));
     }
-    const attrs = span.attributes;
-    const peer = socketPeer(attrs);
+    const peer = socketPeer(span.attributes);
     if (!peer) {
       st.unmatched.no_peer++;
       continue;
     }
+    todo.push({ span, peer, pid });
+  }
+  const found = table.lookupMany(todo.map((t) => t.peer));
+  for (let i = 0; i < todo.length; i++) {
+    const { span, peer, pid } = todo[i]!;
+    const attrs = span.attributes;
     const startUnixNs = toBigInt(span.startTimeUnixNano) ?? 0n;
+    const c = found[i];
     // the local address/port and pid only narrow several candidates: read them only then
-    const match = () => {
-      const c = table.lookup(peer.addr, peer.port);
-      return matchSpan(c, c && c.length > 1 ? { startUnixNs, ...localHints(attrs), ...(pid !== undefined ? { pid } : {}) } : { startUnixNs }, o);
-    };
-    let m = match();
-    if (!m.ok && m.reason !== 'ambiguous' && !refreshed) {
-      refreshed = true;
-      if (table.refresh()) m = match();
-    }
+    const m = matchSpan(c, c && c.length > 1 ? { startUnixNs, ...localHints(attrs), ...(pid !== undefined ? { pid } : {}) } : { startUnixNs }, o);
     if (!m.ok) {
       st.unmatched[m.reason]++;
       continue;
