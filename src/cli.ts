@@ -77,7 +77,7 @@ export function parseArgs(argv: string[]): ParsedArgs {
       continue;
     }
     const removed = removedKeyOfFlag(name);
-    if (removed) throw new UsageError(`option "--${name}" (${removed}) was ${REMOVED_KEYS[removed]}`);
+    if (removed) throw new UsageError(`option "--${name}" (${removed}) was removed in ${REMOVED_KEYS[removed]!.since}: ${REMOVED_KEYS[removed]!.why}; delete it`);
     throw new UsageError(`unknown option "${a}" (see toa-otel --help)`);
   }
   if ((out.print || out.table) && out.command !== 'config') throw new UsageError('--print and --table belong to the config command');

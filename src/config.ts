@@ -426,10 +426,18 @@ export function flagName(key: string): string {
 
 /** Keys of earlier versions that are gone, and why: a config file, variable or flag that still
  * sets one is an error naming it (silently ignoring it would hide a changed behaviour). */
-export const REMOVED_KEYS: Readonly<Record<string, string>> = {
-  'traces.closeGraceSec':
-    'removed in 0.2.0: the connection table no longer sees closes; an entry matches the spans that start after its accept until a newer connection of the same tuple or an eviction replaces it (size: traces.connTableMaxEntries). Delete the setting',
+export const REMOVED_KEYS: Readonly<Record<string, { since: string; why: string }>> = {
+  'traces.closeGraceSec': {
+    since: '0.2.0',
+    why: 'the connection table no longer sees closes; an entry matches the spans that start after its accept until a newer connection of the same tuple or an eviction replaces it (size: traces.connTableMaxEntries)',
+  },
 };
+
+/** The issue of a removed key that is still set (where: "in FILE", "from env NAME", ...). */
+function removedIssue(key: string, value: unknown, where: string): ConfigIssue {
+  const r = REMOVED_KEYS[key]!;
+  return { key, value, allowed: `nothing, delete the setting: ${r.why}`, message: `removed in ${r.since} (${where}):` };
+}
 
 /** The removed key a command-line flag (without dashes) named, if any. */
 export function removedKeyOfFlag(name: string): string | undefined {
@@ -543,13 +551,10 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
     }
   }
   for (const key of Object.keys(SCHEMA)) if (env[envName(key)] !== undefined) origin[key] = `env ${envName(key)}`;
-  for (const [key, why] of Object.entries(REMOVED_KEYS)) {
-    const name = envName(key);
-    if (env[name] !== undefined) issues.push({ key, value: env[name], allowed: why, message: `removed key (from env ${name}):` });
-  }
+  for (const key of Object.keys(REMOVED_KEYS)) if (env[envName(key)] !== undefined) issues.push(removedIssue(key, env[envName(key)], `set by env ${envName(key)}`));
   for (const [key, raw] of Object.entries(opts.cli ?? {})) {
     if (!(key in SCHEMA)) {
-      if (REMOVED_KEYS[key] !== undefined) issues.push({ key, value: raw, allowed: REMOVED_KEYS[key], message: 'removed key:' });
+      if (REMOVED_KEYS[key] !== undefined) issues.push(removedIssue(key, raw, 'set on the command line'));
       else issues.push({ key, value: raw, allowed: 'a documented key', message: 'unknown key' });
       continue;
     }
@@ -614,7 +619,7 @@ function collectUndeclared(o: unknown, prefix: string, file: string, issues: Con
     const key = prefix ? `${prefix}.${k}` : k;
     if (key in SCHEMA) continue;
     if (REMOVED_KEYS[key] !== undefined) {
-      issues.push({ key, value: v, allowed: REMOVED_KEYS[key], message: `removed key in ${file}:` });
+      issues.push(removedIssue(key, v, `set in ${file}`));
       continue;
     }
     const isParent = Object.keys(SCHEMA).some((s) => s.startsWith(key + '.'));
