@@ -199,10 +199,10 @@ export class ConnTable {
 
   /** The entries of each peer (undefined: none), in the order asked; equal peers are asked once. */
   lookupMany(peers: readonly PeerRef[]): (ConnEntry[] | undefined)[] {
-    const out: (ConnEntry[] | undefined)[] = new Array(peers.length);
+    const out = new Array<ConnEntry[] | undefined>(peers.length);
     if (peers.length === 0) return out;
     const slotOf = new Map<number | string, number>();
-    const slots: number[] = new Array(peers.length);
+    const slots = new Array<number>(peers.length);
     const q = Buffer.alloc(peers.length * CONN_QUERY_SIZE);
     let n = 0;
     for (let i = 0; i < peers.length; i++) {
@@ -226,7 +226,7 @@ export class ConnTable {
         this.lastError = e as Error;
       }
     }
-    const decoded: (ConnEntry[] | undefined)[] = new Array(n);
+    const decoded = new Array<ConnEntry[] | undefined>(n);
     for (let i = 0; i < peers.length; i++) {
       const slot = slots[i]!;
       if (slot < 0 || !res) continue;
