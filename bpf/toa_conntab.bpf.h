@@ -9,7 +9,8 @@
  * Cost per connection is what matters (bench:accept --conntab-compare): an array lookup
  * the verifier inlines (no helper call, lock or allocation), a compare of two keys, and
  * one slot written under its sequence counter. No close is tracked: an entry stays until
- * a newer connection of the same tuple replaces it or a third peer of its set evicts it.
+ * a newer connection of the same tuple replaces it or it is the oldest of its full set when
+ * another peer of the set connects.
  */
 #ifndef TOA_CONNTAB_BPF_H
 #define TOA_CONNTAB_BPF_H
@@ -112,15 +113,22 @@ static __always_inline void conntab_record(const struct toa_event *ev)
 	k->peer_port = ev->peer_port;
 	__builtin_memcpy(k->local_addr, ev->local_addr, 16);
 	__builtin_memcpy(k->peer_addr, ev->peer_addr, 16);
-	/* the way with this key (the tuple is back), else the older one (empty slots are 0) */
-	if (conntab_key_eq((const __u64 *)&set->way[0].key, kw)) {
+	/* the way with this key (the tuple is back), else the oldest one (empty slots are 0); the
+	 * ways' keys are independent loads: their cache misses overlap */
+	s = NULL;
+	what = TOA_CT_REPLACED;
+#pragma unroll
+	for (int w = 0; w < TOA_CONN_WAYS; w++) {
+		if (!s && conntab_key_eq((const __u64 *)&set->way[w].key, kw))
+			s = &set->way[w];
+	}
+	if (!s) {
 		s = &set->way[0];
-		what = TOA_CT_REPLACED;
-	} else if (conntab_key_eq((const __u64 *)&set->way[1].key, kw)) {
-		s = &set->way[1];
-		what = TOA_CT_REPLACED;
-	} else {
-		s = set->way[1].val.accept_boot_ns < set->way[0].val.accept_boot_ns ? &set->way[1] : &set->way[0];
+#pragma unroll
+		for (int w = 1; w < TOA_CONN_WAYS; w++) {
+			if (set->way[w].val.accept_boot_ns < s->val.accept_boot_ns)
+				s = &set->way[w];
+		}
 		what = s->key.family ? TOA_CT_EVICTED : TOA_CT_INSERTED;
 	}
 	if (!conntab_write_begin(s)) {

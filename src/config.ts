@@ -107,7 +107,7 @@ export interface ToaConfig {
     listen: string;
     /** host:port of the OTLP/gRPC pass-through receiver, or "off". Default 127.0.0.1:4320. */
     grpcListen: string;
-    /** Entries of the kernel connection table (2-way sets, rounded up to a power of two). Default 65536. */
+    /** Entries of the kernel connection table (4-way sets, rounded up to a power of two). Default 65536. */
     connTableMaxEntries: number;
     /** Request bytes in flight to the upstream before new requests get 429. Default 8 MiB. */
     maxInflightBytes: number;
@@ -395,7 +395,7 @@ export const SCHEMA: Record<string, KeyDef> = {
     check: (v) => (typeof v === 'string' && (v === 'off' || parseListen(v)) ? undefined : 'not off or host:port'),
     coerce: (s) => s.trim(),
   },
-  'traces.connTableMaxEntries': intDef('Entries of the kernel connection table (rounded up to a power of two; 2-way sets by socket peer, evictions counted): a few times the connections accepted during the time their spans take to arrive', 65536, 64, 16777216),
+  'traces.connTableMaxEntries': intDef('Entries of the kernel connection table (rounded up to a power of two; 4-way sets by socket peer, evictions counted): a few times the connections accepted during the time their spans take to arrive', 65536, 64, 16777216),
   'traces.maxInflightBytes': intDef('Request bytes being forwarded upstream at once; past it new requests get 429 + Retry-After', 8388608, 65536, 1073741824),
   'traces.maxBodyBytes': intDef('Largest request body accepted (after decompression); larger ones get 413', 16777216, 1024, 268435456),
   'traces.retryAfterSec': intDef('Retry-After seconds sent with 429/503 answers', 5, 1, 300),

@@ -12,7 +12,7 @@ export const CONN_VAL_SIZE = 48;
 export const CONN_ENTRY_SIZE = CONN_KEY_SIZE + CONN_VAL_SIZE;
 export const CONN_QUERY_SIZE = 20;
 /** entries a query can return (the ways of a set) */
-export const CONN_WAYS = 2;
+export const CONN_WAYS = 4;
 const K = { family: 0, localPort: 2, peerPort: 4, localAddr: 8, peerAddr: 24 } as const;
 const V = { accept: 0, cgroup: 8, pid: 16, toaPort: 20, toaSource: 22, toaKind: 23, toaTrusted: 24, flags: 25, mode: 26, toaAddr: 28 } as const;
 const TOA_FLAG_TOA_V6 = 1 << 3;
