@@ -54,8 +54,9 @@ function loadEmptyHook(): void {
 function attachEmptyHook(): { stop(): Promise<void> } {
   execFileSync('bpftool', ['cgroup', 'attach', cgroupDir, 'getpeername4', 'pinned', emptyPin]);
   return {
-    stop: async () => {
+    stop: () => {
       execFileSync('bpftool', ['cgroup', 'detach', cgroupDir, 'getpeername4', 'pinned', emptyPin]);
+      return Promise.resolve();
     },
   };
 }
