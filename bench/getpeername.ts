@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { cgroup2Mount, createLab } from '../test/lab/lab.js';
-import { startProbe, type RunningProbe } from '../test/helpers/probe.js';
+import { startProbe } from '../test/helpers/probe.js';
 
 const { values } = parseArgs({
   options: {
@@ -62,7 +62,7 @@ function attachEmptyHook(): { stop(): Promise<void> } {
 }
 
 /** ns per getpeername() call and the peer it returned, with `probe` attached (or none). */
-async function loop(probe: Pick<RunningProbe, 'stop'> | undefined): Promise<{ ns: number; peer: string }> {
+async function loop(probe: { stop(): Promise<unknown> } | undefined): Promise<{ ns: number; peer: string }> {
   const p = port++;
   const srv = await lab.startServer({ port: p, cgroup: cgroupDir, getpeernameLoop: calls });
   try {
