@@ -286,8 +286,11 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 		bool pend = seen && in_window(now, seen_ns);
 		struct merge_val nv = {};
 
-		if (seen && !pend)
-			goto record; /* seen, past the window: a record, and no entry yet */
+		if (seen && !pend) {
+			/* seen, past the window: a record, and no entry yet */
+			ev->since_last_s = (now - seen_ns) / NSEC_PER_SEC;
+			goto record;
+		}
 		nv.last_report_ns = pend ? seen_ns : now;
 		nv.last_seen_ns = now;
 		nv.pending = pend;
