@@ -5,7 +5,8 @@
  * fixed key, as connections would) while another thread runs the sweep, then a
  * final sweep drains what is pending. Prints one JSON line with the connections
  * made, the connections the records stand for (sum of 1 + suppressed), the
- * largest suppressed count and the keys left in the merge map;
+ * largest suppressed count, the keys left in the merge map and the BPF time per
+ * connection (bpf_stats);
  * test/kernel/merge-claim.test.ts and merge-seen.test.ts check them.
  *
  *   toa-merge-hammer --claim xchg|lock [--runs N] [--window-ns N]
@@ -113,6 +114,17 @@ static void *sweeper(void *arg)
 	return NULL;
 }
 
+/* BPF run time of merge_hammer so far (bpf_stats, enabled by main; 0 when the kernel refused) */
+static double hammer_run_ns(void)
+{
+	struct bpf_prog_info info = {};
+	__u32 len = sizeof(info);
+
+	if (bpf_obj_get_info_by_fd(bpf_program__fd(skel->progs.merge_hammer), &info, &len))
+		return 0;
+	return (double)info.run_time_ns;
+}
+
 /* keys in the merge map */
 static unsigned long long merge_entries(void)
 {
@@ -167,7 +179,7 @@ int main(int argc, char **argv)
 	__u64 cnt[TOA_CNT_MAX];
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	char *end;
-	int opt;
+	int opt, stats_fd;
 
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		errno = 0;
@@ -228,6 +240,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "toa-merge-hammer: load: %s\n", strerror(errno));
 		return 1;
 	}
+	/* ns_per_call: the kernel's run time of merge_hammer per report() (synthetic event included) */
+	stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
 	rb = ring_buffer__new(bpf_map__fd(skel->maps.events), on_record, &t, NULL);
 	if (!rb) {
 		fprintf(stderr, "toa-merge-hammer: ring buffer: %s\n", strerror(errno));
@@ -252,12 +266,15 @@ int main(int argc, char **argv)
 	read_counters(cnt);
 	printf("{\"claim\":\"%s\",\"cpus\":%ld,\"calls\":%llu,\"connections\":%llu,\"merged\":%llu,"
 	       "\"records\":%llu,\"sweep_records\":%llu,\"sweeps\":%lu,\"represented\":%llu,"
-	       "\"lost_connections\":%llu,\"max_suppressed\":%llu,\"merge_entries\":%llu,\"seen_slots\":%lu}\n",
+	       "\"lost_connections\":%llu,\"max_suppressed\":%llu,\"merge_entries\":%llu,\"seen_slots\":%lu,\"ns_per_call\":%.0f}\n",
 	       claim, ncpu, (unsigned long long)ncpu * runs * HAMMER_BATCH,
 	       (unsigned long long)cnt[TOA_CNT_CONNECTIONS], (unsigned long long)cnt[TOA_CNT_MERGED], t.records,
 	       t.sweep_records, atomic_load(&sweeps), t.represented, (unsigned long long)cnt[TOA_CNT_LOST_CONNECTIONS],
-	       t.max_suppressed, merge_entries(), seen_slots);
+	       t.max_suppressed, merge_entries(), seen_slots,
+	       hammer_run_ns() / ((double)ncpu * runs * HAMMER_BATCH));
 	ring_buffer__free(rb);
+	if (stats_fd >= 0)
+		close(stats_fd);
 	toa_bench_bpf__destroy(skel);
 	return 0;
 }
