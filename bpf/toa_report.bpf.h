@@ -176,7 +176,7 @@ static __always_inline void emit(struct toa_counters *cnt, void *ctx, struct toa
 	}
 }
 
-/* 64-bit hash of a merge key (9 words; the key is 8-byte aligned by its users). */
+/* 64-bit hash of a merge key, read as 9 u32 words (report() aligns its key for that). */
 static __always_inline __u64 merge_key_hash(const struct toa_merge_key *key)
 {
 	const __u32 *w = (const __u32 *)key;
