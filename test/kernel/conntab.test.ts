@@ -110,11 +110,13 @@ test.serial('a full set evicts its older entry; evictions are counted; entries =
     t.true(c.inserted! >= 20, `inserted ${c.inserted}`);
     t.true(c.evicted! >= 16, `evicted ${c.evicted}`);
     t.is(c.inserted! - c.evicted!, 4, 'what is left is what was inserted and not evicted');
-    // what is left: the four newest connections when the table was read (other tests' included)
+    // what is left: the newest connections when the table was read (other tests' included; a
+    // handler that started before the read may still have been writing: slack of 2)
     const readAt = entries.reduce((m, e) => (e.acceptBootNs > m ? e.acceptBootNs : m), 0n);
     const desc = (a: bigint, b: bigint) => (a < b ? 1 : a > b ? -1 : 0);
-    const newest = probe.events.map((e) => e.tsBootNs).filter((ts) => ts <= readAt).sort(desc).slice(0, 4);
-    t.deepEqual(entries.map((e) => e.acceptBootNs).sort(desc), newest);
+    const newest = probe.events.map((e) => e.tsBootNs).filter((ts) => ts <= readAt).sort(desc).slice(0, 6);
+    for (const e of entries) t.true(newest.includes(e.acceptBootNs), `entry accepted at ${e.acceptBootNs} is one of the newest: ${newest.join(' ')}`);
+    t.true(entries.every((e) => recordOf(e, probe.events)), 'each entry is one connection');
   } finally {
     await srv.stop();
     await probe.stop();
