@@ -199,6 +199,14 @@ test('u64 fields decode exactly on both sides of 2^53 (number path below, BigInt
   }
 });
 
+test('cgroup ids: the previous id is reused only when both halves match (0, repeats, same low or high half)', (t) => {
+  const d = new EventDecoder(LAYOUT);
+  const ids = [0n, 0n, 5n, 5n, (7n << 32n) | 5n, 5n, 7n << 32n, 0n, 2n ** 64n - 1n, 2n ** 64n - 1n, 1n];
+  const got: bigint[] = [];
+  d.decodeBatch(Buffer.concat(ids.map((id) => encodeEvent({ cgroup_id: id }))), ids.length, (ev) => got.push(ev.cgroupId));
+  t.deepEqual(got, ids);
+});
+
 test('IPv4 text is the same with the address cache: repeats, slot collisions, 0.0.0.0 and 255.255.255.255', (t) => {
   const d = new EventDecoder(LAYOUT);
   const addrs = ['0.0.0.0', '255.255.255.255', '198.18.2.2', '10.0.0.1'];

@@ -36,6 +36,10 @@ test('record attributes keep V8 fast properties (a hash-table object costs ~1.4 
   t.is(Object.keys(all).length, 22);
   t.true(hasFastProperties(all), 'every attribute present');
   t.true(hasFastProperties(eventAttributes(bare, {}, { mergeWindowSec: 10 })), 'no TOA, no enrichment');
+  // built by a constructor (one in-object allocation) but a plain object to every reader
+  t.is(Object.getPrototypeOf(all), Object.prototype);
+  t.is(all.constructor, Object);
+  t.deepEqual(JSON.parse(JSON.stringify(all)), { ...all });
 });
 
 test('records of a batch carry the batch observed time (one shared HrTime, no clock read per record)', (t) => {
