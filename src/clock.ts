@@ -33,11 +33,19 @@ export class BootClock {
       const v = Number(bootNs);
       let s = Math.floor(v / 1e9);
       let ns = v - s * 1e9; // exact: both below 2^53
-      if (ns < 0) (s -= 1), (ns += 1e9);
-      else if (ns >= 1e9) (s += 1), (ns -= 1e9);
+      if (ns < 0) {
+        s -= 1;
+        ns += 1e9;
+      } else if (ns >= 1e9) {
+        s += 1;
+        ns -= 1e9;
+      }
       s += this.offSec;
       ns += this.offNs;
-      if (ns >= 1e9) (s += 1), (ns -= 1e9);
+      if (ns >= 1e9) {
+        s += 1;
+        ns -= 1e9;
+      }
       return [s, ns];
     }
     const t = bootNs + this.offsetNs;
