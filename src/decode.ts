@@ -109,11 +109,15 @@ export function validateLayout(layout: EventLayout): string[] {
   return problems;
 }
 
-/** value → lower-case name for enum entries with `prefix` (TOA_MODE_SOCKOPS → sockops). */
-function reverseEnum(enums: Record<string, number>, prefix: string): Map<number, string> {
-  const m = new Map<number, string>();
-  for (const [k, v] of Object.entries(enums)) if (k.startsWith(prefix)) m.set(v, k.slice(prefix.length).toLowerCase());
-  return m;
+/**
+ * Name of every value of a one-byte enum field: the lower-case name of the entry with `prefix`
+ * (TOA_MODE_SOCKOPS → sockops), `unknown(N)` for the others. An array read per event instead of a
+ * Map lookup.
+ */
+function reverseEnum(enums: Record<string, number>, prefix: string): string[] {
+  const names = Array.from({ length: 256 }, (_, v) => `unknown(${v})`);
+  for (const [k, v] of Object.entries(enums)) if (k.startsWith(prefix) && v >= 0 && v < 256) names[v] = k.slice(prefix.length).toLowerCase();
+  return names;
 }
 
 /** Slots of the decoder's IPv4 text cache (a power of two). */
@@ -192,8 +196,8 @@ export class EventDecoder {
   private readonly eFlagV4Mapped: number;
   private readonly eFlagToaV6: number;
   private readonly eFlagRewritten: number;
-  private readonly modes: Map<number, string>;
-  private readonly sources: Map<number, string>;
+  private readonly modes: string[];
+  private readonly sources: string[];
   private readonly le: boolean;
   // Text of recently seen IPv4 addresses, direct-mapped by the address: the local address and
   // the balancer (peer) repeat on nearly every record, so they are formatted once and their
@@ -290,8 +294,8 @@ export class EventDecoder {
       sinceLastS: since === this.eSinceNone ? undefined : since,
       suppressed: le ? b.readUInt32LE(at + this.oSuppressed) : b.readUInt32BE(at + this.oSuppressed),
       family,
-      mode: this.modes.get(modeCode) ?? `unknown(${modeCode})`,
-      toaSource: hasToa ? (this.sources.get(srcCode) ?? `unknown(${srcCode})`) : undefined,
+      mode: this.modes[modeCode]!,
+      toaSource: hasToa ? this.sources[srcCode]! : undefined,
       toaKind: b[at + this.oToaKind]!,
       toaLen: b[at + this.oToaLen]!,
       toaTrusted: b[at + this.oToaTrusted] !== 0,
