@@ -594,11 +594,25 @@ static void set_rodata(struct toa_core *c, const struct attempt *a, const struct
 		      "records carry no listener owner (process.*, container.id): the kernel lacks bpf_get_netns_cookie in sock_ops (< 5.15), or the current-task helpers there and BTF for the fallback");
 }
 
+/* Slots of merge_seen: a power of two >= 2 x the merge map (at most 2^25: merge.maxKeys <= 2^24). */
+static __u32 merge_seen_slots(uint32_t merge_keys)
+{
+	__u32 n = 2;
+
+	while (n < 2ULL * merge_keys && n < (1U << 25))
+		n <<= 1;
+	return n;
+}
+
 static void size_maps(struct toa_core *c, const struct attempt *a, const struct toa_core_config *cfg)
 {
 	struct toa_bpf *s = c->skel;
+	/* the seen slots of the merge window (bpf/toa_report.bpf.h merge_seen) */
+	__u32 seen = cfg->merge_window_s ? merge_seen_slots(cfg->merge_max_keys) : 1;
 
 	bpf_map__set_max_entries(s->maps.merge, cfg->merge_max_keys ? cfg->merge_max_keys : 1);
+	bpf_map__set_max_entries(s->maps.merge_seen, seen);
+	s->rodata->cfg_seen_mask = seen - 1;
 	/* benchmark hook, read only when set (bench/bpf-cost.ts; bpf/toa_report.bpf.h) */
 	if (getenv("TOA_OTEL_BENCH_SKIP"))
 		s->rodata->cfg_bench_skip = (__u32)strtoul(getenv("TOA_OTEL_BENCH_SKIP"), NULL, 0);
@@ -872,6 +886,7 @@ static int load_bench(struct toa_core *c, const struct toa_core_config *cfg)
 	bpf_program__set_autoload(b->progs.merge_hammer, false);
 	bpf_program__set_autoload(b->progs.sweep, false);
 	bpf_map__set_max_entries(b->maps.merge, 1);
+	bpf_map__set_max_entries(b->maps.merge_seen, 1);
 	bpf_map__set_max_entries(b->maps.merge_claims, 1);
 	err = bpf_map__reuse_fd(b->maps.events, bpf_map__fd(c->skel->maps.events));
 	if (!err)

@@ -60,6 +60,8 @@
 # expect rewrite/-/untrusted-unchanged
 # expect rewrite/fexit/module-precedence
 # expect merge-claim/lock/invariant
+# expect merge-seen/-/distinct
+# expect merge-seen/-/collision
 
 N=5 # TOA connections per family and run
 
@@ -380,6 +382,24 @@ for claim in xchg lock; do
 	check merge-claim/$claim/invariant "calls=$calls connections=$conns represented=$rep lost=$lost max_suppressed=$maxs ($out)" \
 		[ -n "$calls" -a "$conns" = "$calls" -a "$(( ${rep:-0} + ${lost:-0} ))" = "$calls" -a "${maxs:-0}" -lt "${calls:-0}" ]
 done
+
+# ---- merge window's seen array (bpf/toa_report.bpf.h merge_seen; see test/kernel/merge-seen.test.ts):
+# distinct keys are records without entering the merge map (but for slot collisions, ~7%
+# here); 3 keys forced into one slot still count every connection once ----
+if command -v toa-merge-hammer >/dev/null; then
+	val() { echo "$out" | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
+	out=$(toa-merge-hammer --claim xchg --distinct --threads 1 --runs 300 --no-sweep --window-ns 10000000000 --merge-keys 16384 2>&1)
+	calls=$(val calls) rec=$(val records) merged=$(val merged) entries=$(val merge_entries)
+	check merge-seen/-/distinct "calls=$calls records=$rec merged=$merged merge_entries=$entries ($out)" \
+		[ -n "$calls" -a "$rec" = "$calls" -a "$merged" = 0 -a "${entries:-$calls}" -lt "$(( ${calls:-0} / 4 ))" ]
+	out=$(toa-merge-hammer --claim xchg --keys 3 --seen-slots 1 --runs 300 --window-ns 10000000000 2>&1)
+	calls=$(val calls) conns=$(val connections) rep=$(val represented) lost=$(val lost_connections) merged=$(val merged)
+	check merge-seen/-/collision "calls=$calls connections=$conns represented=$rep lost=$lost merged=$merged ($out)" \
+		[ -n "$calls" -a "$conns" = "$calls" -a "$(( ${rep:-0} + ${lost:-0} ))" = "$calls" -a "${merged:-0}" -gt 0 ]
+else
+	fail merge-seen/-/distinct "toa-merge-hammer is not in the initramfs"
+	fail merge-seen/-/collision "toa-merge-hammer is not in the initramfs"
+fi
 
 # ---- toa.rewritePeer (toa-probe --rewrite-peer): accept4() and getpeername() of the
 # server return the TOA client (what the writer put on the ACK), the balancer (here the
