@@ -113,6 +113,18 @@ const RecordAttributes = function (this: AcceptAttributes, ev: ToaEvent, info: E
   this['lvs.probe.duration_ns'] = ev.probeNs;
 } as unknown as { new (ev: ToaEvent, info: EnrichInfo, opts: MapOptions): AcceptAttributes; prototype: object };
 RecordAttributes.prototype = Object.prototype;
+// V8 fixes the object size from the first objects a constructor builds: one with every attribute
+// first, so that later records with all of them still fit inside the object even when the first
+// connections had fewer (no TOA: 12 attributes; measured 280 instead of 208 bytes a record).
+new RecordAttributes(
+  {
+    type: 'accept', tsBootNs: 0n, cgroupId: 0n, probeNs: 0, pid: 1, sinceLastS: 0, suppressed: 0, family: 4, mode: '',
+    toaSource: '', toaKind: 0, toaLen: 0, toaTrusted: true, flags: 0, v4mapped: false, rewritten: true, localAddr: '',
+    localPort: 0, peerAddr: '', peerPort: 0, toaAddr: '', toaPort: 0, comm: '',
+  },
+  { executableName: '', containerId: '' },
+  { mergeWindowSec: 0 },
+);
 
 /** Attributes of one record (keys: see {@link AcceptAttributes}). */
 export function eventAttributes(ev: ToaEvent, info: EnrichInfo, opts: MapOptions): AcceptAttributes {
