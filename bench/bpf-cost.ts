@@ -13,8 +13,10 @@
  *
  * Variants run side by side in interleaved rounds (the order rotates each round), medians. The
  * default set is this build in full, with the merge window off, and with parts left out through
- * the benchmark hook TOA_OTEL_BENCH_SKIP (bpf/toa_report.bpf.h: no record written, no merge
- * insert, no PASSIVE_ESTABLISHED work), and a table of what each part costs. Or:
+ * the benchmark hook TOA_OTEL_BENCH_SKIP (bpf/toa_report.bpf.h: without the merge_seen array,
+ * i.e. every new key looked up and inserted in the merge map as before it; that without the
+ * insert; no record written; no PASSIVE_ESTABLISHED work), and a table of what each part
+ * costs. Or:
  *   --variant NAME=ADDON[:JSON]  an addon build (.node) and probe option overrides, repeatable
  *
  *   npm run bench:bpf -- [--rounds 5] [--connections 10000] [--variant base=/tmp/old.node ...]
@@ -54,6 +56,7 @@ interface Variant {
 const SKIP_EMIT = 1;
 const SKIP_ESTABLISHED = 2;
 const SKIP_MERGE_INSERT = 4;
+const SKIP_SEEN = 8;
 const variants: Variant[] = values.variant.length
   ? values.variant.map((v) => {
       const m = /^([^=]+)=([^:]+)(?::(.*))?$/.exec(v);
@@ -63,7 +66,8 @@ const variants: Variant[] = values.variant.length
   : [
       { name: 'full', addon: addonPath(), options: {} },
       { name: 'merge window off', addon: addonPath(), options: { mergeWindowSec: 0 } },
-      { name: 'merge: lookup, no insert', addon: addonPath(), options: {}, skip: SKIP_MERGE_INSERT },
+      { name: 'without merge_seen', addon: addonPath(), options: {}, skip: SKIP_SEEN },
+      { name: 'without merge_seen: lookup, no insert', addon: addonPath(), options: {}, skip: SKIP_SEEN | SKIP_MERGE_INSERT },
       { name: 'no record written', addon: addonPath(), options: {}, skip: SKIP_EMIT },
       { name: 'callbacks only', addon: addonPath(), options: {}, skip: SKIP_ESTABLISHED },
     ];
@@ -170,7 +174,10 @@ if (!values.variant.length) {
   console.log(`every callback of the connection entered and left (no PASSIVE_ESTABLISHED work) | ${g('callbacks only').toFixed(0)}`);
   console.log(`PASSIVE_ESTABLISHED without the merge window (options, module TOA, event, record) | ${(g('merge window off') - g('callbacks only')).toFixed(0)}`);
   console.log(`  of it, writing the record to the ring buffer | ${(g('full') - g('no record written')).toFixed(0)}`);
-  console.log(`merge window: lookup of a new key | ${(g('merge: lookup, no insert') - g('merge window off')).toFixed(0)}`);
-  console.log(`merge window: insert of a new key | ${(g('full') - g('merge: lookup, no insert')).toFixed(0)}`);
+  console.log(`merge window with merge_seen (hash, slot; a new key stays out of the merge map) | ${(g('full') - g('merge window off')).toFixed(0)}`);
   console.log(`total | ${g('full').toFixed(0)}`);
+  console.log(`without merge_seen: lookup of a new key in the merge map | ${(g('without merge_seen: lookup, no insert') - g('merge window off')).toFixed(0)}`);
+  console.log(`without merge_seen: insert of a new key | ${(g('without merge_seen') - g('without merge_seen: lookup, no insert')).toFixed(0)}`);
+  console.log(`without merge_seen: total | ${g('without merge_seen').toFixed(0)}`);
+  console.log(`saved by merge_seen | ${(g('without merge_seen') - g('full')).toFixed(0)}`);
 }

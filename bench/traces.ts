@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 /**
  * OTLP pass-through benchmark (issue 12): spans per second through src/traces/receiver.ts with and
- * without enrichment, CPU µs per span and RSS of the pass-through process, and the cost of one
- * refresh of a full connection table (decode + index). The pass-through runs as its own process
- * (this file with --role passthrough), the upstream is bench/otlp-count-receiver.mjs (another
- * process), the load comes from this process. The connection table is the real ConnTable fed a
- * packed dump in the kernel layout (no kernel needed; the kernel side is measured by
- * `npm run bench:accept -- --conntab 65536`).
+ * without enrichment, CPU µs per span and RSS of the pass-through process. The pass-through runs as
+ * its own process (this file with --role passthrough), the upstream is bench/otlp-count-receiver.mjs
+ * (another process), the load comes from this process. The connection table is the real ConnTable
+ * (one lookup per request, entries in the kernel layout) answered from a Map instead of the
+ * kernel table's mmap (no kernel needed; the kernel side is measured by
+ * `npm run bench:accept -- --conntab-compare 65536`).
  *
  *   npm run bench:traces -- [--seconds 5] [--rounds 2] [--spans 512] [--concurrency 4] [--entries 65536]
  *   npm run bench:traces -- --against main [--rounds 3] [--seconds 4]
@@ -36,7 +36,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { defaults } from '../src/config.js';
 import { createLogger } from '../src/log.js';
-import { CONN_ENTRY_SIZE, ConnTable } from '../src/traces/conntab.js';
+import { CONN_ENTRY_SIZE, CONN_QUERY_SIZE, CONN_WAYS, ConnTable } from '../src/traces/conntab.js';
 import { OtlpPassThrough } from '../src/traces/receiver.js';
 import { otlpSchema } from '../src/traces/schema.js';
 import { packageRoot } from '../src/package.js';
@@ -61,24 +61,34 @@ const ENTRIES = Number(values.entries);
 const BOOT_TO_UNIX = BigInt(Date.now()) * 1_000_000n - 3600n * 1_000_000_000n;
 
 /** Entry i: peer 198.18.2.(1 + i / 60000):(1024 + i % 60000), TOA 10.x.y.z trusted (every peer distinct). */
-function syntheticDump(n: number): Buffer {
-  const b = Buffer.alloc(n * CONN_ENTRY_SIZE);
+/** n synthetic connections of the synthetic spans' peers, answered like the probe's connFind
+ * (which reads the kernel table through its mmap; here a Map: the same packing and decoding). */
+function syntheticFind(n: number): (q: Buffer) => Buffer {
+  const byPeer = new Map<string, Buffer>();
   for (let i = 0; i < n; i++) {
-    const o = i * CONN_ENTRY_SIZE;
-    const v = o + 40;
-    b[o] = 4;
-    b.writeUInt16LE(8000, o + 2);
-    b.writeUInt16LE(1024 + (i % 60000), o + 4);
-    b.set([198, 18, 2, 2], o + 8);
-    b.set([198, 18, 2, 1 + Math.floor(i / 60000)], o + 24);
-    b.writeBigUInt64LE(1_000_000_000n, v); // accepted 1 s after boot, still open
-    b.writeUInt16LE(40000 + (i % 20000), v + 28);
-    b[v + 30] = 2;
-    b[v + 31] = 254;
-    b[v + 32] = 1;
-    b.set([10, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff], v + 36);
+    const e = Buffer.alloc(CONN_ENTRY_SIZE);
+    const v = 40;
+    e[0] = 4;
+    e.writeUInt16LE(8000, 2);
+    e.writeUInt16LE(1024 + (i % 60000), 4);
+    e.set([198, 18, 2, 2], 8);
+    e.set([198, 18, 2, 1 + Math.floor(i / 60000)], 24);
+    e.writeBigUInt64LE(1_000_000_000n, v); // accepted 1 s after boot
+    e.writeUInt16LE(40000 + (i % 20000), v + 20);
+    e[v + 22] = 2;
+    e[v + 23] = 254;
+    e[v + 24] = 1;
+    e.set([10, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff], v + 28);
+    byPeer.set(e.subarray(24, 28).toString('hex') + e.readUInt16LE(4), e);
   }
-  return b;
+  return (q) => {
+    const out = Buffer.alloc((q.length / CONN_QUERY_SIZE) * CONN_WAYS * CONN_ENTRY_SIZE);
+    for (let i = 0; i * CONN_QUERY_SIZE < q.length; i++) {
+      const o = i * CONN_QUERY_SIZE;
+      byPeer.get(q.subarray(o + 4, o + 8).toString('hex') + q.readUInt16LE(o + 2))?.copy(out, i * CONN_WAYS * CONN_ENTRY_SIZE);
+    }
+    return out;
+  };
 }
 
 function freePort(): Promise<number> {
@@ -95,21 +105,13 @@ async function passthrough(): Promise<void> {
   config.otlp.endpoint = values.upstream!;
   config.traces.listen = `127.0.0.1:${await freePort()}`;
   config.traces.maxInflightBytes = 256 << 20;
-  let table: ConnTable | undefined;
-  let refreshMs = 0;
-  if (values.enrich === '1') {
-    const dump = syntheticDump(ENTRIES);
-    table = new ConnTable(() => dump);
-    const t0 = performance.now();
-    table.refresh(true);
-    refreshMs = performance.now() - t0;
-  }
+  const table = values.enrich === '1' ? new ConnTable(syntheticFind(ENTRIES)) : undefined;
   const pt = new OtlpPassThrough({ config, table, bootToUnixNs: () => BOOT_TO_UNIX, mask: undefined, log: createLogger('error'), env: {} });
   const { port } = await pt.start();
   const cpu0 = process.cpuUsage();
   let spans0 = 0;
   let enriched0 = 0;
-  process.stdout.write(JSON.stringify({ port, refreshMs }) + '\n');
+  process.stdout.write(JSON.stringify({ port }) + '\n');
   for await (const line of readline.createInterface({ input: process.stdin })) {
     if (line === 'reset') {
       Object.assign(cpu0, process.cpuUsage());
@@ -206,7 +208,7 @@ async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   const out = lines(child);
-  const { port, refreshMs } = await nextJson<{ port: number; refreshMs: number }>(out);
+  const { port } = await nextJson<{ port: number }>(out);
   const agent = new http.Agent({ keepAlive: true, maxSockets: Number(values.concurrency) });
   const post = (b: Buffer) =>
     new Promise<number>((resolve, reject) => {
@@ -245,7 +247,6 @@ async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer
     enriched: st.spans.enriched,
     failedRequests: failed,
     rssMiB: Math.round(st.rssMiB),
-    ...(enrich ? { tableRefreshMs: Math.round(refreshMs) } : {}),
   };
 }
 
@@ -320,7 +321,6 @@ async function main(): Promise<void> {
         rssMiB: median(col('rssMiB')),
         enriched: median(col('enriched')),
         failedRequests: Math.max(...col('failedRequests')),
-        ...(col('tableRefreshMs').length > 0 ? { tableRefreshMs: median(col('tableRefreshMs')) } : {}),
       };
     }
     console.log(`medians of ${rounds} rounds (CPU µs per span: the pass-through process's user + system time / spans)`);
@@ -347,23 +347,22 @@ async function main(): Promise<void> {
 }
 
 /** CPU µs per span of the walk alone and of walk / enrich / splice, medians of 9 rounds, of the
- * compiled src/traces/ of each of `libs` (the API of wire.ts, spans.ts and conntab.ts as of 0.1.0),
+ * compiled src/traces/ of each of `libs` (the API of wire.ts, spans.ts and conntab.ts with ConnTable#lookupMany),
  * their rounds interleaved. */
 async function stages(bodies: Buffer[], libs: string[]): Promise<Row[]> {
   type Wire = typeof import('../src/traces/wire.js');
   type Spans = typeof import('../src/traces/spans.js');
   type Conn = typeof import('../src/traces/conntab.js');
-  const dump = syntheticDump(ENTRIES);
+  const find = syntheticFind(ENTRIES);
   const code = [];
   for (const lib of libs) {
     const { parseTraceRequest, serializeTraceRequest } = (await import(pathToFileURL(join(lib, 'wire.js')).href)) as Wire;
     const { enrichSpans } = (await import(pathToFileURL(join(lib, 'spans.js')).href)) as Spans;
     const { ConnTable: Table } = (await import(pathToFileURL(join(lib, 'conntab.js')).href)) as Conn;
-    const table = new Table(() => dump);
-    table.refresh(true);
+    const table = new Table(find);
     code.push({ parseTraceRequest, serializeTraceRequest, enrichSpans, table, r: { walkOnly: [], walk: [], enrich: [], splice: [] } as Record<string, number[]> });
   }
-  const o = { bootToUnixNs: BOOT_TO_UNIX, closeGraceNs: 60_000_000_000n, mask: undefined };
+  const o = { bootToUnixNs: BOOT_TO_UNIX, mask: undefined };
   const cpu = () => {
     const c = process.cpuUsage();
     return c.user + c.system;

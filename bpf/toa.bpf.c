@@ -25,8 +25,7 @@
 #include <bpf/bpf_endian.h>
 #include "toa_opt.bpf.h"
 #include "toa_report.bpf.h"
-#define TOA_CONNTAB_PROGS
-#include "toa_conntab.bpf.h"
+#include "toa_addrs.bpf.h"
 #include "toa_listen.bpf.h"
 
 #define AF_INET 2
@@ -714,10 +713,6 @@ static __always_inline int sockops_main(struct bpf_sock_ops *ctx, bool with_modu
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		sockops_established(ctx, with_module);
-		conntab_sockops_watch(ctx); /* trace enrichment: see the close */
-		break;
-	case BPF_SOCK_OPS_STATE_CB:
-		conntab_sockops_state(ctx);
 		break;
 	}
 	return 1;

@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * A socket's addresses as the records (struct toa_event) and the connection table key
- * (struct toa_conn_key) hold them: IPv4 in the first 4 bytes of a zeroed 16-byte field, and a
- * pair of v4-mapped IPv6 addresses (dual-stack listener, IPv4 peer) as IPv4. One copy for the
- * sock_ops accept (sockops_established in toa.bpf.c), the sock_ops close and the tp_btf close
- * (toa_conntab.bpf.h). The includer provides vmlinux types (struct bpf_sock_ops).
+ * A socket's addresses as the records (struct toa_event, and from them the connection table
+ * key) hold them: IPv4 in the first 4 bytes of a zeroed 16-byte field, and a pair of v4-mapped
+ * IPv6 addresses (dual-stack listener, IPv4 peer) as IPv4. Used by the sock_ops accept
+ * (sockops_established in toa.bpf.c). The includer provides vmlinux types (struct bpf_sock_ops).
  */
 #ifndef TOA_ADDRS_BPF_H
 #define TOA_ADDRS_BPF_H

@@ -6,9 +6,10 @@
  *   synth          writes synthetic accept records through emit(), into the probe's
  *                  own ring buffer and counters (user space reuses those map fds), so
  *                  the pipeline benchmark can drive user space harder than the lab can
- *   merge_hammer   runs report() for one fixed merge key, as a connection would; with
- *                  sweep (the same code as the probe's) it lets a test race the merge
- *                  window claim on every CPU (test/kernel/merge-claim.test.ts)
+ *   merge_hammer   runs report() as connections would, for one fixed merge key or for
+ *                  keys chosen by user space; with sweep (the same code as the probe's)
+ *                  it lets a test race the merge window claim on every CPU, and check
+ *                  which keys enter the merge map (test/kernel/merge-claim.test.ts)
  */
 #include "vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
@@ -68,13 +69,14 @@ int synth(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-/* ctx arg 0 = connections to report, at most HAMMER_BATCH; every one has the same
- * merge key (client 198.19.0.1 via trusted TOA, local 198.18.2.2:443). */
+/* ctx arg 0 = connections to report, at most HAMMER_BATCH; arg 1 = client index of the
+ * first (a TOA client 198.19.x.y, local 198.18.2.2:443); arg 2 = 0: every connection
+ * has that client, else connection i has client (arg 1 + i) % arg 2. */
 #define HAMMER_BATCH 16
 SEC("raw_tp")
 int merge_hammer(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u64 want = ctx->args[0];
+	__u64 want = ctx->args[0], first = ctx->args[1], keys = ctx->args[2];
 	struct toa_counters *cnt = counters_get();
 
 	if (!cnt)
@@ -85,7 +87,7 @@ int merge_hammer(struct bpf_raw_tracepoint_args *ctx)
 		__u64 start = bpf_ktime_get_boot_ns();
 		struct toa_event ev = {};
 
-		synth_event(&ev, 1);
+		synth_event(&ev, keys ? (first + i) % keys : first);
 		ev.ts_boot_ns = start;
 		report(cnt, ctx, &ev, start);
 	}

@@ -1,9 +1,14 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * Connection table (trace enrichment, issue 12): types shared by the kernel side
- * (bpf/toa_conntab.bpf.h), the C core (toa_core_conn_dump/lookup) and the
- * TypeScript decoder (src/traces/conntab.ts, offsets restated there and checked
- * against the sizes the addon exports).
+ * Connection table (trace enrichment, issue 12): types and the set hash shared by the
+ * kernel side (bpf/toa_conntab.bpf.h), the C core (toa_core_conn_find/dump, which read
+ * the table through mmap) and the TypeScript decoder (src/traces/conntab.ts, offsets
+ * restated there and checked against the sizes the addon exports).
+ *
+ * The table is a BPF_MAP_TYPE_ARRAY (BPF_F_MMAPABLE) of TOA_CONN_WAYS-way sets. The set of a
+ * connection is chosen by its socket peer only (family, peer address, peer port): that is
+ * what an application's server span knows, so user space finds the candidates of a span
+ * in one set without knowing the local address or port.
  */
 #ifndef TOA_CONNTAB_H
 #define TOA_CONNTAB_H
@@ -15,7 +20,7 @@
 /* Key: the accepted socket as the application sees it (v4-mapped IPv6 reported as
  * IPv4, like toa_event). Addresses: IPv4 in the first 4 bytes, rest zero. Ports host order. */
 struct toa_conn_key {
-	__u8 family;     /* enum toa_family */
+	__u8 family;     /* enum toa_family; 0 = empty slot */
 	__u8 pad;
 	__u16 local_port;
 	__u16 peer_port;
@@ -26,7 +31,6 @@ struct toa_conn_key {
 
 struct toa_conn_val {
 	__u64 accept_boot_ns; /* bpf_ktime_get_boot_ns() at accept */
-	__u64 close_boot_ns;  /* 0 while open (or when the close was not seen) */
 	__u64 cgroup_id;      /* cgroup v2 id of the acceptor (0 in sockops mode) */
 	__u32 pid;            /* tgid of the acceptor (0 in sockops mode) */
 	__u16 toa_port;
@@ -36,31 +40,83 @@ struct toa_conn_val {
 	__u8 flags;           /* enum toa_event_flag bits (TOA_FLAG_TOA_V6) */
 	__u8 mode;            /* enum toa_probe_mode */
 	__u8 pad;
-	__u8 toa_addr[16]; /* offset 36; 4 bytes of tail padding follow */
+	__u8 toa_addr[16]; /* offset 28; 4 bytes of tail padding follow */
+};
+
+/* One way of a set. seq is a sequence counter: odd while the kernel writes the slot.
+ * A reader copies key and value between two reads of an equal, even seq. */
+struct toa_conn_slot {
+	__u64 seq; /* 64-bit: BPF atomics on 32-bit words need ALU32 (-mcpu=v3) */
+	struct toa_conn_key key;
+	struct toa_conn_val val;
+};
+
+/* 4 ways: an entry is evicted only after at least 4 newer keys came to its set, so a table of
+ * N entries keeps an entry past N/10 newer connections with 99.9 % probability (2 ways: 98 %;
+ * an LRU hash: always, at about 1 us more per connection) */
+#define TOA_CONN_WAYS 4
+struct toa_conn_set {
+	struct toa_conn_slot way[TOA_CONN_WAYS];
 };
 
 /* Per-CPU counters of the table (array map "conntab_counters", one entry). */
 enum toa_conntab_counter {
-	TOA_CT_INSERTED = 0, /* new keys written */
-	TOA_CT_REPLACED = 1, /* accepts whose key was still in the table (port reuse) */
-	TOA_CT_CLOSED = 2,   /* closes seen for a key in the table */
-	TOA_CT_CLOSE_MISS = 3, /* closes whose key was no longer in the table */
-	TOA_CT_FAILED = 4,   /* updates the kernel refused */
+	TOA_CT_INSERTED = 0, /* connections written into a slot that did not hold their key */
+	TOA_CT_REPLACED = 1, /* connections whose key was still in the table (tuple reuse) */
+	TOA_CT_EVICTED = 2,  /* inserts that overwrote another live key (its set was full) */
+	TOA_CT_BUSY = 3,     /* connections not written: another CPU was writing the same slot */
+	TOA_CT_READ_TORN = 4, /* user space only: slot reads given up while the kernel rewrote it */
 	TOA_CT_MAX = 8,
 };
 
 #define TOA_CONN_KEY_SIZE 40
-#define TOA_CONN_VAL_SIZE 56
+#define TOA_CONN_VAL_SIZE 48
+#define TOA_CONN_SLOT_SIZE 96
+/* a found entry as the C core returns it: key then value */
+#define TOA_CONN_ENTRY_SIZE (TOA_CONN_KEY_SIZE + TOA_CONN_VAL_SIZE)
+/* a query of toa_core_conn_find: family (1), 0 (1), peer port (2, host order), peer address (16) */
+#define TOA_CONN_QUERY_SIZE 20
+
+/* The set of a socket peer: a few multiply/xor rounds over its words (murmur3's mixing
+ * constants). Words: family | peer_port << 16, then the peer address as 4 native-order
+ * u32 (IPv4: the first word, the rest 0). The same code runs in BPF and in the C core. */
+static inline __u32 toa_conn_mix(__u32 h, __u32 w)
+{
+	w *= 0xcc9e2d51u;
+	w = (w << 15) | (w >> 17);
+	w *= 0x1b873593u;
+	h ^= w;
+	h = (h << 13) | (h >> 19);
+	return h * 5 + 0xe6546b64u;
+}
+
+static inline __u32 toa_conn_hash(__u32 family, __u32 peer_port, const __u32 a[4])
+{
+	__u32 h = 0x746f6121u; /* "toa!" */
+
+	h = toa_conn_mix(h, family | peer_port << 16);
+	h = toa_conn_mix(h, a[0]);
+	h = toa_conn_mix(h, a[1]);
+	h = toa_conn_mix(h, a[2]);
+	h = toa_conn_mix(h, a[3]);
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	return h ^ (h >> 16);
+}
 
 #if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 _Static_assert(sizeof(struct toa_conn_key) == TOA_CONN_KEY_SIZE, "toa_conn_key layout changed");
 _Static_assert(sizeof(struct toa_conn_val) == TOA_CONN_VAL_SIZE, "toa_conn_val layout changed");
+_Static_assert(sizeof(struct toa_conn_slot) == TOA_CONN_SLOT_SIZE, "toa_conn_slot layout changed");
 /* offsets restated in src/traces/conntab.ts */
 _Static_assert(__builtin_offsetof(struct toa_conn_key, local_addr) == 8, "toa_conn_key layout changed");
 _Static_assert(__builtin_offsetof(struct toa_conn_key, peer_addr) == 24, "toa_conn_key layout changed");
-_Static_assert(__builtin_offsetof(struct toa_conn_val, pid) == 24, "toa_conn_val layout changed");
-_Static_assert(__builtin_offsetof(struct toa_conn_val, toa_port) == 28, "toa_conn_val layout changed");
-_Static_assert(__builtin_offsetof(struct toa_conn_val, toa_addr) == 36, "toa_conn_val layout changed");
+_Static_assert(__builtin_offsetof(struct toa_conn_val, pid) == 16, "toa_conn_val layout changed");
+_Static_assert(__builtin_offsetof(struct toa_conn_val, toa_port) == 20, "toa_conn_val layout changed");
+_Static_assert(__builtin_offsetof(struct toa_conn_val, toa_addr) == 28, "toa_conn_val layout changed");
+_Static_assert(__builtin_offsetof(struct toa_conn_slot, key) == 8, "toa_conn_slot layout changed");
 #endif
 
 #endif /* TOA_CONNTAB_H */

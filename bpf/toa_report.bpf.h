@@ -28,7 +28,10 @@ const volatile __u64 cfg_wakeup_bytes = 256 * 1024; /* wake the reader past this
 #define TOA_BENCH_SKIP_EMIT 1         /* count the record, do not write it */
 #define TOA_BENCH_SKIP_ESTABLISHED 2  /* PASSIVE_ESTABLISHED returns at once (callbacks only) */
 #define TOA_BENCH_SKIP_MERGE_INSERT 4 /* merge: look the key up, never insert it */
+#define TOA_BENCH_SKIP_SEEN 8         /* no seen array: every key through the merge map (the path before it) */
 const volatile __u32 cfg_bench_skip = 0;
+/* slots of merge_seen - 1 (a power of two - 1); set by user space with the map's size */
+const volatile __u32 cfg_seen_mask = 0;
 
 /* ---- maps ---- */
 
@@ -56,23 +59,51 @@ struct merge_val {
 	__u64 last_report_ns; /* when the last record of this key was written */
 	__u64 last_seen_ns;   /* when the latest merged connection was seen */
 	__u64 pending;        /* connections merged since then (atomic add; taken by merge_claim) */
-	/* The record that opened the window: a sweep reports its addresses and process
-	 * with the time of the latest merged connection. Written only when a record is
-	 * written, so a merged connection touches one cache line (pending, last_seen_ns):
+	/* A connection of the window: the record that opened it, or the first merged
+	 * connection when that record was written without an entry (merge_seen). A sweep
+	 * reports its addresses and process with the time of the latest merged connection.
+	 * Written only when an entry or a record is written, so a merged connection touches
+	 * one cache line (pending, last_seen_ns):
 	 * copying the whole event per merged connection doubled the per-connection cost
 	 * once the keys no longer fit in the cache. */
 	struct toa_event first;
 };
 
-/* Merge window. Inserted by report() on a key's first connection, updated on every
- * connection, reset by the sweep; entries leave by LRU eviction only (an evicted key
- * with pending > 0 would lose counts, so size it above the distinct keys per window). */
+/* Merge window. Inserted by report() on a key's second connection within a window (or
+ * its first when merge_seen cannot tell), updated on every connection, reset by the
+ * sweep; entries leave by LRU eviction only (an evicted key with pending > 0 would lose
+ * counts, so size it above the repeating keys per window). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct toa_merge_key);
 	__type(value, struct merge_val);
 } merge SEC(".maps");
+
+/* A slot of merge_seen: which key wrote a record last through this slot, and when. */
+struct merge_seen_slot {
+	__u64 fp;      /* merge_key_hash() of the key (never 0; 0 = empty slot) */
+	__u64 last_ns; /* when the latest record of that key was written */
+};
+
+/*
+ * Keys seen, so that a key's first connection in a window stays out of the merge map:
+ * with distinct clients, a lookup that misses and an LRU insert per connection for keys
+ * that never repeat were half of the BPF time. Direct-mapped by merge_key_hash() & mask
+ * (an array: the verifier inlines the lookup; no helper call, lock or allocation); user
+ * space sizes it to a power of two >= 2 x merge.maxKeys, or 1 slot with merging off.
+ * Written without atomics: a slot written by two CPUs at once may hold one key's
+ * fingerprint with the other's time. That can only cost merging (an extra record, or a
+ * connection counted in a new entry's pending and reported by the sweep), never counts:
+ * whatever report() reads here, each connection either is its own record or is added to
+ * the pending count of a merge entry that a record or the sweep claims.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 131072);
+	__type(key, __u32);
+	__type(value, struct merge_seen_slot);
+} merge_seen SEC(".maps");
 
 /* Trusted load-balancer ranges (IPv4 stored v4-mapped). Filled by user space from
  * config before attach; read-only here. Empty list => cfg_trust_all. */
@@ -145,15 +176,61 @@ static __always_inline void emit(struct toa_counters *cnt, void *ctx, struct toa
 	}
 }
 
+/* 64-bit hash of a merge key, read as 9 u32 words (report() aligns its key for that). */
+static __always_inline __u64 merge_key_hash(const struct toa_merge_key *key)
+{
+	const __u32 *w = (const __u32 *)key;
+	__u64 h = 0x9e3779b97f4a7c15ULL;
+
+#pragma unroll
+	for (int i = 0; i < sizeof(*key) / 4; i++) {
+		h = (h ^ w[i]) * 0xff51afd7ed558ccdULL;
+		h ^= h >> 32;
+	}
+	h ^= h >> 29;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 32;
+	return h ? h : 1; /* 0 marks an empty slot */
+}
+
+/* The merge_seen slot of a key (NULL when the map is smaller than the mask says). */
+static __always_inline struct merge_seen_slot *merge_seen_slot(__u64 h)
+{
+	__u32 idx = (__u32)h & cfg_seen_mask;
+
+	return bpf_map_lookup_elem(&merge_seen, &idx);
+}
+
+/* t is within the window before now (t > now: another CPU read a later clock) */
+static __always_inline bool in_window(__u64 now, __u64 t)
+{
+	return now - t < cfg_merge_window_ns || now < t;
+}
+
 /*
  * Finish an accept event: trust, merge window, output. The merge key holds the
  * client as it will be reported (trusted TOA, else the peer), so records of one key
  * share their client.address; the peer is not in the key when a TOA is present.
+ *
+ * The key's merge_seen slot decides whether the merge map is needed:
+ *  - the slot holds this key: it was seen. Its entry, if any, merges as always (the
+ *    window counted from the later of the entry's and the slot's last record); with
+ *    no entry, a connection within the window of the slot's record opens one that
+ *    holds it as pending (the sweep or the next record reports it), else it is a record.
+ *  - the slot is empty or its key had no record within the window: this key takes the
+ *    slot and is a record, without touching the merge map (distinct clients: the
+ *    common case; a key kept in the map by a collision may get one record early).
+ *  - the slot holds another key within its window (a collision): the merge map
+ *    decides, as without the slot (the key is looked up, and inserted when new).
+ * So with repeating clients the records are as without the slot: one per key and
+ * window, plus the sweeps.
  */
 static __always_inline void report(struct toa_counters *cnt, void *ctx, struct toa_event *ev, __u64 start_ns)
 {
-	struct toa_merge_key key = {};
+	struct toa_merge_key key __attribute__((aligned(8))) = {};
+	struct merge_seen_slot *seen = NULL;
 	struct merge_val *v;
+	__u64 now, h = 0, seen_ns = 0;
 
 	count(TOA_CNT_CONNECTIONS, 1);
 	ev->type = TOA_EVENT_ACCEPT;
@@ -181,27 +258,61 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 	} else {
 		__builtin_memcpy(key.client_addr, ev->peer_addr, 16);
 	}
+	now = ev->ts_boot_ns;
+
+	if (!(cfg_bench_skip & TOA_BENCH_SKIP_SEEN)) {
+		h = merge_key_hash(&key);
+		seen = merge_seen_slot(h);
+	}
+	if (seen) {
+		__u64 fp = *(volatile __u64 *)&seen->fp;
+
+		seen_ns = *(volatile __u64 *)&seen->last_ns;
+		if (fp != h) {
+			if (fp && in_window(now, seen_ns)) {
+				seen = NULL; /* another key's slot: the merge map decides */
+			} else {
+				seen->fp = h; /* first seen, or not within the window: a record */
+				seen->last_ns = now;
+				emit(cnt, ctx, ev);
+				return;
+			}
+		}
+	}
 
 	v = bpf_map_lookup_elem(&merge, &key);
 	if (!v && !(cfg_bench_skip & TOA_BENCH_SKIP_MERGE_INSERT)) {
+		/* seen, within the window of its record: the entry opens with this connection pending */
+		bool pend = seen && in_window(now, seen_ns);
 		struct merge_val nv = {};
 
-		/* first of its key: BPF_NOEXIST, so a CPU that loses the race to insert
-		 * merges into the winner's entry instead of replacing it (and the counts
-		 * other CPUs already added to it) */
-		nv.last_report_ns = ev->ts_boot_ns;
+		if (seen && !pend) {
+			/* seen, past the window: a record, and no entry yet */
+			ev->since_last_s = (now - seen_ns) / NSEC_PER_SEC;
+			goto record;
+		}
+		nv.last_report_ns = pend ? seen_ns : now;
+		nv.last_seen_ns = now;
+		nv.pending = pend;
 		__builtin_memcpy(&nv.first, ev, sizeof(*ev));
+		/* BPF_NOEXIST, so a CPU that loses the race to insert merges into the winner's
+		 * entry instead of replacing it (and the counts other CPUs already added to it) */
 		if (!bpf_map_update_elem(&merge, &key, &nv, BPF_NOEXIST)) {
+			if (pend) {
+				count(TOA_CNT_MERGED, 1);
+				return;
+			}
 			emit(cnt, ctx, ev);
 			return;
 		}
 		v = bpf_map_lookup_elem(&merge, &key);
 	}
 	if (v) {
-		__u64 now = ev->ts_boot_ns, last = v->last_report_ns;
+		__u64 last = v->last_report_ns;
 
-		/* now < last: another CPU reported this key with a later clock read */
-		if (now - last < cfg_merge_window_ns || now < last) {
+		if (seen && seen_ns > last)
+			last = seen_ns; /* a record written without the entry (a collision moved the slot) */
+		if (in_window(now, last)) {
 			v->last_seen_ns = now;
 			__sync_fetch_and_add(&v->pending, 1);
 			count(TOA_CNT_MERGED, 1);
@@ -214,6 +325,9 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 		v->last_report_ns = now;
 		__builtin_memcpy(&v->first, ev, sizeof(*ev));
 	}
+record:
+	if (seen)
+		seen->last_ns = now;
 	emit(cnt, ctx, ev); /* v == NULL: evicted right after the insert failed, a record of its own */
 }
 
@@ -246,6 +360,14 @@ static long sweep_one(void *map, struct toa_merge_key *key, struct merge_val *v,
 	ev.suppressed = n - 1;
 	ev.since_last_s = (sc->now - v->last_report_ns) / NSEC_PER_SEC;
 	v->last_report_ns = sc->now;
+	if (!(cfg_bench_skip & TOA_BENCH_SKIP_SEEN)) {
+		/* a record of the key: its window restarts, as in the entry */
+		__u64 h = merge_key_hash(key);
+		struct merge_seen_slot *s = merge_seen_slot(h);
+
+		if (s && s->fp == h)
+			s->last_ns = sc->now;
+	}
 	emit(sc->cnt, sc->ctx, &ev);
 	count(TOA_CNT_SWEPT, 1);
 	sc->written++;

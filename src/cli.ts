@@ -1,7 +1,7 @@
 // The `toa-otel` command: run (default), doctor, config --print, --help, --version.
 // Signals are handled here, at the entry point; the Pipeline only knows start()/stop().
 import { dropCapabilitiesAfterAttach, type CapsAddon } from './caps.js';
-import { configMarkdownTable, flagIndex, loadConfig, redactConfig, SCHEMA, flagName, envName, type LoadedConfig } from './config.js';
+import { configMarkdownTable, flagIndex, loadConfig, redactConfig, SCHEMA, flagName, envName, REMOVED_KEYS, removedKeyOfFlag, type LoadedConfig } from './config.js';
 import { ConfigError, ExitCode, ProbeError, UsageError } from './errors.js';
 import { resolveExporter } from './export.js';
 import { createLogger, installDiagLogger, stderrWrite, type Logger } from './log.js';
@@ -76,6 +76,8 @@ export function parseArgs(argv: string[]): ParsedArgs {
       out.cli[flags.get(name.slice(3))!.key] = false;
       continue;
     }
+    const removed = removedKeyOfFlag(name);
+    if (removed) throw new UsageError(`option "--${name}" (${removed}) was removed in ${REMOVED_KEYS[removed]!.since}: ${REMOVED_KEYS[removed]!.why}; delete it`);
     throw new UsageError(`unknown option "${a}" (see toa-otel --help)`);
   }
   if ((out.print || out.table) && out.command !== 'config') throw new UsageError('--print and --table belong to the config command');

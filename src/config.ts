@@ -107,10 +107,8 @@ export interface ToaConfig {
     listen: string;
     /** host:port of the OTLP/gRPC pass-through receiver, or "off". Default 127.0.0.1:4320. */
     grpcListen: string;
-    /** Entries of the kernel connection table (LRU). Default 65536. */
+    /** Entries of the kernel connection table (4-way sets, rounded up to a power of two). Default 65536. */
     connTableMaxEntries: number;
-    /** Seconds after a connection's close during which its spans still match. Default 60. */
-    closeGraceSec: number;
     /** Request bytes in flight to the upstream before new requests get 429. Default 8 MiB. */
     maxInflightBytes: number;
     /** Largest accepted request body (after decompression). Default 16 MiB. */
@@ -397,8 +395,7 @@ export const SCHEMA: Record<string, KeyDef> = {
     check: (v) => (typeof v === 'string' && (v === 'off' || parseListen(v)) ? undefined : 'not off or host:port'),
     coerce: (s) => s.trim(),
   },
-  'traces.connTableMaxEntries': intDef('Entries of the kernel connection table (LRU; evictions are counted): at least the connections accepted per (traces.closeGraceSec + connection lifetime)', 65536, 64, 16777216),
-  'traces.closeGraceSec': intDef('Seconds after a connection closed during which its spans still match (SDKs export spans seconds after they end)', 60, 0, 3600),
+  'traces.connTableMaxEntries': intDef('Entries of the kernel connection table (rounded up to a power of two; 4-way sets by socket peer, evictions counted): a few times the connections accepted during the time their spans take to arrive', 65536, 64, 16777216),
   'traces.maxInflightBytes': intDef('Request bytes being forwarded upstream at once; past it new requests get 429 + Retry-After', 8388608, 65536, 1073741824),
   'traces.maxBodyBytes': intDef('Largest request body accepted (after decompression); larger ones get 413', 16777216, 1024, 268435456),
   'traces.retryAfterSec': intDef('Retry-After seconds sent with 429/503 answers', 5, 1, 300),
@@ -425,6 +422,26 @@ export function envName(key: string): string {
 /** Command-line flag of a key without dashes: kebab case (probe.includeLoopback → probe-include-loopback). */
 export function flagName(key: string): string {
   return SCHEMA[key]?.arg ?? key.replace(/([a-z0-9])([A-Z])/g, '$1-$2').replace(/\./g, '-').toLowerCase();
+}
+
+/** Keys of earlier versions that are gone, and why: a config file, variable or flag that still
+ * sets one is an error naming it (silently ignoring it would hide a changed behaviour). */
+export const REMOVED_KEYS: Readonly<Record<string, { since: string; why: string }>> = {
+  'traces.closeGraceSec': {
+    since: '0.2.0',
+    why: 'the connection table no longer sees closes; an entry matches the spans that start after its accept until a newer connection of the same tuple or an eviction replaces it (size: traces.connTableMaxEntries)',
+  },
+};
+
+/** The issue of a removed key that is still set (where: "in FILE", "from env NAME", ...). */
+function removedIssue(key: string, value: unknown, where: string): ConfigIssue {
+  const r = REMOVED_KEYS[key]!;
+  return { key, value, allowed: `nothing, delete the setting: ${r.why}`, message: `removed in ${r.since} (${where}):` };
+}
+
+/** The removed key a command-line flag (without dashes) named, if any. */
+export function removedKeyOfFlag(name: string): string | undefined {
+  return Object.keys(REMOVED_KEYS).find((k) => flagName(k) === name);
 }
 
 /** Flag name → key, for the CLI parser. */
@@ -534,9 +551,11 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
     }
   }
   for (const key of Object.keys(SCHEMA)) if (env[envName(key)] !== undefined) origin[key] = `env ${envName(key)}`;
+  for (const key of Object.keys(REMOVED_KEYS)) if (env[envName(key)] !== undefined) issues.push(removedIssue(key, env[envName(key)], `set by env ${envName(key)}`));
   for (const [key, raw] of Object.entries(opts.cli ?? {})) {
     if (!(key in SCHEMA)) {
-      issues.push({ key, value: raw, allowed: 'a documented key', message: 'unknown key' });
+      if (REMOVED_KEYS[key] !== undefined) issues.push(removedIssue(key, raw, 'set on the command line'));
+      else issues.push({ key, value: raw, allowed: 'a documented key', message: 'unknown key' });
       continue;
     }
     conf.set(key, typeof raw === 'boolean' ? raw : SCHEMA[key]!.coerce(raw));
@@ -599,6 +618,10 @@ function collectUndeclared(o: unknown, prefix: string, file: string, issues: Con
   for (const [k, v] of Object.entries(o)) {
     const key = prefix ? `${prefix}.${k}` : k;
     if (key in SCHEMA) continue;
+    if (REMOVED_KEYS[key] !== undefined) {
+      issues.push(removedIssue(key, v, `set in ${file}`));
+      continue;
+    }
     const isParent = Object.keys(SCHEMA).some((s) => s.startsWith(key + '.'));
     if (isParent) collectUndeclared(v, key, file, issues);
     else issues.push({ key, value: v, allowed: 'a documented key (see the README config table)', message: `unknown key in ${file}:` });

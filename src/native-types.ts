@@ -45,12 +45,14 @@ export interface NativeProbeOptions {
 
 /** connStats(): the connection table's size and counters (null when the table is off). */
 export interface NativeConnStats {
+  /** slots: traces.connTableMaxEntries rounded up to a power of two */
   maxEntries: number;
-  /** a program stamps close times (sock_ops state callback or tp_btf/inet_sock_set_state) */
-  closeSeen: boolean;
   keySize: number;
   valueSize: number;
-  /** inserted, replaced, closed, close_miss, failed (enum toa_conntab_counter) */
+  /** bytes of a connFind query, entries returned per query (bpf/toa_conntab.h) */
+  querySize: number;
+  ways: number;
+  /** inserted, replaced, evicted, busy (enum toa_conntab_counter), read_torn (user-space reads given up) */
   counters: Record<string, number>;
 }
 
@@ -122,11 +124,12 @@ export interface NativeProbe {
   /** Detaches, runs a final sweep, drains the buffer into onBatch, frees everything. */
   stop(): Promise<void>;
   stats(): NativeStats;
-  /** Connection table entries (key then value, keySize + valueSize bytes each, bpf/toa_conntab.h);
-   * null when the table is off or the probe stopped. */
+  /** Connection table entries of socket peers, read through the table's mmap: queries of
+   * querySize bytes (family, 0, peer port LE, peer address) in, `ways` entries per query out
+   * (key then value, keySize + valueSize bytes; found first, family 0 = none); null when off. */
+  connFind?(queries: Buffer): Buffer | null;
+  /** Every live entry (key then value); tests and tools. */
   connDump?(): Buffer | null;
-  /** Exact lookup by a packed key (bpf/toa_conntab.h struct toa_conn_key); null when absent. */
-  connLookup?(key: Buffer): Buffer | null;
   connStats?(): NativeConnStats | null;
 }
 

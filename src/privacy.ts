@@ -18,7 +18,7 @@ export const MIN_HMAC_KEY_BYTES = 16;
 export const HMAC_HEX_CHARS = 32;
 
 /** 16 bytes of an IPv6 address (`::` and an embedded IPv4 tail allowed), or undefined. */
-function ipv6Bytes(addr: string): number[] | undefined {
+export function ipv6Bytes(addr: string): number[] | undefined {
   if (!isIPv6(addr)) return undefined;
   let text = addr;
   const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);

@@ -183,7 +183,7 @@ class Probe : public Napi::ObjectWrap<Probe> {
                        {InstanceMethod("start", &Probe::Start), InstanceMethod("sweep", &Probe::Sweep),
                         InstanceMethod("synthesize", &Probe::Synthesize),
                         InstanceMethod("stop", &Probe::Stop), InstanceMethod("stats", &Probe::Stats),
-                        InstanceMethod("connDump", &Probe::ConnDump), InstanceMethod("connLookup", &Probe::ConnLookup),
+                        InstanceMethod("connDump", &Probe::ConnDump), InstanceMethod("connFind", &Probe::ConnFind),
                         InstanceMethod("connStats", &Probe::ConnStats)});
   }
 
@@ -374,42 +374,48 @@ class Probe : public Napi::ObjectWrap<Probe> {
     return deferred.Promise();
   }
 
-  // Connection table (trace enrichment). connDump() -> Buffer of entries (key then value,
-  // TOA_CONN_ENTRY_SIZE bytes each) or null when the table is off / the probe is stopped.
+  // Connection table (trace enrichment), read through its mmap (bpf/toa_conntab.h).
+  // connFind(queries: Buffer of n TOA_CONN_QUERY_SIZE-byte queries) -> Buffer of
+  // n * TOA_CONN_WAYS entries (key then value; family 0 = none) or null when the table is off.
+  // One call per OTLP request: the span enrichment packs every socket peer it needs.
+  Napi::Value ConnFind(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsBuffer() || info[0].As<Napi::Buffer<uint8_t>>().Length() % TOA_CONN_QUERY_SIZE != 0)
+      throw Napi::TypeError::New(env, "connFind(queries): a Buffer of " + std::to_string(TOA_CONN_QUERY_SIZE) + "-byte queries");
+    if (!core_ || !cfg_.conntab_max_entries) return env.Null();
+    Napi::Buffer<uint8_t> q = info[0].As<Napi::Buffer<uint8_t>>();
+    uint32_t n = (uint32_t)(q.Length() / TOA_CONN_QUERY_SIZE);
+    Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, (size_t)n * TOA_CONN_WAYS * TOA_CONN_ENTRY_SIZE);
+    int r = toa_core_conn_find(core_, q.Data(), n, out.Data());
+    if (r < 0) return env.Null();
+    return out;
+  }
+
+  // connDump() -> Buffer of every live entry (key then value, TOA_CONN_ENTRY_SIZE bytes each)
+  // or null when the table is off / the probe is stopped. Tests and tools only.
   Napi::Value ConnDump(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
-    if (!core_ || !cfg_.conntab_max_entries) return env.Null();
-    std::vector<uint8_t> buf((size_t)cfg_.conntab_max_entries * TOA_CONN_ENTRY_SIZE);
-    int n = toa_core_conn_dump(core_, buf.data(), cfg_.conntab_max_entries);
+    uint64_t c[TOA_CT_MAX];
+    uint32_t max = 0;
+    if (!core_ || !cfg_.conntab_max_entries || toa_core_conn_counters(core_, c, &max)) return env.Null();
+    std::vector<uint8_t> buf((size_t)max * TOA_CONN_ENTRY_SIZE);
+    int n = toa_core_conn_dump(core_, buf.data(), max);
     if (n < 0) throw ProbeError(env, toa_err_code(-n), std::string("connection table dump failed: ") + strerror(-n));
     return Napi::Buffer<uint8_t>::Copy(env, buf.data(), (size_t)n * TOA_CONN_ENTRY_SIZE);
   }
 
-  // connLookup(key: Buffer of TOA_CONN_KEY_SIZE bytes) -> value Buffer or null
-  Napi::Value ConnLookup(const Napi::CallbackInfo &info) {
-    Napi::Env env = info.Env();
-    if (!info[0].IsBuffer() || info[0].As<Napi::Buffer<uint8_t>>().Length() != TOA_CONN_KEY_SIZE)
-      throw Napi::TypeError::New(env, "connLookup(key): key must be a Buffer of " + std::to_string(TOA_CONN_KEY_SIZE) + " bytes");
-    if (!core_) return env.Null();
-    struct toa_conn_key key;
-    struct toa_conn_val val;
-    memcpy(&key, info[0].As<Napi::Buffer<uint8_t>>().Data(), sizeof(key));
-    if (toa_core_conn_lookup(core_, &key, &val)) return env.Null();
-    return Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<uint8_t *>(&val), sizeof(val));
-  }
-
-  // connStats() -> {maxEntries, closeSeen, keySize, valueSize, counters: {inserted, ...}} or null when off
+  // connStats() -> {maxEntries, keySize, valueSize, querySize, ways, counters: {inserted, ...}} or null when off
   Napi::Value ConnStats(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     uint64_t c[TOA_CT_MAX];
     uint32_t max = 0;
-    bool close_seen = false;
-    if (!core_ || toa_core_conn_counters(core_, c, &max, &close_seen)) return env.Null();
+    if (!core_ || toa_core_conn_counters(core_, c, &max)) return env.Null();
     Napi::Object o = Napi::Object::New(env);
     o.Set("maxEntries", max);
-    o.Set("closeSeen", close_seen);
     o.Set("keySize", TOA_CONN_KEY_SIZE);
     o.Set("valueSize", TOA_CONN_VAL_SIZE);
+    o.Set("querySize", TOA_CONN_QUERY_SIZE);
+    o.Set("ways", TOA_CONN_WAYS);
     Napi::Object counters = Napi::Object::New(env);
     for (int i = 0; i < TOA_CT_MAX; i++)
       if (toa_conntab_counter_name(i)) counters.Set(toa_conntab_counter_name(i), Napi::Number::New(env, (double)c[i]));

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,7 +47,7 @@ struct toa_core {
 	bool detached;       /* toa_core_detach ran: the next sweep is the final one */
 	bool claim_xchg; /* merge window claims with BPF_XCHG (kernel >= 5.12) */
 	struct toa_buffer buf;
-	struct bpf_link *links[6]; /* accept probe, sock_ops, getpeername4, getpeername6, conntab close */
+	struct bpf_link *links[6]; /* accept probe, sock_ops, getpeername4, getpeername6 */
 	int nlinks;
 	toa_log_fn log;
 	void *log_user;
@@ -54,8 +55,11 @@ struct toa_core {
 	void *cb_user;
 	struct toa_refusal refusals[4];
 	int nrefusals;
-	uint32_t conntab_max; /* 0 = connection table off */
-	bool conntab_close;   /* a program stamps close times */
+	uint32_t conntab_max;  /* configured entries; 0 = connection table off */
+	uint32_t conntab_sets; /* sets of TOA_CONN_WAYS slots (a power of two) */
+	const struct toa_conn_set *conntab_mem; /* the table, mmapped read-only (NULL when off) */
+	size_t conntab_len;
+	uint64_t conntab_torn; /* slot reads given up: the kernel kept rewriting the slot */
 	bool listen_owner;    /* sockops mode: records carry the listener's owner (bpf/toa_listen.bpf.h) */
 };
 
@@ -432,6 +436,9 @@ static void on_perf_lost(void *ctx, int cpu, uint64_t cnt)
 
 static void release(struct toa_core *c)
 {
+	if (c->conntab_mem)
+		munmap((void *)c->conntab_mem, c->conntab_len);
+	c->conntab_mem = NULL;
 	for (int i = 0; i < c->nlinks; i++)
 		bpf_link__destroy(c->links[i]);
 	c->nlinks = 0;
@@ -580,6 +587,7 @@ static void set_rodata(struct toa_core *c, const struct attempt *a, const struct
 	r->cfg_use_ringbuf = c->buf.ring;
 	r->cfg_wakeup_bytes = wakeup_bytes(cfg);
 	r->cfg_conntab = cfg->conntab_max_entries > 0;
+	r->cfg_conntab_cmpxchg = c->claim_xchg;
 	r->cfg_rewrite_peer = a->rewrite;
 	r->cfg_rewrite_all_ports = cfg->rewrite_ports_n == 0;
 	r->cfg_hold_early_accept = a->hold;
@@ -594,11 +602,35 @@ static void set_rodata(struct toa_core *c, const struct attempt *a, const struct
 		      "records carry no listener owner (process.*, container.id): the kernel lacks bpf_get_netns_cookie in sock_ops (< 5.15), or the current-task helpers there and BTF for the fallback");
 }
 
+/* Sets of the connection table: entries rounded up to a power of two, TOA_CONN_WAYS per set. */
+static uint32_t conntab_sets(uint32_t entries)
+{
+	uint32_t n = TOA_CONN_WAYS;
+
+	while (n < entries && n < (1u << 30))
+		n <<= 1;
+	return entries ? n / TOA_CONN_WAYS : 1;
+}
+
+/* Slots of merge_seen: a power of two >= 2 x the merge map (at most 2^25: merge.maxKeys <= 2^24). */
+static __u32 merge_seen_slots(uint32_t merge_keys)
+{
+	__u32 n = 2;
+
+	while (n < 2ULL * merge_keys && n < (1U << 25))
+		n <<= 1;
+	return n;
+}
+
 static void size_maps(struct toa_core *c, const struct attempt *a, const struct toa_core_config *cfg)
 {
 	struct toa_bpf *s = c->skel;
+	/* the seen slots of the merge window (bpf/toa_report.bpf.h merge_seen) */
+	__u32 seen = cfg->merge_window_s ? merge_seen_slots(cfg->merge_max_keys) : 1;
 
 	bpf_map__set_max_entries(s->maps.merge, cfg->merge_max_keys ? cfg->merge_max_keys : 1);
+	bpf_map__set_max_entries(s->maps.merge_seen, seen);
+	s->rodata->cfg_seen_mask = seen - 1;
 	/* benchmark hook, read only when set (bench/bpf-cost.ts; bpf/toa_report.bpf.h) */
 	if (getenv("TOA_OTEL_BENCH_SKIP"))
 		s->rodata->cfg_bench_skip = (__u32)strtoul(getenv("TOA_OTEL_BENCH_SKIP"), NULL, 0);
@@ -608,7 +640,11 @@ static void size_maps(struct toa_core *c, const struct attempt *a, const struct 
 	if (!a->need_sockops || a->mode != TOA_MODE_SOCKOPS)
 		bpf_map__set_max_entries(s->maps.pending, a->need_sockops ? 16384 : 1);
 	c->conntab_max = cfg->conntab_max_entries;
-	bpf_map__set_max_entries(s->maps.conntab, cfg->conntab_max_entries ? cfg->conntab_max_entries : 1);
+	c->conntab_sets = conntab_sets(cfg->conntab_max_entries);
+	s->rodata->cfg_conntab_set_mask = c->conntab_sets - 1;
+	bpf_map__set_max_entries(s->maps.conntab, c->conntab_sets);
+	if (!c->conntab_max) /* BPF_F_MMAPABLE needs 5.5: not asked for when the table is off */
+		bpf_map__set_map_flags(s->maps.conntab, 0);
 	if (!a->hold)
 		bpf_map__set_max_entries(s->maps.held, 1);
 	/* kernels before 5.2 have no socket storage: create it only for the mode */
@@ -634,8 +670,6 @@ static void select_programs(struct toa_core *c, const struct attempt *a, const s
 	bpf_program__set_autoload(s->progs.rewrite_getpeername6, a->rewrite);
 	c->sweep_loaded = (cfg->merge_window_s || a->hold) && have_for_each_map_elem();
 	bpf_program__set_autoload(s->progs.sweep, c->sweep_loaded);
-	/* close times: sock_ops state callbacks in sockops mode, this tracepoint in the others */
-	bpf_program__set_autoload(s->progs.conntab_state, cfg->conntab_max_entries && mode != TOA_MODE_SOCKOPS && a->btf);
 	if (cfg->merge_window_s && !c->sweep_loaded)
 		logf_(c->log, c->log_user, TOA_LOG_WARN,
 		      "kernel lacks bpf_for_each_map_elem (< 5.13): merged counts are reported by the next connection of each key only");
@@ -795,26 +829,22 @@ static int attach_sockops(struct toa_core *c, const struct attempt *a)
 	return 0;
 }
 
-/* Close times of the connection table; without them an entry matches spans until it is
- * evicted (logged, not fatal: the accept side works). */
-static void attach_conntab_close(struct toa_core *c, const struct attempt *a)
+/* The connection table, read-only for user space: lookups read it directly (no syscall). */
+static int map_conntab(struct toa_core *c, int mode)
 {
-	struct bpf_program *p = c->skel->progs.conntab_state;
+	size_t len = (size_t)c->conntab_sets * sizeof(struct toa_conn_set);
+	long page = sysconf(_SC_PAGESIZE);
+	void *p;
 
-	c->conntab_close = false;
 	if (!c->conntab_max)
-		return;
-	if (a->mode == TOA_MODE_SOCKOPS) {
-		c->conntab_close = true; /* BPF_SOCK_OPS_STATE_CB in the sock_ops program */
-		return;
-	}
-	if (bpf_program__fd(p) >= 0 && !add_link(c, bpf_program__attach(p))) {
-		c->conntab_close = true;
-		return;
-	}
-	logf_(c->log, c->log_user, TOA_LOG_WARN,
-	      "connection table: close times unavailable in %s mode (tp_btf/inet_sock_set_state %s); entries match until evicted",
-	      toa_mode_name(a->mode), a->btf ? "did not attach" : "needs kernel BTF");
+		return 0;
+	len = (len + (size_t)page - 1) / (size_t)page * (size_t)page;
+	p = mmap(NULL, len, PROT_READ, MAP_SHARED, bpf_map__fd(c->skel->maps.conntab), 0);
+	if (p == MAP_FAILED)
+		return refuse(c, mode, errno, "failed to mmap the connection table (%zu bytes): %s", len, strerror(errno));
+	c->conntab_mem = p;
+	c->conntab_len = len;
+	return 0;
 }
 
 static int fill_rewrite_ports(struct toa_core *c, const struct toa_core_config *cfg)
@@ -872,6 +902,7 @@ static int load_bench(struct toa_core *c, const struct toa_core_config *cfg)
 	bpf_program__set_autoload(b->progs.merge_hammer, false);
 	bpf_program__set_autoload(b->progs.sweep, false);
 	bpf_map__set_max_entries(b->maps.merge, 1);
+	bpf_map__set_max_entries(b->maps.merge_seen, 1);
 	bpf_map__set_max_entries(b->maps.merge_claims, 1);
 	err = bpf_map__reuse_fd(b->maps.events, bpf_map__fd(c->skel->maps.events));
 	if (!err)
@@ -947,7 +978,7 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 	if (!err)
 		err = attach_sockops(c, &a);
 	if (!err)
-		attach_conntab_close(c, &a);
+		err = map_conntab(c, mode);
 	if (!err)
 		err = attach_rewrite(c, &a);
 	if (!err && cfg->synth)
@@ -1212,77 +1243,83 @@ const char *toa_conntab_counter_name(int idx)
 	switch (idx) {
 	case TOA_CT_INSERTED: return "inserted";
 	case TOA_CT_REPLACED: return "replaced";
-	case TOA_CT_CLOSED: return "closed";
-	case TOA_CT_CLOSE_MISS: return "close_miss";
-	case TOA_CT_FAILED: return "failed";
+	case TOA_CT_EVICTED: return "evicted";
+	case TOA_CT_BUSY: return "busy";
+	case TOA_CT_READ_TORN: return "read_torn";
 	default: return NULL;
 	}
 }
 
-int toa_core_conn_lookup(struct toa_core *c, const struct toa_conn_key *key, struct toa_conn_val *val)
+/*
+ * Copy one slot (key then value, TOA_CONN_ENTRY_SIZE bytes) as the kernel last wrote it:
+ * between two reads of the same even sequence (bpf/toa_conntab.bpf.h writes it odd, then
+ * even). Retried while the kernel writes; false when the slot is empty or kept changing.
+ */
+static bool conn_read_slot(struct toa_core *c, const struct toa_conn_slot *s, uint8_t *out)
 {
-	if (!c->skel || !c->conntab_max)
-		return -ENOENT;
-	if (bpf_map_lookup_elem(bpf_map__fd(c->skel->maps.conntab), key, val))
-		return -errno;
-	return 0;
+	for (int i = 0; i < 100; i++) {
+		uint64_t seq = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
+
+		if (seq & 1)
+			continue; /* a writer is in the slot: a few stores, soon done */
+		memcpy(out, &s->key, TOA_CONN_ENTRY_SIZE);
+		__atomic_thread_fence(__ATOMIC_ACQUIRE); /* the copy completes before the re-read */
+		if (__atomic_load_n(&s->seq, __ATOMIC_RELAXED) == seq)
+			return out[0] != 0; /* family 0: never written */
+	}
+	c->conntab_torn++;
+	return false;
 }
 
-/* key-by-key walk: kernels/maps without BPF_MAP_LOOKUP_BATCH */
-static int conn_dump_walk(int fd, uint8_t *buf, uint32_t max)
+int toa_core_conn_find(struct toa_core *c, const void *queries, uint32_t n, void *out)
 {
-	struct toa_conn_key k, next;
-	uint32_t n = 0;
-	void *prev = NULL;
+	const uint8_t *q = queries;
+	uint8_t *o = out;
+	int found = 0;
 
-	while (n < max && !bpf_map_get_next_key(fd, prev, &next)) {
-		k = next;
-		prev = &k;
-		if (bpf_map_lookup_elem(fd, &k, buf + (size_t)n * TOA_CONN_ENTRY_SIZE + TOA_CONN_KEY_SIZE))
-			continue; /* evicted between the two calls */
-		memcpy(buf + (size_t)n * TOA_CONN_ENTRY_SIZE, &k, TOA_CONN_KEY_SIZE);
-		n++;
+	if (!c->conntab_mem)
+		return -ENOENT;
+	memset(out, 0, (size_t)n * TOA_CONN_WAYS * TOA_CONN_ENTRY_SIZE);
+	for (uint32_t i = 0; i < n; i++, q += TOA_CONN_QUERY_SIZE) {
+		uint16_t port;
+		uint32_t a[4];
+		const struct toa_conn_set *set;
+		uint8_t *dst = o + (size_t)i * TOA_CONN_WAYS * TOA_CONN_ENTRY_SIZE;
+
+		memcpy(&port, q + 2, 2);
+		memcpy(a, q + 4, 16);
+		set = &c->conntab_mem[toa_conn_hash(q[0], port, a) & (c->conntab_sets - 1)];
+		for (int w = 0; w < TOA_CONN_WAYS; w++) {
+			const struct toa_conn_key *k = (const struct toa_conn_key *)dst;
+
+			if (!conn_read_slot(c, &set->way[w], dst))
+				continue;
+			if (k->family != q[0] || k->peer_port != port || memcmp(k->peer_addr, a, 16)) {
+				memset(dst, 0, TOA_CONN_ENTRY_SIZE); /* another peer of the same set */
+				continue;
+			}
+			dst += TOA_CONN_ENTRY_SIZE;
+			found++;
+		}
 	}
-	return (int)n;
+	return found;
 }
 
 int toa_core_conn_dump(struct toa_core *c, void *out, uint32_t max)
 {
-	enum { CHUNK = 4096 };
-	static struct toa_conn_key keys[CHUNK];
-	static struct toa_conn_val vals[CHUNK];
-	uint8_t *buf = out;
-	uint32_t n = 0, batch = 0;
-	bool first = true;
-	int fd, err = 0;
+	uint8_t *o = out;
+	uint32_t n = 0;
 
-	if (!c->skel || !c->conntab_max)
+	if (!c->conntab_mem)
 		return -ENOENT;
-	fd = bpf_map__fd(c->skel->maps.conntab);
-	LIBBPF_OPTS(bpf_map_batch_opts, opts);
-	/* BPF_MAP_LOOKUP_BATCH: a few syscalls for the whole table (static chunk: one dumper at a time,
-	 * the addon calls this from the JS thread only) */
-	while (n < max) {
-		__u32 count = max - n < CHUNK ? max - n : CHUNK;
-
-		err = bpf_map_lookup_batch(fd, first ? NULL : &batch, &batch, keys, vals, &count, &opts);
-		if (err && errno != ENOENT) {
-			if (first && (errno == EINVAL || errno == ENOTSUP || errno == EOPNOTSUPP))
-				return conn_dump_walk(fd, buf, max);
-			return -errno;
-		}
-		for (__u32 i = 0; i < count; i++, n++) {
-			memcpy(buf + (size_t)n * TOA_CONN_ENTRY_SIZE, &keys[i], TOA_CONN_KEY_SIZE);
-			memcpy(buf + (size_t)n * TOA_CONN_ENTRY_SIZE + TOA_CONN_KEY_SIZE, &vals[i], TOA_CONN_VAL_SIZE);
-		}
-		first = false;
-		if (err) /* ENOENT: the last batch */
-			break;
-	}
+	for (uint32_t i = 0; i < c->conntab_sets; i++)
+		for (int w = 0; w < TOA_CONN_WAYS && n < max; w++)
+			if (conn_read_slot(c, &c->conntab_mem[i].way[w], o + (size_t)n * TOA_CONN_ENTRY_SIZE))
+				n++;
 	return (int)n;
 }
 
-int toa_core_conn_counters(struct toa_core *c, uint64_t out[TOA_CT_MAX], uint32_t *max_entries, bool *close_seen)
+int toa_core_conn_counters(struct toa_core *c, uint64_t out[TOA_CT_MAX], uint32_t *max_entries)
 {
 	int ncpu = libbpf_num_possible_cpus();
 	__u32 zero = 0;
@@ -1291,8 +1328,7 @@ int toa_core_conn_counters(struct toa_core *c, uint64_t out[TOA_CT_MAX], uint32_
 	memset(out, 0, sizeof(uint64_t) * TOA_CT_MAX);
 	if (!c->skel || !c->conntab_max || ncpu <= 0)
 		return -ENOENT;
-	*max_entries = c->conntab_max;
-	*close_seen = c->conntab_close;
+	*max_entries = c->conntab_sets * TOA_CONN_WAYS;
 	vals = calloc((size_t)ncpu * TOA_CT_MAX, sizeof(__u64));
 	if (!vals)
 		return -ENOMEM;
@@ -1301,6 +1337,7 @@ int toa_core_conn_counters(struct toa_core *c, uint64_t out[TOA_CT_MAX], uint32_
 			for (int i = 0; i < TOA_CT_MAX; i++)
 				out[i] += vals[(size_t)cpu * TOA_CT_MAX + i];
 	free(vals);
+	out[TOA_CT_READ_TORN] = c->conntab_torn;
 	return 0;
 }
 

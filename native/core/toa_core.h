@@ -114,16 +114,18 @@ int toa_core_mode(const struct toa_core *c);
 int toa_core_stats(struct toa_core *c, struct toa_core_stats *st);
 
 /* ---- connection table (trace enrichment; cfg.conntab_max_entries > 0) ---- */
-/* One dumped entry: key then value, back to back (TOA_CONN_KEY_SIZE + TOA_CONN_VAL_SIZE bytes). */
-#define TOA_CONN_ENTRY_SIZE (TOA_CONN_KEY_SIZE + TOA_CONN_VAL_SIZE)
-/* Copy up to max entries into buf (max * TOA_CONN_ENTRY_SIZE bytes); returns the count or -errno
- * (-ENOENT when the table is off). Entries change while dumped: a consistent-enough snapshot. */
+/* Reads go through the mmapped table (bpf/toa_conntab.h); an entry is never returned torn.
+ * Find the entries of n socket peers: queries holds n TOA_CONN_QUERY_SIZE-byte queries
+ * (family, 0, peer port in host order, peer address as in toa_conn_key); out gets
+ * TOA_CONN_WAYS entries (key then value, TOA_CONN_ENTRY_SIZE bytes) per query, the found
+ * ones first, the rest zero (family 0). Returns the number found, -ENOENT when off. */
+int toa_core_conn_find(struct toa_core *c, const void *queries, uint32_t n, void *out);
+/* Copy up to max live entries into buf (max * TOA_CONN_ENTRY_SIZE bytes); returns the count
+ * or -ENOENT when the table is off. For tests and toa-probe: the table is not copied in service. */
 int toa_core_conn_dump(struct toa_core *c, void *buf, uint32_t max);
-/* Exact lookup: 0 and *val filled, -ENOENT when absent or the table is off. */
-int toa_core_conn_lookup(struct toa_core *c, const struct toa_conn_key *key, struct toa_conn_val *val);
 /* Counters of the table summed over CPUs (enum toa_conntab_counter); -ENOENT when off.
- * *max_entries gets the table size; *close_seen whether a close program is attached. */
-int toa_core_conn_counters(struct toa_core *c, uint64_t out[TOA_CT_MAX], uint32_t *max_entries, bool *close_seen);
+ * *max_entries gets the table size (slots: entries rounded up to a power of two). */
+int toa_core_conn_counters(struct toa_core *c, uint64_t out[TOA_CT_MAX], uint32_t *max_entries);
 const char *toa_conntab_counter_name(int idx);
 
 const char *toa_mode_name(int mode);

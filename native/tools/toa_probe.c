@@ -96,6 +96,30 @@ static int print_event(const struct toa_event *ev, void *user)
 	return 0;
 }
 
+/* The table as user space reads it (mmap): entries present, and how many of them a find by
+ * their socket peer returns (the kernel matrix checks both against the connections made). */
+static void print_conntab_reads(struct toa_core *c, uint32_t max)
+{
+	uint8_t *all = calloc(max, TOA_CONN_ENTRY_SIZE);
+	uint8_t q[TOA_CONN_QUERY_SIZE], out[TOA_CONN_WAYS * TOA_CONN_ENTRY_SIZE];
+	int n = all ? toa_core_conn_dump(c, all, max) : -ENOMEM;
+	int found = 0;
+
+	for (int i = 0; i < n; i++) {
+		const struct toa_conn_key *k = (const struct toa_conn_key *)(all + (size_t)i * TOA_CONN_ENTRY_SIZE);
+
+		memset(q, 0, sizeof(q));
+		q[0] = k->family;
+		memcpy(q + 2, &k->peer_port, 2);
+		memcpy(q + 4, k->peer_addr, 16);
+		if (toa_core_conn_find(c, q, 1, out) > 0)
+			for (int w = 0; w < TOA_CONN_WAYS; w++)
+				found += !memcmp(out + w * TOA_CONN_ENTRY_SIZE, k, TOA_CONN_ENTRY_SIZE);
+	}
+	printf(",\"conntab_present\":%d,\"conntab_found\":%d", n, found);
+	free(all);
+}
+
 static void print_stats(struct toa_core *c)
 {
 	struct toa_core_stats st;
@@ -110,14 +134,14 @@ static void print_stats(struct toa_core *c)
 	{
 		uint64_t ct[TOA_CT_MAX];
 		uint32_t max = 0;
-		bool close_seen = false;
 
 		/* the connection table of trace enrichment (--conntab): flat keys for the guest's stat_of */
-		if (!toa_core_conn_counters(c, ct, &max, &close_seen)) {
-			printf(",\"conntab_max\":%u,\"conntab_close_seen\":%d", max, close_seen ? 1 : 0);
+		if (!toa_core_conn_counters(c, ct, &max)) {
+			printf(",\"conntab_max\":%u", max);
 			for (int i = 0; i < TOA_CT_MAX; i++)
 				if (toa_conntab_counter_name(i))
 					printf(",\"conntab_%s\":%llu", toa_conntab_counter_name(i), (unsigned long long)ct[i]);
+			print_conntab_reads(c, max);
 		}
 	}
 	printf(",\"programs\":[");

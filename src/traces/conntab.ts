@@ -1,16 +1,20 @@
-// The kernel connection table (bpf/toa_conntab.h) as seen from user space: decode a dump,
-// index it by socket peer, and pick the entry a server span belongs to. Pure logic apart
-// from ConnTable, which owns the refresh from the addon.
+// The kernel connection table (bpf/toa_conntab.h) as seen from user space: pack the socket
+// peers of a request's spans into one lookup, decode the entries found, and pick the entry a
+// server span belongs to. Pure logic apart from ConnTable, which calls the addon.
 import { isIPv4, isIPv6 } from 'node:net';
 import { formatIPv4, formatIPv6 } from '../decode.js';
+import { ipv6Bytes } from '../privacy.js';
 
-/** Sizes and offsets of struct toa_conn_key / toa_conn_val (bpf/toa_conntab.h); checked
- * against the sizes the addon reports (connStats) before a dump is decoded. */
+/** Sizes and offsets of struct toa_conn_key / toa_conn_val and of a query (bpf/toa_conntab.h);
+ * checked against the sizes the addon reports (connStats) before the table is used. */
 export const CONN_KEY_SIZE = 40;
-export const CONN_VAL_SIZE = 56;
+export const CONN_VAL_SIZE = 48;
 export const CONN_ENTRY_SIZE = CONN_KEY_SIZE + CONN_VAL_SIZE;
+export const CONN_QUERY_SIZE = 20;
+/** entries a query can return (the ways of a set) */
+export const CONN_WAYS = 4;
 const K = { family: 0, localPort: 2, peerPort: 4, localAddr: 8, peerAddr: 24 } as const;
-const V = { accept: 0, close: 8, cgroup: 16, pid: 24, toaPort: 28, toaSource: 30, toaKind: 31, toaTrusted: 32, flags: 33, mode: 34, toaAddr: 36 } as const;
+const V = { accept: 0, cgroup: 8, pid: 16, toaPort: 20, toaSource: 22, toaKind: 23, toaTrusted: 24, flags: 25, mode: 26, toaAddr: 28 } as const;
 const TOA_FLAG_TOA_V6 = 1 << 3;
 /** enum toa_source names as the log records spell them (src/decode.ts lowercases the C names) */
 const SOURCES = ['', 'module', 'packet_ack', 'packet_syn'] as const;
@@ -21,9 +25,8 @@ export interface ConnEntry {
   localPort: number;
   peerAddr: string;
   peerPort: number;
-  /** boot-time ns of the accept / close (0n = still open or close not seen) */
+  /** boot-time ns of the accept */
   acceptBootNs: bigint;
-  closeBootNs: bigint;
   cgroupId: bigint;
   /** acceptor's pid; 0 when unknown (sockops mode) */
   pid: number;
@@ -35,8 +38,9 @@ export interface ConnEntry {
   toaPort: number;
 }
 
-/** Decodes the entry at byte offset o of a connDump() buffer. The local and peer address texts
- * are made when first read (a span's lookup usually needs neither: it found the entry by them). */
+/** Decodes the entry (key then value) at byte offset o of a connFind()/connDump() buffer. The
+ * local and peer address texts are made when first read (a span's lookup usually needs neither:
+ * it found the entry by them). */
 export function decodeConnEntry(buf: Buffer, o: number): ConnEntry {
   const v = o + CONN_KEY_SIZE;
   const family = buf[o + K.family] === 6 ? 6 : 4;
@@ -55,7 +59,6 @@ export function decodeConnEntry(buf: Buffer, o: number): ConnEntry {
     },
     peerPort: buf.readUInt16LE(o + K.peerPort),
     acceptBootNs: buf.readBigUInt64LE(v + V.accept),
-    closeBootNs: buf.readBigUInt64LE(v + V.close),
     cgroupId: buf.readBigUInt64LE(v + V.cgroup),
     pid: buf.readUInt32LE(v + V.pid),
     toaSource: SOURCES[src] ?? `unknown(${src})`,
@@ -73,18 +76,11 @@ export function decodeConnDump(buf: Buffer): ConnEntry[] {
   return out;
 }
 
-/** Index key of a socket peer: a number for IPv4 (address * 65536 + port), text for IPv6. */
-function peerIndexKey(buf: Buffer, o: number): number | string {
-  const port = buf.readUInt16LE(o + K.peerPort);
-  if (buf[o + K.family] !== 6) return buf.readUInt32BE(o + K.peerAddr) * 65536 + port;
-  return `${formatIPv6(buf, o + K.peerAddr)}|${port}`;
-}
-
 /** IPv4 address (canonical text) → its number * 65536; spans of a host name few peers (the balancer's local addresses) */
 const v4Base = new Map<string, number>();
 
-/** The same key from a canonical address (canonicalAddress) and a port. */
-function peerIndexKeyOf(addr: string, port: number): number | string {
+/** Key of a socket peer (canonical address, port) within a request: a number for IPv4 (address * 65536 + port), text for IPv6. */
+function peerKeyOf(addr: string, port: number): number | string {
   let base = v4Base.get(addr);
   if (base === undefined) {
     if (!isIPv4(addr)) return `${addr}|${port}`;
@@ -144,24 +140,23 @@ export type MatchResult =
 export interface MatchOptions {
   /** CLOCK_REALTIME - CLOCK_BOOTTIME, ns */
   bootToUnixNs: bigint;
-  /** spans still match this long after the close */
-  closeGraceNs: bigint;
   /** a span may start this much before the accept was stamped (clock reads differ) */
   slackNs?: bigint;
 }
 
 /**
- * The entry a server span belongs to, among the table entries with its socket peer:
- * those whose [accept, close + grace] holds the span start, narrowed by the local address/port
- * and the acceptor pid when the span has them. Several left: when they agree on the client
- * (same TOA, same trust) any will do; otherwise the span is left alone (ambiguous), since the
- * tuple exists in several network namespaces or was reused inside the window.
+ * The entry a server span belongs to, among the table entries with its socket peer: those
+ * accepted before the span started, narrowed by the local address/port and the acceptor pid
+ * when the span has them. The table holds the last connection of each tuple (a newer one
+ * replaces it), so a span of a closed connection still matches until then. Several left:
+ * when they agree on the client (same TOA, same trust) any will do; otherwise the span is
+ * left alone (ambiguous): the peer has connections to several local sockets (ports, or
+ * network namespaces) and nothing tells which one the span's is.
  */
 export function matchSpan(candidates: readonly ConnEntry[] | undefined, h: SpanHints, o: MatchOptions): MatchResult {
   if (!candidates || candidates.length === 0) return { ok: false, reason: 'not_in_table' };
   const slack = o.slackNs ?? 1_000_000_000n;
-  const within = (e: ConnEntry) =>
-    h.startUnixNs + slack >= e.acceptBootNs + o.bootToUnixNs && (e.closeBootNs === 0n || h.startUnixNs <= e.closeBootNs + o.bootToUnixNs + o.closeGraceNs);
+  const within = (e: ConnEntry) => h.startUnixNs + slack >= e.acceptBootNs + o.bootToUnixNs;
   if (candidates.length === 1) return within(candidates[0]!) ? { ok: true, entry: candidates[0]! } : { ok: false, reason: 'outside_window' }; // the usual case
   let inWindow = candidates.filter(within);
   if (inWindow.length === 0) return { ok: false, reason: 'outside_window' };
@@ -172,11 +167,6 @@ export function matchSpan(candidates: readonly ConnEntry[] | undefined, h: SpanH
   if (inWindow.length > 1 && h.localPort !== undefined) narrow((e) => e.localPort === h.localPort);
   if (inWindow.length > 1 && h.localAddr !== undefined) narrow((e) => e.localAddr === h.localAddr);
   if (inWindow.length > 1 && h.pid !== undefined) narrow((e) => e.pid === h.pid);
-  if (inWindow.length > 1) {
-    // an open connection wins over closed ones still in their grace period (tuple reused)
-    const open = inWindow.filter((e) => e.closeBootNs === 0n);
-    if (open.length === 1) inWindow = open;
-  }
   const first = inWindow[0]!;
   const same = (e: ConnEntry) =>
     e.toaSource === first.toaSource && e.toaAddr === first.toaAddr && e.toaPort === first.toaPort && e.toaTrusted === first.toaTrusted;
@@ -184,69 +174,108 @@ export function matchSpan(candidates: readonly ConnEntry[] | undefined, h: SpanH
   return { ok: true, entry: first };
 }
 
-/** Where ConnTable reads the kernel table (the probe's connDump). */
-export type ConnDumpFn = () => Buffer | null;
+/** Where ConnTable reads the kernel table: the probe's connFind (packed queries in, entries out). */
+export type ConnFindFn = (queries: Buffer) => Buffer | null;
+
+/** A socket peer as spans name it: canonical address (canonicalAddress) and port. */
+export interface PeerRef {
+  addr: string;
+  port: number;
+}
 
 /**
- * Peer-indexed snapshot of the kernel table. Spans are exported after their request ended, so
- * their connection is usually in the last snapshot; a miss re-reads the table, at most once per
- * minRefreshMs.
+ * The kernel table, read live through the probe's mmap of it (toa_core_conn_find): the peers
+ * of all spans of a request are looked up in one call. Nothing is copied or cached between
+ * requests: a connection accepted a moment ago is found.
  */
 export class ConnTable {
-  /** the last dump, indexed by socket peer; entries are decoded when looked up */
-  private buf: Buffer = Buffer.alloc(0);
-  /** offsets of the entries of each socket peer, and those entries once decoded */
-  private index = new Map<number | string, { offs: number[]; entries?: ConnEntry[] }>();
-  private lastRefreshMs = -Infinity;
-  /** entries present at the last dump (evicted = inserted - present) */
-  size = 0;
-  refreshes = 0;
-  refreshErrors = 0;
-  /** how long the last re-read took (ms); re-reads are spaced by at least 10 times that */
-  lastRefreshCostMs = 0;
+  /** connFind calls, peers asked, failed calls */
+  finds = 0;
+  queries = 0;
+  errors = 0;
   lastError: Error | undefined;
 
-  constructor(
-    private readonly dump: ConnDumpFn,
-    private readonly minRefreshMs = 50,
-    private readonly now: () => number = () => performance.now(),
-  ) {}
+  constructor(private readonly find: ConnFindFn) {}
+
+  /** The entries of each peer (undefined: none), in the order asked; equal peers are asked once. */
+  lookupMany(peers: readonly PeerRef[]): (ConnEntry[] | undefined)[] {
+    const out = new Array<ConnEntry[] | undefined>(peers.length);
+    if (peers.length === 0) return out;
+    const slotOf = new Map<number | string, number>();
+    const slots = new Array<number>(peers.length);
+    const q = Buffer.alloc(peers.length * CONN_QUERY_SIZE);
+    let n = 0;
+    for (let i = 0; i < peers.length; i++) {
+      const p = peers[i]!;
+      const key = peerKeyOf(p.addr, p.port);
+      let slot = slotOf.get(key);
+      if (slot === undefined && writeQuery(q, n * CONN_QUERY_SIZE, p)) {
+        slot = n++;
+        slotOf.set(key, slot);
+      }
+      slots[i] = slot ?? -1;
+    }
+    let res: Buffer | null = null;
+    if (n > 0) {
+      this.finds++;
+      this.queries += n;
+      try {
+        res = this.find(q.subarray(0, n * CONN_QUERY_SIZE));
+      } catch (e) {
+        this.errors++;
+        this.lastError = e as Error;
+      }
+    }
+    const decoded = new Array<ConnEntry[] | undefined>(n);
+    for (let i = 0; i < peers.length; i++) {
+      const slot = slots[i]!;
+      if (slot < 0 || !res) continue;
+      // keep-alive connections serve many spans: decode each peer's entries once per request
+      out[i] = decoded[slot] ??= entriesAt(res, slot);
+    }
+    return out;
+  }
 
   lookup(peerAddr: string, peerPort: number): ConnEntry[] | undefined {
-    const slot = this.index.get(peerIndexKeyOf(peerAddr, peerPort));
-    if (!slot) return undefined;
-    // keep-alive connections serve many spans: decode each entry once per snapshot
-    return (slot.entries ??= slot.offs.map((o) => decodeConnEntry(this.buf, o)));
+    return this.lookupMany([{ addr: peerAddr, port: peerPort }])[0];
   }
+}
 
-  /** Re-read the table unless that was done recently (minRefreshMs, and at least 10 times the cost
-   * of the last re-read, so re-reads of a big table take at most ~10 % of a core); true when re-read. */
-  refresh(force = false): boolean {
-    const t = this.now();
-    if (!force && t - this.lastRefreshMs < Math.max(this.minRefreshMs, 10 * this.lastRefreshCostMs)) return false;
-    this.lastRefreshMs = t;
-    let buf: Buffer | null;
-    try {
-      buf = this.dump();
-    } catch (e) {
-      this.refreshErrors++;
-      this.lastError = e as Error;
-      return false;
-    }
-    const b = buf ?? Buffer.alloc(0);
-    const index = new Map<number | string, { offs: number[]; entries?: ConnEntry[] }>();
-    let n = 0;
-    for (let o = 0; o + CONN_ENTRY_SIZE <= b.length; o += CONN_ENTRY_SIZE, n++) {
-      const k = peerIndexKey(b, o);
-      const l = index.get(k);
-      if (l) l.offs.push(o);
-      else index.set(k, { offs: [o] });
-    }
-    this.buf = b;
-    this.index = index;
-    this.size = n;
-    this.refreshes++;
-    this.lastRefreshCostMs = this.now() - t;
-    return true;
+/** The found entries of query `slot` of a connFind result (found ones first, family 0 ends them). */
+function entriesAt(res: Buffer, slot: number): ConnEntry[] | undefined {
+  const base = slot * CONN_WAYS * CONN_ENTRY_SIZE;
+  let list: ConnEntry[] | undefined;
+  for (let w = 0; w < CONN_WAYS && base + (w + 1) * CONN_ENTRY_SIZE <= res.length; w++) {
+    const o = base + w * CONN_ENTRY_SIZE;
+    if (res[o + K.family] === 0) break;
+    (list ??= []).push(decodeConnEntry(res, o));
   }
+  return list;
+}
+
+/** Packs one query (bpf/toa_conntab.h TOA_CONN_QUERY_SIZE): family, 0, peer port (host order:
+ * little-endian on the architectures built for), peer address; false when the text is not an address. */
+function writeQuery(q: Buffer, o: number, p: PeerRef): boolean {
+  const key = peerKeyOf(p.addr, p.port);
+  if (typeof key === 'number') {
+    q[o] = 4;
+    q.writeUInt32BE(Math.floor(key / 65536), o + 4);
+  } else {
+    const b = v6Bytes(p.addr);
+    if (!b) return false;
+    q[o] = 6;
+    q.set(b, o + 4);
+  }
+  q.writeUInt16LE(p.port & 0xffff, o + 2);
+  return true;
+}
+
+/** canonical IPv6 text → its 16 bytes, remembered (bounded) like v4Base */
+const v6Cache = new Map<string, number[] | undefined>();
+function v6Bytes(addr: string): number[] | undefined {
+  if (v6Cache.has(addr)) return v6Cache.get(addr);
+  const b = ipv6Bytes(addr);
+  if (v6Cache.size >= 4096) v6Cache.clear();
+  v6Cache.set(addr, b);
+  return b;
 }

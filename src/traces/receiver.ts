@@ -326,7 +326,6 @@ export class OtlpPassThrough {
     const table = this.o.table;
     const opts = () => ({
       bootToUnixNs: this.o.bootToUnixNs(),
-      closeGraceNs: BigInt(this.c.closeGraceSec) * 1_000_000_000n,
       mask: this.o.mask,
     });
     if (enc === 'protobuf') {

@@ -225,22 +225,12 @@ export function enrichRequest(req: RequestLike, table: ConnTable, o: EnrichOptio
   return enrichSpans(spansOf(req), table, o);
 }
 
-/**
- * The table's entries for the socket peers peers[from..] of a request (into out[from..]), looked
- * up together: the one place that asks the table, so that a lookup of many keys in one call can
- * replace this loop.
- */
-function lookupPeers(table: ConnTable, peers: readonly SocketPeer[], from: number, out: (readonly ConnEntry[] | undefined)[]): void {
-  out.length = peers.length;
-  for (let i = from; i < peers.length; i++) out[i] = table.lookup(peers[i]!.addr, peers[i]!.port);
-}
-
 /** enrichSpans' lists of the server spans of a request that name a peer (kept between requests, emptied after each). */
-const found: { spans: SpanView[]; peers: SocketPeer[]; entries: (readonly ConnEntry[] | undefined)[] } = { spans: [], peers: [], entries: [] };
+const found: { spans: SpanView[]; peers: SocketPeer[] } = { spans: [], peers: [] };
 /** the span hints when the table has one candidate: the start only (matchSpan does not keep it) */
 const startOnly: SpanHints = { startUnixNs: 0n };
 
-function matchOne(span: SpanView, peer: SocketPeer, c: readonly ConnEntry[] | undefined, pid: number | undefined, o: EnrichOptions): MatchResult {
+function matchOne(span: SpanView, c: readonly ConnEntry[] | undefined, pid: number | undefined, o: EnrichOptions): MatchResult {
   const startUnixNs = toBigInt(span.startTimeUnixNano) ?? 0n;
   // the local address/port and pid only narrow several candidates: read them only then
   if (!c || c.length <= 1) {
@@ -251,9 +241,9 @@ function matchOne(span: SpanView, peer: SocketPeer, c: readonly ConnEntry[] | un
 }
 
 /**
- * Enriches every SERVER span in place (marking it `changed`). Re-reads the table once
- * (rate-limited) when a span's peer is missing from it. Returns what it did; stats.enriched = 0
- * means nothing changed.
+ * Enriches every SERVER span in place (marking it `changed`). The socket peers of all server
+ * spans are looked up in the table at once (one addon call per request). Returns what it did;
+ * stats.enriched = 0 means nothing changed.
  */
 export function enrichSpans(spans: Iterable<SpanView>, table: ConnTable, o: EnrichOptions): EnrichStats {
   const st = emptyEnrichStats();
@@ -272,8 +262,7 @@ export function enrichSpans(spans: Iterable<SpanView>, table: ConnTable, o: Enri
       f.spans.push(span);
       f.peers.push(peer);
     }
-    lookupPeers(table, f.peers, 0, f.entries);
-    let refreshed = false;
+    const entries = f.peers.length > 0 ? table.lookupMany(f.peers) : [];
     let lastRes: readonly KeyValue[] | undefined;
     let pid: number | undefined;
     for (let i = 0; i < f.spans.length; i++) {
@@ -283,15 +272,7 @@ export function enrichSpans(spans: Iterable<SpanView>, table: ConnTable, o: Enri
         lastRes = span.resourceAttributes;
         pid = int(findAttr(lastRes, 'process.pid'));
       }
-      let m = matchOne(span, peer, f.entries[i], pid, o);
-      if (!m.ok && m.reason !== 'ambiguous' && !refreshed) {
-        // a connection newer than the snapshot: re-read the table once, look up the rest again
-        refreshed = true;
-        if (table.refresh()) {
-          lookupPeers(table, f.peers, i, f.entries);
-          m = matchOne(span, peer, f.entries[i], pid, o);
-        }
-      }
+      const m = matchOne(span, entries[i], pid, o);
       if (!m.ok) {
         st.unmatched[m.reason]++;
         continue;
@@ -311,7 +292,6 @@ export function enrichSpans(spans: Iterable<SpanView>, table: ConnTable, o: Enri
   } finally {
     f.spans.length = 0;
     f.peers.length = 0;
-    f.entries.length = 0;
   }
   return st;
 }

@@ -208,6 +208,27 @@ test.serial('merge window: N connections of one key give one record, and the swe
   t.true(stats.counters.merged! >= N - 1);
 });
 
+test.serial('merge window across windows: a key seen before keeps its since_last_s, and its second connection in a window opens the merge', async (t) => {
+  // 1 s window: one connection (a record, kept out of the merge map by the seen slots), one
+  // past the window (a record of a key seen before: since_last_s 1), three within it (merged,
+  // the first of them opening the key's merge entry), one past that window (a record taking the 3)
+  const pause = () => new Promise((r) => setTimeout(r, 1300));
+  const { events, stats } = await withProbe({ mergeWindowSec: 1 }, {}, async (p) => {
+    const one = async (count: number) => t.is((await lab!.connect({ vipPort: p, count, toa: { mode: 'real' }, rst: true })).client.ok, count);
+    await one(1);
+    await pause();
+    await one(1);
+    await one(3);
+    await pause();
+    await one(1);
+  });
+  const accepts = events.filter((e) => e.type === 'accept');
+  t.deepEqual(accepts.map((e) => [e.sinceLastS, e.suppressed]), [[undefined, 0], [1, 0], [1, 3]]);
+  t.is(events.filter((e) => e.type === 'sweep').length, 0, 'nothing left pending for the sweep');
+  t.is(connectionsRepresented(events), 6);
+  t.is(stats.counters.merged, 3);
+});
+
 test.serial('distinct TOA clients are distinct keys: each gets its own record', async (t) => {
   const N = 400;
   const { events } = await withProbe({}, {}, async (p) => {

@@ -44,6 +44,7 @@ test('parseArgs: every schema key has a flag', (t) => {
 test('parseArgs: unknown commands, options and missing values are usage errors', (t) => {
   t.throws(() => parseArgs(['start']), { instanceOf: UsageError, message: /unknown command "start"/ });
   t.throws(() => parseArgs(['--bogus']), { instanceOf: UsageError, message: /unknown option "--bogus"/ });
+  t.throws(() => parseArgs(['--traces-close-grace-sec', '5']), { instanceOf: UsageError, message: /"--traces-close-grace-sec" \(traces\.closeGraceSec\) was removed in 0\.2\.0: the connection table no longer sees closes/ });
   t.throws(() => parseArgs(['--probe-mode']), { instanceOf: UsageError, message: /--probe-mode needs a value/ });
   t.throws(() => parseArgs(['run', 'extra']), { instanceOf: UsageError, message: /unexpected argument/ });
   t.throws(() => parseArgs(['--print']), { instanceOf: UsageError, message: /config command/ });

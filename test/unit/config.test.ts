@@ -193,3 +193,17 @@ test('toa.rewritePeer: default off; env, flag and ports; needs trusted peers and
     t.deepEqual(e3.issues.map((i) => i.key), ['toa.rewritePorts'], bad);
   }
 });
+
+test('a removed key (traces.closeGraceSec) set in a file, the environment or the CLI map is an error naming it and why', (t) => {
+  const file = tmpFile({ traces: { enabled: true, closeGraceSec: 60 } });
+  const e = t.throws(() => loadConfig({ configFile: file, env: {} }), { instanceOf: ConfigError });
+  t.deepEqual(e.issues.map((i) => i.key), ['traces.closeGraceSec']);
+  t.regex(e.issues[0]!.message!, new RegExp(`removed in 0\\.2\\.0 \\(set in ${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}\\)`));
+  t.regex(e.issues[0]!.allowed, /delete the setting: the connection table no longer sees closes/);
+  const env = t.throws(() => loadConfig({ env: { TOA_OTEL_TRACES_CLOSE_GRACE_SEC: '30' } }), { instanceOf: ConfigError });
+  t.like(env.issues[0], { key: 'traces.closeGraceSec', value: '30' });
+  t.regex(env.issues[0]!.message!, /set by env TOA_OTEL_TRACES_CLOSE_GRACE_SEC/);
+  const cli = t.throws(() => loadConfig({ env: {}, cli: { 'traces.closeGraceSec': '5' } }), { instanceOf: ConfigError });
+  t.regex(cli.message, /traces\.closeGraceSec: removed in 0\.2\.0/);
+  t.false('closeGraceSec' in defaults().traces);
+});

@@ -199,6 +199,26 @@ test('u64 fields decode exactly on both sides of 2^53 (number path below, BigInt
   }
 });
 
+test('mode and TOA source codes without a name decode as unknown(N)', (t) => {
+  const d = new EventDecoder(LAYOUT);
+  const buf = encodeEvent({ mode: 'TOA_MODE_SOCKOPS', toa_source: 'TOA_SOURCE_PACKET_ACK', toa_trusted: 1, toa_addr: '198.19.0.1' });
+  t.is(d.decode(buf, 0)!.mode, 'sockops');
+  t.is(d.decode(buf, 0)!.toaSource, 'packet_ack');
+  buf[LAYOUT.fields['mode']!.offset] = 200;
+  buf[LAYOUT.fields['toa_source']!.offset] = 255;
+  const ev = d.decode(buf, 0)!;
+  t.is(ev.mode, 'unknown(200)');
+  t.is(ev.toaSource, 'unknown(255)');
+});
+
+test('cgroup ids: the previous id is reused only when both halves match (0, repeats, same low or high half)', (t) => {
+  const d = new EventDecoder(LAYOUT);
+  const ids = [0n, 0n, 5n, 5n, (7n << 32n) | 5n, 5n, 7n << 32n, 0n, 2n ** 64n - 1n, 2n ** 64n - 1n, 1n];
+  const got: bigint[] = [];
+  d.decodeBatch(Buffer.concat(ids.map((id) => encodeEvent({ cgroup_id: id }))), ids.length, (ev) => got.push(ev.cgroupId));
+  t.deepEqual(got, ids);
+});
+
 test('IPv4 text is the same with the address cache: repeats, slot collisions, 0.0.0.0 and 255.255.255.255', (t) => {
   const d = new EventDecoder(LAYOUT);
   const addrs = ['0.0.0.0', '255.255.255.255', '198.18.2.2', '10.0.0.1'];

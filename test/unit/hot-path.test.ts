@@ -2,6 +2,7 @@
 // bench/pipeline.ts): regressions here do not change any output, only cost per record.
 import test from 'ava';
 import v8 from 'node:v8';
+import vm from 'node:vm';
 import { InMemoryLogRecordExporter, LoggerProvider, SimpleLogRecordProcessor } from '@opentelemetry/sdk-logs';
 import { BootClock } from '../../src/clock.js';
 import { EventDecoder } from '../../src/decode.js';
@@ -36,6 +37,37 @@ test('record attributes keep V8 fast properties (a hash-table object costs ~1.4 
   t.is(Object.keys(all).length, 22);
   t.true(hasFastProperties(all), 'every attribute present');
   t.true(hasFastProperties(eventAttributes(bare, {}, { mergeWindowSec: 10 })), 'no TOA, no enrichment');
+  // built by a constructor (one in-object allocation) but a plain object to every reader
+  t.is(Object.getPrototypeOf(all), Object.prototype);
+  t.is(all.constructor, Object);
+  t.deepEqual(JSON.parse(JSON.stringify(all)), { ...all });
+});
+
+test('records with every attribute stay one object even when the first records had fewer (V8 sizes objects from the first ones)', async (t) => {
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  // a module instance of its own: its constructor has built nothing yet
+  const fresh = '../../src/map.js?first-records-without-toa';
+  const { eventAttributes: attrsOf } = (await import(fresh)) as typeof import('../../src/map.js');
+  const dec = new EventDecoder(LAYOUT);
+  const bare = dec.decode(encodeEvent({ toa_source: 'TOA_SOURCE_NONE' }), 0)!;
+  const full = dec.decode(
+    encodeEvent({ toa_source: 'TOA_SOURCE_PACKET_ACK', toa_trusted: 1, toa_addr: '198.19.0.7', since_last_s: 3, pid: 42, flags: ['TOA_FLAG_REWRITTEN'] }),
+    0,
+  )!;
+  for (let i = 0; i < 50; i++) attrsOf(bare, {}, { mergeWindowSec: 10 });
+  const info = { executableName: 'nginx', containerId: 'c' };
+  const opts = { mergeWindowSec: 10 };
+  const keep = new Array<object>(20_000);
+  gc();
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < keep.length; i++) keep[i] = attrsOf(full, info, opts);
+  const perRecord = (process.memoryUsage().heapUsed - before) / keep.length;
+  t.is(Object.keys(keep[0]!).length, 23);
+  // 23 properties inside the object: ~210 bytes; some spilled into a property array: ~250
+  t.log(`${perRecord.toFixed(0)} bytes per attribute object`);
+  t.true(perRecord < 230, `${perRecord.toFixed(0)} bytes per attribute object`);
 });
 
 test('records of a batch carry the batch observed time (one shared HrTime, no clock read per record)', (t) => {

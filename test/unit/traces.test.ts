@@ -1,7 +1,7 @@
 // Pure parts of trace enrichment (src/traces): table decoding, address canonical form, the
 // socket peer of each instrumentation's naming, window/disambiguation rules, what is added.
 import test from 'ava';
-import { canonicalAddress, CONN_ENTRY_SIZE, ConnTable, decodeConnDump, matchSpan, type ConnEntry } from '../../src/traces/conntab.js';
+import { canonicalAddress, CONN_ENTRY_SIZE, CONN_QUERY_SIZE, CONN_WAYS, ConnTable, decodeConnDump, matchSpan, type ConnEntry } from '../../src/traces/conntab.js';
 import { applyClient, enrichRequest, socketPeer, splitHostPort, toBigInt } from '../../src/traces/spans.js';
 import { otlpSchema } from '../../src/traces/schema.js';
 
@@ -13,14 +13,14 @@ const attrsOf = (a: { key: string; value?: { stringValue?: string | null; intVal
 function entry(p: Partial<ConnEntry> = {}): ConnEntry {
   return {
     family: 4, localAddr: '198.18.2.2', localPort: 8080, peerAddr: '198.18.2.1', peerPort: 40000,
-    acceptBootNs: 100n * S, closeBootNs: 0n, cgroupId: 0n, pid: 0,
+    acceptBootNs: 100n * S, cgroupId: 0n, pid: 0,
     toaSource: 'packet_ack', toaKind: 254, toaTrusted: true, toaAddr: '203.0.113.7', toaPort: 5555, ...p,
   };
 }
-const opts = { bootToUnixNs: 1_000n * S, closeGraceNs: 60n * S };
+const opts = { bootToUnixNs: 1_000n * S };
 
 /** Packs entries like the kernel (bpf/toa_conntab.h), for decodeConnDump. */
-function pack(e: { local: number[]; peer: number[]; lport: number; pport: number; toa: number[]; tport: number; src: number; trusted: number; accept: bigint; close: bigint; pid: number; v6?: boolean }): Buffer {
+function pack(e: { local: number[]; peer: number[]; lport: number; pport: number; toa: number[]; tport: number; src: number; trusted: number; accept: bigint; pid: number; v6?: boolean }): Buffer {
   const b = Buffer.alloc(CONN_ENTRY_SIZE);
   b[0] = e.v6 ? 6 : 4;
   b.writeUInt16LE(e.lport, 2);
@@ -29,24 +29,47 @@ function pack(e: { local: number[]; peer: number[]; lport: number; pport: number
   Buffer.from(e.peer).copy(b, 24);
   const v = 40;
   b.writeBigUInt64LE(e.accept, v);
-  b.writeBigUInt64LE(e.close, v + 8);
-  b.writeUInt32LE(e.pid, v + 24);
-  b.writeUInt16LE(e.tport, v + 28);
-  b[v + 30] = e.src;
-  b[v + 31] = 254;
-  b[v + 32] = e.trusted;
-  Buffer.from(e.toa).copy(b, v + 36);
+  b.writeUInt32LE(e.pid, v + 16);
+  b.writeUInt16LE(e.tport, v + 20);
+  b[v + 22] = e.src;
+  b[v + 23] = 254;
+  b[v + 24] = e.trusted;
+  Buffer.from(e.toa).copy(b, v + 28);
   return b;
+}
+
+/** connFind over packed entries, answered as toa_core_conn_find does (the kernel side is tested
+ * in test/kernel/conntab.test.ts): per query, the entries with its peer, found first. Counts calls. */
+function finder(entries: Buffer): { find: (q: Buffer) => Buffer; calls: number; peers: number } {
+  const f = {
+    calls: 0,
+    peers: 0,
+    find: (q: Buffer) => {
+      f.calls++;
+      const out = Buffer.alloc((q.length / CONN_QUERY_SIZE) * CONN_WAYS * CONN_ENTRY_SIZE);
+      for (let i = 0; i * CONN_QUERY_SIZE < q.length; i++) {
+        f.peers++;
+        const qo = i * CONN_QUERY_SIZE;
+        let w = 0;
+        for (let o = 0; o + CONN_ENTRY_SIZE <= entries.length && w < CONN_WAYS; o += CONN_ENTRY_SIZE) {
+          const same = entries[o] === q[qo] && entries.readUInt16LE(o + 4) === q.readUInt16LE(qo + 2) && entries.subarray(o + 24, o + 40).equals(q.subarray(qo + 4, qo + 20));
+          if (same) entries.copy(out, (i * CONN_WAYS + w++) * CONN_ENTRY_SIZE, o, o + CONN_ENTRY_SIZE);
+        }
+      }
+      return out;
+    },
+  };
+  return f;
 }
 
 test('decodeConnDump reads the kernel layout', (t) => {
   const v6peer = [0x20, 0x01, 0x02, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1];
   const buf = Buffer.concat([
-    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 41000, toa: [203, 0, 113, 9], tport: 1234, src: 2, trusted: 1, accept: 5n, close: 9n, pid: 77 }),
-    pack({ local: v6peer, peer: v6peer, lport: 443, pport: 1, toa: [], tport: 0, src: 0, trusted: 0, accept: 1n, close: 0n, pid: 0, v6: true }),
+    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 41000, toa: [203, 0, 113, 9], tport: 1234, src: 2, trusted: 1, accept: 5n, pid: 77 }),
+    pack({ local: v6peer, peer: v6peer, lport: 443, pport: 1, toa: [], tport: 0, src: 0, trusted: 0, accept: 1n, pid: 0, v6: true }),
   ]);
   const [a, b] = decodeConnDump(buf);
-  t.like(a, { family: 4, localAddr: '198.18.2.2', localPort: 80, peerAddr: '198.18.2.1', peerPort: 41000, toaAddr: '203.0.113.9', toaPort: 1234, toaSource: 'packet_ack', toaTrusted: true, acceptBootNs: 5n, closeBootNs: 9n, pid: 77 });
+  t.like(a, { family: 4, localAddr: '198.18.2.2', localPort: 80, peerAddr: '198.18.2.1', peerPort: 41000, toaAddr: '203.0.113.9', toaPort: 1234, toaSource: 'packet_ack', toaTrusted: true, acceptBootNs: 5n, pid: 77 });
   t.like(b, { family: 6, peerAddr: '2001:200:0:2::1', toaSource: '', toaAddr: '' });
   t.is(decodeConnDump(buf.subarray(0, CONN_ENTRY_SIZE + 3)).length, 1, 'a torn tail is ignored');
 });
@@ -71,15 +94,15 @@ test('socketPeer: every naming in order, Envoy host:port, Python client.* only w
   t.is(splitHostPort('10.0.0.1'), undefined);
 });
 
-test('matchSpan: window [accept - slack, close + grace], not in table, outside window', (t) => {
-  const e = entry({ closeBootNs: 110n * S });
+test('matchSpan: a span matches from the accept on (1 s slack), closed or not; not in table; before the accept', (t) => {
+  const e = entry();
   const at = (sec: bigint) => ({ startUnixNs: (1_000n + sec) * S });
   t.true(matchSpan([e], at(105n), opts).ok);
-  t.true(matchSpan([e], at(169n), opts).ok, 'inside the grace period');
-  t.deepEqual(matchSpan([e], at(171n), opts), { ok: false, reason: 'outside_window' });
+  t.true(matchSpan([e], at(99n), opts).ok, 'within the slack before the accept');
   t.deepEqual(matchSpan([e], at(98n), opts), { ok: false, reason: 'outside_window' });
   t.deepEqual(matchSpan(undefined, at(105n), opts), { ok: false, reason: 'not_in_table' });
-  t.true(matchSpan([entry()], at(5000n), opts).ok, 'open connections match any later span');
+  t.deepEqual(matchSpan([], at(105n), opts), { ok: false, reason: 'not_in_table' });
+  t.true(matchSpan([e], at(5000n), opts).ok, 'an entry matches until the kernel replaces it');
 });
 
 test('matchSpan: several namespaces/ports with the same peer are narrowed, else ambiguous', (t) => {
@@ -90,8 +113,30 @@ test('matchSpan: several namespaces/ports with the same peer are narrowed, else 
   t.is((matchSpan([a, b], { ...h, localPort: 9090 }, opts) as { entry: ConnEntry }).entry, b);
   t.is((matchSpan([a, b], { ...h, pid: 10 }, opts) as { entry: ConnEntry }).entry, a);
   t.true(matchSpan([a, { ...b, toaAddr: a.toaAddr }], h, opts).ok, 'same client in both: no ambiguity');
-  const closed = entry({ closeBootNs: 101n * S, toaAddr: '203.0.113.3' });
-  t.is((matchSpan([closed, a], h, opts) as { entry: ConnEntry }).entry, a, 'the open reuse of a tuple wins over the closed one');
+  const later = entry({ acceptBootNs: 200n * S, toaAddr: '203.0.113.3' });
+  t.is((matchSpan([later, a], h, opts) as { entry: ConnEntry }).entry, a, 'a connection accepted after the span started is not a candidate');
+});
+
+test('ConnTable.lookupMany: one find per request, each distinct peer asked once, IPv4 and IPv6 packed like the kernel key', (t) => {
+  const v6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+  const f = finder(Buffer.concat([
+    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40000, toa: [203, 0, 113, 9], tport: 1, src: 2, trusted: 1, accept: 1n, pid: 0 }),
+    pack({ local: [198, 18, 2, 3], peer: [198, 18, 2, 1], lport: 81, pport: 40000, toa: [203, 0, 113, 8], tport: 2, src: 2, trusted: 1, accept: 2n, pid: 0 }),
+    pack({ local: v6, peer: v6, lport: 443, pport: 7, toa: [203, 0, 113, 7], tport: 3, src: 2, trusted: 1, accept: 3n, pid: 0, v6: true }),
+  ]));
+  const table = new ConnTable(f.find);
+  const r = table.lookupMany([
+    { addr: '198.18.2.1', port: 40000 }, { addr: '2001:db8::1', port: 7 }, { addr: '198.18.2.1', port: 40000 }, { addr: '198.18.2.1', port: 40001 }, { addr: 'not-an-ip', port: 1 },
+  ]);
+  t.is(f.calls, 1);
+  t.is(f.peers, 3, 'the repeated peer and the bad address are not asked');
+  t.deepEqual(r[0]!.map((e) => e.localPort), [80, 81], 'both local sockets of the peer');
+  t.is(r[2], r[0], 'decoded once per request');
+  t.like(r[1]![0], { family: 6, peerAddr: '2001:db8::1', localPort: 443, toaPort: 3 });
+  t.is(r[3], undefined);
+  t.is(r[4], undefined);
+  t.deepEqual(table.lookupMany([]), []);
+  t.is(f.calls, 1, 'no peers, no call');
 });
 
 test('applyClient: replaces client.address only when it is the socket peer; never network.peer.*; privacy mask', (t) => {
@@ -116,7 +161,7 @@ test('applyClient: replaces client.address only when it is the socket peer; neve
   t.false('lvs.toa.client_port' in m);
 });
 
-test('enrichRequest on a protobuf round trip: server spans enriched, others and untrusted/no-TOA unchanged, re-read on a miss', (t) => {
+test('enrichRequest on a protobuf round trip: server spans enriched, others and untrusted/no-TOA unchanged, one table lookup per request', (t) => {
   const type = otlpSchema().request.traces;
   const span = (kind: number, port: number, start: bigint) => ({
     traceId: Buffer.alloc(16, 1), spanId: Buffer.alloc(8, 2), name: 'GET', kind, startTimeUnixNano: start.toString(), endTimeUnixNano: (start + 1n).toString(),
@@ -131,16 +176,16 @@ test('enrichRequest on a protobuf round trip: server spans enriched, others and 
   };
   const wire = type.encode(type.fromObject(req)).finish();
   const msg = type.decode(wire);
-  let dumps = 0;
   const entries = [
-    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40000, toa: [203, 0, 113, 9], tport: 1234, src: 2, trusted: 1, accept: 100n * S, close: 0n, pid: 0 }),
-    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40001, toa: [203, 0, 113, 10], tport: 1, src: 2, trusted: 0, accept: 100n * S, close: 0n, pid: 0 }),
-    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40002, toa: [], tport: 0, src: 0, trusted: 0, accept: 100n * S, close: 0n, pid: 0 }),
-    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40003, toa: [203, 0, 113, 11], tport: 1, src: 1, trusted: 1, accept: 100n * S, close: 101n * S, pid: 0 }),
+    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40000, toa: [203, 0, 113, 9], tport: 1234, src: 2, trusted: 1, accept: 100n * S, pid: 0 }),
+    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40001, toa: [203, 0, 113, 10], tport: 1, src: 2, trusted: 0, accept: 100n * S, pid: 0 }),
+    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40002, toa: [], tport: 0, src: 0, trusted: 0, accept: 100n * S, pid: 0 }),
+    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40003, toa: [203, 0, 113, 11], tport: 1, src: 1, trusted: 1, accept: 200n * S, pid: 0 }),
   ];
-  const table = new ConnTable(() => (dumps++, Buffer.concat(entries)), 0);
-  const st = enrichRequest(msg as never, table, { ...opts, closeGraceNs: 2n * S, mask: undefined });
-  t.is(dumps, 1, 'the first miss re-reads the table, once per request');
+  const f = finder(Buffer.concat(entries));
+  const st = enrichRequest(msg as never, new ConnTable(f.find), { ...opts, mask: undefined });
+  t.is(f.calls, 1, 'one lookup for all spans of the request');
+  t.is(f.peers, 5, 'each distinct peer once');
   t.like(st, { spans: 6, serverSpans: 5, enriched: 1 });
   t.deepEqual(st.unmatched, { no_peer: 0, not_in_table: 1, outside_window: 1, ambiguous: 0, no_toa: 1, untrusted: 1 });
   const out = type.toObject(type.decode(type.encode(msg).finish()), { longs: String }) as typeof req;
@@ -169,22 +214,22 @@ test('protobuf walk + splice gives what a full decode, enrich and encode gives; 
   };
   const wire = Buffer.from(type.encode(type.fromObject(req)).finish());
   const dump = Buffer.concat([
-    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40000, toa: [203, 0, 113, 9], tport: 1234, src: 2, trusted: 1, accept: 100n * S, close: 0n, pid: 0 }),
+    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40000, toa: [203, 0, 113, 9], tport: 1234, src: 2, trusted: 1, accept: 100n * S, pid: 0 }),
   ]);
   const o = { ...opts, mask: undefined };
   const w = parseTraceRequest(wire);
   t.is(w.spans.length, 4);
-  const st = enrichSpans(w.spans, new ConnTable(() => dump, 0), o);
+  const st = enrichSpans(w.spans, new ConnTable(finder(dump).find), o);
   t.is(st.enriched, 2);
   const spliced = serializeTraceRequest(w)!;
   const full = type.decode(wire);
-  enrichRequest(full as never, new ConnTable(() => dump, 0), o);
+  enrichRequest(full as never, new ConnTable(finder(dump).find), o);
   const asObj = (b: Uint8Array) => type.toObject(type.decode(b), { longs: String, bytes: String, defaults: false });
   t.deepEqual(asObj(spliced), asObj(type.encode(full).finish()));
   t.true(spliced.length > wire.length);
   // nothing to change: no new body
   const w2 = parseTraceRequest(wire);
-  enrichSpans(w2.spans, new ConnTable(() => Buffer.alloc(0), 0), o);
+  enrichSpans(w2.spans, new ConnTable(finder(Buffer.alloc(0)).find), o);
   t.is(serializeTraceRequest(w2), undefined);
   t.throws(() => parseTraceRequest(wire.subarray(0, wire.length - 3)));
   t.throws(() => parseTraceRequest(Buffer.from([0x0a, 0x05, 0x12, 0x10, 0, 0, 0])));
@@ -221,10 +266,10 @@ test('protobuf walk: a KeyValue whose value comes before its key is still read; 
   const patched = Buffer.concat([wire.subarray(0, at), Buffer.from(valueFirst), wire.subarray(at + keyFirst.length)]);
   const untouched = Buffer.from(KV.encode(KV.fromObject(kv('ünïcode.kéy', 'välue'))).finish());
 
-  const dump = pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40000, toa: [203, 0, 113, 9], tport: 1234, src: 2, trusted: 1, accept: 100n * S, close: 0n, pid: 0 });
+  const dump = pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40000, toa: [203, 0, 113, 9], tport: 1234, src: 2, trusted: 1, accept: 100n * S, pid: 0 });
   const parsed = parseTraceRequest(patched);
   t.deepEqual(parsed.spans[0]!.attributes.map((a) => a.key).sort(), ['client.address', 'network.peer.address', 'network.peer.port'], 'only the keys enrichment uses are decoded');
-  const st = enrichSpans(parsed.spans, new ConnTable(() => dump, 0), { ...opts, mask: undefined });
+  const st = enrichSpans(parsed.spans, new ConnTable(finder(dump).find), { ...opts, mask: undefined });
   t.is(st.enriched, 1);
   const out = serializeTraceRequest(parsed)!;
   t.true(out.includes(untouched), 'an attribute enrichment does not use is copied as it came');
