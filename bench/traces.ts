@@ -18,8 +18,9 @@
  * medians of interleaved rounds.
  *
  * --against REF: side by side with the TypeScript of another commit (a temporary git worktree
- * sharing this checkout's node_modules): each round runs both sides, alternating which goes
- * first; medians per side and the ratio of this tree's CPU per span to REF's.
+ * sharing this checkout's node_modules; its src/ compiled the same way and run under this file's
+ * harness, so only src/ differs): each round runs both sides, alternating which goes first;
+ * medians per side and the ratio of this tree's CPU per span to REF's.
  * --child-flags='--cpu-prof --cpu-prof-dir DIR': extra node flags for the pass-through process.
  *
  * Not a test: it prints numbers, it does not judge them.
@@ -34,10 +35,7 @@ import readline from 'node:readline';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { defaults } from '../src/config.js';
-import { createLogger } from '../src/log.js';
-import { CONN_ENTRY_SIZE, CONN_QUERY_SIZE, CONN_WAYS, ConnTable } from '../src/traces/conntab.js';
-import { OtlpPassThrough } from '../src/traces/receiver.js';
+import { CONN_ENTRY_SIZE, CONN_QUERY_SIZE, CONN_WAYS } from '../src/traces/conntab.js';
 import { otlpSchema } from '../src/traces/schema.js';
 import { packageRoot } from '../src/package.js';
 
@@ -53,7 +51,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '2' },
     against: { type: 'string' },
     'child-flags': { type: 'string', default: '' },
-    /** stages: the compiled src/traces/ directories whose code is timed, comma-separated */
+    /** passthrough: the compiled src/ whose code runs; stages: the compiled src/traces/ directories whose code is timed, comma-separated */
     lib: { type: 'string', default: '' },
   },
 });
@@ -64,28 +62,32 @@ const BOOT_TO_UNIX = BigInt(Date.now()) * 1_000_000n - 3600n * 1_000_000_000n;
 /** n synthetic connections of the synthetic spans' peers, answered like the probe's connFind
  * (which reads the kernel table through its mmap; here a Map: the same packing and decoding). */
 function syntheticFind(n: number): (q: Buffer) => Buffer {
-  const byPeer = new Map<string, Buffer>();
+  // one buffer of entries, indexed by peer address * 65536 + port: the bench's stand-in for the
+  // addon's lookup should cost the pass-through little (its CPU is what is measured)
+  const all = Buffer.alloc(n * CONN_ENTRY_SIZE);
+  const byPeer = new Map<number, number>();
   for (let i = 0; i < n; i++) {
-    const e = Buffer.alloc(CONN_ENTRY_SIZE);
-    const v = 40;
-    e[0] = 4;
-    e.writeUInt16LE(8000, 2);
-    e.writeUInt16LE(1024 + (i % 60000), 4);
-    e.set([198, 18, 2, 2], 8);
-    e.set([198, 18, 2, 1 + Math.floor(i / 60000)], 24);
-    e.writeBigUInt64LE(1_000_000_000n, v); // accepted 1 s after boot
-    e.writeUInt16LE(40000 + (i % 20000), v + 20);
-    e[v + 22] = 2;
-    e[v + 23] = 254;
-    e[v + 24] = 1;
-    e.set([10, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff], v + 28);
-    byPeer.set(e.subarray(24, 28).toString('hex') + e.readUInt16LE(4), e);
+    const o = i * CONN_ENTRY_SIZE;
+    const v = o + 40;
+    all[o] = 4;
+    all.writeUInt16LE(8000, o + 2);
+    all.writeUInt16LE(1024 + (i % 60000), o + 4);
+    all.set([198, 18, 2, 2], o + 8);
+    all.set([198, 18, 2, 1 + Math.floor(i / 60000)], o + 24);
+    all.writeBigUInt64LE(1_000_000_000n, v); // accepted 1 s after boot
+    all.writeUInt16LE(40000 + (i % 20000), v + 20);
+    all[v + 22] = 2;
+    all[v + 23] = 254;
+    all[v + 24] = 1;
+    all.set([10, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff], v + 28);
+    byPeer.set(all.readUInt32BE(o + 24) * 65536 + all.readUInt16LE(o + 4), o);
   }
   return (q) => {
     const out = Buffer.alloc((q.length / CONN_QUERY_SIZE) * CONN_WAYS * CONN_ENTRY_SIZE);
     for (let i = 0; i * CONN_QUERY_SIZE < q.length; i++) {
       const o = i * CONN_QUERY_SIZE;
-      byPeer.get(q.subarray(o + 4, o + 8).toString('hex') + q.readUInt16LE(o + 2))?.copy(out, i * CONN_WAYS * CONN_ENTRY_SIZE);
+      const at = byPeer.get(q.readUInt32BE(o + 4) * 65536 + q.readUInt16LE(o + 2));
+      if (at !== undefined) all.copy(out, i * CONN_WAYS * CONN_ENTRY_SIZE, at, at + CONN_ENTRY_SIZE);
     }
     return out;
   };
@@ -100,7 +102,15 @@ function freePort(): Promise<number> {
   });
 }
 
+/** The pass-through role: the compiled src/ of `--lib` (default: this file's tree), so that
+ * --against runs REF's code under this file's harness (only src/ differs). */
 async function passthrough(): Promise<void> {
+  const lib = values.lib !== '' ? values.lib : fileURLToPath(new URL('../src', import.meta.url));
+  const load = async <T>(f: string) => (await import(pathToFileURL(join(lib, f)).href)) as T;
+  const { defaults } = await load<typeof import('../src/config.js')>('config.js');
+  const { createLogger } = await load<typeof import('../src/log.js')>('log.js');
+  const { ConnTable } = await load<typeof import('../src/traces/conntab.js')>('traces/conntab.js');
+  const { OtlpPassThrough } = await load<typeof import('../src/traces/receiver.js')>('traces/receiver.js');
   const config = defaults();
   config.otlp.endpoint = values.upstream!;
   config.traces.listen = `127.0.0.1:${await freePort()}`;
@@ -204,7 +214,8 @@ type Row = Record<string, number>;
 async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer[]): Promise<Row> {
   const { node, flags } = runtime!;
   const extra = values['child-flags'].split(' ').filter(Boolean);
-  const child = spawn(node, [...flags, ...extra, side.script, '--role', 'passthrough', '--upstream', upstream, '--enrich', enrich ? '1' : '0', '--entries', String(ENTRIES)], {
+  const lib = join(dirname(side.script), '..', 'src');
+  const child = spawn(node, [...flags, ...extra, sides[0]!.script, '--role', 'passthrough', '--lib', lib, '--upstream', upstream, '--enrich', enrich ? '1' : '0', '--entries', String(ENTRIES)], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   const out = lines(child);
