@@ -7,29 +7,10 @@
 // connections than were made. Both claim variants run: BPF_XCHG (kernel >= 5.12) and
 // the per-key lock of older kernels. The read-then-subtract claim this replaced failed
 // every run here (suppressed = 4294967295, Σ ≈ 3e11 for 640k connections).
-import { execFileSync } from 'node:child_process';
-import { gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
-
-const BIN = new URL('../../build/toa-merge-hammer', import.meta.url).pathname;
-const test = gatedTest(privilegedGate(), nativeGate(BIN));
-
-interface HammerResult {
-  claim: string;
-  cpus: number;
-  calls: number;
-  connections: number;
-  merged: number;
-  records: number;
-  sweep_records: number;
-  sweeps: number;
-  represented: number;
-  lost_connections: number;
-  max_suppressed: number;
-}
+import { hammerTest as test, runHammer, type HammerResult } from '../helpers/merge-hammer.js';
 
 function hammer(claim: 'xchg' | 'lock'): HammerResult {
-  const out = execFileSync(BIN, ['--claim', claim, '--runs', '20000', '--window-ns', '2000'], { encoding: 'utf8', timeout: 60_000 });
-  return JSON.parse(out) as HammerResult;
+  return runHammer(claim, ['--runs', '20000', '--window-ns', '2000']);
 }
 
 for (const claim of ['xchg', 'lock'] as const) {

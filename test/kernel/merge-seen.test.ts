@@ -5,28 +5,10 @@
 // for and the keys left in the merge map. The same runs with the array left out
 // (--seen-slots 0, the benchmark hook TOA_BENCH_SKIP_SEEN: every key through the merge map,
 // as before the array) are the reference.
-import { execFileSync } from 'node:child_process';
-import { gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
-
-const BIN = new URL('../../build/toa-merge-hammer', import.meta.url).pathname;
-const test = gatedTest(privilegedGate(), nativeGate(BIN));
-
-interface HammerResult {
-  calls: number;
-  connections: number;
-  merged: number;
-  records: number;
-  sweep_records: number;
-  represented: number;
-  lost_connections: number;
-  max_suppressed: number;
-  merge_entries: number;
-  seen_slots: number;
-}
+import { hammerTest as test, runHammer, type HammerResult } from '../helpers/merge-hammer.js';
 
 function hammer(args: string[], claim: 'xchg' | 'lock' = 'xchg'): HammerResult {
-  const out = execFileSync(BIN, ['--claim', claim, ...args], { encoding: 'utf8', timeout: 60_000 });
-  return JSON.parse(out) as HammerResult;
+  return runHammer(claim, args);
 }
 
 const TEN_S = String(10_000_000_000); // a window no run outlasts
