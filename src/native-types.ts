@@ -52,7 +52,7 @@ export interface NativeConnStats {
   /** bytes of a connFind query, entries returned per query (bpf/toa_conntab.h) */
   querySize: number;
   ways: number;
-  /** inserted, replaced, evicted, busy (enum toa_conntab_counter), read_torn (user-space reads given up) */
+  /** inserted, replaced, evicted, lost (records the kernel could not send: its ring was full) (enum toa_conntab_counter) */
   counters: Record<string, number>;
 }
 
