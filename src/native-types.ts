@@ -124,7 +124,7 @@ export interface NativeProbe {
   /** Detaches, runs a final sweep, drains the buffer into onBatch, frees everything. */
   stop(): Promise<void>;
   stats(): NativeStats;
-  /** Connection table entries of socket peers, read through the table's mmap: queries of
+  /** Connection table entries of socket peers, from the C core's table (records the kernel sent applied first): queries of
    * querySize bytes (family, 0, peer port LE, peer address) in, `ways` entries per query out
    * (key then value, keySize + valueSize bytes; found first, family 0 = none); null when off. */
   connFind?(queries: Buffer): Buffer | null;
