@@ -4,8 +4,8 @@
  * without enrichment, CPU µs per span and RSS of the pass-through process. The pass-through runs as
  * its own process (this file with --role passthrough), the upstream is bench/otlp-count-receiver.mjs
  * (another process), the load comes from this process. The connection table is the real ConnTable
- * (one lookup per request, entries in the kernel layout) answered from a Map instead of the
- * kernel table's mmap (no kernel needed; the kernel side is measured by
+ * (one lookup per request, entries in the table's layout) answered from a Map instead of the
+ * probe's table (no kernel needed; the kernel side is measured by
  * `npm run bench:accept -- --conntab-compare 65536`).
  *
  *   npm run bench:traces -- [--seconds 5] [--rounds 2] [--spans 512] [--concurrency 4] [--entries 65536]
@@ -60,7 +60,7 @@ const BOOT_TO_UNIX = BigInt(Date.now()) * 1_000_000n - 3600n * 1_000_000_000n;
 
 /** Entry i: peer 198.18.2.(1 + i / 60000):(1024 + i % 60000), TOA 10.x.y.z trusted (every peer distinct). */
 /** n synthetic connections of the synthetic spans' peers, answered like the probe's connFind
- * (which reads the kernel table through its mmap; here a Map: the same packing and decoding). */
+ * (which looks them up in the C core's table; here a Map: the same packing and decoding). */
 function syntheticFind(n: number): (q: Buffer) => Buffer {
   // one buffer of entries; entry i is found from its peer by arithmetic (the synthetic peers are
   // 198.18.2.(1 + i / 60000):(1024 + i % 60000)), so the bench's stand-in for the addon's native

@@ -1,14 +1,15 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * Connection table (trace enrichment, issue 12): types and the set hash shared by the
- * kernel side (bpf/toa_conntab.bpf.h), the C core (toa_core_conn_find/dump, which read
- * the table through mmap) and the TypeScript decoder (src/traces/conntab.ts, offsets
+ * kernel side (bpf/toa_conntab.bpf.h, which sends one record per connection through the
+ * ring buffer conntab_ring), the C core (which keeps the table in its own memory:
+ * toa_core_conn_find/dump) and the TypeScript decoder (src/traces/conntab.ts, offsets
  * restated there and checked against the sizes the addon exports).
  *
- * The table is a BPF_MAP_TYPE_ARRAY (BPF_F_MMAPABLE) of TOA_CONN_WAYS-way sets. The set of a
- * connection is chosen by its socket peer only (family, peer address, peer port): that is
- * what an application's server span knows, so user space finds the candidates of a span
- * in one set without knowing the local address or port.
+ * The table is an array of TOA_CONN_WAYS-way sets. The set of a connection is chosen by
+ * its socket peer only (family, peer address, peer port): that is what an application's
+ * server span knows, so the candidates of a span are in one set, found without knowing the
+ * local address or port.
  */
 #ifndef TOA_CONNTAB_H
 #define TOA_CONNTAB_H
@@ -43,10 +44,8 @@ struct toa_conn_val {
 	__u8 toa_addr[16]; /* offset 28; 4 bytes of tail padding follow */
 };
 
-/* One way of a set. seq is a sequence counter: odd while the kernel writes the slot.
- * A reader copies key and value between two reads of an equal, even seq. */
+/* One connection: the record conntab_record() sends, and one way of a set (family 0 = empty). */
 struct toa_conn_slot {
-	__u64 seq; /* 64-bit: BPF atomics on 32-bit words need ALU32 (-mcpu=v3) */
 	struct toa_conn_key key;
 	struct toa_conn_val val;
 };
@@ -59,19 +58,19 @@ struct toa_conn_set {
 	struct toa_conn_slot way[TOA_CONN_WAYS];
 };
 
-/* Per-CPU counters of the table (array map "conntab_counters", one entry). */
+/* Counters of the table. LOST is counted by the kernel (per-CPU array map "conntab_counters",
+ * one entry); the others by the C core as it applies the records. */
 enum toa_conntab_counter {
 	TOA_CT_INSERTED = 0, /* connections written into a slot that did not hold their key */
 	TOA_CT_REPLACED = 1, /* connections whose key was still in the table (tuple reuse) */
 	TOA_CT_EVICTED = 2,  /* inserts that overwrote another live key (its set was full) */
-	TOA_CT_BUSY = 3,     /* connections not written: another CPU was writing the same slot */
-	TOA_CT_READ_TORN = 4, /* user space only: slot reads given up while the kernel rewrote it */
+	TOA_CT_LOST = 3,     /* records not sent: conntab_ring was full (the reader fell behind) */
 	TOA_CT_MAX = 8,
 };
 
 #define TOA_CONN_KEY_SIZE 40
 #define TOA_CONN_VAL_SIZE 48
-#define TOA_CONN_SLOT_SIZE 96
+#define TOA_CONN_SLOT_SIZE 88
 /* a found entry as the C core returns it: key then value */
 #define TOA_CONN_ENTRY_SIZE (TOA_CONN_KEY_SIZE + TOA_CONN_VAL_SIZE)
 /* a query of toa_core_conn_find: family (1), 0 (1), peer port (2, host order), peer address (16) */
@@ -116,7 +115,7 @@ _Static_assert(__builtin_offsetof(struct toa_conn_key, peer_addr) == 24, "toa_co
 _Static_assert(__builtin_offsetof(struct toa_conn_val, pid) == 16, "toa_conn_val layout changed");
 _Static_assert(__builtin_offsetof(struct toa_conn_val, toa_port) == 20, "toa_conn_val layout changed");
 _Static_assert(__builtin_offsetof(struct toa_conn_val, toa_addr) == 28, "toa_conn_val layout changed");
-_Static_assert(__builtin_offsetof(struct toa_conn_slot, key) == 8, "toa_conn_slot layout changed");
+_Static_assert(__builtin_offsetof(struct toa_conn_slot, val) == TOA_CONN_KEY_SIZE, "toa_conn_slot layout changed");
 #endif
 
 #endif /* TOA_CONNTAB_H */

@@ -52,7 +52,7 @@ export interface NativeConnStats {
   /** bytes of a connFind query, entries returned per query (bpf/toa_conntab.h) */
   querySize: number;
   ways: number;
-  /** inserted, replaced, evicted, busy (enum toa_conntab_counter), read_torn (user-space reads given up) */
+  /** inserted, replaced, evicted, lost (records the kernel could not send: its ring was full) (enum toa_conntab_counter) */
   counters: Record<string, number>;
 }
 
@@ -124,7 +124,7 @@ export interface NativeProbe {
   /** Detaches, runs a final sweep, drains the buffer into onBatch, frees everything. */
   stop(): Promise<void>;
   stats(): NativeStats;
-  /** Connection table entries of socket peers, read through the table's mmap: queries of
+  /** Connection table entries of socket peers, from the C core's table (records the kernel sent applied first): queries of
    * querySize bytes (family, 0, peer port LE, peer address) in, `ways` entries per query out
    * (key then value, keySize + valueSize bytes; found first, family 0 = none); null when off. */
   connFind?(queries: Buffer): Buffer | null;

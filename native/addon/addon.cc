@@ -374,7 +374,7 @@ class Probe : public Napi::ObjectWrap<Probe> {
     return deferred.Promise();
   }
 
-  // Connection table (trace enrichment), read through its mmap (bpf/toa_conntab.h).
+  // Connection table (trace enrichment), kept by the C core from the kernel's records (bpf/toa_conntab.h).
   // connFind(queries: Buffer of n TOA_CONN_QUERY_SIZE-byte queries) -> Buffer of
   // n * TOA_CONN_WAYS entries (key then value; family 0 = none) or null when the table is off.
   // One call per OTLP request: the span enrichment packs every socket peer it needs.

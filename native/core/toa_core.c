@@ -57,9 +57,13 @@ struct toa_core {
 	int nrefusals;
 	uint32_t conntab_max;  /* configured entries; 0 = connection table off */
 	uint32_t conntab_sets; /* sets of TOA_CONN_WAYS slots (a power of two) */
-	const struct toa_conn_set *conntab_mem; /* the table, mmapped read-only (NULL when off) */
-	size_t conntab_len;
-	uint64_t conntab_torn; /* slot reads given up: the kernel kept rewriting the slot */
+	/* The table in process memory, fed by the kernel's records (conntab_ring). conntab_mu
+	 * guards the table, its counters and the ring's consumer: the reader thread applies the
+	 * records after each poll, a find applies what is in the ring before it reads. */
+	pthread_mutex_t conntab_mu;
+	struct toa_conn_set *conntab_mem; /* NULL when off */
+	struct ring_buffer *conntab_rb;
+	uint64_t conntab_cnt[TOA_CT_MAX]; /* inserted, replaced, evicted */
 	bool listen_owner;    /* sockops mode: records carry the listener's owner (bpf/toa_listen.bpf.h) */
 };
 
@@ -436,8 +440,9 @@ static void on_perf_lost(void *ctx, int cpu, uint64_t cnt)
 
 static void release(struct toa_core *c)
 {
-	if (c->conntab_mem)
-		munmap((void *)c->conntab_mem, c->conntab_len);
+	ring_buffer__free(c->conntab_rb);
+	c->conntab_rb = NULL;
+	free(c->conntab_mem);
 	c->conntab_mem = NULL;
 	for (int i = 0; i < c->nlinks; i++)
 		bpf_link__destroy(c->links[i]);
@@ -586,8 +591,7 @@ static void set_rodata(struct toa_core *c, const struct attempt *a, const struct
 	}
 	r->cfg_use_ringbuf = c->buf.ring;
 	r->cfg_wakeup_bytes = wakeup_bytes(cfg);
-	r->cfg_conntab = cfg->conntab_max_entries > 0;
-	r->cfg_conntab_cmpxchg = c->claim_xchg;
+	r->cfg_conntab = c->conntab_max > 0;
 	r->cfg_rewrite_peer = a->rewrite;
 	r->cfg_rewrite_all_ports = cfg->rewrite_ports_n == 0;
 	r->cfg_hold_early_accept = a->hold;
@@ -639,12 +643,11 @@ static void size_maps(struct toa_core *c, const struct attempt *a, const struct 
 	toa_buffer_setup(&c->buf, s->maps.events, c->buf.ring, cfg->ringbuf_bytes);
 	if (!a->need_sockops || a->mode != TOA_MODE_SOCKOPS)
 		bpf_map__set_max_entries(s->maps.pending, a->need_sockops ? 16384 : 1);
-	c->conntab_max = cfg->conntab_max_entries;
-	c->conntab_sets = conntab_sets(cfg->conntab_max_entries);
-	s->rodata->cfg_conntab_set_mask = c->conntab_sets - 1;
-	bpf_map__set_max_entries(s->maps.conntab, c->conntab_sets);
-	if (!c->conntab_max) /* BPF_F_MMAPABLE needs 5.5: not asked for when the table is off */
-		bpf_map__set_map_flags(s->maps.conntab, 0);
+	c->conntab_sets = conntab_sets(c->conntab_max);
+	/* as many records as the event ring holds events; not created when off (ring buffers: 5.8) */
+	if (c->conntab_max)
+		bpf_map__set_max_entries(s->maps.conntab_ring, cfg->ringbuf_bytes);
+	bpf_map__set_autocreate(s->maps.conntab_ring, c->conntab_max > 0);
 	if (!a->hold)
 		bpf_map__set_max_entries(s->maps.held, 1);
 	/* kernels before 5.2 have no socket storage: create it only for the mode */
@@ -829,21 +832,22 @@ static int attach_sockops(struct toa_core *c, const struct attempt *a)
 	return 0;
 }
 
-/* The connection table, read-only for user space: lookups read it directly (no syscall). */
-static int map_conntab(struct toa_core *c, int mode)
+static int conn_apply(void *ctx, void *data, size_t size);
+
+/* The connection table and the reader of the kernel's records (conntab_ring). */
+static int open_conntab(struct toa_core *c, int mode)
 {
 	size_t len = (size_t)c->conntab_sets * sizeof(struct toa_conn_set);
-	long page = sysconf(_SC_PAGESIZE);
-	void *p;
 
 	if (!c->conntab_max)
 		return 0;
-	len = (len + (size_t)page - 1) / (size_t)page * (size_t)page;
-	p = mmap(NULL, len, PROT_READ, MAP_SHARED, bpf_map__fd(c->skel->maps.conntab), 0);
-	if (p == MAP_FAILED)
-		return refuse(c, mode, errno, "failed to mmap the connection table (%zu bytes): %s", len, strerror(errno));
-	c->conntab_mem = p;
-	c->conntab_len = len;
+	memset(c->conntab_cnt, 0, sizeof(c->conntab_cnt));
+	c->conntab_mem = calloc(1, len);
+	if (!c->conntab_mem)
+		return refuse(c, mode, ENOMEM, "failed to allocate the connection table (%zu bytes)", len);
+	c->conntab_rb = ring_buffer__new(bpf_map__fd(c->skel->maps.conntab_ring), conn_apply, c, NULL);
+	if (!c->conntab_rb)
+		return refuse(c, mode, errno, "failed to create the connection table's ring buffer reader: %s", strerror(errno));
 	return 0;
 }
 
@@ -904,6 +908,7 @@ static int load_bench(struct toa_core *c, const struct toa_core_config *cfg)
 	bpf_map__set_max_entries(b->maps.merge, 1);
 	bpf_map__set_max_entries(b->maps.merge_seen, 1);
 	bpf_map__set_max_entries(b->maps.merge_claims, 1);
+	bpf_map__set_autocreate(b->maps.conntab_ring, false); /* cfg_conntab is off there */
 	err = bpf_map__reuse_fd(b->maps.events, bpf_map__fd(c->skel->maps.events));
 	if (!err)
 		err = bpf_map__reuse_fd(b->maps.counters, bpf_map__fd(c->skel->maps.counters));
@@ -962,6 +967,12 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 	c->mode = mode;
 	c->buf.ring = !cfg->force_perfbuf && toa_buffer_ring_available();
 	c->claim_xchg = have_atomic_xchg();
+	c->conntab_max = cfg->conntab_max_entries;
+	if (c->conntab_max && !toa_buffer_ring_available()) {
+		logf_(c->log, c->log_user, TOA_LOG_WARN,
+		      "the connection table of trace enrichment needs BPF ring buffers (kernel >= 5.8): it is off, spans pass through unchanged");
+		c->conntab_max = 0;
+	}
 	if (!c->claim_xchg && cfg->merge_window_s)
 		logf_(c->log, c->log_user, TOA_LOG_DEBUG,
 		      "kernel lacks BPF_XCHG (< 5.12): the merge window claims counts with a per-key lock map");
@@ -978,7 +989,7 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 	if (!err)
 		err = attach_sockops(c, &a);
 	if (!err)
-		err = map_conntab(c, mode);
+		err = open_conntab(c, mode);
 	if (!err)
 		err = attach_rewrite(c, &a);
 	if (!err && cfg->synth)
@@ -1041,6 +1052,7 @@ int toa_core_open(struct toa_core **out, const struct toa_core_config *cfg, toa_
 		return -ENOMEM;
 	c->log = log;
 	c->log_user = log_user;
+	pthread_mutex_init(&c->conntab_mu, NULL);
 	tls_log = log;
 	tls_log_user = log_user;
 	libbpf_set_print(libbpf_print);
@@ -1103,6 +1115,8 @@ int toa_core_mode(const struct toa_core *c)
 	return c->mode;
 }
 
+static void conn_drain(struct toa_core *c);
+
 int toa_core_poll(struct toa_core *c, int timeout_ms, toa_event_fn cb, void *user)
 {
 	int n;
@@ -1111,6 +1125,8 @@ int toa_core_poll(struct toa_core *c, int timeout_ms, toa_event_fn cb, void *use
 	c->cb_user = user;
 	n = toa_buffer_poll(&c->buf, timeout_ms);
 	c->cb = NULL;
+	if (n >= 0)
+		conn_drain(c);
 	return n;
 }
 
@@ -1193,6 +1209,7 @@ void toa_core_close(struct toa_core *c)
 	if (!c)
 		return;
 	release(c);
+	pthread_mutex_destroy(&c->conntab_mu);
 	free(c);
 }
 
@@ -1244,31 +1261,61 @@ const char *toa_conntab_counter_name(int idx)
 	case TOA_CT_INSERTED: return "inserted";
 	case TOA_CT_REPLACED: return "replaced";
 	case TOA_CT_EVICTED: return "evicted";
-	case TOA_CT_BUSY: return "busy";
-	case TOA_CT_READ_TORN: return "read_torn";
+	case TOA_CT_LOST: return "lost";
 	default: return NULL;
 	}
 }
 
-/*
- * Copy one slot (key then value, TOA_CONN_ENTRY_SIZE bytes) as the kernel last wrote it:
- * between two reads of the same even sequence (bpf/toa_conntab.bpf.h writes it odd, then
- * even). Retried while the kernel writes; false when the slot is empty or kept changing.
- */
-static bool conn_read_slot(struct toa_core *c, const struct toa_conn_slot *s, uint8_t *out)
+/* One record of the kernel (a toa_conn_slot) into its set: the way that holds its key (the
+ * tuple is back), else an empty way, else the oldest one. Under conntab_mu. */
+static int conn_apply(void *ctx, void *data, size_t size)
 {
-	for (int i = 0; i < 100; i++) {
-		uint64_t seq = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
+	struct toa_core *c = ctx;
+	const struct toa_conn_slot *r = data;
+	struct toa_conn_set *set;
+	struct toa_conn_slot *s = NULL;
+	uint32_t a[4];
 
-		if (seq & 1)
-			continue; /* a writer is in the slot: a few stores, soon done */
-		memcpy(out, &s->key, TOA_CONN_ENTRY_SIZE);
-		__atomic_thread_fence(__ATOMIC_ACQUIRE); /* the copy completes before the re-read */
-		if (__atomic_load_n(&s->seq, __ATOMIC_RELAXED) == seq)
-			return out[0] != 0; /* family 0: never written */
+	if (size < sizeof(*r) || !r->key.family)
+		return 0;
+	memcpy(a, r->key.peer_addr, 16);
+	set = &c->conntab_mem[toa_conn_hash(r->key.family, r->key.peer_port, a) & (c->conntab_sets - 1)];
+	for (int w = 0; w < TOA_CONN_WAYS && !s; w++)
+		if (!memcmp(&set->way[w].key, &r->key, sizeof(r->key)))
+			s = &set->way[w];
+	if (s) {
+		c->conntab_cnt[TOA_CT_REPLACED]++;
+	} else {
+		s = &set->way[0];
+		for (int w = 1; w < TOA_CONN_WAYS; w++) /* empty ways have accept time 0 */
+			if (set->way[w].val.accept_boot_ns < s->val.accept_boot_ns)
+				s = &set->way[w];
+		c->conntab_cnt[TOA_CT_INSERTED]++;
+		if (s->key.family)
+			c->conntab_cnt[TOA_CT_EVICTED]++;
 	}
-	c->conntab_torn++;
-	return false;
+	*s = *r;
+	return 0;
+}
+
+/* Apply the records waiting in the ring. Under conntab_mu. */
+static void conn_apply_pending(struct toa_core *c)
+{
+	int n = ring_buffer__consume(c->conntab_rb);
+
+	if (n < 0)
+		logf_(c->log, c->log_user, TOA_LOG_WARN, "connection table: reading its ring buffer failed: %s",
+		      strerror(-n));
+}
+
+/* The reader thread, after each poll: keeps the ring from filling up. */
+static void conn_drain(struct toa_core *c)
+{
+	if (!c->conntab_mem)
+		return;
+	pthread_mutex_lock(&c->conntab_mu);
+	conn_apply_pending(c);
+	pthread_mutex_unlock(&c->conntab_mu);
 }
 
 int toa_core_conn_find(struct toa_core *c, const void *queries, uint32_t n, void *out)
@@ -1280,6 +1327,8 @@ int toa_core_conn_find(struct toa_core *c, const void *queries, uint32_t n, void
 	if (!c->conntab_mem)
 		return -ENOENT;
 	memset(out, 0, (size_t)n * TOA_CONN_WAYS * TOA_CONN_ENTRY_SIZE);
+	pthread_mutex_lock(&c->conntab_mu);
+	conn_apply_pending(c); /* a connection accepted a moment ago is found */
 	for (uint32_t i = 0; i < n; i++, q += TOA_CONN_QUERY_SIZE) {
 		uint16_t port;
 		uint32_t a[4];
@@ -1290,18 +1339,16 @@ int toa_core_conn_find(struct toa_core *c, const void *queries, uint32_t n, void
 		memcpy(a, q + 4, 16);
 		set = &c->conntab_mem[toa_conn_hash(q[0], port, a) & (c->conntab_sets - 1)];
 		for (int w = 0; w < TOA_CONN_WAYS; w++) {
-			const struct toa_conn_key *k = (const struct toa_conn_key *)dst;
+			const struct toa_conn_key *k = &set->way[w].key;
 
-			if (!conn_read_slot(c, &set->way[w], dst))
-				continue;
-			if (k->family != q[0] || k->peer_port != port || memcmp(k->peer_addr, a, 16)) {
-				memset(dst, 0, TOA_CONN_ENTRY_SIZE); /* another peer of the same set */
-				continue;
-			}
+			if (!k->family || k->family != q[0] || k->peer_port != port || memcmp(k->peer_addr, a, 16))
+				continue; /* empty, or another peer of the same set */
+			memcpy(dst, &set->way[w], TOA_CONN_ENTRY_SIZE);
 			dst += TOA_CONN_ENTRY_SIZE;
 			found++;
 		}
 	}
+	pthread_mutex_unlock(&c->conntab_mu);
 	return found;
 }
 
@@ -1312,10 +1359,13 @@ int toa_core_conn_dump(struct toa_core *c, void *out, uint32_t max)
 
 	if (!c->conntab_mem)
 		return -ENOENT;
+	pthread_mutex_lock(&c->conntab_mu);
+	conn_apply_pending(c);
 	for (uint32_t i = 0; i < c->conntab_sets; i++)
 		for (int w = 0; w < TOA_CONN_WAYS && n < max; w++)
-			if (conn_read_slot(c, &c->conntab_mem[i].way[w], o + (size_t)n * TOA_CONN_ENTRY_SIZE))
-				n++;
+			if (c->conntab_mem[i].way[w].key.family)
+				memcpy(o + (size_t)n++ * TOA_CONN_ENTRY_SIZE, &c->conntab_mem[i].way[w], TOA_CONN_ENTRY_SIZE);
+	pthread_mutex_unlock(&c->conntab_mu);
 	return (int)n;
 }
 
@@ -1326,7 +1376,7 @@ int toa_core_conn_counters(struct toa_core *c, uint64_t out[TOA_CT_MAX], uint32_
 	__u64 *vals;
 
 	memset(out, 0, sizeof(uint64_t) * TOA_CT_MAX);
-	if (!c->skel || !c->conntab_max || ncpu <= 0)
+	if (!c->skel || !c->conntab_mem || ncpu <= 0)
 		return -ENOENT;
 	*max_entries = c->conntab_sets * TOA_CONN_WAYS;
 	vals = calloc((size_t)ncpu * TOA_CT_MAX, sizeof(__u64));
@@ -1334,10 +1384,14 @@ int toa_core_conn_counters(struct toa_core *c, uint64_t out[TOA_CT_MAX], uint32_
 		return -ENOMEM;
 	if (!bpf_map_lookup_elem(bpf_map__fd(c->skel->maps.conntab_counters), &zero, vals))
 		for (int cpu = 0; cpu < ncpu; cpu++)
-			for (int i = 0; i < TOA_CT_MAX; i++)
-				out[i] += vals[(size_t)cpu * TOA_CT_MAX + i];
+			out[TOA_CT_LOST] += vals[(size_t)cpu * TOA_CT_MAX + TOA_CT_LOST];
 	free(vals);
-	out[TOA_CT_READ_TORN] = c->conntab_torn;
+	pthread_mutex_lock(&c->conntab_mu);
+	conn_apply_pending(c); /* the counters of what is in the ring now */
+	out[TOA_CT_INSERTED] = c->conntab_cnt[TOA_CT_INSERTED];
+	out[TOA_CT_REPLACED] = c->conntab_cnt[TOA_CT_REPLACED];
+	out[TOA_CT_EVICTED] = c->conntab_cnt[TOA_CT_EVICTED];
+	pthread_mutex_unlock(&c->conntab_mu);
 	return 0;
 }
 

@@ -114,7 +114,9 @@ int toa_core_mode(const struct toa_core *c);
 int toa_core_stats(struct toa_core *c, struct toa_core_stats *st);
 
 /* ---- connection table (trace enrichment; cfg.conntab_max_entries > 0) ---- */
-/* Reads go through the mmapped table (bpf/toa_conntab.h); an entry is never returned torn.
+/* The kernel sends one record per connection through a ring buffer; the core applies them to
+ * the table in its own memory (bpf/toa_conntab.h) after each poll, and find/dump/counters
+ * apply what is waiting first (one mutex with the reader thread, taken once per call).
  * Find the entries of n socket peers: queries holds n TOA_CONN_QUERY_SIZE-byte queries
  * (family, 0, peer port in host order, peer address as in toa_conn_key); out gets
  * TOA_CONN_WAYS entries (key then value, TOA_CONN_ENTRY_SIZE bytes) per query, the found
@@ -123,7 +125,7 @@ int toa_core_conn_find(struct toa_core *c, const void *queries, uint32_t n, void
 /* Copy up to max live entries into buf (max * TOA_CONN_ENTRY_SIZE bytes); returns the count
  * or -ENOENT when the table is off. For tests and toa-probe: the table is not copied in service. */
 int toa_core_conn_dump(struct toa_core *c, void *buf, uint32_t max);
-/* Counters of the table summed over CPUs (enum toa_conntab_counter); -ENOENT when off.
+/* Counters of the table (enum toa_conntab_counter; lost summed over CPUs); -ENOENT when off.
  * *max_entries gets the table size (slots: entries rounded up to a power of two). */
 int toa_core_conn_counters(struct toa_core *c, uint64_t out[TOA_CT_MAX], uint32_t *max_entries);
 const char *toa_conntab_counter_name(int idx);

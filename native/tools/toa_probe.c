@@ -96,7 +96,7 @@ static int print_event(const struct toa_event *ev, void *user)
 	return 0;
 }
 
-/* The table as user space reads it (mmap): entries present, and how many of them a find by
+/* The table as the C core keeps it: entries present, and how many of them a find by
  * their socket peer returns (the kernel matrix checks both against the connections made). */
 static void print_conntab_reads(struct toa_core *c, uint32_t max)
 {

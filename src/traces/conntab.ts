@@ -184,9 +184,9 @@ export interface PeerRef {
 }
 
 /**
- * The kernel table, read live through the probe's mmap of it (toa_core_conn_find): the peers
- * of all spans of a request are looked up in one call. Nothing is copied or cached between
- * requests: a connection accepted a moment ago is found.
+ * The connection table, read live in the probe's C core (toa_core_conn_find, which first applies
+ * the kernel's records waiting in its ring): the peers of all spans of a request are looked up in
+ * one call. Nothing is copied or cached between requests: a connection accepted a moment ago is found.
  */
 export class ConnTable {
   /** connFind calls, peers asked, failed calls */

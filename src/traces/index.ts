@@ -56,5 +56,6 @@ export function connTableStatus(probe: NativeProbe | undefined, table: ConnTable
     connTableInserted: inserted,
     connTableReplaced: c.replaced ?? 0,
     connTableEvicted: evicted,
+    connTableLost: c.lost ?? 0,
   };
 }
