@@ -12,14 +12,16 @@
  * alone; "net" figures subtract it once per program run.
  *
  * Variants run side by side in interleaved rounds (the order rotates each round), medians. The
- * default set is this build in full, with the merge window off, and with parts left out through
- * the benchmark hook TOA_OTEL_BENCH_SKIP (bpf/toa_report.bpf.h: without the merge_seen array,
- * i.e. every new key looked up and inserted in the merge map as before it; that without the
- * insert; no record written; no PASSIVE_ESTABLISHED work), and a table of what each part
- * costs. Or:
+ * default set is this build in full, with the merge window off, with no PASSIVE_ESTABLISHED work,
+ * and "merge window off" with one part left out at a time through the benchmark hook
+ * TOA_OTEL_BENCH_SKIP (bpf/toa_report.bpf.h: listener-owner lookup, module TOA read, option walk,
+ * packet TOA, probe_ns clock read, record write) or with a trusted range configured, and a table
+ * of what each part costs. Or:
+ *   --seen                       also the merge window without the merge_seen array (every new
+ *                                key looked up and inserted in the merge map), and that without the insert
  *   --variant NAME=ADDON[:JSON]  an addon build (.node) and probe option overrides, repeatable
  *
- *   npm run bench:bpf -- [--rounds 5] [--connections 10000] [--variant base=/tmp/old.node ...]
+ *   npm run bench:bpf -- [--rounds 5] [--connections 10000] [--seen] [--variant base=/tmp/old.node ...]
  *
  * Needs root, clang and bpftool. Prints numbers; it does not judge them.
  */
@@ -38,6 +40,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     connections: { type: 'string', default: '10000' },
     variant: { type: 'string', multiple: true, default: [] },
+    seen: { type: 'boolean', default: false },
   },
 });
 const rounds = Number(values.rounds);
@@ -57,6 +60,29 @@ const SKIP_EMIT = 1;
 const SKIP_ESTABLISHED = 2;
 const SKIP_MERGE_INSERT = 4;
 const SKIP_SEEN = 8;
+const SKIP_OWNER = 16;
+const SKIP_MODULE = 32;
+const SKIP_OPT_PARSE = 64;
+const SKIP_OPT_COPY = 128;
+const SKIP_PROBE_NS = 256;
+const SKIP_TRUST_CACHE = 512;
+const off = { mergeWindowSec: 0 };
+// the parts of PASSIVE_ESTABLISHED, each left out of "merge window off" alone
+const parts: Variant[] = [
+  { name: 'merge off, no owner lookup', addon: addonPath(), options: off, skip: SKIP_OWNER },
+  { name: 'merge off, no module TOA read', addon: addonPath(), options: off, skip: SKIP_MODULE },
+  { name: 'merge off, options copied, not walked', addon: addonPath(), options: off, skip: SKIP_OPT_PARSE },
+  { name: 'merge off, no packet TOA', addon: addonPath(), options: off, skip: SKIP_OPT_COPY },
+  { name: 'merge off, no probe_ns clock read', addon: addonPath(), options: off, skip: SKIP_PROBE_NS },
+  { name: 'merge off, no record written', addon: addonPath(), options: off, skip: SKIP_EMIT },
+  // the lab's balancer (198.18.2.0/24) trusted: the LPM lookup per TOA
+  { name: 'merge off, trusted range set', addon: addonPath(), options: { ...off, trustedPeers: ['198.18.0.0/15'] } },
+  { name: 'merge off, trusted range set, no verdict cache', addon: addonPath(), options: { ...off, trustedPeers: ['198.18.0.0/15'] }, skip: SKIP_TRUST_CACHE },
+];
+const seenVariants: Variant[] = [
+  { name: 'without merge_seen', addon: addonPath(), options: {}, skip: SKIP_SEEN },
+  { name: 'without merge_seen: lookup, no insert', addon: addonPath(), options: {}, skip: SKIP_SEEN | SKIP_MERGE_INSERT },
+];
 const variants: Variant[] = values.variant.length
   ? values.variant.map((v) => {
       const m = /^([^=]+)=([^:]+)(?::(.*))?$/.exec(v);
@@ -65,11 +91,10 @@ const variants: Variant[] = values.variant.length
     })
   : [
       { name: 'full', addon: addonPath(), options: {} },
-      { name: 'merge window off', addon: addonPath(), options: { mergeWindowSec: 0 } },
-      { name: 'without merge_seen', addon: addonPath(), options: {}, skip: SKIP_SEEN },
-      { name: 'without merge_seen: lookup, no insert', addon: addonPath(), options: {}, skip: SKIP_SEEN | SKIP_MERGE_INSERT },
-      { name: 'no record written', addon: addonPath(), options: {}, skip: SKIP_EMIT },
+      { name: 'merge window off', addon: addonPath(), options: off },
       { name: 'callbacks only', addon: addonPath(), options: {}, skip: SKIP_ESTABLISHED },
+      ...parts,
+      ...(values.seen ? seenVariants : []),
     ];
 
 /** run_time_ns / run_cnt of a program that only returns: bpf_stats' own share of each run. */
@@ -169,15 +194,24 @@ for (const v of variants) {
 if (!values.variant.length) {
   // differences of the medians (net of bpf_stats): each part is what leaving it out saved
   const g = (k: string) => net.get(k)!;
+  const base = g('merge window off');
   console.log('\nwhere the time goes (net ns per connection, differences of the rows above)');
   console.log('part | ns/conn');
   console.log(`every callback of the connection entered and left (no PASSIVE_ESTABLISHED work) | ${g('callbacks only').toFixed(0)}`);
-  console.log(`PASSIVE_ESTABLISHED without the merge window (options, module TOA, event, record) | ${(g('merge window off') - g('callbacks only')).toFixed(0)}`);
-  console.log(`  of it, writing the record to the ring buffer | ${(g('full') - g('no record written')).toFixed(0)}`);
-  console.log(`merge window with merge_seen (hash, slot; a new key stays out of the merge map) | ${(g('full') - g('merge window off')).toFixed(0)}`);
+  console.log(`PASSIVE_ESTABLISHED without the merge window | ${(base - g('callbacks only')).toFixed(0)}`);
+  for (const p of parts) {
+    const d = p.name.includes('trusted') ? g(p.name) - base : base - g(p.name);
+    console.log(`  ${p.name.replace('merge off, ', '')}: ${p.name.includes('trusted') ? 'added' : 'saved'} | ${d.toFixed(0)}`);
+  }
+  {
+    const a = 'merge off, trusted range set';
+    console.log(`  trust verdict cache (IPv4 peers): saved per connection | ${(g(`${a}, no verdict cache`) - g(a)).toFixed(0)}`);
+  }
+  console.log(`merge window with merge_seen | ${(g('full') - base).toFixed(0)}`);
   console.log(`total | ${g('full').toFixed(0)}`);
-  console.log(`without merge_seen: lookup of a new key in the merge map | ${(g('without merge_seen: lookup, no insert') - g('merge window off')).toFixed(0)}`);
-  console.log(`without merge_seen: insert of a new key | ${(g('without merge_seen') - g('without merge_seen: lookup, no insert')).toFixed(0)}`);
-  console.log(`without merge_seen: total | ${g('without merge_seen').toFixed(0)}`);
-  console.log(`saved by merge_seen | ${(g('without merge_seen') - g('full')).toFixed(0)}`);
+  if (values.seen) {
+    console.log(`without merge_seen: lookup of a new key in the merge map | ${(g('without merge_seen: lookup, no insert') - base).toFixed(0)}`);
+    console.log(`without merge_seen: insert of a new key | ${(g('without merge_seen') - g('without merge_seen: lookup, no insert')).toFixed(0)}`);
+    console.log(`saved by merge_seen | ${(g('without merge_seen') - g('full')).toFixed(0)}`);
+  }
 }

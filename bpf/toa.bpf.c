@@ -466,9 +466,11 @@ static __always_inline __u8 packet_toa(struct toa_counters *cnt, struct bpf_sock
 	struct opt_walk *w = opt_walk_get();
 	int optlen;
 
-	if (!w)
+	if (!w || (cfg_bench_skip & TOA_BENCH_SKIP_OPT_COPY))
 		return TOA_SOURCE_NONE;
 	optlen = ack_options(ctx, w);
+	if (cfg_bench_skip & TOA_BENCH_SKIP_OPT_PARSE)
+		return TOA_SOURCE_NONE;
 	if (optlen > 0 && parse_counted(cnt, w, optlen, t))
 		return TOA_SOURCE_PACKET_ACK;
 	if (!cfg_parse_syn)
@@ -516,7 +518,7 @@ static __always_inline bool sockops_peer_trusted(struct bpf_sock_ops *ctx, struc
 		a[2] = r2;
 		a[3] = r3;
 	}
-	return bpf_map_lookup_elem(&trusted, k) != NULL;
+	return trust_lookup(k);
 }
 
 /*
@@ -671,7 +673,7 @@ static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool w
 		source = packet_toa(cnt, ctx, &t);
 	/* toa.rewritePeer reads sk_user_data even when module TOA is not a source: a
 	 * socket toa.ko already handles is left to it */
-	if (sc && with_module && (cfg_src_module || cfg_rewrite_peer)) {
+	if (sc && with_module && (cfg_src_module || cfg_rewrite_peer) && !(cfg_bench_skip & TOA_BENCH_SKIP_MODULE)) {
 		__builtin_memset(&sc->m, 0, sizeof(sc->m));
 		module_toa = sockops_module_toa(cnt, ctx, &sc->m);
 	}
