@@ -20,8 +20,10 @@
  *   --seen                       also the merge window without the merge_seen array (every new
  *                                key looked up and inserted in the merge map), and that without the insert
  *   --variant NAME=ADDON[:JSON]  an addon build (.node) and probe option overrides, repeatable
+ *   --only 'NAME;NAME'           only these of the default variants (a part side by side in more rounds)
+ *   --clients N                  N TOA clients per run instead of distinct ones (repeating clients merge)
  *
- *   npm run bench:bpf -- [--rounds 5] [--connections 10000] [--seen] [--variant base=/tmp/old.node ...]
+ *   npm run bench:bpf -- [--rounds 5] [--connections 10000] [--seen] [--only ...] [--clients N] [--variant base=/tmp/old.node ...]
  *
  * Needs root, clang and bpftool. Prints numbers; it does not judge them.
  */
@@ -41,10 +43,14 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '10000' },
     variant: { type: 'string', multiple: true, default: [] },
     seen: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    clients: { type: 'string' },
   },
 });
 const rounds = Number(values.rounds);
 const N = Number(values.connections);
+// TOA clients per run: distinct by default (a pool larger than a run's connections)
+const clients = values.clients ? Number(values.clients) : Math.max(65536, N);
 const STATS = '/proc/sys/kernel/bpf_stats_enabled';
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
@@ -66,10 +72,12 @@ const SKIP_OPT_PARSE = 64;
 const SKIP_OPT_COPY = 128;
 const SKIP_PROBE_NS = 256;
 const SKIP_TRUST_CACHE = 512;
+const SKIP_OWNER_EXACT = 1024;
 const off = { mergeWindowSec: 0 };
 // the parts of PASSIVE_ESTABLISHED, each left out of "merge window off" alone
 const parts: Variant[] = [
   { name: 'merge off, no owner lookup', addon: addonPath(), options: off, skip: SKIP_OWNER },
+  { name: 'merge off, owner: wildcard lookup only', addon: addonPath(), options: off, skip: SKIP_OWNER_EXACT },
   { name: 'merge off, no module TOA read', addon: addonPath(), options: off, skip: SKIP_MODULE },
   { name: 'merge off, options copied, not walked', addon: addonPath(), options: off, skip: SKIP_OPT_PARSE },
   { name: 'merge off, no packet TOA', addon: addonPath(), options: off, skip: SKIP_OPT_COPY },
@@ -83,7 +91,7 @@ const seenVariants: Variant[] = [
   { name: 'without merge_seen', addon: addonPath(), options: {}, skip: SKIP_SEEN },
   { name: 'without merge_seen: lookup, no insert', addon: addonPath(), options: {}, skip: SKIP_SEEN | SKIP_MERGE_INSERT },
 ];
-const variants: Variant[] = values.variant.length
+const allVariants: Variant[] = values.variant.length
   ? values.variant.map((v) => {
       const m = /^([^=]+)=([^:]+)(?::(.*))?$/.exec(v);
       if (!m) throw new Error(`--variant ${v}: expected NAME=ADDON[:JSON]`);
@@ -96,6 +104,10 @@ const variants: Variant[] = values.variant.length
       ...parts,
       ...(values.seen ? seenVariants : []),
     ];
+// --only: a ;-separated subset of the variant names (fewer variants: rounds closer in time)
+const only = values.only?.split(';').map((x) => x.trim());
+const variants = only ? allVariants.filter((v) => only.includes(v.name)) : allVariants;
+if (only && variants.length !== only.length) throw new Error(`--only: unknown variant among ${only.join(', ')}; known: ${allVariants.map((v) => v.name).join(', ')}`);
 
 /** run_time_ns / run_cnt of a program that only returns: bpf_stats' own share of each run. */
 function statsOverheadNs(): number {
@@ -127,8 +139,8 @@ try {
   cgroupDir = `${cgroup2Mount()}/toa-bench-bpf-${process.pid}`;
   mkdirSync(cgroupDir);
   const srv = await lab.startServer({ port, mode: 'accept', cgroup: cgroupDir });
-  // distinct clients: the pool holds more addresses than a run makes connections
-  const run = () => lab.connect({ vipPort: port, count: N, mode: 'connect', rst: true, toa: { mode: 'pool', size: Math.max(65536, N) }, durationMs: 60000 });
+  // distinct clients: the pool holds more addresses than a run makes connections (--clients: repeats)
+  const run = () => lab.connect({ vipPort: port, count: N, mode: 'connect', rst: true, toa: { mode: 'pool', size: clients }, durationMs: 60000 });
   await run(); // warm-up: conntrack, ARP/ND, page cache
   for (let round = 0; round < rounds; round++) {
     for (let k = 0; k < variants.length; k++) {
@@ -178,7 +190,7 @@ try {
   if (cgroupDir) rmdirSync(cgroupDir);
 }
 
-console.log(`\nBPF time per connection, ${N} connections per run from distinct TOA clients, ${rounds} interleaved rounds (medians)`);
+console.log(`\nBPF time per connection, ${N} connections per run from ${clients >= N ? 'distinct TOA clients' : `${clients} TOA clients`}, ${rounds} interleaved rounds (medians)`);
 console.log('variant | sock_ops ns/conn (bpf_stats) | runs/conn | bpf_stats ns/run | sock_ops ns/conn net of bpf_stats | handler ns (median probe_ns) | sweep ns/conn (µs/run) | conn/s');
 const net = new Map<string, number>();
 for (const v of variants) {
@@ -191,7 +203,7 @@ for (const v of variants) {
     `${v.name} | ${ns.toFixed(0)} | ${runs.toFixed(1)} | ${o.toFixed(0)} | ${(ns - runs * o).toFixed(0)} | ${median(e.handlerNs)} | ${median(e.sweepNsPerConn).toFixed(0)} (${median(e.sweepUsPerRun).toFixed(0)}) | ${median(e.rate).toFixed(0)}`,
   );
 }
-if (!values.variant.length) {
+if (!values.variant.length && !only) {
   // differences of the medians (net of bpf_stats): each part is what leaving it out saved
   const g = (k: string) => net.get(k)!;
   const base = g('merge window off');

@@ -24,6 +24,9 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "toa_opt.bpf.h"
+/* report_owned() fills the listener owner (toa_listen.bpf.h) into the events it keeps */
+static __always_inline void listen_owner_fill(struct bpf_sock_ops *ctx, struct toa_event *ev);
+#define REPORT_OWNER_FILL(owner_ctx, ev) listen_owner_fill(owner_ctx, ev)
 #include "toa_report.bpf.h"
 #define TOA_CONNTAB_PROGS
 #include "toa_conntab.bpf.h"
@@ -636,8 +639,9 @@ static __noinline void sockops_record(struct bpf_sock_ops *ctx, const struct toa
 		apply_module_toa(&ev, &sc->m);
 	if (source_flags & SOCKOPS_REWRITTEN)
 		ev.flags |= TOA_FLAG_REWRITTEN;
-	listen_owner_fill(ctx, &ev); /* toa_listen.bpf.h: the listener's process */
-	report(cnt, ctx, &ev, start);
+	/* the listener's process (toa_listen.bpf.h), filled in by report_owned when the
+	 * event is kept: not for a connection merged into an entry */
+	report_owned(cnt, ctx, &ev, start, ctx);
 }
 
 /* fexit/kretprobe mode: hand the packet TOA to the accept probe (a subprogram, for the

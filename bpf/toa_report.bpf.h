@@ -35,6 +35,7 @@ const volatile __u64 cfg_wakeup_bytes = 256 * 1024; /* wake the reader past this
 #define TOA_BENCH_SKIP_OPT_COPY 128   /* no packet TOA at all: neither copy nor walk */
 #define TOA_BENCH_SKIP_PROBE_NS 256   /* no second clock read for probe_ns */
 #define TOA_BENCH_SKIP_TRUST_CACHE 512 /* every trust check through the LPM trie (the path before trust_cache) */
+#define TOA_BENCH_SKIP_OWNER_EXACT 1024 /* listener owner: the wildcard lookup only */
 const volatile __u32 cfg_bench_skip = 0;
 /* slots of merge_seen - 1 (a power of two - 1); set by user space with the map's size */
 const volatile __u32 cfg_seen_mask = 0;
@@ -273,13 +274,30 @@ static __always_inline bool in_window(__u64 now, __u64 t)
  *    decides, as without the slot (the key is looked up, and inserted when new).
  * So with repeating clients the records are as without the slot: one per key and
  * window, plus the sweeps.
+ *
+ * owner_ctx (sockops mode): the listener owner is filled in only when the event is kept --
+ * a record, or the event of a merge entry -- not for a connection merged into an entry,
+ * whose event is dropped (REPORT_OWNER_FILL, defined by the includer; NULL: nothing).
  */
-static __always_inline void report(struct toa_counters *cnt, void *ctx, struct toa_event *ev, __u64 start_ns)
+#ifndef REPORT_OWNER_FILL
+#define REPORT_OWNER_FILL(owner_ctx, ev) do {} while (0)
+#endif
+#define REPORT_OWNER()                                       \
+	do {                                                 \
+		if (owner_ctx && !owned) {                   \
+			owned = true;                        \
+			REPORT_OWNER_FILL(owner_ctx, ev);    \
+		}                                            \
+	} while (0)
+
+static __always_inline void report_owned(struct toa_counters *cnt, void *ctx, struct toa_event *ev, __u64 start_ns,
+					 struct bpf_sock_ops *owner_ctx)
 {
 	struct toa_merge_key key __attribute__((aligned(8))) = {};
 	struct merge_seen_slot *seen = NULL;
 	struct merge_val *v;
 	__u64 now, h = 0, seen_ns = 0;
+	bool owned = false;
 
 	count(TOA_CNT_CONNECTIONS, 1);
 	ev->type = TOA_EVENT_ACCEPT;
@@ -295,6 +313,7 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 		ev->probe_ns = bpf_ktime_get_boot_ns() - start_ns; /* start_ns is also the record's timestamp */
 
 	if (!cfg_merge_window_ns) {
+		REPORT_OWNER();
 		emit(cnt, ctx, ev);
 		return;
 	}
@@ -324,6 +343,7 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 			} else {
 				seen->fp = h; /* first seen, or not within the window: a record */
 				seen->last_ns = now;
+				REPORT_OWNER();
 				emit(cnt, ctx, ev);
 				return;
 			}
@@ -344,6 +364,7 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 		nv.last_report_ns = pend ? seen_ns : now;
 		nv.last_seen_ns = now;
 		nv.pending = pend;
+		REPORT_OWNER();
 		__builtin_memcpy(&nv.first, ev, sizeof(*ev));
 		/* BPF_NOEXIST, so a CPU that loses the race to insert merges into the winner's
 		 * entry instead of replacing it (and the counts other CPUs already added to it) */
@@ -373,12 +394,20 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 		ev->suppressed = merge_claim(&key, &v->pending);
 		ev->since_last_s = (now - last) / NSEC_PER_SEC;
 		v->last_report_ns = now;
+		REPORT_OWNER();
 		__builtin_memcpy(&v->first, ev, sizeof(*ev));
 	}
 record:
 	if (seen)
 		seen->last_ns = now;
+	REPORT_OWNER();
 	emit(cnt, ctx, ev); /* v == NULL: evicted right after the insert failed, a record of its own */
+}
+#undef REPORT_OWNER
+
+static __always_inline void report(struct toa_counters *cnt, void *ctx, struct toa_event *ev, __u64 start_ns)
+{
+	report_owned(cnt, ctx, ev, start_ns, NULL);
 }
 
 /* ---- sweep: report merged connections that are still pending (bpf_for_each_map_elem callback) ---- */
