@@ -15,7 +15,8 @@
  * default set is this build in full, with the merge window off, with no PASSIVE_ESTABLISHED work,
  * and "merge window off" with one part left out at a time through the benchmark hook
  * TOA_OTEL_BENCH_SKIP (bpf/toa_report.bpf.h: listener-owner lookup, module TOA read, option walk,
- * packet TOA, probe_ns clock read, record write) or with a trusted range configured, and a table
+ * packet TOA, record write) or with a trusted range configured (with and without the verdict
+ * cache trust_cache), and a table
  * of what each part costs. Or:
  *   --seen                       also the merge window without the merge_seen array (every new
  *                                key looked up and inserted in the merge map), and that without the insert
@@ -70,18 +71,14 @@ const SKIP_OWNER = 16;
 const SKIP_MODULE = 32;
 const SKIP_OPT_PARSE = 64;
 const SKIP_OPT_COPY = 128;
-const SKIP_PROBE_NS = 256;
-const SKIP_TRUST_CACHE = 512;
-const SKIP_OWNER_EXACT = 1024;
+const SKIP_TRUST_CACHE = 256;
 const off = { mergeWindowSec: 0 };
 // the parts of PASSIVE_ESTABLISHED, each left out of "merge window off" alone
 const parts: Variant[] = [
   { name: 'merge off, no owner lookup', addon: addonPath(), options: off, skip: SKIP_OWNER },
-  { name: 'merge off, owner: wildcard lookup only', addon: addonPath(), options: off, skip: SKIP_OWNER_EXACT },
   { name: 'merge off, no module TOA read', addon: addonPath(), options: off, skip: SKIP_MODULE },
   { name: 'merge off, options copied, not walked', addon: addonPath(), options: off, skip: SKIP_OPT_PARSE },
   { name: 'merge off, no packet TOA', addon: addonPath(), options: off, skip: SKIP_OPT_COPY },
-  { name: 'merge off, no probe_ns clock read', addon: addonPath(), options: off, skip: SKIP_PROBE_NS },
   { name: 'merge off, no record written', addon: addonPath(), options: off, skip: SKIP_EMIT },
   // the lab's balancer (198.18.2.0/24) trusted: the LPM lookup per TOA
   { name: 'merge off, trusted range set', addon: addonPath(), options: { ...off, trustedPeers: ['198.18.0.0/15'] } },

@@ -90,7 +90,7 @@ static __always_inline void listen_owner_fill(struct bpf_sock_ops *ctx, struct t
 	if (!cfg_listen_owner || (cfg_bench_skip & TOA_BENCH_SKIP_OWNER))
 		return;
 	listen_key(ctx, &k);
-	v = (cfg_bench_skip & TOA_BENCH_SKIP_OWNER_EXACT) ? NULL : bpf_map_lookup_elem(&listen_owner, &k);
+	v = bpf_map_lookup_elem(&listen_owner, &k);
 	if (!v) {
 		__builtin_memset(k.addr, 0, sizeof(k.addr));
 		v = bpf_map_lookup_elem(&listen_owner, &k);

@@ -33,9 +33,7 @@ const volatile __u64 cfg_wakeup_bytes = 256 * 1024; /* wake the reader past this
 #define TOA_BENCH_SKIP_MODULE 32      /* no module TOA read (sk_user_data) */
 #define TOA_BENCH_SKIP_OPT_PARSE 64   /* copy the ACK options, do not walk them */
 #define TOA_BENCH_SKIP_OPT_COPY 128   /* no packet TOA at all: neither copy nor walk */
-#define TOA_BENCH_SKIP_PROBE_NS 256   /* no second clock read for probe_ns */
-#define TOA_BENCH_SKIP_TRUST_CACHE 512 /* every trust check through the LPM trie (the path before trust_cache) */
-#define TOA_BENCH_SKIP_OWNER_EXACT 1024 /* listener owner: the wildcard lookup only */
+#define TOA_BENCH_SKIP_TRUST_CACHE 256 /* every trust check through the LPM trie (the path before trust_cache) */
 const volatile __u32 cfg_bench_skip = 0;
 /* slots of merge_seen - 1 (a power of two - 1); set by user space with the map's size */
 const volatile __u32 cfg_seen_mask = 0;
@@ -309,8 +307,7 @@ static __always_inline void report_owned(struct toa_counters *cnt, void *ctx, st
 			count(TOA_CNT_TOA_UNTRUSTED, 1);
 	}
 	conntab_record(ev); /* trace enrichment: one entry per connection, before merging */
-	if (!(cfg_bench_skip & TOA_BENCH_SKIP_PROBE_NS))
-		ev->probe_ns = bpf_ktime_get_boot_ns() - start_ns; /* start_ns is also the record's timestamp */
+	ev->probe_ns = bpf_ktime_get_boot_ns() - start_ns; /* start_ns is also the record's timestamp */
 
 	if (!cfg_merge_window_ns) {
 		REPORT_OWNER();
