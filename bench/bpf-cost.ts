@@ -12,14 +12,19 @@
  * alone; "net" figures subtract it once per program run.
  *
  * Variants run side by side in interleaved rounds (the order rotates each round), medians. The
- * default set is this build in full, with the merge window off, and with parts left out through
- * the benchmark hook TOA_OTEL_BENCH_SKIP (bpf/toa_report.bpf.h: without the merge_seen array,
- * i.e. every new key looked up and inserted in the merge map as before it; that without the
- * insert; no record written; no PASSIVE_ESTABLISHED work), and a table of what each part
- * costs. Or:
+ * default set is this build in full, with the merge window off, with no PASSIVE_ESTABLISHED work,
+ * and "merge window off" with one part left out at a time through the benchmark hook
+ * TOA_OTEL_BENCH_SKIP (bpf/toa_report.bpf.h: listener-owner lookup, module TOA read, option walk,
+ * packet TOA, record write) or with a trusted range configured (with and without the verdict
+ * cache trust_cache), and a table
+ * of what each part costs. Or:
+ *   --seen                       also the merge window without the merge_seen array (every new
+ *                                key looked up and inserted in the merge map), and that without the insert
  *   --variant NAME=ADDON[:JSON]  an addon build (.node) and probe option overrides, repeatable
+ *   --only 'NAME;NAME'           only these of the default variants (a part side by side in more rounds)
+ *   --clients N                  N TOA clients per run instead of distinct ones (repeating clients merge)
  *
- *   npm run bench:bpf -- [--rounds 5] [--connections 10000] [--variant base=/tmp/old.node ...]
+ *   npm run bench:bpf -- [--rounds 5] [--connections 10000] [--seen] [--only ...] [--clients N] [--variant base=/tmp/old.node ...]
  *
  * Needs root, clang and bpftool. Prints numbers; it does not judge them.
  */
@@ -38,10 +43,15 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     connections: { type: 'string', default: '10000' },
     variant: { type: 'string', multiple: true, default: [] },
+    seen: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    clients: { type: 'string' },
   },
 });
 const rounds = Number(values.rounds);
 const N = Number(values.connections);
+// TOA clients per run: distinct by default (a pool larger than a run's connections)
+const clients = values.clients ? Number(values.clients) : Math.max(65536, N);
 const STATS = '/proc/sys/kernel/bpf_stats_enabled';
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
@@ -57,7 +67,28 @@ const SKIP_EMIT = 1;
 const SKIP_ESTABLISHED = 2;
 const SKIP_MERGE_INSERT = 4;
 const SKIP_SEEN = 8;
-const variants: Variant[] = values.variant.length
+const SKIP_OWNER = 16;
+const SKIP_MODULE = 32;
+const SKIP_OPT_PARSE = 64;
+const SKIP_OPT_COPY = 128;
+const SKIP_TRUST_CACHE = 256;
+const off = { mergeWindowSec: 0 };
+// the parts of PASSIVE_ESTABLISHED, each left out of "merge window off" alone
+const parts: Variant[] = [
+  { name: 'merge off, no owner lookup', addon: addonPath(), options: off, skip: SKIP_OWNER },
+  { name: 'merge off, no module TOA read', addon: addonPath(), options: off, skip: SKIP_MODULE },
+  { name: 'merge off, options copied, not walked', addon: addonPath(), options: off, skip: SKIP_OPT_PARSE },
+  { name: 'merge off, no packet TOA', addon: addonPath(), options: off, skip: SKIP_OPT_COPY },
+  { name: 'merge off, no record written', addon: addonPath(), options: off, skip: SKIP_EMIT },
+  // the lab's balancer (198.18.2.0/24) trusted: the LPM lookup per TOA
+  { name: 'merge off, trusted range set', addon: addonPath(), options: { ...off, trustedPeers: ['198.18.0.0/15'] } },
+  { name: 'merge off, trusted range set, no verdict cache', addon: addonPath(), options: { ...off, trustedPeers: ['198.18.0.0/15'] }, skip: SKIP_TRUST_CACHE },
+];
+const seenVariants: Variant[] = [
+  { name: 'without merge_seen', addon: addonPath(), options: {}, skip: SKIP_SEEN },
+  { name: 'without merge_seen: lookup, no insert', addon: addonPath(), options: {}, skip: SKIP_SEEN | SKIP_MERGE_INSERT },
+];
+const allVariants: Variant[] = values.variant.length
   ? values.variant.map((v) => {
       const m = /^([^=]+)=([^:]+)(?::(.*))?$/.exec(v);
       if (!m) throw new Error(`--variant ${v}: expected NAME=ADDON[:JSON]`);
@@ -65,12 +96,15 @@ const variants: Variant[] = values.variant.length
     })
   : [
       { name: 'full', addon: addonPath(), options: {} },
-      { name: 'merge window off', addon: addonPath(), options: { mergeWindowSec: 0 } },
-      { name: 'without merge_seen', addon: addonPath(), options: {}, skip: SKIP_SEEN },
-      { name: 'without merge_seen: lookup, no insert', addon: addonPath(), options: {}, skip: SKIP_SEEN | SKIP_MERGE_INSERT },
-      { name: 'no record written', addon: addonPath(), options: {}, skip: SKIP_EMIT },
+      { name: 'merge window off', addon: addonPath(), options: off },
       { name: 'callbacks only', addon: addonPath(), options: {}, skip: SKIP_ESTABLISHED },
+      ...parts,
+      ...(values.seen ? seenVariants : []),
     ];
+// --only: a ;-separated subset of the variant names (fewer variants: rounds closer in time)
+const only = values.only?.split(';').map((x) => x.trim());
+const variants = only ? allVariants.filter((v) => only.includes(v.name)) : allVariants;
+if (only && variants.length !== only.length) throw new Error(`--only: unknown variant among ${only.join(', ')}; known: ${allVariants.map((v) => v.name).join(', ')}`);
 
 /** run_time_ns / run_cnt of a program that only returns: bpf_stats' own share of each run. */
 function statsOverheadNs(): number {
@@ -102,8 +136,8 @@ try {
   cgroupDir = `${cgroup2Mount()}/toa-bench-bpf-${process.pid}`;
   mkdirSync(cgroupDir);
   const srv = await lab.startServer({ port, mode: 'accept', cgroup: cgroupDir });
-  // distinct clients: the pool holds more addresses than a run makes connections
-  const run = () => lab.connect({ vipPort: port, count: N, mode: 'connect', rst: true, toa: { mode: 'pool', size: Math.max(65536, N) }, durationMs: 60000 });
+  // distinct clients: the pool holds more addresses than a run makes connections (--clients: repeats)
+  const run = () => lab.connect({ vipPort: port, count: N, mode: 'connect', rst: true, toa: { mode: 'pool', size: clients }, durationMs: 60000 });
   await run(); // warm-up: conntrack, ARP/ND, page cache
   for (let round = 0; round < rounds; round++) {
     for (let k = 0; k < variants.length; k++) {
@@ -153,7 +187,7 @@ try {
   if (cgroupDir) rmdirSync(cgroupDir);
 }
 
-console.log(`\nBPF time per connection, ${N} connections per run from distinct TOA clients, ${rounds} interleaved rounds (medians)`);
+console.log(`\nBPF time per connection, ${N} connections per run from ${clients >= N ? 'distinct TOA clients' : `${clients} TOA clients`}, ${rounds} interleaved rounds (medians)`);
 console.log('variant | sock_ops ns/conn (bpf_stats) | runs/conn | bpf_stats ns/run | sock_ops ns/conn net of bpf_stats | handler ns (median probe_ns) | sweep ns/conn (µs/run) | conn/s');
 const net = new Map<string, number>();
 for (const v of variants) {
@@ -166,18 +200,27 @@ for (const v of variants) {
     `${v.name} | ${ns.toFixed(0)} | ${runs.toFixed(1)} | ${o.toFixed(0)} | ${(ns - runs * o).toFixed(0)} | ${median(e.handlerNs)} | ${median(e.sweepNsPerConn).toFixed(0)} (${median(e.sweepUsPerRun).toFixed(0)}) | ${median(e.rate).toFixed(0)}`,
   );
 }
-if (!values.variant.length) {
+if (!values.variant.length && !only) {
   // differences of the medians (net of bpf_stats): each part is what leaving it out saved
   const g = (k: string) => net.get(k)!;
+  const base = g('merge window off');
   console.log('\nwhere the time goes (net ns per connection, differences of the rows above)');
   console.log('part | ns/conn');
   console.log(`every callback of the connection entered and left (no PASSIVE_ESTABLISHED work) | ${g('callbacks only').toFixed(0)}`);
-  console.log(`PASSIVE_ESTABLISHED without the merge window (options, module TOA, event, record) | ${(g('merge window off') - g('callbacks only')).toFixed(0)}`);
-  console.log(`  of it, writing the record to the ring buffer | ${(g('full') - g('no record written')).toFixed(0)}`);
-  console.log(`merge window with merge_seen (hash, slot; a new key stays out of the merge map) | ${(g('full') - g('merge window off')).toFixed(0)}`);
+  console.log(`PASSIVE_ESTABLISHED without the merge window | ${(base - g('callbacks only')).toFixed(0)}`);
+  for (const p of parts) {
+    const d = p.name.includes('trusted') ? g(p.name) - base : base - g(p.name);
+    console.log(`  ${p.name.replace('merge off, ', '')}: ${p.name.includes('trusted') ? 'added' : 'saved'} | ${d.toFixed(0)}`);
+  }
+  {
+    const a = 'merge off, trusted range set';
+    console.log(`  trust verdict cache (IPv4 peers): saved per connection | ${(g(`${a}, no verdict cache`) - g(a)).toFixed(0)}`);
+  }
+  console.log(`merge window with merge_seen | ${(g('full') - base).toFixed(0)}`);
   console.log(`total | ${g('full').toFixed(0)}`);
-  console.log(`without merge_seen: lookup of a new key in the merge map | ${(g('without merge_seen: lookup, no insert') - g('merge window off')).toFixed(0)}`);
-  console.log(`without merge_seen: insert of a new key | ${(g('without merge_seen') - g('without merge_seen: lookup, no insert')).toFixed(0)}`);
-  console.log(`without merge_seen: total | ${g('without merge_seen').toFixed(0)}`);
-  console.log(`saved by merge_seen | ${(g('without merge_seen') - g('full')).toFixed(0)}`);
+  if (values.seen) {
+    console.log(`without merge_seen: lookup of a new key in the merge map | ${(g('without merge_seen: lookup, no insert') - base).toFixed(0)}`);
+    console.log(`without merge_seen: insert of a new key | ${(g('without merge_seen') - g('without merge_seen: lookup, no insert')).toFixed(0)}`);
+    console.log(`saved by merge_seen | ${(g('without merge_seen') - g('full')).toFixed(0)}`);
+  }
 }

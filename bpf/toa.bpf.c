@@ -24,6 +24,9 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "toa_opt.bpf.h"
+/* report_owned() fills the listener owner (toa_listen.bpf.h) into the events it keeps */
+static __always_inline void listen_owner_fill(struct bpf_sock_ops *ctx, struct toa_event *ev);
+#define REPORT_OWNER_FILL(owner_ctx, ev) listen_owner_fill(owner_ctx, ev)
 #include "toa_report.bpf.h"
 #include "toa_addrs.bpf.h"
 #include "toa_listen.bpf.h"
@@ -465,9 +468,11 @@ static __always_inline __u8 packet_toa(struct toa_counters *cnt, struct bpf_sock
 	struct opt_walk *w = opt_walk_get();
 	int optlen;
 
-	if (!w)
+	if (!w || (cfg_bench_skip & TOA_BENCH_SKIP_OPT_COPY))
 		return TOA_SOURCE_NONE;
 	optlen = ack_options(ctx, w);
+	if (cfg_bench_skip & TOA_BENCH_SKIP_OPT_PARSE)
+		return TOA_SOURCE_NONE;
 	if (optlen > 0 && parse_counted(cnt, w, optlen, t))
 		return TOA_SOURCE_PACKET_ACK;
 	if (!cfg_parse_syn)
@@ -515,7 +520,7 @@ static __always_inline bool sockops_peer_trusted(struct bpf_sock_ops *ctx, struc
 		a[2] = r2;
 		a[3] = r3;
 	}
-	return bpf_map_lookup_elem(&trusted, k) != NULL;
+	return trust_lookup(k);
 }
 
 /*
@@ -633,8 +638,9 @@ static __noinline void sockops_record(struct bpf_sock_ops *ctx, const struct toa
 		apply_module_toa(&ev, &sc->m);
 	if (source_flags & SOCKOPS_REWRITTEN)
 		ev.flags |= TOA_FLAG_REWRITTEN;
-	listen_owner_fill(ctx, &ev); /* toa_listen.bpf.h: the listener's process */
-	report(cnt, ctx, &ev, start);
+	/* the listener's process (toa_listen.bpf.h), filled in by report_owned when the
+	 * event is kept: not for a connection merged into an entry */
+	report_owned(cnt, ctx, &ev, start, ctx);
 }
 
 /* fexit/kretprobe mode: hand the packet TOA to the accept probe (a subprogram, for the
@@ -670,7 +676,7 @@ static __always_inline void sockops_established(struct bpf_sock_ops *ctx, bool w
 		source = packet_toa(cnt, ctx, &t);
 	/* toa.rewritePeer reads sk_user_data even when module TOA is not a source: a
 	 * socket toa.ko already handles is left to it */
-	if (sc && with_module && (cfg_src_module || cfg_rewrite_peer)) {
+	if (sc && with_module && (cfg_src_module || cfg_rewrite_peer) && !(cfg_bench_skip & TOA_BENCH_SKIP_MODULE)) {
 		__builtin_memset(&sc->m, 0, sizeof(sc->m));
 		module_toa = sockops_module_toa(cnt, ctx, &sc->m);
 	}

@@ -87,7 +87,7 @@ static __always_inline void listen_owner_fill(struct bpf_sock_ops *ctx, struct t
 	struct toa_listen_key k = {};
 	struct toa_listen_val *v;
 
-	if (!cfg_listen_owner)
+	if (!cfg_listen_owner || (cfg_bench_skip & TOA_BENCH_SKIP_OWNER))
 		return;
 	listen_key(ctx, &k);
 	v = bpf_map_lookup_elem(&listen_owner, &k);

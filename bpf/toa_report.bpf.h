@@ -29,6 +29,11 @@ const volatile __u64 cfg_wakeup_bytes = 256 * 1024; /* wake the reader past this
 #define TOA_BENCH_SKIP_ESTABLISHED 2  /* PASSIVE_ESTABLISHED returns at once (callbacks only) */
 #define TOA_BENCH_SKIP_MERGE_INSERT 4 /* merge: look the key up, never insert it */
 #define TOA_BENCH_SKIP_SEEN 8         /* no seen array: every key through the merge map (the path before it) */
+#define TOA_BENCH_SKIP_OWNER 16       /* no listener-owner lookup (toa_listen.bpf.h) */
+#define TOA_BENCH_SKIP_MODULE 32      /* no module TOA read (sk_user_data) */
+#define TOA_BENCH_SKIP_OPT_PARSE 64   /* copy the ACK options, do not walk them */
+#define TOA_BENCH_SKIP_OPT_COPY 128   /* no packet TOA at all: neither copy nor walk */
+#define TOA_BENCH_SKIP_TRUST_CACHE 256 /* every trust check through the LPM trie (the path before trust_cache) */
 const volatile __u32 cfg_bench_skip = 0;
 /* slots of merge_seen - 1 (a power of two - 1); set by user space with the map's size */
 const volatile __u32 cfg_seen_mask = 0;
@@ -131,6 +136,49 @@ static __always_inline struct toa_counters *counters_get(void)
 			cnt->c[idx] += (n); \
 	} while (0)
 
+/*
+ * Verdicts of the trusted LPM trie for IPv4 peers, direct-mapped by address. The LPM
+ * lookup (a helper call walking the trie) was ~400 ns of the ~1.1 us per connection on a
+ * VM with retpolines (bench:bpf); the peers of a FullNAT real server are the balancers'
+ * few local addresses, so nearly every check hits here (an array: the verifier inlines the
+ * lookup). A slot is one u64 -- valid bit, verdict bit, address -- written and read in
+ * one access, so a slot shared by CPUs is never torn; a collision only evicts. The trie is
+ * filled before attach and never changes, so a verdict never goes stale. IPv6 peers go to
+ * the trie (their address does not fit one atomic slot).
+ */
+#define TRUST_CACHE_SLOTS 1024 /* a power of two */
+#define TRUST_CACHE_VALID (1ULL << 63)
+#define TRUST_CACHE_YES (1ULL << 32)
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TRUST_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} trust_cache SEC(".maps");
+
+/* k: a /128 key of the trusted trie (IPv4 as ::ffff:a.b.c.d) */
+static __always_inline bool trust_lookup(const struct toa_trust_key *k)
+{
+	const __u32 *w = (const __u32 *)k->addr;
+	__u32 a4 = w[3], idx;
+	__u64 *slot, v;
+	bool yes;
+
+	if (w[0] || w[1] || w[2] != bpf_htonl(0xffff) || (cfg_bench_skip & TOA_BENCH_SKIP_TRUST_CACHE))
+		return bpf_map_lookup_elem(&trusted, k) != NULL;
+	idx = (a4 * 0x9e3779b1U) >> 22; /* top 10 bits: TRUST_CACHE_SLOTS */
+	slot = bpf_map_lookup_elem(&trust_cache, &idx);
+	if (slot) {
+		v = *(volatile __u64 *)slot;
+		if ((v & TRUST_CACHE_VALID) && (__u32)v == a4)
+			return v & TRUST_CACHE_YES;
+	}
+	yes = bpf_map_lookup_elem(&trusted, k) != NULL;
+	if (slot)
+		*(volatile __u64 *)slot = TRUST_CACHE_VALID | (yes ? TRUST_CACHE_YES : 0) | a4;
+	return yes;
+}
+
 static __always_inline bool peer_trusted(const struct toa_event *ev)
 {
 	struct toa_trust_key k = {};
@@ -146,7 +194,7 @@ static __always_inline bool peer_trusted(const struct toa_event *ev)
 		k.prefixlen = 128;
 		__builtin_memcpy(k.addr, ev->peer_addr, 16);
 	}
-	return bpf_map_lookup_elem(&trusted, &k) != NULL;
+	return trust_lookup(&k);
 }
 
 static __always_inline void emit(struct toa_counters *cnt, void *ctx, struct toa_event *ev)
@@ -224,13 +272,30 @@ static __always_inline bool in_window(__u64 now, __u64 t)
  *    decides, as without the slot (the key is looked up, and inserted when new).
  * So with repeating clients the records are as without the slot: one per key and
  * window, plus the sweeps.
+ *
+ * owner_ctx (sockops mode): the listener owner is filled in only when the event is kept --
+ * a record, or the event of a merge entry -- not for a connection merged into an entry,
+ * whose event is dropped (REPORT_OWNER_FILL, defined by the includer; NULL: nothing).
  */
-static __always_inline void report(struct toa_counters *cnt, void *ctx, struct toa_event *ev, __u64 start_ns)
+#ifndef REPORT_OWNER_FILL
+#define REPORT_OWNER_FILL(owner_ctx, ev) do {} while (0)
+#endif
+#define REPORT_OWNER()                                       \
+	do {                                                 \
+		if (owner_ctx && !owned) {                   \
+			owned = true;                        \
+			REPORT_OWNER_FILL(owner_ctx, ev);    \
+		}                                            \
+	} while (0)
+
+static __always_inline void report_owned(struct toa_counters *cnt, void *ctx, struct toa_event *ev, __u64 start_ns,
+					 struct bpf_sock_ops *owner_ctx)
 {
 	struct toa_merge_key key __attribute__((aligned(8))) = {};
 	struct merge_seen_slot *seen = NULL;
 	struct merge_val *v;
 	__u64 now, h = 0, seen_ns = 0;
+	bool owned = false;
 
 	count(TOA_CNT_CONNECTIONS, 1);
 	ev->type = TOA_EVENT_ACCEPT;
@@ -245,6 +310,7 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 	ev->probe_ns = bpf_ktime_get_boot_ns() - start_ns; /* start_ns is also the record's timestamp */
 
 	if (!cfg_merge_window_ns) {
+		REPORT_OWNER();
 		emit(cnt, ctx, ev);
 		return;
 	}
@@ -274,6 +340,7 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 			} else {
 				seen->fp = h; /* first seen, or not within the window: a record */
 				seen->last_ns = now;
+				REPORT_OWNER();
 				emit(cnt, ctx, ev);
 				return;
 			}
@@ -294,6 +361,7 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 		nv.last_report_ns = pend ? seen_ns : now;
 		nv.last_seen_ns = now;
 		nv.pending = pend;
+		REPORT_OWNER();
 		__builtin_memcpy(&nv.first, ev, sizeof(*ev));
 		/* BPF_NOEXIST, so a CPU that loses the race to insert merges into the winner's
 		 * entry instead of replacing it (and the counts other CPUs already added to it) */
@@ -323,12 +391,20 @@ static __always_inline void report(struct toa_counters *cnt, void *ctx, struct t
 		ev->suppressed = merge_claim(&key, &v->pending);
 		ev->since_last_s = (now - last) / NSEC_PER_SEC;
 		v->last_report_ns = now;
+		REPORT_OWNER();
 		__builtin_memcpy(&v->first, ev, sizeof(*ev));
 	}
 record:
 	if (seen)
 		seen->last_ns = now;
+	REPORT_OWNER();
 	emit(cnt, ctx, ev); /* v == NULL: evicted right after the insert failed, a record of its own */
+}
+#undef REPORT_OWNER
+
+static __always_inline void report(struct toa_counters *cnt, void *ctx, struct toa_event *ev, __u64 start_ns)
+{
+	report_owned(cnt, ctx, ev, start_ns, NULL);
 }
 
 /* ---- sweep: report merged connections that are still pending (bpf_for_each_map_elem callback) ---- */

@@ -54,6 +54,29 @@ test.serial('a listener started after attach is attributed by TCP_LISTEN_CB (pid
   }
 });
 
+// With the merge window, the owner is filled in only for events that are kept (records and the
+// event a merge entry holds for its sweep record), not for connections merged into an entry.
+test.serial('merge window: the records and the sweep record of a repeating client carry the owner', async (t) => {
+  const p = port();
+  const n = 6;
+  const probe = startProbe({ mode: 'sockops', mergeWindowSec: 10 });
+  const srv = await lab!.startServer({ port: p });
+  try {
+    await recordsOf(probe, p, n); // one TOA client: the first is a record, the others merge
+  } finally {
+    await srv.stop();
+    await probe.stop(); // final sweep: the merged connections as one record
+  }
+  const evs = probe.eventsFor(p);
+  t.is(evs.reduce((k, e) => k + 1 + e.suppressed, 0), n);
+  t.true(evs.some((e) => e.type === 'sweep'), JSON.stringify(evs.map((e) => e.type)));
+  for (const e of evs) {
+    t.is(e.pid, srv.pid, e.type);
+    t.is(e.comm, 'lab-server', e.type);
+    t.not(e.cgroupId, 0n, e.type);
+  }
+});
+
 test.serial('a listener that existed before attach is attributed by the start scan', async (t) => {
   const p = port();
   const srv = await lab!.startServer({ port: p });

@@ -166,6 +166,24 @@ test.serial('trusted peer ranges decide lvs.toa.trusted', async (t) => {
   t.true(trusted.events[0]!.toaTrusted);
 });
 
+// The verdicts of IPv4 peers are cached per address (trust_cache in bpf/toa_report.bpf.h):
+// every connection of a peer after the first takes the cached verdict, which must be the trie's.
+test.serial('trust verdicts stay right over repeated connections of one peer', async (t) => {
+  const n = 20;
+  for (const [ranges, want] of [
+    [['198.18.2.1/32'], true],
+    [['198.18.2.2/31', '2001:2:0:9::/64'], false], // the RS and its neighbour, not the balancer
+  ] as const) {
+    const { events, stats } = await withProbe({ trustedPeers: [...ranges], mergeWindowSec: 0 }, {}, async (p) => {
+      const r = await lab!.connect({ vipPort: p, count: n, toa: { mode: 'pool', size: n }, rst: true });
+      t.is(r.client.ok, n, r.stderr);
+    });
+    t.is(events.length, n, `${ranges.join(',')}`);
+    t.true(events.every((e) => e.peerAddr === lab!.lvsLocal4 && e.toaTrusted === want), `${ranges.join(',')}`);
+    if (!want) t.true(stats.counters.toa_untrusted! >= n); // the counter is host-wide: other traffic adds to it
+  }
+});
+
 const MALFORMED: { variant: MangleVariant; counter: string }[] = [
   { variant: 'len1', counter: 'options_malformed' },
   { variant: 'len6', counter: 'toa_bad_length' },
