@@ -27,6 +27,8 @@ export interface ConnEntry {
   peerPort: number;
   /** boot-time ns of the accept */
   acceptBootNs: bigint;
+  /** acceptBootNs in ms, when the entry has it at hand (decoded entries): the window check's number */
+  acceptBootMs?: number;
   cgroupId: bigint;
   /** acceptor's pid; 0 when unknown (sockops mode) */
   pid: number;
@@ -38,35 +40,74 @@ export interface ConnEntry {
   toaPort: number;
 }
 
-/** Decodes the entry (key then value) at byte offset o of a connFind()/connDump() buffer. The
- * local and peer address texts are made when first read (a span's lookup usually needs neither:
- * it found the entry by them). */
+/** An entry read from a connFind()/connDump() buffer: the numbers a match compares are read at
+ * once; the texts and the 64-bit values are made when first read (a span's match needs at most
+ * the TOA address, an entry that matches nothing needs none). The buffer is not reused after. */
+class DecodedConnEntry implements ConnEntry {
+  readonly family: 4 | 6;
+  readonly localPort: number;
+  readonly peerPort: number;
+  readonly pid: number;
+  readonly toaSource: string;
+  readonly toaKind: number;
+  readonly toaTrusted: boolean;
+  readonly toaPort: number;
+  /** acceptBootNs in ms (a double: the window has 1 s slack, sub-µs precision does not matter) */
+  readonly acceptBootMs: number;
+  private localText: string | undefined;
+  private peerText: string | undefined;
+  private toaText: string | undefined;
+  constructor(
+    private readonly buf: Buffer,
+    private readonly o: number,
+  ) {
+    const v = o + CONN_KEY_SIZE;
+    this.family = buf[o + K.family] === 6 ? 6 : 4;
+    this.localPort = buf.readUInt16LE(o + K.localPort);
+    this.peerPort = buf.readUInt16LE(o + K.peerPort);
+    this.pid = buf.readUInt32LE(v + V.pid);
+    const src = buf[v + V.toaSource]!;
+    this.toaSource = SOURCES[src] ?? `unknown(${src})`;
+    this.toaKind = buf[v + V.toaKind]!;
+    this.toaTrusted = buf[v + V.toaTrusted] === 1;
+    this.toaPort = buf.readUInt16LE(v + V.toaPort);
+    this.acceptBootMs = (buf.readUInt32LE(v + V.accept + 4) * 4294967296 + buf.readUInt32LE(v + V.accept)) / 1e6;
+  }
+  get localAddr(): string {
+    return (this.localText ??= (this.family === 6 ? formatIPv6 : formatIPv4)(this.buf, this.o + K.localAddr));
+  }
+  get peerAddr(): string {
+    return (this.peerText ??= (this.family === 6 ? formatIPv6 : formatIPv4)(this.buf, this.o + K.peerAddr));
+  }
+  get acceptBootNs(): bigint {
+    return this.buf.readBigUInt64LE(this.o + CONN_KEY_SIZE + V.accept);
+  }
+  get cgroupId(): bigint {
+    return this.buf.readBigUInt64LE(this.o + CONN_KEY_SIZE + V.cgroup);
+  }
+  get toaAddr(): string {
+    if (this.toaText !== undefined) return this.toaText;
+    const v = this.o + CONN_KEY_SIZE;
+    if (this.buf[v + V.toaSource] === 0) return (this.toaText = '');
+    return (this.toaText = (this.buf[v + V.flags]! & TOA_FLAG_TOA_V6) !== 0 ? formatIPv6(this.buf, v + V.toaAddr) : toaIPv4Text(this.buf.readUInt32BE(v + V.toaAddr)));
+  }
+}
+
+/** IPv4 TOA address (as a number) → its text, remembered (bounded): the same clients repeat */
+const v4Text = new Map<number, string>();
+function toaIPv4Text(a: number): string {
+  let t = v4Text.get(a);
+  if (t === undefined) {
+    t = `${a >>> 24}.${(a >>> 16) & 0xff}.${(a >>> 8) & 0xff}.${a & 0xff}`;
+    if (v4Text.size >= 4096) v4Text.clear();
+    v4Text.set(a, t);
+  }
+  return t;
+}
+
+/** Decodes the entry (key then value) at byte offset o of a connFind()/connDump() buffer. */
 export function decodeConnEntry(buf: Buffer, o: number): ConnEntry {
-  const v = o + CONN_KEY_SIZE;
-  const family = buf[o + K.family] === 6 ? 6 : 4;
-  const fmt = family === 6 ? formatIPv6 : formatIPv4;
-  const src = buf[v + V.toaSource]!;
-  let localAddr: string | undefined;
-  let peerAddr: string | undefined;
-  return {
-    family,
-    get localAddr() {
-      return (localAddr ??= fmt(buf, o + K.localAddr));
-    },
-    localPort: buf.readUInt16LE(o + K.localPort),
-    get peerAddr() {
-      return (peerAddr ??= fmt(buf, o + K.peerAddr));
-    },
-    peerPort: buf.readUInt16LE(o + K.peerPort),
-    acceptBootNs: buf.readBigUInt64LE(v + V.accept),
-    cgroupId: buf.readBigUInt64LE(v + V.cgroup),
-    pid: buf.readUInt32LE(v + V.pid),
-    toaSource: SOURCES[src] ?? `unknown(${src})`,
-    toaKind: buf[v + V.toaKind]!,
-    toaTrusted: buf[v + V.toaTrusted] === 1,
-    toaAddr: src === 0 ? '' : (buf[v + V.flags]! & TOA_FLAG_TOA_V6) !== 0 ? formatIPv6(buf, v + V.toaAddr) : formatIPv4(buf, v + V.toaAddr),
-    toaPort: buf.readUInt16LE(v + V.toaPort),
-  };
+  return new DecodedConnEntry(buf, o);
 }
 
 /** Decodes a connDump() buffer. */
@@ -133,9 +174,8 @@ export interface SpanHints {
   pid?: number;
 }
 
-export type MatchResult =
-  | { ok: true; entry: ConnEntry }
-  | { ok: false; reason: 'not_in_table' | 'outside_window' | 'ambiguous' };
+export type MatchFailure = 'not_in_table' | 'outside_window' | 'ambiguous';
+export type MatchResult = { ok: true; entry: ConnEntry } | { ok: false; reason: MatchFailure };
 
 export interface MatchOptions {
   /** CLOCK_REALTIME - CLOCK_BOOTTIME, ns */
@@ -143,6 +183,15 @@ export interface MatchOptions {
   /** a span may start this much before the accept was stamped (clock reads differ) */
   slackNs?: bigint;
 }
+
+/** MatchOptions in ms, made once per request: the window is compared in doubles (spans are many,
+ * and a 1 s slack makes sub-µs precision irrelevant). */
+export interface MatchWindow {
+  bootToUnixMs: number;
+  slackMs: number;
+}
+export const matchWindow = (o: MatchOptions): MatchWindow => ({ bootToUnixMs: Number(o.bootToUnixNs) / 1e6, slackMs: Number(o.slackNs ?? 1_000_000_000n) / 1e6 });
+const acceptMsOf = (e: ConnEntry): number => e.acceptBootMs ?? Number(e.acceptBootNs) / 1e6;
 
 /**
  * The entry a server span belongs to, among the table entries with its socket peer: those
@@ -154,24 +203,38 @@ export interface MatchOptions {
  * network namespaces) and nothing tells which one the span's is.
  */
 export function matchSpan(candidates: readonly ConnEntry[] | undefined, h: SpanHints, o: MatchOptions): MatchResult {
-  if (!candidates || candidates.length === 0) return { ok: false, reason: 'not_in_table' };
-  const slack = o.slackNs ?? 1_000_000_000n;
-  const within = (e: ConnEntry) => h.startUnixNs + slack >= e.acceptBootNs + o.bootToUnixNs;
-  if (candidates.length === 1) return within(candidates[0]!) ? { ok: true, entry: candidates[0]! } : { ok: false, reason: 'outside_window' }; // the usual case
-  let inWindow = candidates.filter(within);
-  if (inWindow.length === 0) return { ok: false, reason: 'outside_window' };
+  const r = matchEntry(candidates, Number(h.startUnixNs) / 1e6, matchWindow(o), () => h);
+  return typeof r === 'string' ? { ok: false, reason: r } : { ok: true, entry: r };
+}
+
+/** matchSpan without objects per span: the span's start in unix ms, its narrowing hints asked
+ * only when several candidates are in the window; the entry, or why none. */
+export function matchEntry(
+  candidates: readonly ConnEntry[] | undefined,
+  startUnixMs: number,
+  w: MatchWindow,
+  hints: () => Omit<SpanHints, 'startUnixNs'>,
+): ConnEntry | MatchFailure {
+  if (!candidates || candidates.length === 0) return 'not_in_table';
+  const latest = startUnixMs + w.slackMs - w.bootToUnixMs; // the latest accept (boot ms) the span can belong to
+  if (candidates.length === 1) return acceptMsOf(candidates[0]!) <= latest ? candidates[0]! : 'outside_window'; // the usual case
+  let inWindow = candidates.filter((e) => acceptMsOf(e) <= latest);
+  if (inWindow.length === 0) return 'outside_window';
   const narrow = (pred: (e: ConnEntry) => boolean) => {
     const n = inWindow.filter(pred);
     if (n.length > 0) inWindow = n;
   };
-  if (inWindow.length > 1 && h.localPort !== undefined) narrow((e) => e.localPort === h.localPort);
-  if (inWindow.length > 1 && h.localAddr !== undefined) narrow((e) => e.localAddr === h.localAddr);
-  if (inWindow.length > 1 && h.pid !== undefined) narrow((e) => e.pid === h.pid);
+  if (inWindow.length > 1) {
+    const h = hints();
+    if (inWindow.length > 1 && h.localPort !== undefined) narrow((e) => e.localPort === h.localPort);
+    if (inWindow.length > 1 && h.localAddr !== undefined) narrow((e) => e.localAddr === h.localAddr);
+    if (inWindow.length > 1 && h.pid !== undefined) narrow((e) => e.pid === h.pid);
+  }
   const first = inWindow[0]!;
   const same = (e: ConnEntry) =>
     e.toaSource === first.toaSource && e.toaAddr === first.toaAddr && e.toaPort === first.toaPort && e.toaTrusted === first.toaTrusted;
-  if (!inWindow.every(same)) return { ok: false, reason: 'ambiguous' };
-  return { ok: true, entry: first };
+  if (!inWindow.every(same)) return 'ambiguous';
+  return first;
 }
 
 /** Where ConnTable reads the kernel table: the probe's connFind (packed queries in, entries out). */
@@ -209,7 +272,7 @@ export class ConnTable {
       const p = peers[i]!;
       const key = peerKeyOf(p.addr, p.port);
       let slot = slotOf.get(key);
-      if (slot === undefined && writeQuery(q, n * CONN_QUERY_SIZE, p)) {
+      if (slot === undefined && writeQuery(q, n * CONN_QUERY_SIZE, p, key)) {
         slot = n++;
         slotOf.set(key, slot);
       }
@@ -254,9 +317,9 @@ function entriesAt(res: Buffer, slot: number): ConnEntry[] | undefined {
 }
 
 /** Packs one query (bpf/toa_conntab.h TOA_CONN_QUERY_SIZE): family, 0, peer port (host order:
- * little-endian on the architectures built for), peer address; false when the text is not an address. */
-function writeQuery(q: Buffer, o: number, p: PeerRef): boolean {
-  const key = peerKeyOf(p.addr, p.port);
+ * little-endian on the architectures built for), peer address; false when the text is not an address.
+ * key: peerKeyOf(p.addr, p.port). */
+function writeQuery(q: Buffer, o: number, p: PeerRef, key: number | string): boolean {
   if (typeof key === 'number') {
     q[o] = 4;
     q.writeUInt32BE(Math.floor(key / 65536), o + 4);

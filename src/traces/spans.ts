@@ -4,7 +4,7 @@
 // lvs.toa.*. Works on the decoded request object, the same shape from protobufjs and from
 // OTLP/JSON (lowerCamelCase fields). network.peer.* is never touched.
 import type { AddressMask } from '../privacy.js';
-import { canonicalAddress, matchSpan, type ConnEntry, type ConnTable, type MatchOptions, type MatchResult, type SpanHints } from './conntab.js';
+import { canonicalAddress, matchEntry, matchWindow, type ConnEntry, type ConnTable, type MatchFailure, type MatchOptions, type MatchWindow } from './conntab.js';
 
 /** Every span attribute key enrichment reads or writes: the protobuf walk (src/traces/wire.ts)
  * decodes only these and passes the others through as bytes. */
@@ -32,6 +32,8 @@ export type KeyValueLike = KeyValue;
 export interface SpanView {
   kind: number | string | null | undefined;
   startTimeUnixNano: unknown;
+  /** the start in unix ms, when the view has it without a bigint (the protobuf walk) */
+  readonly startUnixMs?: number;
   /** mutated in place by enrichment */
   attributes: KeyValue[];
   resourceAttributes: readonly KeyValue[];
@@ -227,17 +229,22 @@ export function enrichRequest(req: RequestLike, table: ConnTable, o: EnrichOptio
 
 /** enrichSpans' lists of the server spans of a request that name a peer (kept between requests, emptied after each). */
 const found: { spans: SpanView[]; peers: SocketPeer[] } = { spans: [], peers: [] };
-/** the span hints when the table has one candidate: the start only (matchSpan does not keep it) */
-const startOnly: SpanHints = { startUnixNs: 0n };
-
-function matchOne(span: SpanView, c: readonly ConnEntry[] | undefined, pid: number | undefined, o: EnrichOptions): MatchResult {
-  const startUnixNs = toBigInt(span.startTimeUnixNano) ?? 0n;
-  // the local address/port and pid only narrow several candidates: read them only then
-  if (!c || c.length <= 1) {
-    startOnly.startUnixNs = startUnixNs;
-    return matchSpan(c, startOnly, o);
+/** A span's start in unix ms (a double: the match window has 1 s slack). */
+function startMsOf(span: SpanView): number {
+  if (span.startUnixMs !== undefined) return span.startUnixMs;
+  const v = span.startTimeUnixNano;
+  if (v && typeof v === 'object' && 'low' in v && 'high' in v) {
+    const l = v as { low: number; high: number };
+    return ((l.high >>> 0) * 4294967296 + (l.low >>> 0)) / 1e6; // protobufjs' Long (fixed64: unsigned)
   }
-  return matchSpan(c, { startUnixNs, ...localHints(span.attributes), ...(pid !== undefined ? { pid } : {}) }, o);
+  return Number(toBigInt(v) ?? 0n) / 1e6;
+}
+
+const noHints = () => ({});
+function matchOne(span: SpanView, c: readonly ConnEntry[] | undefined, pid: number | undefined, w: MatchWindow): ConnEntry | MatchFailure {
+  // the local address/port and pid only narrow several candidates: read them only then
+  if (!c || c.length <= 1) return matchEntry(c, startMsOf(span), w, noHints);
+  return matchEntry(c, startMsOf(span), w, () => ({ ...localHints(span.attributes), ...(pid !== undefined ? { pid } : {}) }));
 }
 
 /**
@@ -263,6 +270,7 @@ export function enrichSpans(spans: Iterable<SpanView>, table: ConnTable, o: Enri
       f.peers.push(peer);
     }
     const entries = f.peers.length > 0 ? table.lookupMany(f.peers) : [];
+    const w = matchWindow(o);
     let lastRes: readonly KeyValue[] | undefined;
     let pid: number | undefined;
     for (let i = 0; i < f.spans.length; i++) {
@@ -272,20 +280,20 @@ export function enrichSpans(spans: Iterable<SpanView>, table: ConnTable, o: Enri
         lastRes = span.resourceAttributes;
         pid = int(findAttr(lastRes, 'process.pid'));
       }
-      const m = matchOne(span, entries[i], pid, o);
-      if (!m.ok) {
-        st.unmatched[m.reason]++;
+      const m = matchOne(span, entries[i], pid, w);
+      if (typeof m === 'string') {
+        st.unmatched[m]++;
         continue;
       }
-      if (!m.entry.toaSource) {
+      if (!m.toaSource) {
         st.unmatched.no_toa++;
         continue;
       }
-      if (!m.entry.toaTrusted) {
+      if (!m.toaTrusted) {
         st.unmatched.untrusted++;
         continue;
       }
-      applyClient(span.attributes, peer, m.entry, o.mask);
+      applyClient(span.attributes, peer, m, o.mask);
       span.changed = true;
       st.enriched++;
     }

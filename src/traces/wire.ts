@@ -69,6 +69,9 @@ class WireSpan implements SpanView, Part {
   get startTimeUnixNano(): bigint {
     return (BigInt(this.startHigh) << 32n) | BigInt(this.startLow);
   }
+  get startUnixMs(): number {
+    return (this.startHigh * 4294967296 + this.startLow) / 1e6;
+  }
 }
 const isSpan = (p: Group | WireSpan): p is WireSpan => p instanceof WireSpan;
 
