@@ -117,20 +117,20 @@ export function decodeConnDump(buf: Buffer): ConnEntry[] {
   return out;
 }
 
-/** IPv4 address (canonical text) → its number * 65536; spans of a host name few peers (the balancer's local addresses) */
-const v4Base = new Map<string, number>();
-
-/** Key of a socket peer (canonical address, port) within a request: a number for IPv4 (address * 65536 + port), text for IPv6. */
-function peerKeyOf(addr: string, port: number): number | string {
-  let base = v4Base.get(addr);
-  if (base === undefined) {
-    if (!isIPv4(addr)) return `${addr}|${port}`;
-    const p = addr.split('.');
-    base = ((+p[0]! * 256 + +p[1]!) * 256 + +p[2]!) * 256 * 65536 + +p[3]! * 65536;
-    if (v4Base.size >= 4096) v4Base.clear();
-    v4Base.set(addr, base);
+/** IPv4 address (canonical text) → its number, undefined for other text; spans of a host name few
+ * peers (the balancer's local addresses): remembered (bounded) */
+const v4Numbers = new Map<string, number | undefined>();
+function ipv4Number(addr: string): number | undefined {
+  let n = v4Numbers.get(addr);
+  if (n === undefined && !v4Numbers.has(addr)) {
+    if (isIPv4(addr)) {
+      const p = addr.split('.');
+      n = ((+p[0]! * 256 + +p[1]!) * 256 + +p[2]!) * 256 + +p[3]!;
+    }
+    if (v4Numbers.size >= 4096) v4Numbers.clear();
+    v4Numbers.set(addr, n);
   }
-  return base + port;
+  return n;
 }
 
 /** Canonical text of an address as spans and the table spell it: v4-mapped IPv6 becomes IPv4,
@@ -264,17 +264,19 @@ export class ConnTable {
   lookupMany(peers: readonly PeerRef[]): (ConnEntry[] | undefined)[] {
     const out = new Array<ConnEntry[] | undefined>(peers.length);
     if (peers.length === 0) return out;
-    const slotOf = new Map<number | string, number>();
+    // equal peers share a query: slot by address, then port (small integers, no key made per span)
+    const slotOf = new Map<string, Map<number, number>>();
     const slots = new Array<number>(peers.length);
     const q = Buffer.alloc(peers.length * CONN_QUERY_SIZE);
     let n = 0;
     for (let i = 0; i < peers.length; i++) {
       const p = peers[i]!;
-      const key = peerKeyOf(p.addr, p.port);
-      let slot = slotOf.get(key);
-      if (slot === undefined && writeQuery(q, n * CONN_QUERY_SIZE, p, key)) {
+      let ports = slotOf.get(p.addr);
+      let slot = ports?.get(p.port);
+      if (slot === undefined && writeQuery(q, n * CONN_QUERY_SIZE, p)) {
         slot = n++;
-        slotOf.set(key, slot);
+        if (!ports) slotOf.set(p.addr, (ports = new Map<number, number>()));
+        ports.set(p.port, slot);
       }
       slots[i] = slot ?? -1;
     }
@@ -317,12 +319,12 @@ function entriesAt(res: Buffer, slot: number): ConnEntry[] | undefined {
 }
 
 /** Packs one query (bpf/toa_conntab.h TOA_CONN_QUERY_SIZE): family, 0, peer port (host order:
- * little-endian on the architectures built for), peer address; false when the text is not an address.
- * key: peerKeyOf(p.addr, p.port). */
-function writeQuery(q: Buffer, o: number, p: PeerRef, key: number | string): boolean {
-  if (typeof key === 'number') {
+ * little-endian on the architectures built for), peer address; false when the text is not an address. */
+function writeQuery(q: Buffer, o: number, p: PeerRef): boolean {
+  const v4 = ipv4Number(p.addr);
+  if (v4 !== undefined) {
     q[o] = 4;
-    q.writeUInt32BE(Math.floor(key / 65536), o + 4);
+    q.writeUInt32BE(v4, o + 4);
   } else {
     const b = v6Bytes(p.addr);
     if (!b) return false;
@@ -333,7 +335,7 @@ function writeQuery(q: Buffer, o: number, p: PeerRef, key: number | string): boo
   return true;
 }
 
-/** canonical IPv6 text → its 16 bytes, remembered (bounded) like v4Base */
+/** canonical IPv6 text → its 16 bytes, remembered (bounded) like v4Numbers */
 const v6Cache = new Map<string, number[] | undefined>();
 function v6Bytes(addr: string): number[] | undefined {
   if (v6Cache.has(addr)) return v6Cache.get(addr);

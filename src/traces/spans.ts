@@ -152,13 +152,17 @@ function localHints(attrs: readonly KeyValue[]): { localAddr?: string; localPort
 /** Sets key: a new object in place of an existing one (the protobuf splice copies untouched
  * attributes by identity, src/traces/wire.ts), else appended. */
 function setAttr(attrs: KeyValue[], key: string, value: AnyValue): void {
+  setKeyValue(attrs, new Attribute(key, value));
+}
+/** setAttr with the attribute made (it is never changed after: one may serve many spans) */
+function setKeyValue(attrs: KeyValue[], kv: KeyValue): void {
   for (let i = 0; i < attrs.length; i++) {
-    if (attrs[i] && attrs[i]!.key === key) {
-      attrs[i] = new Attribute(key, value);
+    if (attrs[i] && attrs[i]!.key === kv.key) {
+      attrs[i] = kv;
       return;
     }
   }
-  attrs.push(new Attribute(key, value));
+  attrs.push(kv);
 }
 /** An attribute enrichment writes (one shape for all of them) */
 class Attribute implements KeyValue {
@@ -180,12 +184,12 @@ export class StringValue {
 export class IntValue {
   constructor(readonly intValue: number) {}
 }
-/** lvs.toa.source values: a handful of names, one object each */
-const sourceValues = new Map<string, AnyValue>();
-function sourceValue(source: string): AnyValue {
-  let v = sourceValues.get(source);
-  if (!v) sourceValues.set(source, (v = new StringValue(source) as AnyValue));
-  return v;
+/** lvs.toa.source attributes: a handful of names, one attribute each */
+const sourceAttrs = new Map<string, KeyValue>();
+function sourceAttr(source: string): KeyValue {
+  let kv = sourceAttrs.get(source);
+  if (!kv) sourceAttrs.set(source, (kv = new Attribute('lvs.toa.source', new StringValue(source) as AnyValue)));
+  return kv;
 }
 
 /** Adds the client of a trusted TOA to one span's attributes (pure). */
@@ -201,7 +205,7 @@ export function applyClient(attrs: KeyValue[], peer: SocketPeer, e: ConnEntry, m
   }
   setAttr(attrs, 'lvs.toa.client_ip', client);
   if (port) setAttr(attrs, 'lvs.toa.client_port', port);
-  setAttr(attrs, 'lvs.toa.source', sourceValue(e.toaSource));
+  setKeyValue(attrs, sourceAttr(e.toaSource));
 }
 
 export interface EnrichOptions extends MatchOptions {
