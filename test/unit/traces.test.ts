@@ -74,6 +74,26 @@ test('decodeConnDump reads the kernel layout', (t) => {
   t.is(decodeConnDump(buf.subarray(0, CONN_ENTRY_SIZE + 3)).length, 1, 'a torn tail is ignored');
 });
 
+test('decoded entries: 64-bit accept and cgroup, each entry its own TOA text (v4 and v6), the window at its edge as for a plain entry', (t) => {
+  const accept = (1n << 40n) + 123_456_789n; // both 32-bit halves in use
+  const base = { local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 41000, tport: 1234, src: 2, trusted: 1, accept, pid: 77 };
+  const v6 = pack({ ...base, toa: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9] });
+  v6[40 + 25] = 1 << 3; // TOA_FLAG_TOA_V6
+  const buf = Buffer.concat([pack({ ...base, toa: [203, 0, 113, 9] }), pack({ ...base, toa: [203, 0, 113, 10] }), pack({ ...base, toa: [203, 0, 113, 9] }), v6]);
+  buf.writeBigUInt64LE(2n ** 63n + 5n, 40 + 8);
+  const [a, b, c, d] = decodeConnDump(buf);
+  t.deepEqual([a!.toaAddr, b!.toaAddr, c!.toaAddr, d!.toaAddr], ['203.0.113.9', '203.0.113.10', '203.0.113.9', '2001:db8::9']);
+  t.is(a!.acceptBootNs, accept);
+  t.is(a!.cgroupId, 2n ** 63n + 5n);
+  t.is(b!.cgroupId, 0n);
+  // the span may start up to 1 s (the slack) before the accept, in unix time
+  const edge = opts.bootToUnixNs + accept - S;
+  for (const [start, ok] of [[edge, true], [edge - 1_000n, false], [edge + 5n * S, true]] as const) {
+    t.is(matchSpan([a!], { startUnixNs: start }, opts).ok, ok, `decoded, start ${start}`);
+    t.is(matchSpan([entry({ acceptBootNs: accept })], { startUnixNs: start }, opts).ok, ok, `plain, start ${start}`);
+  }
+});
+
 test('canonicalAddress: v4-mapped, brackets, zone, case', (t) => {
   t.is(canonicalAddress('::ffff:198.18.2.1'), '198.18.2.1');
   t.is(canonicalAddress('[2001:DB8:0:0::1]'), '2001:db8::1');
