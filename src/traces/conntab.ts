@@ -42,7 +42,9 @@ export interface ConnEntry {
 
 /** An entry read from a connFind()/connDump() buffer: the numbers a match compares are read at
  * once; the texts and the 64-bit values are made when first read (a span's match needs at most
- * the TOA address, an entry that matches nothing needs none). The buffer is not reused after. */
+ * the TOA address, an entry that matches nothing needs none). The buffer is not reused after.
+ * (IPv4 texts are not remembered by their bytes: with many distinct clients a bounded cache misses
+ * and costs more than it saves on repeats, measured.) */
 class DecodedConnEntry implements ConnEntry {
   readonly family: 4 | 6;
   readonly localPort: number;
@@ -89,20 +91,8 @@ class DecodedConnEntry implements ConnEntry {
     if (this.toaText !== undefined) return this.toaText;
     const v = this.o + CONN_KEY_SIZE;
     if (this.buf[v + V.toaSource] === 0) return (this.toaText = '');
-    return (this.toaText = (this.buf[v + V.flags]! & TOA_FLAG_TOA_V6) !== 0 ? formatIPv6(this.buf, v + V.toaAddr) : toaIPv4Text(this.buf.readUInt32BE(v + V.toaAddr)));
+    return (this.toaText = (this.buf[v + V.flags]! & TOA_FLAG_TOA_V6) !== 0 ? formatIPv6(this.buf, v + V.toaAddr) : formatIPv4(this.buf, v + V.toaAddr));
   }
-}
-
-/** IPv4 TOA address (as a number) → its text, remembered (bounded): the same clients repeat */
-const v4Text = new Map<number, string>();
-function toaIPv4Text(a: number): string {
-  let t = v4Text.get(a);
-  if (t === undefined) {
-    t = `${a >>> 24}.${(a >>> 16) & 0xff}.${(a >>> 8) & 0xff}.${a & 0xff}`;
-    if (v4Text.size >= 4096) v4Text.clear();
-    v4Text.set(a, t);
-  }
-  return t;
 }
 
 /** Decodes the entry (key then value) at byte offset o of a connFind()/connDump() buffer. */
