@@ -23,6 +23,7 @@
  */
 import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { median } from './common.js';
 import { cgroup2Mount, createLab } from '../test/lab/lab.js';
 import { startProbe } from '../test/helpers/probe.js';
 
@@ -42,7 +43,6 @@ const rounds = Number(values.rounds);
 const N = Number(values.connections);
 const poolSize = Number(values.pool);
 const STATS = '/proc/sys/kernel/bpf_stats_enabled';
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const lab = await createLab({ lvsLocalCount: 4 });
 const statsBefore = readFileSync(STATS, 'utf8').trim();

@@ -33,6 +33,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { median } from './common.js';
 import { cgroup2Mount, createLab } from '../test/lab/lab.js';
 import { defaultProbeOptions } from '../test/helpers/probe.js';
 import { addonPath, loadAddon } from '../src/native.js';
@@ -53,7 +54,6 @@ const N = Number(values.connections);
 // TOA clients per run: distinct by default (a pool larger than a run's connections)
 const clients = values.clients ? Number(values.clients) : Math.max(65536, N);
 const STATS = '/proc/sys/kernel/bpf_stats_enabled';
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 interface Variant {
   name: string;

@@ -18,6 +18,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { median } from './common.js';
 import { cgroup2Mount, createLab } from '../test/lab/lab.js';
 import { startProbe } from '../test/helpers/probe.js';
 
@@ -31,7 +32,6 @@ const rounds = Number(values.rounds);
 const calls = Number(values.calls);
 const STATS = '/proc/sys/kernel/bpf_stats_enabled';
 const TRUSTED = ['198.18.2.0/24'];
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const lab = await createLab();
 const statsBefore = readFileSync(STATS, 'utf8').trim();

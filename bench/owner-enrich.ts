@@ -21,6 +21,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { labBinDir } from '../test/lab/lab.js';
 import { parseArgs } from 'node:util';
+import { median } from './common.js';
 import { loadAddon } from '../src/native.js';
 import { findCgroup2Mount } from '../src/enrich.js';
 import { legacyResolveListeners } from './legacy-owner-scan.js';
@@ -28,7 +29,6 @@ import { legacyResolveListeners } from './legacy-owner-scan.js';
 const { values } = parseArgs({ options: { timewait: { type: 'string', default: '100000' }, rounds: { type: 'string', default: '7' } } });
 const TW = Math.min(Number(values.timewait), 250_000);
 const rounds = Number(values.rounds);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const NS = `toa-bench-tw-${process.pid}`;
 const PORT = 18080;
 const addon = loadAddon();

@@ -27,6 +27,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync } f
 import { tmpdir } from 'node:os';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
+import { median } from './common.js';
 import { cgroup2Mount, createLab, type Lab } from '../test/lab/lab.js';
 import { BIN as SIDECAR_BIN, until } from '../test/helpers/sidecar.js';
 
@@ -41,7 +42,6 @@ const { values } = parseArgs({
 const rounds = Number(values.rounds);
 const N = Number(values.connections);
 const clients = Number(values.clients);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const PROBE_BIN = new URL('../build/toa-probe', import.meta.url).pathname;
 const tmp = mkdtempSync(`${tmpdir()}/toa-bench-peers-`);

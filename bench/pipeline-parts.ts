@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { median } from './common.js';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { LoggerProvider, type LogRecordProcessor, type ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import { packagePath } from '../src/package.js';
@@ -99,7 +100,6 @@ try {
       }
     }
   }
-  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
   console.log(`\nns of CPU per record, ${N} distinct records, ${rounds - 1} alternating rounds (medians); serializer output identical`);
   console.log(`part | ${trees[0]!.name} | this tree | ratio`);
   for (const p of parts) {

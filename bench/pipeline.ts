@@ -21,16 +21,16 @@
  * per rate, --rounds alternating runs of REF and of this tree, medians and their ratio.
  * Prints numbers; it does not judge them.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config.js';
 import { packagePath } from '../src/package.js';
+import { median, worktreeOf } from './common.js';
 import { loadAddon } from '../src/native.js';
 import { Pipeline } from '../src/pipeline.js';
 import { createLogger } from '../src/log.js';
@@ -217,18 +217,10 @@ for (const r of rows) {
 
 /** --against: REF's src/ and this tree's, alternating, in fresh processes; medians and ratios. */
 async function compare(ref: string, rounds: number): Promise<void> {
-  const root = packagePath();
-  const git = (...a: string[]) => execFileSync('git', ['-C', root, ...a], { encoding: 'utf8' }).trim();
-  const commit = git('rev-parse', '--short', ref);
-  const dir = mkdtempSync(join(tmpdir(), 'toa-otel-against-'));
-  rmdirSync(dir);
-  git('worktree', 'add', '--detach', dir, commit);
+  // the same dependencies and native addon: only the TypeScript differs
+  const { dir, commit, remove } = worktreeOf(ref, ['build']);
   try {
-    // the same dependencies and native addon: only the TypeScript differs
-    symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
-    symlinkSync(join(root, 'build'), join(dir, 'build'));
     const baseScript = join(dir, 'bench', 'pipeline.ts');
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     console.log(`\nside by side: ${ref} (${commit}) vs this tree, ${rounds} alternating rounds per rate, ${seconds} s each; node flags: ${nodeFlags.join(' ') || '(V8 defaults)'}`);
     console.log('offered/s | side | achieved/s (median) | lost (max) | CPU µs/record (median) | RSS peak MiB (median) | CPU ratio this/REF (median of rounds)');
     for (const rate of rates) {
@@ -251,6 +243,6 @@ async function compare(ref: string, rounds: number): Promise<void> {
       row('this tree', mine, median(mine.map((r, i) => r.cpuUsPerRecord / base[i]!.cpuUsPerRecord)).toFixed(3));
     }
   } finally {
-    git('worktree', 'remove', '--force', dir);
+    remove();
   }
 }

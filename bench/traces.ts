@@ -26,8 +26,7 @@
  * Not a test: it prints numbers, it does not judge them.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import http from 'node:http';
 import net from 'node:net';
@@ -38,6 +37,7 @@ import { parseArgs } from 'node:util';
 import { CONN_ENTRY_SIZE, CONN_QUERY_SIZE, CONN_WAYS } from '../src/traces/conntab.js';
 import { otlpSchema } from '../src/traces/schema.js';
 import { packageRoot } from '../src/package.js';
+import { worktreeOf } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -282,18 +282,6 @@ function median(a: number[]): number {
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 const round2 = (x: number) => Math.round(x * 100) / 100;
-
-/** A temporary worktree of REF sharing this checkout's node_modules; removed by the returned function. */
-function worktreeOf(ref: string): { dir: string; commit: string; remove: () => void } {
-  const root = packageRoot();
-  const git = (...a: string[]) => execFileSync('git', ['-C', root, ...a], { encoding: 'utf8' }).trim();
-  const commit = git('rev-parse', '--short', ref);
-  const dir = mkdtempSync(join(tmpdir(), 'toa-otel-against-'));
-  rmdirSync(dir);
-  git('worktree', 'add', '--detach', dir, commit);
-  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
-  return { dir, commit, remove: () => git('worktree', 'remove', '--force', dir) };
-}
 
 const sides: Side[] = [];
 
