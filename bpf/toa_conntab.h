@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * Connection table (trace enrichment, issue 12): types and the set hash shared by the
+ * Connection table (trace enrichment, issue 12): types shared by the
  * kernel side (bpf/toa_conntab.bpf.h, which sends one record per connection through the
  * ring buffer conntab_ring), the C core (which keeps the table in its own memory:
  * toa_core_conn_find/dump) and the TypeScript decoder (src/traces/conntab.ts, offsets
@@ -75,35 +75,6 @@ enum toa_conntab_counter {
 #define TOA_CONN_ENTRY_SIZE (TOA_CONN_KEY_SIZE + TOA_CONN_VAL_SIZE)
 /* a query of toa_core_conn_find: family (1), 0 (1), peer port (2, host order), peer address (16) */
 #define TOA_CONN_QUERY_SIZE 20
-
-/* The set of a socket peer: a few multiply/xor rounds over its words (murmur3's mixing
- * constants). Words: family | peer_port << 16, then the peer address as 4 native-order
- * u32 (IPv4: the first word, the rest 0). The same code runs in BPF and in the C core. */
-static inline __u32 toa_conn_mix(__u32 h, __u32 w)
-{
-	w *= 0xcc9e2d51u;
-	w = (w << 15) | (w >> 17);
-	w *= 0x1b873593u;
-	h ^= w;
-	h = (h << 13) | (h >> 19);
-	return h * 5 + 0xe6546b64u;
-}
-
-static inline __u32 toa_conn_hash(__u32 family, __u32 peer_port, const __u32 a[4])
-{
-	__u32 h = 0x746f6121u; /* "toa!" */
-
-	h = toa_conn_mix(h, family | peer_port << 16);
-	h = toa_conn_mix(h, a[0]);
-	h = toa_conn_mix(h, a[1]);
-	h = toa_conn_mix(h, a[2]);
-	h = toa_conn_mix(h, a[3]);
-	h ^= h >> 16;
-	h *= 0x85ebca6bu;
-	h ^= h >> 13;
-	h *= 0xc2b2ae35u;
-	return h ^ (h >> 16);
-}
 
 #if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 _Static_assert(sizeof(struct toa_conn_key) == TOA_CONN_KEY_SIZE, "toa_conn_key layout changed");

@@ -1266,6 +1266,36 @@ const char *toa_conntab_counter_name(int idx)
 	}
 }
 
+/* The set of a socket peer: a few multiply/xor rounds over its words (murmur3's mixing
+ * constants). Words: family | peer_port << 16, then the peer address as 4 native-order
+ * u32 (IPv4: the first word, the rest 0). Only the C core computes it: the kernel just sends
+ * the records. */
+static uint32_t toa_conn_mix(uint32_t h, uint32_t w)
+{
+	w *= 0xcc9e2d51u;
+	w = (w << 15) | (w >> 17);
+	w *= 0x1b873593u;
+	h ^= w;
+	h = (h << 13) | (h >> 19);
+	return h * 5 + 0xe6546b64u;
+}
+
+static uint32_t toa_conn_hash(uint32_t family, uint32_t peer_port, const uint32_t a[4])
+{
+	uint32_t h = 0x746f6121u; /* "toa!" */
+
+	h = toa_conn_mix(h, family | peer_port << 16);
+	h = toa_conn_mix(h, a[0]);
+	h = toa_conn_mix(h, a[1]);
+	h = toa_conn_mix(h, a[2]);
+	h = toa_conn_mix(h, a[3]);
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	return h ^ (h >> 16);
+}
+
 /* One record of the kernel (a toa_conn_slot) into its set: the way that holds its key (the
  * tuple is back), else an empty way, else the oldest one. Under conntab_mu. */
 static int conn_apply(void *ctx, void *data, size_t size)
