@@ -57,6 +57,15 @@ static __always_inline void conntab_record(const struct toa_event *ev)
 			cnt->c[TOA_CT_LOST]++;
 		return;
 	}
+	if (cfg_bench_skip & TOA_BENCH_SKIP_CONNTAB_SUBMIT) {
+		bpf_ringbuf_discard(r, BPF_RB_NO_WAKEUP);
+		return;
+	}
+	if (cfg_bench_skip & TOA_BENCH_SKIP_CONNTAB_COPY) {
+		r->key.family = 0;
+		bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+		return;
+	}
 	r->key.family = ev->family;
 	r->key.pad = 0;
 	r->key.local_port = ev->local_port;

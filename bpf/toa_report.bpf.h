@@ -10,7 +10,6 @@
 
 #include "toa_event.h"
 #include "compat.bpf.h"
-#include "toa_conntab.bpf.h"
 
 #ifndef NSEC_PER_SEC
 #define NSEC_PER_SEC 1000000000ULL
@@ -34,9 +33,13 @@ const volatile __u64 cfg_wakeup_bytes = 256 * 1024; /* wake the reader past this
 #define TOA_BENCH_SKIP_OPT_PARSE 64   /* copy the ACK options, do not walk them */
 #define TOA_BENCH_SKIP_OPT_COPY 128   /* no packet TOA at all: neither copy nor walk */
 #define TOA_BENCH_SKIP_TRUST_CACHE 256 /* every trust check through the LPM trie (the path before trust_cache) */
+#define TOA_BENCH_SKIP_CONNTAB_COPY 512 /* connection table: reserve and submit, copy no field */
+#define TOA_BENCH_SKIP_CONNTAB_SUBMIT 1024 /* connection table: reserve and discard */
 const volatile __u32 cfg_bench_skip = 0;
 /* slots of merge_seen - 1 (a power of two - 1); set by user space with the map's size */
 const volatile __u32 cfg_seen_mask = 0;
+
+#include "toa_conntab.bpf.h" /* uses the knobs above */
 
 /* ---- maps ---- */
 
