@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * Connection table (trace enrichment, issue 12): types shared by the
- * kernel side (bpf/toa_conntab.bpf.h, which sends one record per connection through the
- * ring buffer conntab_ring), the C core (which keeps the table in its own memory:
+ * kernel side (bpf/toa_conntab.bpf.h, which writes one record per connection into a per-CPU
+ * log in an mmap-able array, or on kernels before 5.12 sends it through the ring buffer
+ * conntab_ring), the C core (which keeps the table in its own memory:
  * toa_core_conn_find/dump) and the TypeScript decoder (src/traces/conntab.ts, offsets
  * restated there and checked against the sizes the addon exports).
  *
@@ -50,6 +51,19 @@ struct toa_conn_slot {
 	struct toa_conn_val val;
 };
 
+/* The per-CPU logs the kernel writes the records into (bpf/toa_conntab.bpf.h, kernels with
+ * BPF atomics, 5.12), read by the C core through mmap (native/core/toa_conn_log.h). CPU c owns
+ * slots [c << shift, (c + 1) << shift) of conntab_log and the head conntab_heads[c]. */
+struct toa_conn_log_slot {
+	__u64 seq;                   /* record number + 1, published last (0 = never written) */
+	struct toa_conn_slot rec;
+};
+
+struct toa_conn_log_head {
+	__u64 head;   /* record numbers reserved on this CPU so far (fetch-add by the writers) */
+	__u64 pad[7]; /* a cache line per CPU: no false sharing between CPUs */
+};
+
 /* 4 ways: an entry is evicted only after at least 4 newer keys came to its set, so a table of
  * N entries keeps an entry past N/10 newer connections with 99.9 % probability (2 ways: 98 %;
  * an LRU hash: always, at about 1 us more per connection) */
@@ -58,19 +72,22 @@ struct toa_conn_set {
 	struct toa_conn_slot way[TOA_CONN_WAYS];
 };
 
-/* Counters of the table. LOST is counted by the kernel (per-CPU array map "conntab_counters",
- * one entry); the others by the C core as it applies the records. */
+/* Counters of the table, counted by the C core as it reads and applies the records; LOST of the
+ * ring fallback by the kernel (per-CPU array map "conntab_counters", one entry). */
 enum toa_conntab_counter {
 	TOA_CT_INSERTED = 0, /* connections written into a slot that did not hold their key */
 	TOA_CT_REPLACED = 1, /* connections whose key was still in the table (tuple reuse) */
 	TOA_CT_EVICTED = 2,  /* inserts that overwrote another live key (its set was full) */
-	TOA_CT_LOST = 3,     /* records not sent: conntab_ring was full (the reader fell behind) */
+	TOA_CT_LOST = 3,     /* records the C core never applied: overwritten in the log before it read
+			      * them, or (ring fallback) not sent because conntab_ring was full */
 	TOA_CT_MAX = 8,
 };
 
 #define TOA_CONN_KEY_SIZE 40
 #define TOA_CONN_VAL_SIZE 48
 #define TOA_CONN_SLOT_SIZE 88
+#define TOA_CONN_LOG_SLOT_SIZE 96
+#define TOA_CONN_LOG_HEAD_SIZE 64
 /* a found entry as the C core returns it: key then value */
 #define TOA_CONN_ENTRY_SIZE (TOA_CONN_KEY_SIZE + TOA_CONN_VAL_SIZE)
 /* a query of toa_core_conn_find: family (1), 0 (1), peer port (2, host order), peer address (16) */
@@ -80,6 +97,8 @@ enum toa_conntab_counter {
 _Static_assert(sizeof(struct toa_conn_key) == TOA_CONN_KEY_SIZE, "toa_conn_key layout changed");
 _Static_assert(sizeof(struct toa_conn_val) == TOA_CONN_VAL_SIZE, "toa_conn_val layout changed");
 _Static_assert(sizeof(struct toa_conn_slot) == TOA_CONN_SLOT_SIZE, "toa_conn_slot layout changed");
+_Static_assert(sizeof(struct toa_conn_log_slot) == TOA_CONN_LOG_SLOT_SIZE, "toa_conn_log_slot layout changed");
+_Static_assert(sizeof(struct toa_conn_log_head) == TOA_CONN_LOG_HEAD_SIZE, "toa_conn_log_head layout changed");
 /* offsets restated in src/traces/conntab.ts */
 _Static_assert(__builtin_offsetof(struct toa_conn_key, local_addr) == 8, "toa_conn_key layout changed");
 _Static_assert(__builtin_offsetof(struct toa_conn_key, peer_addr) == 24, "toa_conn_key layout changed");

@@ -33,8 +33,9 @@ const volatile __u64 cfg_wakeup_bytes = 256 * 1024; /* wake the reader past this
 #define TOA_BENCH_SKIP_OPT_PARSE 64   /* copy the ACK options, do not walk them */
 #define TOA_BENCH_SKIP_OPT_COPY 128   /* no packet TOA at all: neither copy nor walk */
 #define TOA_BENCH_SKIP_TRUST_CACHE 256 /* every trust check through the LPM trie (the path before trust_cache) */
-#define TOA_BENCH_SKIP_CONNTAB_COPY 512 /* connection table: reserve and submit, copy no field */
-#define TOA_BENCH_SKIP_CONNTAB_SUBMIT 1024 /* connection table: reserve and discard */
+#define TOA_BENCH_SKIP_CONNTAB_COPY 512 /* connection table: reserve and publish, copy no field */
+#define TOA_BENCH_SKIP_CONNTAB_SUBMIT 1024 /* connection table: reserve only (log), reserve and discard (ring) */
+#define TOA_BENCH_SKIP_CONNTAB_LOG 2048 /* connection table: the ring fallback instead of the per-CPU log (read by user space) */
 const volatile __u32 cfg_bench_skip = 0;
 /* slots of merge_seen - 1 (a power of two - 1); set by user space with the map's size */
 const volatile __u32 cfg_seen_mask = 0;

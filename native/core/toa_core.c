@@ -30,6 +30,7 @@
 #include "toa.skel.h"
 #include "toa_bench.skel.h"
 #include "toa_listen_scan.h"
+#include "toa_conn_log.h"
 
 /* must match bpf/toa_opt.bpf.h */
 #define TOA_ACCEPT_LEN8 1
@@ -57,13 +58,17 @@ struct toa_core {
 	int nrefusals;
 	uint32_t conntab_max;  /* configured entries; 0 = connection table off */
 	uint32_t conntab_sets; /* sets of TOA_CONN_WAYS slots (a power of two) */
-	/* The table in process memory, fed by the kernel's records (conntab_ring). conntab_mu
-	 * guards the table, its counters and the ring's consumer: the reader thread applies the
-	 * records after each poll, a find applies what is in the ring before it reads. */
+	/* The table in process memory, fed by the kernel's records: its per-CPU logs mapped
+	 * here (conntab_log, conntab_heads), or on 5.8 to 5.11 the ring conntab_ring. conntab_mu
+	 * guards the table, its counters and the records' reader: the reader thread applies the
+	 * records after each poll, a find applies what is waiting before it reads. */
 	pthread_mutex_t conntab_mu;
 	struct toa_conn_set *conntab_mem; /* NULL when off */
+	bool conntab_use_log;             /* the per-CPU logs (BPF atomics, 5.12), else the ring */
+	struct toa_conn_log conntab_log;  /* mmap of the logs and the reader's cursors */
+	size_t conntab_log_len, conntab_heads_len; /* bytes mapped */
 	struct ring_buffer *conntab_rb;
-	uint64_t conntab_cnt[TOA_CT_MAX]; /* inserted, replaced, evicted */
+	uint64_t conntab_cnt[TOA_CT_MAX]; /* inserted, replaced, evicted, lost (by the log reader) */
 	bool listen_owner;    /* sockops mode: records carry the listener's owner (bpf/toa_listen.bpf.h) */
 };
 
@@ -442,6 +447,12 @@ static void release(struct toa_core *c)
 {
 	ring_buffer__free(c->conntab_rb);
 	c->conntab_rb = NULL;
+	if (c->conntab_log.slots)
+		munmap((void *)c->conntab_log.slots, c->conntab_log_len);
+	if (c->conntab_log.heads)
+		munmap((void *)c->conntab_log.heads, c->conntab_heads_len);
+	free(c->conntab_log.cursor);
+	memset(&c->conntab_log, 0, sizeof(c->conntab_log));
 	free(c->conntab_mem);
 	c->conntab_mem = NULL;
 	for (int i = 0; i < c->nlinks; i++)
@@ -592,6 +603,8 @@ static void set_rodata(struct toa_core *c, const struct attempt *a, const struct
 	r->cfg_use_ringbuf = c->buf.ring;
 	r->cfg_wakeup_bytes = wakeup_bytes(cfg);
 	r->cfg_conntab = c->conntab_max > 0;
+	r->cfg_conntab_log = c->conntab_use_log;
+	r->cfg_conntab_log_shift = c->conntab_log.shift;
 	r->cfg_rewrite_peer = a->rewrite;
 	r->cfg_rewrite_all_ports = cfg->rewrite_ports_n == 0;
 	r->cfg_hold_early_accept = a->hold;
@@ -644,10 +657,16 @@ static void size_maps(struct toa_core *c, const struct attempt *a, const struct 
 	if (!a->need_sockops || a->mode != TOA_MODE_SOCKOPS)
 		bpf_map__set_max_entries(s->maps.pending, a->need_sockops ? 16384 : 1);
 	c->conntab_sets = conntab_sets(c->conntab_max);
-	/* as many records as the event ring holds events; not created when off (ring buffers: 5.8) */
-	if (c->conntab_max)
+	/* the records' way to the C core: each map created only when used */
+	if (c->conntab_max && c->conntab_use_log) {
+		bpf_map__set_max_entries(s->maps.conntab_heads, c->conntab_log.ncpu);
+		bpf_map__set_max_entries(s->maps.conntab_log, c->conntab_log.ncpu << c->conntab_log.shift);
+	} else if (c->conntab_max) {
 		bpf_map__set_max_entries(s->maps.conntab_ring, cfg->ringbuf_bytes);
-	bpf_map__set_autocreate(s->maps.conntab_ring, c->conntab_max > 0);
+	}
+	bpf_map__set_autocreate(s->maps.conntab_heads, c->conntab_max && c->conntab_use_log);
+	bpf_map__set_autocreate(s->maps.conntab_log, c->conntab_max && c->conntab_use_log);
+	bpf_map__set_autocreate(s->maps.conntab_ring, c->conntab_max && !c->conntab_use_log);
 	if (!a->hold)
 		bpf_map__set_max_entries(s->maps.held, 1);
 	/* kernels before 5.2 have no socket storage: create it only for the mode */
@@ -834,10 +853,37 @@ static int attach_sockops(struct toa_core *c, const struct attempt *a)
 
 static int conn_apply(void *ctx, void *data, size_t size);
 
-/* The connection table and the reader of the kernel's records (conntab_ring). */
+/* Slots of a CPU's log (log2): the event ring's bytes split over the possible CPUs, rounded
+ * down to a power of two, at least 1,024 (96 KiB). TOA_OTEL_CONNTAB_LOG_SLOTS (tests: a log
+ * that laps) sets it. */
+static uint32_t conntab_log_shift(const struct toa_core_config *cfg, int ncpu)
+{
+	uint64_t want = (uint64_t)cfg->ringbuf_bytes / sizeof(struct toa_conn_log_slot) / (uint64_t)ncpu;
+	uint32_t shift = 10;
+
+	if (getenv("TOA_OTEL_CONNTAB_LOG_SLOTS"))
+		want = strtoull(getenv("TOA_OTEL_CONNTAB_LOG_SLOTS"), NULL, 0);
+	else if (want < (1U << shift))
+		return shift;
+	for (shift = 0; shift < 24 && (2ULL << shift) <= want; shift++)
+		;
+	return shift;
+}
+
+/* Map a log map of the kernel read-only. */
+static const void *map_log(struct bpf_map *m, size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ, MAP_SHARED, bpf_map__fd(m), 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/* The connection table and the reader of the kernel's records (the logs, or conntab_ring). */
 static int open_conntab(struct toa_core *c, int mode)
 {
 	size_t len = (size_t)c->conntab_sets * sizeof(struct toa_conn_set);
+	long page = sysconf(_SC_PAGESIZE);
+	struct toa_conn_log *l = &c->conntab_log;
 
 	if (!c->conntab_max)
 		return 0;
@@ -845,6 +891,18 @@ static int open_conntab(struct toa_core *c, int mode)
 	c->conntab_mem = calloc(1, len);
 	if (!c->conntab_mem)
 		return refuse(c, mode, ENOMEM, "failed to allocate the connection table (%zu bytes)", len);
+	if (c->conntab_use_log) {
+		/* mmap-able arrays map their values from offset 0, in whole pages */
+		c->conntab_log_len = (((size_t)l->ncpu << l->shift) * sizeof(*l->slots) + page - 1) / page * page;
+		c->conntab_heads_len = ((size_t)l->ncpu * sizeof(*l->heads) + page - 1) / page * page;
+		l->cursor = calloc(l->ncpu, sizeof(*l->cursor));
+		l->slots = map_log(c->skel->maps.conntab_log, c->conntab_log_len);
+		l->heads = map_log(c->skel->maps.conntab_heads, c->conntab_heads_len);
+		if (!l->cursor || !l->slots || !l->heads)
+			return refuse(c, mode, errno ? errno : ENOMEM, "failed to map the connection table's logs: %s",
+				      strerror(errno ? errno : ENOMEM));
+		return 0;
+	}
 	c->conntab_rb = ring_buffer__new(bpf_map__fd(c->skel->maps.conntab_ring), conn_apply, c, NULL);
 	if (!c->conntab_rb)
 		return refuse(c, mode, errno, "failed to create the connection table's ring buffer reader: %s", strerror(errno));
@@ -908,7 +966,10 @@ static int load_bench(struct toa_core *c, const struct toa_core_config *cfg)
 	bpf_map__set_max_entries(b->maps.merge, 1);
 	bpf_map__set_max_entries(b->maps.merge_seen, 1);
 	bpf_map__set_max_entries(b->maps.merge_claims, 1);
-	bpf_map__set_autocreate(b->maps.conntab_ring, false); /* cfg_conntab is off there */
+	/* cfg_conntab is off there */
+	bpf_map__set_autocreate(b->maps.conntab_ring, false);
+	bpf_map__set_autocreate(b->maps.conntab_log, false);
+	bpf_map__set_autocreate(b->maps.conntab_heads, false);
 	err = bpf_map__reuse_fd(b->maps.events, bpf_map__fd(c->skel->maps.events));
 	if (!err)
 		err = bpf_map__reuse_fd(b->maps.counters, bpf_map__fd(c->skel->maps.counters));
@@ -968,6 +1029,13 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 	c->buf.ring = !cfg->force_perfbuf && toa_buffer_ring_available();
 	c->claim_xchg = have_atomic_xchg();
 	c->conntab_max = cfg->conntab_max_entries;
+	/* the per-CPU logs need fetching atomics (5.12, as BPF_XCHG); the benchmark hook's
+	 * TOA_BENCH_SKIP_CONNTAB_LOG picks the ring fallback (bench:accept, tests) */
+	c->conntab_use_log = c->claim_xchg && !(getenv("TOA_OTEL_BENCH_SKIP") && (strtoul(getenv("TOA_OTEL_BENCH_SKIP"), NULL, 0) & 2048));
+	c->conntab_log.ncpu = c->conntab_use_log ? (uint32_t)libbpf_num_possible_cpus() : 0;
+	if (c->conntab_use_log && (int)c->conntab_log.ncpu <= 0)
+		c->conntab_use_log = false, c->conntab_log.ncpu = 0;
+	c->conntab_log.shift = c->conntab_use_log ? conntab_log_shift(cfg, (int)c->conntab_log.ncpu) : 0;
 	if (c->conntab_max && !toa_buffer_ring_available()) {
 		logf_(c->log, c->log_user, TOA_LOG_WARN,
 		      "the connection table of trace enrichment needs BPF ring buffers (kernel >= 5.8): it is off, spans pass through unchanged");
@@ -1328,10 +1396,16 @@ static int conn_apply(void *ctx, void *data, size_t size)
 	return 0;
 }
 
-/* Apply the records waiting in the ring. Under conntab_mu. */
+/* Apply the records waiting in the logs or the ring. Under conntab_mu. */
 static void conn_apply_pending(struct toa_core *c)
 {
-	int n = ring_buffer__consume(c->conntab_rb);
+	int n;
+
+	if (c->conntab_use_log) {
+		toa_conn_log_read(&c->conntab_log, conn_apply, c, &c->conntab_cnt[TOA_CT_LOST]);
+		return;
+	}
+	n = ring_buffer__consume(c->conntab_rb);
 
 	if (n < 0)
 		logf_(c->log, c->log_user, TOA_LOG_WARN, "connection table: reading its ring buffer failed: %s",
@@ -1417,10 +1491,11 @@ int toa_core_conn_counters(struct toa_core *c, uint64_t out[TOA_CT_MAX], uint32_
 			out[TOA_CT_LOST] += vals[(size_t)cpu * TOA_CT_MAX + TOA_CT_LOST];
 	free(vals);
 	pthread_mutex_lock(&c->conntab_mu);
-	conn_apply_pending(c); /* the counters of what is in the ring now */
+	conn_apply_pending(c); /* the counters of what is waiting now */
 	out[TOA_CT_INSERTED] = c->conntab_cnt[TOA_CT_INSERTED];
 	out[TOA_CT_REPLACED] = c->conntab_cnt[TOA_CT_REPLACED];
 	out[TOA_CT_EVICTED] = c->conntab_cnt[TOA_CT_EVICTED];
+	out[TOA_CT_LOST] += c->conntab_cnt[TOA_CT_LOST];
 	pthread_mutex_unlock(&c->conntab_mu);
 	return 0;
 }
