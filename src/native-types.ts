@@ -52,7 +52,10 @@ export interface NativeConnStats {
   /** bytes of a connFind query, entries returned per query (bpf/toa_conntab.h) */
   querySize: number;
   ways: number;
-  /** inserted, replaced, evicted, lost (records the kernel could not send: its ring was full) (enum toa_conntab_counter) */
+  /** slots of each CPU's record log; 0: the records come through a ring buffer (kernels 5.8 to 5.11) */
+  logSlotsPerCpu: number;
+  /** inserted, replaced, evicted, lost (records never applied: overwritten in the log before the reader
+   * got to them, or the ring was full) (enum toa_conntab_counter) */
   counters: Record<string, number>;
 }
 

@@ -416,6 +416,7 @@ class Probe : public Napi::ObjectWrap<Probe> {
     o.Set("valueSize", TOA_CONN_VAL_SIZE);
     o.Set("querySize", TOA_CONN_QUERY_SIZE);
     o.Set("ways", TOA_CONN_WAYS);
+    o.Set("logSlotsPerCpu", toa_core_conn_log_slots(core_));
     Napi::Object counters = Napi::Object::New(env);
     for (int i = 0; i < TOA_CT_MAX; i++)
       if (toa_conntab_counter_name(i)) counters.Set(toa_conntab_counter_name(i), Napi::Number::New(env, (double)c[i]));

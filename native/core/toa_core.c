@@ -1500,6 +1500,11 @@ int toa_core_conn_counters(struct toa_core *c, uint64_t out[TOA_CT_MAX], uint32_
 	return 0;
 }
 
+uint32_t toa_core_conn_log_slots(const struct toa_core *c)
+{
+	return c->conntab_use_log ? 1U << c->conntab_log.shift : 0;
+}
+
 /* ---- doctor ---- */
 
 static void cap_line(struct toa_cap_line *l, const char *name, bool ok, const char *fmt, ...)

@@ -128,6 +128,8 @@ int toa_core_conn_dump(struct toa_core *c, void *buf, uint32_t max);
 /* Counters of the table (enum toa_conntab_counter; lost summed over CPUs); -ENOENT when off.
  * *max_entries gets the table size (slots: entries rounded up to a power of two). */
 int toa_core_conn_counters(struct toa_core *c, uint64_t out[TOA_CT_MAX], uint32_t *max_entries);
+/* Slots of each CPU's record log, or 0 when the records come through the ring buffer (5.8-5.11). */
+uint32_t toa_core_conn_log_slots(const struct toa_core *c);
 const char *toa_conntab_counter_name(int idx);
 
 const char *toa_mode_name(int mode);

@@ -3,8 +3,10 @@
 // reads it (the addon's connFind, through ConnTable): one entry per accepted connection with its
 // TOA, found by its socket peer as soon as the connection is accepted; tuple reuse replaces; a full
 // set evicts its older entry and the eviction is counted; finds on the JS thread while the reader
-// thread applies records never see a mixed entry; no record lost; nothing when off.
-import { createLab, type Lab } from '../lab/lab.js';
+// thread applies records never see a mixed entry; no record lost; a lapped log counts what it
+// lost and keeps every entry whole; the ring-buffer fallback of 5.8-5.11; nothing when off.
+import { mkdirSync, rmdirSync } from 'node:fs';
+import { cgroup2Mount, createLab, type Lab } from '../lab/lab.js';
 import { gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
 import { startProbe } from '../helpers/probe.js';
 import { ConnTable, decodeConnDump, type ConnEntry } from '../../src/traces/conntab.js';
@@ -40,6 +42,7 @@ test.serial('one entry per connection with its real client, found by its socket 
     t.is(toa.client.ok + plain.client.ok, 8);
     const st = probe.native.connStats!()!;
     t.is(st.maxEntries, 65536);
+    t.true(st.logSlotsPerCpu >= 1024, `records through the per-CPU logs (kernel >= 5.12): ${st.logSlotsPerCpu} slots per CPU`);
     t.true(st.counters.inserted! >= 8);
     // the sidecar's path: the socket peers the RS saw (lab client ports kept by the SNAT)
     const table = new ConnTable((q) => probe.native.connFind!(q));
@@ -69,7 +72,7 @@ test.serial('one entry per connection with its real client, found by its socket 
   }
 });
 
-test.serial('a connection is found right after its accept, before the reader thread drains the ring', async (t) => {
+test.serial('a connection is found right after its accept, before the reader thread reads the log', async (t) => {
   const port = 18704;
   // the reader sleeps up to 8 s between polls (a few records do not wake it): only the find's
   // own drain of the ring can bring these connections into the table in time
@@ -177,13 +180,85 @@ test.serial('finds while the reader thread applies records to the same slots: ev
     const events = probe.events;
     const bad = [...seen.values()].filter((e) => !recordOf(e, events));
     t.log(`${reads} table reads, ${seen.size} distinct entries seen, records lost ${lost}`);
-    t.is(lost, 0, 'the ring never filled');
+    t.is(lost, 0, 'the reader kept up: nothing lapped');
     t.true(seen.size >= 100, 'the reads saw the table change');
     t.deepEqual(bad.map((e) => ({ family: e.family, local: `${e.localAddr}:${e.localPort}`, peer: `${e.peerAddr}:${e.peerPort}`, acceptBootNs: e.acceptBootNs, pid: e.pid, toa: `${e.toaSource} ${e.toaAddr}:${e.toaPort} trusted=${e.toaTrusted}` })), [], 'every entry read equals the record of one connection');
   } finally {
     await srv.stop();
     await probe.stop();
   }
+});
+
+/** Runs fn with environment variables set for the probe's start (read by the C core when it opens). */
+async function withEnv<T>(env: Record<string, string>, fn: () => Promise<T>): Promise<T> {
+  Object.assign(process.env, env);
+  try {
+    return await fn();
+  } finally {
+    for (const k of Object.keys(env)) delete process.env[k];
+  }
+}
+
+test.serial('a lapped log: the overwritten records are counted lost, every connection applied or lost once, entries whole', async (t) => {
+  const port = 18705;
+  const N = 1000;
+  // logs of 64 slots per CPU, a reader that sleeps 8 s and no find during the burst: the
+  // writers lap the reader; the probe sees this test's server only (its cgroup)
+  const cgroup = `${cgroup2Mount()}/toa-test-conntab-${process.pid}`;
+  mkdirSync(cgroup);
+  try {
+    await withEnv({ TOA_OTEL_CONNTAB_LOG_SLOTS: '64' }, async () => {
+      const probe = startProbe({ connTableMaxEntries: 65536, mergeWindowSec: 0, pollIntervalMs: 8000, cgroupPath: cgroup, trustedPeers: ['198.18.2.0/24'] });
+      const srv = await lab!.startServer({ port, mode: 'accept', cgroup });
+      try {
+        const r = await lab!.connect({ vipPort: port, count: N, mode: 'connect', rst: true, toa: { mode: 'pool', size: N }, durationMs: 60000 });
+        t.is(r.client.ok, N, r.stderr);
+        await new Promise((res) => setTimeout(res, 200));
+        const st = probe.native.connStats!()!;
+        const entries = decodeConnDump(probe.native.connDump!()!);
+        const stats = await probe.stop();
+        const c = st.counters;
+        t.is(st.logSlotsPerCpu, 64);
+        t.log(`connections ${stats.counters.connections}, inserted ${c.inserted}, replaced ${c.replaced}, lost ${c.lost}, entries ${entries.length}`);
+        t.is(stats.counters.connections, N);
+        t.true(c.lost! > 0, 'the log was lapped');
+        t.is(c.inserted! + c.replaced! + c.lost!, N, 'each connection applied once or counted lost');
+        t.is(entries.length, c.inserted! - c.evicted!, 'the table holds what was inserted');
+        t.true(entries.length > 0);
+        const bad = entries.filter((e) => !recordOf(e, probe.events));
+        t.deepEqual(bad, [], 'every entry equals the record of one connection');
+      } finally {
+        await srv.stop();
+        await probe.stop();
+      }
+    });
+  } finally {
+    rmdirSync(cgroup);
+  }
+});
+
+test.serial('ring-buffer fallback (kernels 5.8 to 5.11): one entry per connection, found right away', async (t) => {
+  const port = 18706;
+  // TOA_OTEL_BENCH_SKIP 2048 (bpf/toa_report.bpf.h TOA_BENCH_SKIP_CONNTAB_LOG): the ring, as without BPF atomics
+  await withEnv({ TOA_OTEL_BENCH_SKIP: '2048' }, async () => {
+    const probe = startProbe({ connTableMaxEntries: 4096, trustedPeers: ['198.18.2.0/24'], mergeWindowSec: 10, pollIntervalMs: 8000 });
+    const srv = await lab!.startServer({ port });
+    try {
+      const r = await lab!.connect({ vipPort: port, count: 5, toa: { mode: 'real' } });
+      t.is(r.client.ok, 5);
+      const peers = r.conns.map((c) => ({ addr: lab!.lvsLocal4, port: Number(c.local.split(':').pop()) }));
+      const found = new ConnTable((q) => probe.native.connFind!(q)).lookupMany(peers);
+      const st = probe.native.connStats!()!;
+      t.is(st.logSlotsPerCpu, 0, 'the ring buffer carries the records');
+      const mine = found.map((l) => l?.filter((e) => e.localPort === port));
+      t.deepEqual(mine.map((l) => l?.length), [1, 1, 1, 1, 1], 'each connection found once');
+      for (const [i, l] of mine.entries()) t.like(l![0]!, { peerPort: peers[i]!.port, toaAddr: lab!.clientAddr4, toaTrusted: true });
+      t.is(st.counters.lost, 0);
+    } finally {
+      await srv.stop();
+      await probe.stop();
+    }
+  });
 });
 
 test.serial('table off: no find, no dump, no stats', async (t) => {
