@@ -34,7 +34,7 @@ import { buildResource } from './resource.js';
 import { Spool } from './spool.js';
 import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import { SelfTelemetry } from './telemetry.js';
-import { connTableStatus, startTraces, type OtlpPassThrough } from './traces/index.js';
+import { connTableStatus, registerConnTableMetrics, startTraces, type OtlpPassThrough } from './traces/index.js';
 
 /** What the pipeline can be given instead of the defaults (tests, benchmarks, embedding). */
 export interface PipelineDeps {
@@ -381,6 +381,7 @@ export class Pipeline {
         ...(this.deps.env ? { env: this.deps.env } : {}),
       });
       this.traces.registerMetrics(this.telemetry!.meterProvider);
+      if (this.traces.table) registerConnTableMetrics(this.telemetry!.meterProvider, () => this.probe?.connStats?.());
     } catch (e) {
       await this.probe?.stop().catch(() => undefined);
       this.probe = undefined;

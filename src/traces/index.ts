@@ -1,8 +1,9 @@
 // Trace enrichment (traces.enabled): the connection table read from the probe and the OTLP
 // pass-through, started by the pipeline after the probe and stopped before it.
+import type { MeterProvider } from '@opentelemetry/api';
 import type { ToaConfig } from '../config.js';
 import type { Logger } from '../log.js';
-import type { NativeProbe } from '../native-types.js';
+import type { NativeConnStats, NativeProbe } from '../native-types.js';
 import type { AddressMask } from '../privacy.js';
 import { CONN_KEY_SIZE, CONN_QUERY_SIZE, CONN_VAL_SIZE, CONN_WAYS, ConnTable } from './conntab.js';
 import { OtlpPassThrough } from './receiver.js';
@@ -58,4 +59,29 @@ export function connTableStatus(probe: NativeProbe | undefined, table: ConnTable
     connTableEvicted: evicted,
     connTableLost: c.lost ?? 0,
   };
+}
+
+/** Results of toa_otel.conntab.records: the counters of the table (enum toa_conntab_counter). */
+export const CONN_TABLE_RESULTS = ['inserted', 'replaced', 'evicted', 'lost'] as const;
+
+/**
+ * Self-telemetry of the connection table: toa_otel.conntab.records (observable counter, attribute
+ * result: inserted, replaced, evicted, lost) and toa_otel.conntab.entries (gauge: inserted -
+ * evicted), read from `stats` at each collection (nothing while it returns null/undefined).
+ */
+export function registerConnTableMetrics(mp: MeterProvider, stats: () => NativeConnStats | null | undefined): void {
+  const m = mp.getMeter('toa-otel');
+  const records = m.createObservableCounter('toa_otel.conntab.records', {
+    description: 'Connections recorded in the trace connection table (result: inserted, replaced = tuple reuse, evicted = a full set overwrote an older entry, lost = overwritten in the kernel log before it was read)',
+  });
+  const entries = m.createObservableGauge('toa_otel.conntab.entries', { description: 'Entries in the trace connection table (inserted - evicted)' });
+  m.addBatchObservableCallback(
+    (r) => {
+      const st = stats();
+      if (!st) return;
+      for (const k of CONN_TABLE_RESULTS) r.observe(records, st.counters[k] ?? 0, { result: k });
+      r.observe(entries, Math.max(0, (st.counters.inserted ?? 0) - (st.counters.evicted ?? 0)));
+    },
+    [records, entries],
+  );
 }

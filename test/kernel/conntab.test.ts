@@ -5,14 +5,23 @@
 // set evicts its older entry and the eviction is counted; finds on the JS thread while the reader
 // thread applies records never see a mixed entry; no record lost; a lapped log counts what it
 // lost and keeps every entry whole; the ring-buffer fallback of 5.8-5.11; nothing when off.
-import { mkdirSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import { cgroup2Mount, createLab, type Lab } from '../lab/lab.js';
-import { gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
+import { collectorGate, gatedTest, nativeGate, privilegedGate } from '../helpers/privileged.js';
+import { startCollector } from '../helpers/collector.js';
+import { allSignalsConfig, waitFor } from '../helpers/otlp-signals.js';
+import { loadConfig } from '../../src/config.js';
+import { createOtlpMetricExporter, resolveExporter } from '../../src/export.js';
+import { registerConnTableMetrics } from '../../src/traces/index.js';
 import { startProbe } from '../helpers/probe.js';
 import { ConnTable, decodeConnDump, type ConnEntry } from '../../src/traces/conntab.js';
 import type { ToaEvent } from '../../src/decode.js';
 
 const test = gatedTest(privilegedGate(), nativeGate());
+const collectorTest = gatedTest(privilegedGate(), nativeGate(), collectorGate());
 
 let lab: Lab | undefined;
 
@@ -259,6 +268,66 @@ test.serial('ring-buffer fallback (kernels 5.8 to 5.11): one entry per connectio
       await probe.stop();
     }
   });
+});
+
+/** Data points of the metric `name` in the collector's file output: [attribute result or '', value]. */
+function metricPoints(file: string, name: string): [string, number][] {
+  type DP = { asInt?: string | number; asDouble?: number; attributes?: { key: string; value: { stringValue?: string } }[] };
+  type M = { name: string; sum?: { dataPoints?: DP[] }; gauge?: { dataPoints?: DP[] } };
+  const out: [string, number][] = [];
+  if (!existsSync(file)) return out;
+  const text = readFileSync(file, 'utf8');
+  for (const line of text.split('\n').filter(Boolean)) {
+    const req = JSON.parse(line) as { resourceMetrics?: { scopeMetrics?: { metrics?: M[] }[] }[] };
+    for (const rm of req.resourceMetrics ?? [])
+      for (const sm of rm.scopeMetrics ?? [])
+        for (const m of sm.metrics ?? [])
+          if (m.name === name)
+            for (const d of m.sum?.dataPoints ?? m.gauge?.dataPoints ?? [])
+              out.push([d.attributes?.find((a) => a.key === 'result')?.value.stringValue ?? '', d.asInt !== undefined ? Number(d.asInt) : Number(d.asDouble)]);
+  }
+  return out;
+}
+
+collectorTest.serial('self-telemetry: toa_otel.conntab.records by result and toa_otel.conntab.entries reach a real collector', async (t) => {
+  const port = 18707;
+  const dir = mkdtempSync(join(tmpdir(), 'toa-conntab-metrics-'));
+  const metricsFile = join(dir, 'metrics.jsonl');
+  const collector = await startCollector(t, {
+    name: 'conntab-metrics', yaml: allSignalsConfig(),
+    env: { TOA_OTEL_COLLECTOR_OUTPUT_TRACES: '/dev/null', TOA_OTEL_COLLECTOR_OUTPUT_LOGS: '/dev/null', TOA_OTEL_COLLECTOR_OUTPUT_METRICS: metricsFile },
+  });
+  // one set of 4 ways: 10 connections insert 10 and evict 6
+  const probe = startProbe({ connTableMaxEntries: 4, mergeWindowSec: 0 });
+  const srv = await lab!.startServer({ port, mode: 'accept' });
+  const config = loadConfig({ cli: { 'otlp.endpoint': collector.httpEndpoint }, env: {} }).config;
+  const mp = new MeterProvider({
+    readers: [new PeriodicExportingMetricReader({ exporter: createOtlpMetricExporter(resolveExporter(config, {}), config), exportIntervalMillis: 60_000 })],
+  });
+  try {
+    registerConnTableMetrics(mp, () => probe.native.connStats?.());
+    const r = await lab!.connect({ vipPort: port, count: 10, mode: 'connect', rst: true, toa: { mode: 'pool', size: 10 } });
+    t.is(r.client.ok, 10);
+    await new Promise((res) => setTimeout(res, 200));
+    await mp.forceFlush();
+    const st = probe.native.connStats!()!;
+    const records = await waitFor(() => metricPoints(metricsFile, 'toa_otel.conntab.records'), (p) => p.length >= 4);
+    const entries = metricPoints(metricsFile, 'toa_otel.conntab.entries');
+    t.log(JSON.stringify({ records, entries, counters: st.counters }));
+    const got = Object.fromEntries(records);
+    t.deepEqual(Object.keys(got).sort(), ['evicted', 'inserted', 'lost', 'replaced']);
+    // the export ran before connStats: other connections of the host may have come in between
+    t.true(got.inserted! >= 10 && got.inserted! <= st.counters.inserted!, `inserted ${got.inserted}`);
+    t.true(got.evicted! >= 6 && got.evicted! <= st.counters.evicted!, `evicted ${got.evicted}`);
+    t.is(got.lost, 0);
+    t.deepEqual(entries, [['', got.inserted! - got.evicted!]]);
+    t.is(got.inserted! - got.evicted!, 4, 'a table of 4 entries is full');
+  } finally {
+    await mp.shutdown();
+    await srv.stop();
+    await probe.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test.serial('table off: no find, no dump, no stats', async (t) => {
