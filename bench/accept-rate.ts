@@ -10,11 +10,15 @@
  * their own callbacks.
  *
  *   npm run bench:accept -- [--rounds 5] [--connections 5000] [--pool 1000] [--mode auto] [--trusted CIDR,..] [--rewrite-peer] [--conntab 65536]
- *   npm run bench:accept -- --conntab-compare 65536 [--rounds 5] [--connections 5000]
+ *   npm run bench:accept -- --conntab-compare 65536 [--rounds 5] [--connections 5000] [--conntab-ring]
  *
  * --conntab-compare N: each round runs the probe without and with the connection table of N
  * entries (alternating which goes first) and prints the BPF time per connection of both and the
- * difference: what the table adds in the kernel (traces.enabled).
+ * difference: what the table adds in the kernel (traces.enabled). "handler ns" is the median
+ * time report() measured itself per record, the connection table's write included: less noisy
+ * than the run time of all callbacks. --conntab-ring adds a third probe per round, the table with
+ * its ring-buffer fallback (kernels 5.8-5.11, TOA_OTEL_BENCH_SKIP=2048): the design before the
+ * per-CPU logs, side by side.
  *
  * --rewrite-peer: the probe runs with toa.rewritePeer (the lab's balancers trusted), so every
  * accept4() of the RS server also runs the getpeername program and returns the TOA client.
@@ -37,6 +41,7 @@ const { values } = parseArgs({
     trusted: { type: 'string', default: '' },
     conntab: { type: 'string', default: '0' }, // traces.connTableMaxEntries (0 = off)
     'conntab-compare': { type: 'string', default: '0' },
+    'conntab-ring': { type: 'boolean', default: false },
   },
 });
 const rounds = Number(values.rounds);
@@ -64,9 +69,17 @@ try {
   await run(); // warm-up: conntrack, ARP/ND, page cache
   const compareEntries = Number(values['conntab-compare']);
   if (compareEntries > 0) {
-    const cmp: { off: number; on: number; runsOff: number; runsOn: number; hOff: number; hOn: number }[] = [];
-    const measure = async (entries: number) => {
-      const probe = startProbe({ mode: values.mode as 'auto', cgroupPath: cgroupDir, ...(entries > 0 ? { connTableMaxEntries: entries } : {}) });
+    type Run = { ns: number; runs: number; handler: number };
+    const withRing = values['conntab-ring'] === true;
+    const cmp: { off: Run; on: Run; ring?: Run }[] = [];
+    const measure = async (entries: number, ring = false): Promise<Run> => {
+      if (ring) process.env.TOA_OTEL_BENCH_SKIP = '2048'; // read when the probe opens
+      let probe;
+      try {
+        probe = startProbe({ mode: values.mode as 'auto', cgroupPath: cgroupDir, ...(entries > 0 ? { connTableMaxEntries: entries } : {}) });
+      } finally {
+        if (ring) delete process.env.TOA_OTEL_BENCH_SKIP;
+      }
       await run();
       await new Promise((r) => setTimeout(r, 100));
       const stats = await probe.stop();
@@ -78,19 +91,32 @@ try {
       };
     };
     for (let round = 1; round <= rounds; round++) {
-      const onFirst = round % 2 === 0;
-      const a = await measure(onFirst ? compareEntries : 0);
-      const b = await measure(onFirst ? 0 : compareEntries);
-      const [off, on] = onFirst ? [b, a] : [a, b];
-      cmp.push({ off: off.ns, on: on.ns, runsOff: off.runs, runsOn: on.runs, hOff: off.handler, hOn: on.handler });
-      console.error(`round ${round}: BPF ns/conn without table ${off.ns.toFixed(0)}, with ${on.ns.toFixed(0)}`);
+      // rotate the order so that drift favours no variant
+      const kinds = (withRing ? ['off', 'on', 'ring'] : ['off', 'on']);
+      const order = kinds.map((_, i) => kinds[(i + round) % kinds.length]!);
+      const got: Partial<Record<'off' | 'on' | 'ring', Run>> = {};
+      for (const k of order) got[k] = await measure(k === 'off' ? 0 : compareEntries, k === 'ring');
+      cmp.push({ off: got.off!, on: got.on!, ...(got.ring ? { ring: got.ring } : {}) });
+      console.error(`round ${round}: BPF ns/conn without table ${got.off!.ns.toFixed(0)}, with ${got.on!.ns.toFixed(0)}${got.ring ? `, ring ${got.ring.ns.toFixed(0)}` : ''}`);
     }
     await srv.stop();
+    const f0 = (x: number) => x.toFixed(0);
+    const med = (f: (c: (typeof cmp)[number]) => number) => median(cmp.map(f));
     console.log(`\nconnection table (${compareEntries} entries) in the kernel, ${N} connections per run, sock_ops callbacks of the RS sockets (mode ${values.mode})`);
-    console.log('round | BPF ns/conn without | with | added | runs/conn without | with | handler ns without | with');
-    for (const [i, c] of cmp.entries())
-      console.log(`${i + 1} | ${c.off.toFixed(0)} | ${c.on.toFixed(0)} | ${(c.on - c.off).toFixed(0)} | ${c.runsOff.toFixed(1)} | ${c.runsOn.toFixed(1)} | ${c.hOff} | ${c.hOn}`);
-    console.log(`median | ${median(cmp.map((c) => c.off)).toFixed(0)} | ${median(cmp.map((c) => c.on)).toFixed(0)} | ${median(cmp.map((c) => c.on - c.off)).toFixed(0)} | ${median(cmp.map((c) => c.runsOff)).toFixed(1)} | ${median(cmp.map((c) => c.runsOn)).toFixed(1)} | ${median(cmp.map((c) => c.hOff))} | ${median(cmp.map((c) => c.hOn))}`);
+    console.log(`round | BPF ns/conn without | with | added | runs/conn without | with | handler ns without | with | handler added${withRing ? ' | ring: BPF ns/conn | added | handler ns | handler added' : ''}`);
+    const row = (c: (typeof cmp)[number]) => [
+      f0(c.off.ns), f0(c.on.ns), f0(c.on.ns - c.off.ns), c.off.runs.toFixed(1), c.on.runs.toFixed(1), f0(c.off.handler), f0(c.on.handler), f0(c.on.handler - c.off.handler),
+      ...(c.ring ? [f0(c.ring.ns), f0(c.ring.ns - c.off.ns), f0(c.ring.handler), f0(c.ring.handler - c.off.handler)] : []),
+    ];
+    for (const [i, c] of cmp.entries()) console.log(`${i + 1} | ${row(c).join(' | ')}`);
+    const medians = [
+      f0(med((c) => c.off.ns)), f0(med((c) => c.on.ns)), f0(med((c) => c.on.ns - c.off.ns)), med((c) => c.off.runs).toFixed(1), med((c) => c.on.runs).toFixed(1),
+      f0(med((c) => c.off.handler)), f0(med((c) => c.on.handler)), f0(med((c) => c.on.handler - c.off.handler)),
+      ...(withRing ? [f0(med((c) => c.ring!.ns)), f0(med((c) => c.ring!.ns - c.off.ns)), f0(med((c) => c.ring!.handler)), f0(med((c) => c.ring!.handler - c.off.handler))] : []),
+    ];
+    console.log(`median | ${medians.join(' | ')}`);
+    const added = cmp.map((c) => c.on.ns - c.off.ns);
+    console.log(`spread of "added" (BPF ns/conn): ${f0(Math.min(...added))} .. ${f0(Math.max(...added))}`);
   }
   for (let round = 1; compareEntries === 0 && round <= rounds; round++) {
     // alternate which run goes first so that drift does not favour one side
