@@ -92,7 +92,7 @@ try {
     };
     for (let round = 1; round <= rounds; round++) {
       // rotate the order so that drift favours no variant
-      const kinds = (withRing ? ['off', 'on', 'ring'] : ['off', 'on']);
+      const kinds: ('off' | 'on' | 'ring')[] = withRing ? ['off', 'on', 'ring'] : ['off', 'on'];
       const order = kinds.map((_, i) => kinds[(i + round) % kinds.length]!);
       const got: Partial<Record<'off' | 'on' | 'ring', Run>> = {};
       for (const k of order) got[k] = await measure(k === 'off' ? 0 : compareEntries, k === 'ring');
