@@ -331,7 +331,7 @@ export class OtlpPassThrough {
     if (enc === 'protobuf') {
       let w: WireRequest;
       try {
-        w = parseTraceRequest(raw);
+        w = parseTraceRequest(raw, { attributes: table !== undefined });
       } catch (e) {
         throw this.bad('decode', 400, `body is not a valid ExportTraceServiceRequest (protobuf): ${(e as Error).message}`);
       }

@@ -39,6 +39,10 @@ export interface SpanView {
   resourceAttributes: readonly KeyValue[];
   /** set when enrichment changed the attributes */
   changed?: boolean;
+  /** set by a view whose attributes are never edited (the protobuf walk): enrichment leaves its
+   * patch here for the splice instead of applying it to `attributes` */
+  patch?: ClientPatch | undefined;
+  readonly splicesPatch?: boolean;
 }
 interface SpanLike {
   kind?: number | string | null;
@@ -149,63 +153,68 @@ function localHints(attrs: readonly KeyValue[]): { localAddr?: string; localPort
   return out;
 }
 
-/** Sets key: a new object in place of an existing one (the protobuf splice copies untouched
- * attributes by identity, src/traces/wire.ts), else appended. */
+/** Sets key: a new object in place of the first with that key, else appended. */
 function setAttr(attrs: KeyValue[], key: string, value: AnyValue): void {
-  setKeyValue(attrs, new Attribute(key, value));
-}
-/** setAttr with the attribute made (it is never changed after: one may serve many spans) */
-function setKeyValue(attrs: KeyValue[], kv: KeyValue): void {
+  const kv: KeyValue = { key, value };
   for (let i = 0; i < attrs.length; i++) {
-    if (attrs[i] && attrs[i]!.key === kv.key) {
+    if (attrs[i] && attrs[i]!.key === key) {
       attrs[i] = kv;
       return;
     }
   }
   attrs.push(kv);
 }
-/** An attribute enrichment writes (one shape for all of them) */
-class Attribute implements KeyValue {
-  constructor(
-    readonly key: string,
-    readonly value: AnyValue,
-  ) {}
-}
 function deleteAttr(attrs: KeyValue[], key: string): void {
   const i = attrs.findIndex((a) => a && a.key === key);
   if (i >= 0) attrs.splice(i, 1);
 }
 
-/** The AnyValues enrichment writes: one field each (src/traces/wire.ts encodes these directly);
- * one object serves both attributes that carry the same value. */
-export class StringValue {
-  constructor(readonly stringValue: string) {}
-}
-export class IntValue {
-  constructor(readonly intValue: number) {}
-}
-/** lvs.toa.source attributes: a handful of names, one attribute each */
-const sourceAttrs = new Map<string, KeyValue>();
-function sourceAttr(source: string): KeyValue {
-  let kv = sourceAttrs.get(source);
-  if (!kv) sourceAttrs.set(source, (kv = new Attribute('lvs.toa.source', new StringValue(source) as AnyValue)));
-  return kv;
+/**
+ * What enrichment writes into one span, decided by clientPatch; applyPatch writes it into an
+ * attribute list (decoded requests), src/traces/wire.ts splices it into the span's bytes. In
+ * order: client.address and client.port when `setClient` (client.port removed when `port` is
+ * undefined), lvs.toa.client_ip, lvs.toa.client_port when `port` is set, lvs.toa.source; each
+ * replaces the first attribute with its key, else is appended.
+ */
+export interface ClientPatch {
+  /** the real client's address (through the privacy mask when one is set) */
+  readonly client: string;
+  /** its port; undefined under a privacy mask */
+  readonly port: number | undefined;
+  /** lvs.toa.source */
+  readonly source: string;
+  /** the app's client.address is the socket peer or absent (no Forwarded/X-Forwarded-For): replace it */
+  readonly setClient: boolean;
 }
 
-/** Adds the client of a trusted TOA to one span's attributes (pure). */
-export function applyClient(attrs: KeyValue[], peer: SocketPeer, e: ConnEntry, mask: AddressMask | undefined): void {
-  const client = new StringValue(mask ? mask(e.toaAddr) : e.toaAddr) as AnyValue;
-  const port = mask ? undefined : (new IntValue(e.toaPort) as AnyValue);
+/** The attributes a trusted TOA gives one span (pure). */
+export function clientPatch(attrs: readonly KeyValue[], peer: SocketPeer, e: ConnEntry, mask: AddressMask | undefined): ClientPatch {
   const appClient = str(findAttr(attrs, 'client.address'));
-  // the app's client.address is the socket peer (or absent): it had no Forwarded/X-Forwarded-For
-  if (appClient === undefined || canonicalAddress(appClient) === peer.addr) {
+  return {
+    client: mask ? mask(e.toaAddr) : e.toaAddr,
+    port: mask ? undefined : e.toaPort,
+    source: e.toaSource,
+    setClient: appClient === undefined || canonicalAddress(appClient) === peer.addr,
+  };
+}
+
+/** Writes a patch into an attribute list (the object form of a request). */
+export function applyPatch(attrs: KeyValue[], p: ClientPatch): void {
+  const client = { stringValue: p.client };
+  const port = p.port !== undefined ? { intValue: p.port } : undefined;
+  if (p.setClient) {
     setAttr(attrs, 'client.address', client);
     if (port) setAttr(attrs, 'client.port', port);
     else deleteAttr(attrs, 'client.port');
   }
   setAttr(attrs, 'lvs.toa.client_ip', client);
   if (port) setAttr(attrs, 'lvs.toa.client_port', port);
-  setKeyValue(attrs, sourceAttr(e.toaSource));
+  setAttr(attrs, 'lvs.toa.source', { stringValue: p.source });
+}
+
+/** Adds the client of a trusted TOA to one span's attributes (pure). */
+export function applyClient(attrs: KeyValue[], peer: SocketPeer, e: ConnEntry, mask: AddressMask | undefined): void {
+  applyPatch(attrs, clientPatch(attrs, peer, e, mask));
 }
 
 export interface EnrichOptions extends MatchOptions {
@@ -297,7 +306,9 @@ export function enrichSpans(spans: Iterable<SpanView>, table: ConnTable, o: Enri
         st.unmatched.untrusted++;
         continue;
       }
-      applyClient(span.attributes, peer, m, o.mask);
+      const p = clientPatch(span.attributes, peer, m, o.mask);
+      if (span.splicesPatch) span.patch = p;
+      else applyPatch(span.attributes, p);
       span.changed = true;
       st.enriched++;
     }

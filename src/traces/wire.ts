@@ -1,15 +1,16 @@
 // ExportTraceServiceRequest in protobuf without decoding all of it: the request, resource_spans,
 // scope_spans and span messages are walked with protobufjs' Reader (field numbers taken from the
-// official schema); of each span only the kind, the start time and, of SERVER spans, the
-// attributes enrichment reads or writes are decoded (SPAN_KEYS: the key recognised by its bytes,
-// the value decoded with the schema's AnyValue type; any other layout with its KeyValue type);
-// every other byte stays where it is. Enriched spans are rebuilt by splicing: a replaced
-// attribute is re-encoded in its place, a removed one dropped, a new one appended to its span,
-// every enclosing length prefix rewritten, and the output written once into one buffer.
+// official schema); of each span only the kind, the start time and, of SERVER spans when the
+// caller enriches, the attributes enrichment reads or writes are decoded (SPAN_KEYS: the key
+// recognised by its bytes, a value of one string or integer read with the Reader, any other
+// layout with the schema's KeyValue/AnyValue types); every other byte stays where it is. An
+// enriched span is rebuilt by splicing its ClientPatch (src/traces/spans.ts) into its bytes: a
+// replaced attribute is written in its place, a removed one dropped, a new one appended to its
+// span, every enclosing length prefix rewritten, and the output written once into one buffer.
 // A full decode + encode with protobufjs cost several times more CPU per span (bench/traces.ts).
 import protobuf from 'protobufjs';
 import { otlpSchema } from './schema.js';
-import { IntValue, SPAN_KEYS, SPAN_KIND_SERVER, StringValue, type KeyValueLike, type SpanView } from './spans.js';
+import { SPAN_KEYS, SPAN_KIND_SERVER, type ClientPatch, type KeyValueLike, type SpanView } from './spans.js';
 
 const { Reader, Writer } = protobuf;
 const LEN = 2; // wire type of length-delimited fields
@@ -27,22 +28,28 @@ interface Group extends Part {
   children: (Group | WireSpan)[];
 }
 
-/** An attribute as the walk decoded it, with its field's range [tag, end) in the request. */
+/** An attribute as the walk decoded it, with its field's range [tag, end) in the request. A value
+ * of one string or integer field is carried by the attribute itself (`value` is the attribute:
+ * one object per attribute), any other value is the schema's decoded AnyValue. */
 class WireKeyValue implements KeyValueLike {
-  /** set while a serialization plans its span: still among the span's attributes */
-  kept = false;
+  value: KeyValueLike['value'];
+  stringValue: string | undefined = undefined;
+  intValue: unknown = undefined;
   constructor(
     readonly key: string,
-    readonly value: KeyValueLike['value'],
+    /** index of key in SPAN_KEYS */
+    readonly keyIndex: number,
     readonly start: number,
     readonly end: number,
-  ) {}
+  ) {
+    this.value = this as never;
+  }
 }
 
 /** the attributes of a span without any enrichment uses (never changed: enrichment needs a peer) */
 const NO_ATTRIBUTES: WireKeyValue[] = [];
-/** the walk's list of one span's decoded attributes, copied to arrays of their size (kept between
- * spans; counted rather than emptied, since emptying an array drops its storage) */
+/** the walk's list of one span's decoded attributes, copied to an array of their size (kept
+ * between spans; counted rather than emptied, since emptying an array drops its storage) */
 const spanKvs: WireKeyValue[] = [];
 let nSpanKvs = 0;
 
@@ -52,9 +59,10 @@ class WireSpan implements SpanView, Part {
   /** the start time's two 32-bit halves; the bigint is made when enrichment asks */
   startLow = 0;
   startHigh = 0;
-  attributes: KeyValueLike[] = NO_ATTRIBUTES;
-  /** the decoded attributes as they came, in order (enrichment edits `attributes`) */
-  decoded: readonly WireKeyValue[] = NO_ATTRIBUTES;
+  /** the decoded attributes as they came, in order; never edited (enrichment leaves a patch) */
+  attributes: WireKeyValue[] = NO_ATTRIBUTES;
+  readonly splicesPatch = true;
+  patch: ClientPatch | undefined = undefined;
   changed = false;
   newLen = -1;
   /** set by a serialization of a changed span: its part of the plan (planSpan) */
@@ -75,8 +83,23 @@ class WireSpan implements SpanView, Part {
 }
 const isSpan = (p: Group | WireSpan): p is WireSpan => p instanceof WireSpan;
 
-let ids: { rs: number; resource: number; ss: number; spans: number; kind: number; start: number; attrs: number; resAttrs: number; kvKey: number; kvValue: number; anyString: number; anyInt: number } | undefined;
-function fieldIds() {
+/** Field numbers of the official schema (src/traces/proto), looked up once. */
+interface FieldIds {
+  rs: number;
+  resource: number;
+  ss: number;
+  spans: number;
+  kind: number;
+  start: number;
+  attrs: number;
+  resAttrs: number;
+  kvKey: number;
+  kvValue: number;
+  anyString: number;
+  anyInt: number;
+}
+let ids: FieldIds | undefined;
+function fieldIds(): FieldIds {
   if (ids) return ids;
   const root = otlpSchema().request.traces.root;
   const T = (n: string) => root.lookupType(n);
@@ -98,26 +121,24 @@ function fieldIds() {
 const keyValue = () => otlpSchema().request.traces.root.lookupType('opentelemetry.proto.common.v1.KeyValue');
 const anyValue = () => otlpSchema().request.traces.root.lookupType('opentelemetry.proto.common.v1.AnyValue');
 
-/** SPAN_KEYS as UTF-8 bytes, by length (an array index: every attribute of a server span is looked up) and by key */
-const KEYS_BY_LEN: ({ key: string; bytes: Buffer }[] | undefined)[] = [];
-const KEY_BYTES = new Map<string, Buffer>();
-const SPAN_KEY_SET = new Set<string>(SPAN_KEYS);
-for (const k of SPAN_KEYS) {
+/** SPAN_KEYS as UTF-8 bytes, by length (an array index: every attribute of a server span is looked up) */
+const KEYS_BY_LEN: ({ index: number; bytes: Buffer }[] | undefined)[] = [];
+const SPAN_KEY_INDEX = new Map<string, number>(SPAN_KEYS.map((k, i) => [k, i]));
+SPAN_KEYS.forEach((k, index) => {
   const b = Buffer.from(k, 'utf8');
-  KEYS_BY_LEN[b.length] = [...(KEYS_BY_LEN[b.length] ?? []), { key: k, bytes: b }];
-  KEY_BYTES.set(k, b);
-}
-/** The SPAN_KEYS string whose UTF-8 bytes are buf[start, start + len), else undefined: the key is
- * known without decoding it. */
-function spanKeyAt(buf: Uint8Array, start: number, len: number): string | undefined {
+  KEYS_BY_LEN[b.length] = [...(KEYS_BY_LEN[b.length] ?? []), { index, bytes: b }];
+});
+/** The index in SPAN_KEYS of the key whose UTF-8 bytes are buf[start, start + len), else -1: the
+ * key is known without decoding it. */
+function spanKeyAt(buf: Uint8Array, start: number, len: number): number {
   const cands = len < KEYS_BY_LEN.length ? KEYS_BY_LEN[len] : undefined;
-  if (!cands) return undefined;
+  if (!cands) return -1;
   next: for (const c of cands) {
     const b = c.bytes;
     for (let i = len - 1; i >= 0; i--) if (buf[start + i] !== b[i]) continue next; // keys differ most at the end
-    return c.key;
+    return c.index;
   }
-  return undefined;
+  return -1;
 }
 
 export interface WireRequest {
@@ -127,15 +148,67 @@ export interface WireRequest {
   spans: SpanView[];
 }
 
+export interface WalkOptions {
+  /** decode the attributes enrichment reads (default true); false for a pass-through without a
+   * connection table, which only counts the spans */
+  attributes?: boolean;
+}
+
 /** Walks a protobuf ExportTraceServiceRequest; throws (like a decode) on malformed input. */
-export function parseTraceRequest(buf: Uint8Array): WireRequest {
+export function parseTraceRequest(buf: Uint8Array, opts: WalkOptions = {}): WireRequest {
   const f = fieldIds();
   const KV = keyValue();
   const AV = anyValue();
+  const decodeAttributes = opts.attributes !== false;
   const keyTag = (f.kvKey << 3) | LEN;
   const valueTag = (f.kvValue << 3) | LEN;
+  const stringTag = (f.anyString << 3) | LEN;
+  const intTag = f.anyInt << 3; // varint
   const r = Reader.create(buf);
   const spans: WireSpan[] = [];
+
+  // the last string value read and its bytes: the spans of a request name few peers (a balancer's
+  // addresses), and a repeated one is recognised by its bytes instead of decoded again
+  let lastText = '';
+  let lastStart = -1;
+  let lastLen = -1;
+  const string = (): string => {
+    const at = r.pos;
+    const len = r.uint32();
+    const start = r.pos;
+    if (len === lastLen && len < 64) {
+      let i = 0;
+      while (i < len && buf[start + i] === buf[lastStart + i]) i++;
+      if (i === len) {
+        r.pos = start + len;
+        return lastText;
+      }
+    }
+    r.pos = at;
+    lastText = r.string();
+    lastStart = start;
+    lastLen = len;
+    return lastText;
+  };
+  /** Sets kv's value from the AnyValue at r.pos, vlen bytes: one string or integer field read as it
+   * is, anything else decoded with the schema's type. */
+  const value = (kv: WireKeyValue, vlen: number): void => {
+    const vStart = r.pos;
+    const vEnd = vStart + vlen;
+    if (vlen > 0 && buf[vStart] === stringTag) {
+      r.pos = vStart + 1;
+      kv.stringValue = string();
+      if (r.pos === vEnd) return;
+      kv.stringValue = undefined;
+    } else if (vlen > 0 && buf[vStart] === intTag) {
+      r.pos = vStart + 1;
+      kv.intValue = r.int64();
+      if (r.pos === vEnd) return;
+      kv.intValue = undefined;
+    }
+    r.pos = vStart;
+    kv.value = AV.decode(r, vlen) as never;
+  };
 
   /** The attribute field at tagStart whose KeyValue is r.pos + len, when it is one enrichment uses. */
   const attribute = (tagStart: number, len: number): WireKeyValue | undefined => {
@@ -148,25 +221,34 @@ export function parseTraceRequest(buf: Uint8Array): WireRequest {
       const klen = r.uint32();
       const keyEnd = r.pos + klen;
       if (keyEnd <= kvEnd) {
-        const key = spanKeyAt(buf, r.pos, klen);
-        if (key === undefined) {
+        const index = spanKeyAt(buf, r.pos, klen);
+        if (index < 0) {
           r.pos = kvEnd;
           return undefined;
         }
+        const kv = new WireKeyValue(SPAN_KEYS[index]!, index, tagStart, kvEnd);
         if (keyEnd === kvEnd) {
           r.pos = kvEnd;
-          return new WireKeyValue(key, null, tagStart, kvEnd);
+          kv.value = null;
+          return kv;
         }
         if (buf[keyEnd] === valueTag) {
           r.pos = keyEnd + 1;
           const vlen = r.uint32();
-          if (r.pos + vlen === kvEnd) return new WireKeyValue(key, AV.decode(r, vlen) as never, tagStart, kvEnd);
+          if (r.pos + vlen === kvEnd) {
+            value(kv, vlen);
+            return kv;
+          }
         }
       }
     }
     r.pos = kvStart;
-    const kv = KV.decode(r, len) as unknown as KeyValueLike;
-    return SPAN_KEY_SET.has(kv.key) ? new WireKeyValue(kv.key, kv.value, tagStart, kvEnd) : undefined;
+    const d = KV.decode(r, len) as unknown as KeyValueLike;
+    const index = SPAN_KEY_INDEX.get(d.key);
+    if (index === undefined) return undefined;
+    const kv = new WireKeyValue(d.key, index, tagStart, kvEnd);
+    kv.value = d.value;
+    return kv;
   };
 
   const walkSpan = (span: WireSpan): void => {
@@ -187,7 +269,7 @@ export function parseTraceRequest(buf: Uint8Array): WireRequest {
         if (r.pos + len > end) throw new Error(`attribute: length ${len} past the end of its span`);
         // enrichment reads the attributes of SERVER spans only: skip them when the kind (which
         // encoders write first) already says otherwise
-        if (span.kind !== 0 && span.kind !== SPAN_KIND_SERVER) r.skip(len);
+        if (!decodeAttributes || (span.kind !== 0 && span.kind !== SPAN_KIND_SERVER)) r.pos += len;
         else {
           const kv = attribute(tagStart, len);
           if (kv) spanKvs[nSpanKvs++] = kv;
@@ -195,10 +277,7 @@ export function parseTraceRequest(buf: Uint8Array): WireRequest {
       } else r.skipType(wt);
     }
     if (r.pos !== end) throw new Error('message does not end at its length');
-    if (nSpanKvs > 0) {
-      span.attributes = spanKvs.slice(0, nSpanKvs);
-      span.decoded = spanKvs.slice(0, nSpanKvs);
-    }
+    if (nSpanKvs > 0) span.attributes = spanKvs.slice(0, nSpanKvs);
     spans.push(span);
   };
 
@@ -266,11 +345,31 @@ function asciiLength(s: string): number {
   for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) >= 0x80) return -1;
   return s.length;
 }
-/** Writes the UTF-8 bytes of s at o (a loop for ASCII: short strings cost less than a native call). */
-function writeUtf8(out: Buffer, o: number, s: string, ascii: boolean): number {
-  if (!ascii) return o + out.write(s, o, 'utf8');
-  for (let i = 0; i < s.length; i++) out[o++] = s.charCodeAt(i);
-  return o;
+
+/** The attributes a ClientPatch writes, in the order it appends them (WRITTEN[i]). */
+const WRITTEN = ['client.address', 'client.port', 'lvs.toa.client_ip', 'lvs.toa.client_port', 'lvs.toa.source'] as const;
+const CLIENT_ADDRESS = 0;
+const CLIENT_PORT = 1;
+const TOA_CLIENT_IP = 2;
+const TOA_CLIENT_PORT = 3;
+const TOA_SOURCE = 4;
+/** SPAN_KEYS index → WRITTEN index, -1 for the keys a patch does not write */
+const WRITTEN_OF = SPAN_KEYS.map((k) => (WRITTEN as readonly string[]).indexOf(k));
+/** What a patch does to attribute WRITTEN[i]: leave the span's as it is, drop it, or write a value */
+const LEAVE = 0;
+const DROP = 1;
+const WRITE = 2;
+function action(p: ClientPatch, i: number): number {
+  switch (i) {
+    case CLIENT_ADDRESS:
+      return p.setClient ? WRITE : LEAVE;
+    case CLIENT_PORT:
+      return !p.setClient ? LEAVE : p.port !== undefined ? WRITE : DROP;
+    case TOA_CLIENT_PORT:
+      return p.port !== undefined ? WRITE : LEAVE;
+    default:
+      return WRITE;
+  }
 }
 
 /** Growing byte buffer for the encoded new attribute fields of one request (kept between
@@ -290,69 +389,70 @@ const scratch = new Scratch();
  * requests, its used length in planLen (emptying an array drops its storage). */
 const plan: number[] = [];
 let planLen = 0;
-/** planSpan's list of a span's new attributes (replacements and additions), nFresh used; kept between spans. */
-const fresh: (KeyValueLike | undefined)[] = [];
-let nFresh = 0;
 
-/** v has the one field `key` and nothing else (the classes applyClient uses are known to) */
-function onlyKey(v: object, key: string): boolean {
-  if (v instanceof StringValue) return key === 'stringValue';
-  if (v instanceof IntValue) return key === 'intValue';
-  for (const k in v) if (k !== key) return false;
-  return true;
+/** The KeyValue's key field of each WRITTEN key, tag and length included (made once). */
+let keyFields: Buffer[] | undefined;
+function keyField(i: number): Buffer {
+  if (!keyFields) {
+    const f = fieldIds();
+    keyFields = WRITTEN.map((k) => {
+      const b = Buffer.from(k, 'utf8');
+      return Buffer.concat([Buffer.from([(f.kvKey << 3) | LEN, b.length]), b]); // every key is < 128 bytes
+    });
+  }
+  return keyFields[i]!;
 }
 
 /**
- * Appends one `attributes` field holding kv to s. The values enrichment writes (a string, or a
- * small non-negative integer) are written directly: tag, length, UTF-8 key, AnyValue with its one
- * field, the field numbers from the schema; anything else goes through the schema's encoder.
+ * Appends to s the `attributes` field WRITTEN[i] = v: tag, length, the key field made once, and
+ * an AnyValue of one field (a string, or a small non-negative integer; field numbers from the
+ * schema). Any other integer goes through the schema's encoder.
  */
-function encodeAttr(kv: KeyValueLike, s: Scratch, KV: protobuf.Type): void {
+function encodeAttr(i: number, v: string | number, s: Scratch): void {
   const f = fieldIds();
-  const v = kv.value;
-  const sv = v?.stringValue;
-  const iv = v?.intValue;
-  const keyBytes = KEY_BYTES.get(kv.key);
-  const keyAscii = keyBytes !== undefined || asciiLength(kv.key) >= 0;
-  const keyLen = keyBytes ? keyBytes.length : Buffer.byteLength(kv.key);
-  let anyLen = -1;
+  const key = keyField(i);
+  let anyLen: number;
   let svLen = 0;
   let svAscii = false;
-  // exactly one of the two set, nothing else (the objects applyClient makes)
-  const plain = v !== null && v !== undefined && (sv === undefined) !== (iv === undefined) && onlyKey(v, sv !== undefined ? 'stringValue' : 'intValue');
-  if (plain && typeof sv === 'string') {
-    svLen = asciiLength(sv);
+  if (typeof v === 'string') {
+    svLen = asciiLength(v);
     svAscii = svLen >= 0;
-    if (!svAscii) svLen = Buffer.byteLength(sv);
+    if (!svAscii) svLen = Buffer.byteLength(v);
     anyLen = 1 + varintLen(svLen) + svLen;
-  } else if (plain && typeof iv === 'number' && Number.isInteger(iv) && iv >= 0 && iv < 2 ** 31) anyLen = 1 + varintLen(iv);
-  if (anyLen < 0) {
-    const b = KV.encode(kv, Writer.create().uint32((f.attrs << 3) | LEN).fork()).ldelim().finish();
+  } else if (Number.isInteger(v) && v >= 0 && v < 2 ** 31) anyLen = 1 + varintLen(v);
+  else {
+    const b = keyValue().encode({ key: WRITTEN[i], value: { intValue: v } }, Writer.create().uint32((f.attrs << 3) | LEN).fork()).ldelim().finish();
     s.reserve(b.length);
     s.buf.set(b, s.len);
     s.len += b.length;
     return;
   }
-  const kvLen = 1 + varintLen(keyLen) + keyLen + 1 + varintLen(anyLen) + anyLen;
+  const kvLen = key.length + 1 + varintLen(anyLen) + anyLen;
   s.reserve(1 + varintLen(kvLen) + kvLen);
   const b = s.buf;
   let o = s.len;
   b[o++] = (f.attrs << 3) | LEN;
   o = writeVarint(b, o, kvLen);
-  b[o++] = (f.kvKey << 3) | LEN;
-  o = writeVarint(b, o, keyLen);
-  o = writeUtf8(b, o, kv.key, keyAscii);
+  for (let k = 0; k < key.length; k++) b[o++] = key[k]!;
   b[o++] = (f.kvValue << 3) | LEN;
   o = writeVarint(b, o, anyLen);
-  if (typeof sv === 'string') {
+  if (typeof v === 'string') {
     b[o++] = (f.anyString << 3) | LEN;
     o = writeVarint(b, o, svLen);
-    o = writeUtf8(b, o, sv, svAscii);
+    if (svAscii) for (let k = 0; k < v.length; k++) b[o++] = v.charCodeAt(k);
+    else o += b.write(v, o, 'utf8');
   } else {
     b[o++] = f.anyInt << 3; // varint
-    o = writeVarint(b, o, iv as number);
+    o = writeVarint(b, o, v);
   }
   s.len = o;
+}
+/** encodeAttr of the value the patch gives WRITTEN[i]; returns the bytes written. */
+function encodePatched(p: ClientPatch, i: number): number {
+  const a = scratch.len;
+  encodeAttr(i, i === CLIENT_PORT || i === TOA_CLIENT_PORT ? p.port! : i === TOA_SOURCE ? p.source : p.client, scratch);
+  planScratch(a, scratch.len);
+  return scratch.len - a;
 }
 
 /** Appends to `plan` the bytes [a, b) of the scratch (negative numbers -1 - a, -1 - b); consecutive
@@ -369,62 +469,40 @@ function planCopy(a: number, b: number): void {
 /**
  * A changed span's content as a plan appended to `plan`: pairs of numbers [a, b) are bytes of the
  * request copied as they are, pairs of negative numbers [-1 - a, -1 - b) bytes of the scratch (the
- * encoded new attribute fields of every changed span of the request). Returns the new content length.
+ * encoded new attribute fields of every changed span of the request). The patch's attributes take
+ * the place of the first of the span's with their key, the others are appended in WRITTEN order
+ * (as spans.ts' applyPatch does to a list). Returns the new content length.
  */
-function planSpan(span: WireSpan, KV: protobuf.Type): number {
-  const attrs = span.attributes;
-  const decoded = span.decoded;
-  nFresh = 0;
-  for (let i = 0; i < decoded.length; i++) decoded[i]!.kept = false;
-  for (let i = 0; i < attrs.length; i++) {
-    const kv = attrs[i]!;
-    if (kv instanceof WireKeyValue) kv.kept = true;
-    else fresh[nFresh++] = kv; // new objects: replacements and additions
-  }
+function planSpan(span: WireSpan, p: ClientPatch): number {
   span.planStart = planLen;
   let len = 0;
   let pos = span.contentStart;
-  for (let i = 0; i < decoded.length; i++) {
-    const kv = decoded[i]!;
-    if (kv.kept) continue;
+  let seen = 0; // bit i: the span had WRITTEN[i]
+  for (const kv of span.attributes) {
+    const i = WRITTEN_OF[kv.keyIndex]!;
+    if (i < 0 || (seen & (1 << i)) !== 0) continue;
+    seen |= 1 << i;
+    const act = action(p, i);
+    if (act === LEAVE) continue;
     planCopy(pos, kv.start);
     len += kv.start - pos;
     pos = kv.end;
-    // replaced (same key, new object): the new one goes where the old one was
-    for (let j = 0; j < nFresh; j++) {
-      const n = fresh[j];
-      if (n === undefined || n.key !== kv.key) continue;
-      const a = scratch.len;
-      encodeAttr(n, scratch, KV);
-      len += scratch.len - a;
-      planScratch(a, scratch.len);
-      fresh[j] = undefined;
-      break;
-    }
+    if (act === WRITE) len += encodePatched(p, i);
   }
   planCopy(pos, span.contentEnd);
   len += span.contentEnd - pos;
-  for (let j = 0; j < nFresh; j++) {
-    const n = fresh[j];
-    if (n === undefined) continue;
-    const a = scratch.len;
-    encodeAttr(n, scratch, KV);
-    len += scratch.len - a;
-    planScratch(a, scratch.len);
-    fresh[j] = undefined;
-  }
-  nFresh = 0;
+  for (let i = 0; i < WRITTEN.length; i++) if ((seen & (1 << i)) === 0 && action(p, i) === WRITE) len += encodePatched(p, i);
   span.planEnd = planLen;
   return len;
 }
 
 /** Pass 1: new content lengths, bottom up (-1: the part is unchanged). */
-function measure(p: Group | WireSpan, KV: protobuf.Type): number {
-  if (isSpan(p)) return (p.newLen = p.changed ? planSpan(p, KV) : -1);
+function measure(p: Group | WireSpan): number {
+  if (isSpan(p)) return (p.newLen = p.changed && p.patch ? planSpan(p, p.patch) : -1);
   let len = p.contentEnd - p.contentStart;
   let any = false;
   for (const c of p.children) {
-    if (measure(c, KV) < 0) continue;
+    if (measure(c) < 0) continue;
     any = true;
     len += varintLen(c.newLen) + c.newLen - (c.contentEnd - c.lenStart);
   }
@@ -455,14 +533,13 @@ function emit(p: Group | WireSpan, src: Buffer, out: Buffer, o: number): number 
 }
 
 /**
- * The request with the spans marked `changed` re-encoded; undefined when none changed. The new
+ * The request with the spans enrichment patched spliced; undefined when none changed. The new
  * request is written once into a buffer of its exact size from `alloc` (a pool: src/traces/receiver.ts).
  */
 export function serializeTraceRequest(w: WireRequest, alloc: (size: number) => Buffer = (n) => Buffer.allocUnsafe(n)): Buffer | undefined {
-  const KV = keyValue();
   scratch.len = 0;
   planLen = 0;
-  const total = measure(w.root, KV);
+  const total = measure(w.root);
   if (total < 0) return undefined;
   const out = alloc(total);
   const src = Buffer.isBuffer(w.buf) ? w.buf : Buffer.from(w.buf.buffer, w.buf.byteOffset, w.buf.byteLength);
