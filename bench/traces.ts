@@ -8,8 +8,13 @@
  * probe's table (no kernel needed; the kernel side is measured by
  * `npm run bench:accept -- --conntab-compare 65536`).
  *
- *   npm run bench:traces -- [--seconds 5] [--rounds 2] [--spans 512] [--concurrency 4] [--entries 65536]
+ *   npm run bench:traces -- [--seconds 5] [--rounds 2] [--spans 512] [--concurrency 4] [--entries 65536] [--server-share 1,0.125]
  *   npm run bench:traces -- --against main [--rounds 3] [--seconds 4]
+ *
+ * --server-share F[,F...]: the share of SERVER spans in the requests (the others alternate INTERNAL
+ * and CLIENT, with the same attributes); every SERVER span is matched and enriched. Default both
+ * 1 (the worst case: every span enriched) and 0.125 (one SERVER span among 8, what an instrumented
+ * app sends per request it serves); each share is measured plain and enriched.
  *
  * The pass-through runs what the sidecar runs: the tree's TypeScript compiled by tsc (into
  * .cache/traces-bench/, not through tsx, whose keepNames wrapper costs CPU per closure), under the
@@ -49,6 +54,7 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '4' },
     entries: { type: 'string', default: '65536' },
     rounds: { type: 'string', default: '2' },
+    'server-share': { type: 'string', default: '1,0.125' },
     against: { type: 'string' },
     'child-flags': { type: 'string', default: '' },
     /** passthrough: the compiled src/ whose code runs; stages: the compiled src/traces/ directories whose code is timed, comma-separated */
@@ -56,6 +62,8 @@ const { values } = parseArgs({
   },
 });
 const ENTRIES = Number(values.entries);
+const SHARES = values['server-share'].split(',').map(Number);
+if (SHARES.some((f) => !(f > 0 && f <= 1))) throw new Error(`--server-share: fractions in (0, 1], comma-separated (got ${values['server-share']})`);
 const BOOT_TO_UNIX = BigInt(Date.now()) * 1_000_000n - 3600n * 1_000_000_000n;
 
 /** Entry i: peer 198.18.2.(1 + i / 60000):(1024 + i % 60000), TOA 10.x.y.z trusted (every peer distinct). */
@@ -142,14 +150,16 @@ async function passthrough(): Promise<void> {
   }
 }
 
-function request(nSpans: number, seed: number): Buffer {
+/** A request of nSpans spans, a share `serverShare` of them SERVER (every 1/share-th), the others INTERNAL and CLIENT. */
+function request(nSpans: number, seed: number, serverShare: number): Buffer {
+  const every = Math.round(1 / serverShare);
   const type = otlpSchema().request.traces;
   const start = (BigInt(Date.now()) * 1_000_000n).toString();
   const kv = (key: string, v: string | number) => ({ key, value: typeof v === 'string' ? { stringValue: v } : { intValue: v } });
   const spans = Array.from({ length: nSpans }, (_, i) => {
     const k = (seed * nSpans + i) % Math.min(ENTRIES, 60000);
     return {
-      traceId: randomBytes(16), spanId: randomBytes(8), name: 'GET /api/items/{id}', kind: 2, startTimeUnixNano: start, endTimeUnixNano: start,
+      traceId: randomBytes(16), spanId: randomBytes(8), name: 'GET /api/items/{id}', kind: i % every === 0 ? 2 : (i % every) % 2 === 1 ? 1 : 3, startTimeUnixNano: start, endTimeUnixNano: start,
       attributes: [
         kv('http.request.method', 'GET'), kv('url.path', `/api/items/${i}`), kv('url.scheme', 'http'), kv('http.route', '/api/items/{id}'),
         kv('http.response.status_code', 200), kv('server.address', 'svc.example'), kv('server.port', 80), kv('user_agent.original', 'bench/1.0'),
@@ -270,10 +280,15 @@ async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer
 async function runStages(): Promise<Record<string, Row>> {
   const { node, flags } = runtime!;
   const libs = sides.map((s) => join(dirname(s.script), '..', 'src', 'traces'));
-  const child = spawn(node, [...flags, sides[0]!.script, '--role', 'stages', '--lib', libs.join(','), '--spans', String(values.spans), '--entries', String(ENTRIES)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const r = await nextJson<Row[]>(lines(child));
-  child.kill();
-  return Object.fromEntries(sides.map((s, i) => [s.name, r[i]!]));
+  const out: Record<string, Row> = {};
+  for (const share of SHARES) {
+    const args = ['--role', 'stages', '--lib', libs.join(','), '--spans', String(values.spans), '--entries', String(ENTRIES), '--server-share', String(share)];
+    const child = spawn(node, [...flags, sides[0]!.script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const r = await nextJson<Row[]>(lines(child));
+    child.kill();
+    sides.forEach((s, i) => (out[`${s.name} ${share}`] = r[i]!));
+  }
+  return out;
 }
 
 function median(a: number[]): number {
@@ -295,22 +310,25 @@ async function main(): Promise<void> {
     const sinkOut = lines(sink);
     const { port } = await nextJson<{ port: number }>(sinkOut);
     const upstream = `http://127.0.0.1:${port}`;
-    const bodies = Array.from({ length: 32 }, (_, i) => request(Number(values.spans), i));
+    const bodiesOf = new Map(SHARES.map((f) => [f, Array.from({ length: 32 }, (_, i) => request(Number(values.spans), i, f))]));
+    const bodies = bodiesOf.get(SHARES[0]!)!;
     const rounds = Number(values.rounds);
     console.log(
-      `request: ${values.spans} spans, ${Math.round(bodies[0]!.length / 1024)} KiB protobuf; table ${ENTRIES} entries; ${values.concurrency} in flight; ${values.seconds} s per run, ${rounds} rounds; ` +
+      `request: ${values.spans} spans, ${Math.round(bodies[0]!.length / 1024)} KiB protobuf, SERVER share ${SHARES.join(' and ')}; table ${ENTRIES} entries; ${values.concurrency} in flight; ${values.seconds} s per run, ${rounds} rounds; ` +
         `pass-through: ${runtime.node === process.execPath ? 'node' : 'bundled node'} ${execFileSync(runtime.node, ['--version'], { encoding: 'utf8' }).trim()} ${runtime.flags.join(' ')}, tsc output`,
     );
     const runs = new Map<string, Row[]>();
     for (let round = 0; round < rounds; round++) {
       // alternate which side (and which mode) goes first so that drift on a shared machine favours neither
       const order = round % 2 === 0 ? sides : [...sides].reverse();
-      for (const side of order) {
-        for (const enrich of round % 2 === 0 ? [false, true] : [true, false]) {
-          const key = `${side.name} ${enrich ? 'enriched' : 'plain'}`;
-          const r = await run(side, enrich, upstream, bodies);
-          console.error(`round ${round + 1} ${key}: ${JSON.stringify(r)}`);
-          runs.set(key, [...(runs.get(key) ?? []), r]);
+      for (const share of SHARES) {
+        for (const side of order) {
+          for (const enrich of round % 2 === 0 ? [false, true] : [true, false]) {
+            const key = `${side.name} ${enrich ? 'enriched' : 'plain'} ${share}`;
+            const r = await run(side, enrich, upstream, bodiesOf.get(share)!);
+            console.error(`round ${round + 1} ${key}: ${JSON.stringify(r)}`);
+            runs.set(key, [...(runs.get(key) ?? []), r]);
+          }
         }
       }
     }
@@ -327,22 +345,24 @@ async function main(): Promise<void> {
         failedRequests: Math.max(...col('failedRequests')),
       };
     }
-    console.log(`medians of ${rounds} rounds (CPU µs per span: the pass-through process's user + system time / spans)`);
+    console.log(`medians of ${rounds} rounds (CPU µs per span: the pass-through process's user + system time / spans; the last number: the SERVER share)`);
     console.table(table);
-    const cpu = (name: string, mode: string) => runs.get(`${name} ${mode}`)!.map((r) => r.cpuUsPerSpan!);
-    for (const side of sides) {
-      const e = cpu(side.name, 'enriched');
-      const p = cpu(side.name, 'plain');
-      console.log(`${side.name}: enriched / plain CPU per span ${round2(median(e.map((x, i) => x / p[i]!)))} (median of rounds)`);
-    }
-    if (ref) {
-      for (const mode of ['plain', 'enriched']) {
-        const mine = cpu(sides[0]!.name, mode);
-        const base = cpu(sides[1]!.name, mode);
-        console.log(`${mode}: CPU per span this tree / ${sides[1]!.name} ${round2(median(mine.map((x, i) => x / base[i]!)))} (median of rounds)`);
+    const cpu = (name: string, mode: string, share: number) => runs.get(`${name} ${mode} ${share}`)!.map((r) => r.cpuUsPerSpan!);
+    for (const share of SHARES) {
+      for (const side of sides) {
+        const e = cpu(side.name, 'enriched', share);
+        const p = cpu(side.name, 'plain', share);
+        console.log(`SERVER share ${share}, ${side.name}: enriched / plain CPU per span ${round2(median(e.map((x, i) => x / p[i]!)))} (median of rounds)`);
+      }
+      if (ref) {
+        for (const mode of ['plain', 'enriched']) {
+          const mine = cpu(sides[0]!.name, mode, share);
+          const base = cpu(sides[1]!.name, mode, share);
+          console.log(`SERVER share ${share}, ${mode}: CPU per span this tree / ${sides[1]!.name} ${round2(median(mine.map((x, i) => x / base[i]!)))} (median of rounds)`);
+        }
       }
     }
-    console.log('in-process CPU µs per span (medians of 9 interleaved rounds): walk alone; then walk, enrich, splice of the enriched path');
+    console.log('in-process CPU µs per span (medians of 9 interleaved rounds): walk alone (as the plain pass-through walks); then walk, enrich, splice of the enriched path');
     console.table(await runStages());
   } finally {
     sink.kill('SIGTERM');
@@ -376,7 +396,8 @@ async function stages(bodies: Buffer[], libs: string[]): Promise<Row[]> {
       const { parseTraceRequest, serializeTraceRequest, enrichSpans, table, r } = k;
       let n = 0;
       let t = cpu();
-      for (let i = 0; i < 30; i++) n += parseTraceRequest(bodies[i % bodies.length]!).spans.length;
+      // as the plain pass-through walks (a tree before the option decodes attributes there too)
+      for (let i = 0; i < 30; i++) n += parseTraceRequest(bodies[i % bodies.length]!, { attributes: false }).spans.length;
       const walkOnly = (cpu() - t) / n;
       let tw = 0;
       let te = 0;
@@ -410,6 +431,6 @@ async function stages(bodies: Buffer[], libs: string[]): Promise<Row[]> {
 
 if (values.role === 'passthrough') await passthrough();
 else if (values.role === 'stages') {
-  const bodies = Array.from({ length: 32 }, (_, i) => request(Number(values.spans), i));
+  const bodies = Array.from({ length: 32 }, (_, i) => request(Number(values.spans), i, SHARES[0]!));
   process.stdout.write(JSON.stringify(await stages(bodies, values.lib.split(','))) + '\n');
 } else await main();

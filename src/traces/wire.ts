@@ -141,6 +141,10 @@ function spanKeyAt(buf: Uint8Array, start: number, len: number): number {
   return -1;
 }
 
+/** A decoded message as a plain object of the fields it has: protobufjs' message objects answer
+ * every unset field with its default (an AnyValue of a string would have an intValue 0). */
+const decoded = (type: protobuf.Type, m: protobuf.Message): never => type.toObject(m) as never;
+
 export interface WireRequest {
   buf: Uint8Array;
   root: Group;
@@ -207,7 +211,7 @@ export function parseTraceRequest(buf: Uint8Array, opts: WalkOptions = {}): Wire
       kv.intValue = undefined;
     }
     r.pos = vStart;
-    kv.value = AV.decode(r, vlen) as never;
+    kv.value = decoded(AV, AV.decode(r, vlen));
   };
 
   /** The attribute field at tagStart whose KeyValue is r.pos + len, when it is one enrichment uses. */
@@ -243,7 +247,7 @@ export function parseTraceRequest(buf: Uint8Array, opts: WalkOptions = {}): Wire
       }
     }
     r.pos = kvStart;
-    const d = KV.decode(r, len) as unknown as KeyValueLike;
+    const d = decoded(KV, KV.decode(r, len)) as KeyValueLike;
     const index = SPAN_KEY_INDEX.get(d.key);
     if (index === undefined) return undefined;
     const kv = new WireKeyValue(d.key, index, tagStart, kvEnd);
@@ -309,7 +313,7 @@ export function parseTraceRequest(buf: Uint8Array, opts: WalkOptions = {}): Wire
         const rEnd = r.uint32() + r.pos;
         while (r.pos < rEnd) {
           const t2 = r.uint32();
-          if (t2 >>> 3 === f.resAttrs && (t2 & 7) === LEN) resourceAttrs.push(KV.decode(r, r.uint32()) as unknown as KeyValueLike);
+          if (t2 >>> 3 === f.resAttrs && (t2 & 7) === LEN) resourceAttrs.push(decoded(KV, KV.decode(r, r.uint32())) as KeyValueLike);
           else r.skipType(t2 & 7);
         }
       } else r.skipType(wt);

@@ -334,3 +334,66 @@ test('protobuf walk: attributes of spans known not to be SERVER are not decoded;
   t.deepEqual(w.spans.map((s) => [s.kind, s.attributes.length]), [[3, 0], [2, 2], [0, 2]], 'CLIENT: skipped; SERVER and unspecified: decoded');
   t.is(w.spans[1]!.startTimeUnixNano, 5n);
 });
+
+test('ClientPatch: the protobuf splice writes what applyPatch writes to the decoded list (replaced in place, dropped, appended in order); other attributes byte for byte', async (t) => {
+  const { parseTraceRequest, serializeTraceRequest } = await import('../../src/traces/wire.js');
+  const { applyPatch } = await import('../../src/traces/spans.js');
+  const type = otlpSchema().request.traces;
+  const KV = type.root.lookupType('opentelemetry.proto.common.v1.KeyValue');
+  const peer = [kv('network.peer.address', '198.18.2.1'), kv('network.peer.port', 40000)];
+  const layouts = [
+    [kv('http.route', '/x'), ...peer],
+    [kv('client.address', '198.18.2.1'), kv('http.route', '/x'), kv('client.port', 40000), ...peer],
+    [kv('lvs.toa.source', 'old'), ...peer, kv('lvs.toa.client_ip', '192.0.2.1'), kv('lvs.toa.client_port', 1), kv('ünïcode', 'välue')],
+    [kv('client.address', '198.18.2.1'), kv('client.address', '192.0.2.9'), kv('client.port', 7), kv('client.port', 8), ...peer],
+    [kv('client.address', '192.0.2.50'), kv('client.port', 7), ...peer], // from X-Forwarded-For: client.* stay
+  ];
+  const patches = [
+    { client: '203.0.113.9', port: 1234, source: 'packet_ack', setClient: true },
+    { client: 'masked(203.0.113.9)', port: undefined, source: 'module', setClient: true },
+    { client: '203.0.113.9', port: 70000, source: 'packet_syn', setClient: false },
+    { client: 'ä-client', port: 2 ** 40, source: 'packet_ack', setClient: true },
+  ];
+  for (const [li, attrs] of layouts.entries()) {
+    for (const [pi, patch] of patches.entries()) {
+      const req = { resourceSpans: [{ scopeSpans: [{ spans: [
+        { traceId: Buffer.alloc(16, 1), spanId: Buffer.alloc(8, 2), name: 'a', kind: 2, attributes: attrs },
+        { traceId: Buffer.alloc(16, 1), spanId: Buffer.alloc(8, 3), name: 'b', kind: 2, attributes: attrs },
+      ] }] }] };
+      const wire = Buffer.from(type.encode(type.fromObject(req)).finish());
+      const w = parseTraceRequest(wire);
+      w.spans[0]!.patch = patch;
+      w.spans[0]!.changed = true;
+      const out = serializeTraceRequest(w)!;
+      const expected = type.decode(wire) as unknown as { resourceSpans: { scopeSpans: { spans: { attributes: never[] }[] }[] }[] };
+      applyPatch(expected.resourceSpans[0]!.scopeSpans[0]!.spans[0]!.attributes, patch);
+      const asObj = (b: Uint8Array) => type.toObject(type.decode(b), { longs: String, bytes: String, defaults: false });
+      t.deepEqual(asObj(out), asObj(type.encode(expected as never).finish()), `layout ${li}, patch ${pi}`);
+      const written = new Set(['client.address', 'client.port', 'lvs.toa.client_ip', 'lvs.toa.client_port', 'lvs.toa.source']);
+      for (const a of attrs.filter((x) => !written.has(x.key))) t.true(out.includes(Buffer.from(KV.encode(KV.fromObject(a)).finish())), `${a.key} as it came`);
+      const second = Buffer.from(type.root.lookupType('opentelemetry.proto.trace.v1.Span').encode(type.root.lookupType('opentelemetry.proto.trace.v1.Span').fromObject(req.resourceSpans[0]!.scopeSpans[0]!.spans[1]!)).finish());
+      t.true(out.includes(second), 'the unpatched span byte for byte');
+    }
+  }
+});
+
+test('protobuf walk: without enrichment no attribute is decoded; string values repeated across spans are read right; odd values go through the schema', async (t) => {
+  const { parseTraceRequest } = await import('../../src/traces/wire.js');
+  const type = otlpSchema().request.traces;
+  const span = (addr: string, port: unknown) => ({
+    traceId: Buffer.alloc(16, 1), spanId: Buffer.alloc(8, 2), name: 's', kind: 2,
+    attributes: [kv('network.peer.address', addr), { key: 'network.peer.port', value: port }, kv('client.address', addr)],
+  });
+  const addrs = ['198.18.2.1', '198.18.2.2', '198.18.2.2', '198.18.2.1', '198.18.2.10', '198.18.2.1', 'fe80::ä', '198.18.2.1'];
+  const spans = addrs.map((a, i) => span(a, { intValue: 40000 + i }));
+  spans.push(span('198.18.2.3', { stringValue: '40100' }), span('198.18.2.3', { intValue: '-1' }), span('198.18.2.3', { arrayValue: { values: [{ intValue: 1 }] } }));
+  const wire = Buffer.from(type.encode(type.fromObject({ resourceSpans: [{ scopeSpans: [{ spans }] }] })).finish());
+  const w = parseTraceRequest(wire);
+  t.deepEqual(w.spans.slice(0, addrs.length).map((s) => socketPeer(s.attributes)?.addr), addrs.map((a) => canonicalAddress(a)));
+  t.deepEqual(w.spans.slice(0, addrs.length).map((s) => s.attributes[2]!.value?.stringValue), addrs);
+  t.deepEqual(w.spans.map((s) => socketPeer(s.attributes)?.port), [...addrs.map((a, i) => (canonicalAddress(a) ? 40000 + i : undefined)), 40100, -1, undefined], 'a port that is no integer is none (not a default 0)');
+  t.is(Number(toBigInt((w.spans[10]!.attributes[1]!.value?.arrayValue as { values: { intValue: unknown }[] }).values[0]!.intValue)), 1);
+  const plain = parseTraceRequest(wire, { attributes: false });
+  t.is(plain.spans.length, spans.length);
+  t.true(plain.spans.every((s) => s.kind === 2 && s.attributes.length === 0), 'nothing decoded for a pass-through without a table');
+});
