@@ -313,7 +313,7 @@ export function parseTraceRequest(buf: Uint8Array, opts: WalkOptions = {}): Wire
         const rEnd = r.uint32() + r.pos;
         while (r.pos < rEnd) {
           const t2 = r.uint32();
-          if (t2 >>> 3 === f.resAttrs && (t2 & 7) === LEN) resourceAttrs.push(decoded(KV, KV.decode(r, r.uint32())) as KeyValueLike);
+          if (t2 >>> 3 === f.resAttrs && (t2 & 7) === LEN) resourceAttrs.push(decoded(KV, KV.decode(r, r.uint32())));
           else r.skipType(t2 & 7);
         }
       } else r.skipType(wt);
@@ -451,10 +451,23 @@ function encodeAttr(i: number, v: string | number, s: Scratch): void {
   }
   s.len = o;
 }
-/** encodeAttr of the value the patch gives WRITTEN[i]; returns the bytes written. */
+/** The value the patch gives WRITTEN[i] */
+function patchedValue(p: ClientPatch, i: number): string | number {
+  switch (i) {
+    case CLIENT_ADDRESS:
+    case TOA_CLIENT_IP:
+      return p.client;
+    case CLIENT_PORT:
+    case TOA_CLIENT_PORT:
+      return p.port!;
+    default:
+      return p.source;
+  }
+}
+/** encodeAttr of the value the patch gives WRITTEN[i], planned; returns the bytes written. */
 function encodePatched(p: ClientPatch, i: number): number {
   const a = scratch.len;
-  encodeAttr(i, i === CLIENT_PORT || i === TOA_CLIENT_PORT ? p.port! : i === TOA_SOURCE ? p.source : p.client, scratch);
+  encodeAttr(i, patchedValue(p, i), scratch);
   planScratch(a, scratch.len);
   return scratch.len - a;
 }
