@@ -460,9 +460,10 @@ function patchedValue(p: ClientPatch, i: number): string | number {
     case CLIENT_PORT:
     case TOA_CLIENT_PORT:
       return p.port!;
-    default:
+    case TOA_SOURCE:
       return p.source;
   }
+  throw new Error(`no written attribute ${i}`);
 }
 /** encodeAttr of the value the patch gives WRITTEN[i], planned; returns the bytes written. */
 function encodePatched(p: ClientPatch, i: number): number {
