@@ -63,17 +63,19 @@ class DecodedConnEntry implements ConnEntry {
     private readonly buf: Buffer,
     private readonly o: number,
   ) {
+    // little-endian fields read byte by byte: Buffer's read methods check their arguments first,
+    // and a request decodes an entry per span
     const v = o + CONN_KEY_SIZE;
     this.family = buf[o + K.family] === 6 ? 6 : 4;
-    this.localPort = buf.readUInt16LE(o + K.localPort);
-    this.peerPort = buf.readUInt16LE(o + K.peerPort);
-    this.pid = buf.readUInt32LE(v + V.pid);
+    this.localPort = u16(buf, o + K.localPort);
+    this.peerPort = u16(buf, o + K.peerPort);
+    this.pid = u32(buf, v + V.pid);
     const src = buf[v + V.toaSource]!;
     this.toaSource = SOURCES[src] ?? `unknown(${src})`;
     this.toaKind = buf[v + V.toaKind]!;
     this.toaTrusted = buf[v + V.toaTrusted] === 1;
-    this.toaPort = buf.readUInt16LE(v + V.toaPort);
-    this.acceptBootMs = (buf.readUInt32LE(v + V.accept + 4) * 4294967296 + buf.readUInt32LE(v + V.accept)) / 1e6;
+    this.toaPort = u16(buf, v + V.toaPort);
+    this.acceptBootMs = (u32(buf, v + V.accept + 4) * 4294967296 + u32(buf, v + V.accept)) / 1e6;
   }
   get localAddr(): string {
     return (this.localText ??= (this.family === 6 ? formatIPv6 : formatIPv4)(this.buf, this.o + K.localAddr));
@@ -94,6 +96,9 @@ class DecodedConnEntry implements ConnEntry {
     return (this.toaText = (this.buf[v + V.flags]! & TOA_FLAG_TOA_V6) !== 0 ? formatIPv6(this.buf, v + V.toaAddr) : formatIPv4(this.buf, v + V.toaAddr));
   }
 }
+
+const u16 = (b: Buffer, o: number): number => b[o]! | (b[o + 1]! << 8);
+const u32 = (b: Buffer, o: number): number => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16)) + b[o + 3]! * 0x1000000;
 
 /** Decodes the entry (key then value) at byte offset o of a connFind()/connDump() buffer. */
 export function decodeConnEntry(buf: Buffer, o: number): ConnEntry {
@@ -248,6 +253,9 @@ export class ConnTable {
   errors = 0;
   lastError: Error | undefined;
 
+  /** the query buffer, kept between requests (grown when a request has more peers) */
+  private q = Buffer.alloc(64 * CONN_QUERY_SIZE);
+
   constructor(private readonly find: ConnFindFn) {}
 
   /** The entries of each peer (undefined: none), in the order asked; equal peers are asked once. */
@@ -257,7 +265,8 @@ export class ConnTable {
     // equal peers share a query: slot by address, then port (small integers, no key made per span)
     const slotOf = new Map<string, Map<number, number>>();
     const slots = new Array<number>(peers.length);
-    const q = Buffer.alloc(peers.length * CONN_QUERY_SIZE);
+    if (this.q.length < peers.length * CONN_QUERY_SIZE) this.q = Buffer.alloc(Math.max(peers.length, 2 * (this.q.length / CONN_QUERY_SIZE)) * CONN_QUERY_SIZE);
+    const q = this.q;
     let n = 0;
     for (let i = 0; i < peers.length; i++) {
       const p = peers[i]!;
@@ -314,14 +323,20 @@ function writeQuery(q: Buffer, o: number, p: PeerRef): boolean {
   const v4 = ipv4Number(p.addr);
   if (v4 !== undefined) {
     q[o] = 4;
-    q.writeUInt32BE(v4, o + 4);
+    q[o + 4] = v4 >>> 24;
+    q[o + 5] = (v4 >>> 16) & 0xff;
+    q[o + 6] = (v4 >>> 8) & 0xff;
+    q[o + 7] = v4 & 0xff;
+    for (let i = o + 8; i < o + CONN_QUERY_SIZE; i++) q[i] = 0; // the buffer is reused
   } else {
     const b = v6Bytes(p.addr);
     if (!b) return false;
     q[o] = 6;
     q.set(b, o + 4);
   }
-  q.writeUInt16LE(p.port & 0xffff, o + 2);
+  q[o + 1] = 0;
+  q[o + 2] = p.port & 0xff; // host order: little-endian on the architectures built for
+  q[o + 3] = (p.port >>> 8) & 0xff;
   return true;
 }
 
