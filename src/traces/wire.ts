@@ -205,8 +205,10 @@ export function parseTraceRequest(buf: Uint8Array, opts: WalkOptions = {}): Wire
       if (r.pos === vEnd) return;
       kv.stringValue = undefined;
     } else if (vlen > 0 && buf[vStart] === intTag) {
+      // a varint of at most 4 bytes (< 2^28: ports, pids) reads the same as int32, without the
+      // two objects of an int64 read; a longer one is read as int64
       r.pos = vStart + 1;
-      kv.intValue = r.int64();
+      kv.intValue = vlen <= 5 ? r.int32() : r.int64();
       if (r.pos === vEnd) return;
       kv.intValue = undefined;
     }
@@ -437,7 +439,8 @@ function encodeAttr(i: number, v: string | number, s: Scratch): void {
   let o = s.len;
   b[o++] = (f.attrs << 3) | LEN;
   o = writeVarint(b, o, kvLen);
-  for (let k = 0; k < key.length; k++) b[o++] = key[k]!;
+  b.set(key, o);
+  o += key.length;
   b[o++] = (f.kvValue << 3) | LEN;
   o = writeVarint(b, o, anyLen);
   if (typeof v === 'string') {
