@@ -133,9 +133,12 @@ SPAN_KEYS.forEach((k, index) => {
 function spanKeyAt(buf: Uint8Array, start: number, len: number): number {
   const cands = len < KEYS_BY_LEN.length ? KEYS_BY_LEN[len] : undefined;
   if (!cands) return -1;
+  const last = len - 1;
   next: for (const c of cands) {
     const b = c.bytes;
-    for (let i = len - 1; i >= 0; i--) if (buf[start + i] !== b[i]) continue next; // keys differ most at the end
+    // the first and last bytes first: keys of a length often share a prefix (net.sock.) or a suffix (.port)
+    if (buf[start] !== b[0] || buf[start + last] !== b[last]) continue;
+    for (let i = 1; i < last; i++) if (buf[start + i] !== b[i]) continue next;
     return c.index;
   }
   return -1;
