@@ -121,24 +121,28 @@ function fieldIds(): FieldIds {
 const keyValue = () => otlpSchema().request.traces.root.lookupType('opentelemetry.proto.common.v1.KeyValue');
 const anyValue = () => otlpSchema().request.traces.root.lookupType('opentelemetry.proto.common.v1.AnyValue');
 
-/** SPAN_KEYS as UTF-8 bytes, by length (an array index: every attribute of a server span is looked up) */
-const KEYS_BY_LEN: ({ index: number; bytes: Buffer }[] | undefined)[] = [];
+/** SPAN_KEYS as UTF-8 bytes in a table indexed by keySlot: every attribute of a server span is
+ * looked up, and most keys are not SPAN_KEYS (an empty slot answers after reading three bytes). */
+const KEY_SLOTS = 1024;
+const keySlot = (len: number, first: number, last: number) => (len * 67 + first * 5 + last * 11) & (KEY_SLOTS - 1);
+const KEYS_BY_SLOT: ({ index: number; bytes: Uint8Array }[] | undefined)[] = new Array(KEY_SLOTS).fill(undefined);
 const SPAN_KEY_INDEX = new Map<string, number>(SPAN_KEYS.map((k, i) => [k, i]));
 SPAN_KEYS.forEach((k, index) => {
-  const b = Buffer.from(k, 'utf8');
-  KEYS_BY_LEN[b.length] = [...(KEYS_BY_LEN[b.length] ?? []), { index, bytes: b }];
+  const b = new Uint8Array(Buffer.from(k, 'utf8'));
+  const slot = keySlot(b.length, b[0]!, b[b.length - 1]!);
+  KEYS_BY_SLOT[slot] = [...(KEYS_BY_SLOT[slot] ?? []), { index, bytes: b }];
 });
 /** The index in SPAN_KEYS of the key whose UTF-8 bytes are buf[start, start + len), else -1: the
  * key is known without decoding it. */
 function spanKeyAt(buf: Uint8Array, start: number, len: number): number {
-  const cands = len < KEYS_BY_LEN.length ? KEYS_BY_LEN[len] : undefined;
-  if (!cands) return -1;
+  if (len === 0) return -1;
   const last = len - 1;
+  const cands = KEYS_BY_SLOT[keySlot(len, buf[start]!, buf[start + last]!)];
+  if (cands === undefined) return -1;
   next: for (const c of cands) {
     const b = c.bytes;
-    // the first and last bytes first: keys of a length often share a prefix (net.sock.) or a suffix (.port)
-    if (buf[start] !== b[0] || buf[start + last] !== b[last]) continue;
-    for (let i = 1; i < last; i++) if (buf[start + i] !== b[i]) continue next;
+    if (b.length !== len) continue;
+    for (let i = 0; i < last; i++) if (buf[start + i] !== b[i]) continue next;
     return c.index;
   }
   return -1;
