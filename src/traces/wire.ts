@@ -125,7 +125,7 @@ const anyValue = () => otlpSchema().request.traces.root.lookupType('opentelemetr
  * looked up, and most keys are not SPAN_KEYS (an empty slot answers after reading three bytes). */
 const KEY_SLOTS = 1024;
 const keySlot = (len: number, first: number, last: number) => (len * 67 + first * 5 + last * 11) & (KEY_SLOTS - 1);
-const KEYS_BY_SLOT: ({ index: number; bytes: Uint8Array }[] | undefined)[] = new Array(KEY_SLOTS).fill(undefined);
+const KEYS_BY_SLOT: ({ index: number; bytes: Uint8Array }[] | undefined)[] = Array.from({ length: KEY_SLOTS }, () => undefined);
 const SPAN_KEY_INDEX = new Map<string, number>(SPAN_KEYS.map((k, i) => [k, i]));
 SPAN_KEYS.forEach((k, index) => {
   const b = new Uint8Array(Buffer.from(k, 'utf8'));
