@@ -69,7 +69,7 @@ const BOOT_TO_UNIX = BigInt(Date.now()) * 1_000_000n - 3600n * 1_000_000_000n;
 /** Entry i: peer 198.18.2.(1 + i / 60000):(1024 + i % 60000), TOA 10.x.y.z trusted (every peer distinct). */
 /** n synthetic connections of the synthetic spans' peers, answered like the probe's connFind
  * (which looks them up in the C core's table; here a Map: the same packing and decoding). */
-function syntheticFind(n: number): (q: Buffer) => Buffer {
+function syntheticFind(n: number): (q: Buffer, into?: Buffer) => Buffer {
   // one buffer of entries; entry i is found from its peer by arithmetic (the synthetic peers are
   // 198.18.2.(1 + i / 60000):(1024 + i % 60000)), so the bench's stand-in for the addon's native
   // lookup costs the measured process little
@@ -90,9 +90,9 @@ function syntheticFind(n: number): (q: Buffer) => Buffer {
     all.set([10, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff], v + 28);
   }
   const NET = 0xc6120200; // 198.18.2.0
-  return (q) => {
+  return (q, into) => {
     const per = CONN_WAYS * CONN_ENTRY_SIZE;
-    const out = Buffer.allocUnsafe((q.length / CONN_QUERY_SIZE) * per);
+    const out = into ?? Buffer.allocUnsafe((q.length / CONN_QUERY_SIZE) * per); // the caller's buffer, as the addon's connFind
     for (let j = 0; j * CONN_QUERY_SIZE < q.length; j++) {
       const o = j * CONN_QUERY_SIZE;
       const base = j * per;

@@ -129,8 +129,9 @@ export interface NativeProbe {
   stats(): NativeStats;
   /** Connection table entries of socket peers, from the C core's table (records the kernel sent applied first): queries of
    * querySize bytes (family, 0, peer port LE, peer address) in, `ways` entries per query out
-   * (key then value, keySize + valueSize bytes; found first, family 0 = none); null when off. */
-  connFind?(queries: Buffer): Buffer | null;
+   * (key then value, keySize + valueSize bytes; found first, family 0 = none); null when off.
+   * Written into `out` (returned) when given: room for every query's entries, else a TypeError. */
+  connFind?(queries: Buffer, out?: Buffer): Buffer | null;
   /** Every live entry (key then value); tests and tools. */
   connDump?(): Buffer | null;
   connStats?(): NativeConnStats | null;

@@ -377,15 +377,20 @@ class Probe : public Napi::ObjectWrap<Probe> {
   // Connection table (trace enrichment), kept by the C core from the kernel's records (bpf/toa_conntab.h).
   // connFind(queries: Buffer of n TOA_CONN_QUERY_SIZE-byte queries) -> Buffer of
   // n * TOA_CONN_WAYS entries (key then value; family 0 = none) or null when the table is off.
-  // One call per OTLP request: the span enrichment packs every socket peer it needs.
+  // One call per OTLP request: the span enrichment packs every socket peer it needs. An optional
+  // second Buffer receives the entries (and is returned): the caller reuses it between requests.
   Napi::Value ConnFind(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (!info[0].IsBuffer() || info[0].As<Napi::Buffer<uint8_t>>().Length() % TOA_CONN_QUERY_SIZE != 0)
       throw Napi::TypeError::New(env, "connFind(queries): a Buffer of " + std::to_string(TOA_CONN_QUERY_SIZE) + "-byte queries");
-    if (!core_ || !cfg_.conntab_max_entries) return env.Null();
     Napi::Buffer<uint8_t> q = info[0].As<Napi::Buffer<uint8_t>>();
     uint32_t n = (uint32_t)(q.Length() / TOA_CONN_QUERY_SIZE);
-    Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, (size_t)n * TOA_CONN_WAYS * TOA_CONN_ENTRY_SIZE);
+    size_t need = (size_t)n * TOA_CONN_WAYS * TOA_CONN_ENTRY_SIZE;
+    bool given = info.Length() > 1 && !info[1].IsUndefined();
+    if (given && (!info[1].IsBuffer() || info[1].As<Napi::Buffer<uint8_t>>().Length() < need))
+      throw Napi::TypeError::New(env, "connFind(queries, out): out must be a Buffer of at least " + std::to_string(need) + " bytes");
+    if (!core_ || !cfg_.conntab_max_entries) return env.Null();
+    Napi::Buffer<uint8_t> out = given ? info[1].As<Napi::Buffer<uint8_t>>() : Napi::Buffer<uint8_t>::New(env, need);
     int r = toa_core_conn_find(core_, q.Data(), n, out.Data());
     if (r < 0) return env.Null();
     return out;

@@ -232,8 +232,9 @@ export function matchEntry(
   return first;
 }
 
-/** Where ConnTable reads the kernel table: the probe's connFind (packed queries in, entries out). */
-export type ConnFindFn = (queries: Buffer) => Buffer | null;
+/** Where ConnTable reads the kernel table: the probe's connFind (packed queries in, entries out;
+ * into `out` when given, which has room for every query's entries). */
+export type ConnFindFn = (queries: Buffer, out?: Buffer) => Buffer | null;
 
 /** A socket peer as spans name it: canonical address (canonicalAddress) and port. */
 export interface PeerRef {
@@ -255,11 +256,16 @@ export class ConnTable {
 
   /** the query buffer, kept between requests (grown when a request has more peers) */
   private q = Buffer.alloc(64 * CONN_QUERY_SIZE);
+  /** the result buffer of reusing lookups (lookupMany's `reuse`), grown like q: a request of
+   * 512 peers would otherwise allocate 180 KiB outside the heap */
+  private res: Buffer | undefined;
 
   constructor(private readonly find: ConnFindFn) {}
 
-  /** The entries of each peer (undefined: none), in the order asked; equal peers are asked once. */
-  lookupMany(peers: readonly PeerRef[]): (ConnEntry[] | undefined)[] {
+  /** The entries of each peer (undefined: none), in the order asked; equal peers are asked once.
+   * With `reuse` the entries are read from a buffer the next reusing lookup overwrites: use them
+   * before it (enrichment does, within one request). */
+  lookupMany(peers: readonly PeerRef[], reuse = false): (ConnEntry[] | undefined)[] {
     const out = new Array<ConnEntry[] | undefined>(peers.length);
     if (peers.length === 0) return out;
     // equal peers share a query: slot by address, then port (small integers, no key made per span)
@@ -284,7 +290,13 @@ export class ConnTable {
       this.finds++;
       this.queries += n;
       try {
-        res = this.find(q.subarray(0, n * CONN_QUERY_SIZE));
+        let into: Buffer | undefined;
+        if (reuse) {
+          const size = n * CONN_WAYS * CONN_ENTRY_SIZE;
+          if (!this.res || this.res.length < size) this.res = Buffer.allocUnsafeSlow(Math.max(size, 2 * (this.res?.length ?? 0)));
+          into = this.res.subarray(0, size);
+        }
+        res = into ? this.find(q.subarray(0, n * CONN_QUERY_SIZE), into) : this.find(q.subarray(0, n * CONN_QUERY_SIZE));
       } catch (e) {
         this.errors++;
         this.lastError = e as Error;

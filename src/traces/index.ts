@@ -35,7 +35,7 @@ export function connTableOf(probe: NativeProbe | undefined, log: Logger): ConnTa
     return undefined;
   }
   const find = probe.connFind.bind(probe);
-  return new ConnTable((q) => find(q));
+  return new ConnTable((q, out) => (out ? find(q, out) : find(q)));
 }
 
 export async function startTraces(d: TracesDeps): Promise<OtlpPassThrough> {

@@ -282,7 +282,7 @@ export function enrichSpans(spans: Iterable<SpanView>, table: ConnTable, o: Enri
       f.spans.push(span);
       f.peers.push(peer);
     }
-    const entries = f.peers.length > 0 ? table.lookupMany(f.peers) : [];
+    const entries = f.peers.length > 0 ? table.lookupMany(f.peers, true) : []; // used within this call: the table's result buffer is reused
     const w = matchWindow(o);
     let lastRes: readonly KeyValue[] | undefined;
     let pid: number | undefined;

@@ -121,24 +121,28 @@ function fieldIds(): FieldIds {
 const keyValue = () => otlpSchema().request.traces.root.lookupType('opentelemetry.proto.common.v1.KeyValue');
 const anyValue = () => otlpSchema().request.traces.root.lookupType('opentelemetry.proto.common.v1.AnyValue');
 
-/** SPAN_KEYS as UTF-8 bytes, by length (an array index: every attribute of a server span is looked up) */
-const KEYS_BY_LEN: ({ index: number; bytes: Buffer }[] | undefined)[] = [];
+/** SPAN_KEYS as UTF-8 bytes in a table indexed by keySlot: every attribute of a server span is
+ * looked up, and most keys are not SPAN_KEYS (an empty slot answers after reading three bytes). */
+const KEY_SLOTS = 1024;
+const keySlot = (len: number, first: number, last: number) => (len * 67 + first * 5 + last * 11) & (KEY_SLOTS - 1);
+const KEYS_BY_SLOT: ({ index: number; bytes: Uint8Array }[] | undefined)[] = Array.from({ length: KEY_SLOTS }, () => undefined);
 const SPAN_KEY_INDEX = new Map<string, number>(SPAN_KEYS.map((k, i) => [k, i]));
 SPAN_KEYS.forEach((k, index) => {
-  const b = Buffer.from(k, 'utf8');
-  KEYS_BY_LEN[b.length] = [...(KEYS_BY_LEN[b.length] ?? []), { index, bytes: b }];
+  const b = new Uint8Array(Buffer.from(k, 'utf8'));
+  const slot = keySlot(b.length, b[0]!, b[b.length - 1]!);
+  KEYS_BY_SLOT[slot] = [...(KEYS_BY_SLOT[slot] ?? []), { index, bytes: b }];
 });
 /** The index in SPAN_KEYS of the key whose UTF-8 bytes are buf[start, start + len), else -1: the
  * key is known without decoding it. */
 function spanKeyAt(buf: Uint8Array, start: number, len: number): number {
-  const cands = len < KEYS_BY_LEN.length ? KEYS_BY_LEN[len] : undefined;
-  if (!cands) return -1;
+  if (len === 0) return -1;
   const last = len - 1;
+  const cands = KEYS_BY_SLOT[keySlot(len, buf[start]!, buf[start + last]!)];
+  if (cands === undefined) return -1;
   next: for (const c of cands) {
     const b = c.bytes;
-    // the first and last bytes first: keys of a length often share a prefix (net.sock.) or a suffix (.port)
-    if (buf[start] !== b[0] || buf[start + last] !== b[last]) continue;
-    for (let i = 1; i < last; i++) if (buf[start + i] !== b[i]) continue next;
+    if (b.length !== len) continue;
+    for (let i = 0; i < last; i++) if (buf[start + i] !== b[i]) continue next;
     return c.index;
   }
   return -1;
@@ -399,82 +403,91 @@ const scratch = new Scratch();
 const plan: number[] = [];
 let planLen = 0;
 
-/** The KeyValue's key field of each WRITTEN key, tag and length included (made once). */
-let keyFields: Buffer[] | undefined;
-function keyField(i: number): Buffer {
-  if (!keyFields) {
-    const f = fieldIds();
-    keyFields = WRITTEN.map((k) => {
-      const b = Buffer.from(k, 'utf8');
-      return Buffer.concat([Buffer.from([(f.kvKey << 3) | LEN, b.length]), b]); // every key is < 128 bytes
-    });
-  }
-  return keyFields[i]!;
+/** The tags and key fields a patch writes, made once from the schema's field numbers. */
+interface Written {
+  attrTag: number;
+  valueTag: number;
+  stringTag: number;
+  intTag: number;
+  /** the KeyValue's key field of each WRITTEN key, tag and length included */
+  keys: Uint8Array[];
+}
+let written: Written | undefined;
+function writtenFields(): Written {
+  if (written) return written;
+  const f = fieldIds();
+  const keys = WRITTEN.map((k) => {
+    const b = Buffer.from(k, 'utf8');
+    return new Uint8Array(Buffer.concat([Buffer.from([(f.kvKey << 3) | LEN, b.length]), b])); // every key is < 128 bytes
+  });
+  return (written = { attrTag: (f.attrs << 3) | LEN, valueTag: (f.kvValue << 3) | LEN, stringTag: (f.anyString << 3) | LEN, intTag: f.anyInt << 3, keys });
 }
 
-/**
- * Appends to s the `attributes` field WRITTEN[i] = v: tag, length, the key field made once, and
- * an AnyValue of one field (a string, or a small non-negative integer; field numbers from the
- * schema). Any other integer goes through the schema's encoder.
- */
-function encodeAttr(i: number, v: string | number, s: Scratch): void {
-  const f = fieldIds();
-  const key = keyField(i);
-  let anyLen: number;
-  let svLen = 0;
-  let svAscii = false;
-  if (typeof v === 'string') {
-    svLen = asciiLength(v);
-    svAscii = svLen >= 0;
-    if (!svAscii) svLen = Buffer.byteLength(v);
-    anyLen = 1 + varintLen(svLen) + svLen;
-  } else if (Number.isInteger(v) && v >= 0 && v < 2 ** 31) anyLen = 1 + varintLen(v);
-  else {
-    const b = keyValue().encode({ key: WRITTEN[i], value: { intValue: v } }, Writer.create().uint32((f.attrs << 3) | LEN).fork()).ldelim().finish();
+/** Appends the attribute field's start (tag, length, key field, the value field's tag and length)
+ * for an AnyValue of anyLen bytes; returns the position after it. Short byte runs are copied in a
+ * loop: cheaper than a native call. */
+function attrHead(w: Written, i: number, anyLen: number, s: Scratch): number {
+  const key = w.keys[i]!;
+  const kvLen = key.length + 1 + varintLen(anyLen) + anyLen;
+  s.reserve(1 + varintLen(kvLen) + kvLen);
+  const b = s.buf;
+  let o = s.len;
+  b[o++] = w.attrTag;
+  o = writeVarint(b, o, kvLen);
+  for (let k = 0; k < key.length; k++) b[o++] = key[k]!;
+  b[o++] = w.valueTag;
+  return writeVarint(b, o, anyLen);
+}
+
+/** Appends to s the `attributes` field WRITTEN[i] = v, an AnyValue of one string field. */
+function encodeStringAttr(i: number, v: string, s: Scratch): void {
+  const w = writtenFields();
+  let svLen = asciiLength(v);
+  const ascii = svLen >= 0;
+  if (!ascii) svLen = Buffer.byteLength(v);
+  let o = attrHead(w, i, 1 + varintLen(svLen) + svLen, s);
+  const b = s.buf;
+  b[o++] = w.stringTag;
+  o = writeVarint(b, o, svLen);
+  if (ascii) for (let k = 0; k < v.length; k++) b[o++] = v.charCodeAt(k);
+  else o += b.write(v, o, 'utf8');
+  s.len = o;
+}
+
+/** Appends to s the `attributes` field WRITTEN[i] = v, an AnyValue of one int field: a small
+ * non-negative integer (ports) written here, any other through the schema's encoder. */
+function encodeIntAttr(i: number, v: number, s: Scratch): void {
+  const w = writtenFields();
+  if (!(Number.isInteger(v) && v >= 0 && v < 2 ** 31)) {
+    const b = keyValue().encode({ key: WRITTEN[i], value: { intValue: v } }, Writer.create().uint32(w.attrTag).fork()).ldelim().finish();
     s.reserve(b.length);
     s.buf.set(b, s.len);
     s.len += b.length;
     return;
   }
-  const kvLen = key.length + 1 + varintLen(anyLen) + anyLen;
-  s.reserve(1 + varintLen(kvLen) + kvLen);
+  let o = attrHead(w, i, 1 + varintLen(v), s);
   const b = s.buf;
-  let o = s.len;
-  b[o++] = (f.attrs << 3) | LEN;
-  o = writeVarint(b, o, kvLen);
-  b.set(key, o);
-  o += key.length;
-  b[o++] = (f.kvValue << 3) | LEN;
-  o = writeVarint(b, o, anyLen);
-  if (typeof v === 'string') {
-    b[o++] = (f.anyString << 3) | LEN;
-    o = writeVarint(b, o, svLen);
-    if (svAscii) for (let k = 0; k < v.length; k++) b[o++] = v.charCodeAt(k);
-    else o += b.write(v, o, 'utf8');
-  } else {
-    b[o++] = f.anyInt << 3; // varint
-    o = writeVarint(b, o, v);
-  }
-  s.len = o;
+  b[o++] = w.intTag;
+  s.len = writeVarint(b, o, v);
 }
-/** The value the patch gives WRITTEN[i] */
-function patchedValue(p: ClientPatch, i: number): string | number {
+/** Appends the attribute field WRITTEN[i] with the value the patch gives it, planned; returns the bytes written. */
+function encodePatched(p: ClientPatch, i: number): number {
+  const a = scratch.len;
   switch (i) {
     case CLIENT_ADDRESS:
     case TOA_CLIENT_IP:
-      return p.client;
+      encodeStringAttr(i, p.client, scratch);
+      break;
     case CLIENT_PORT:
     case TOA_CLIENT_PORT:
-      return p.port!;
+      encodeIntAttr(i, p.port!, scratch);
+      break;
     case TOA_SOURCE:
-      return p.source;
+      encodeStringAttr(i, p.source, scratch);
+      break;
+    default:
+      throw new Error(`no written attribute ${i}`);
   }
-  throw new Error(`no written attribute ${i}`);
-}
-/** encodeAttr of the value the patch gives WRITTEN[i], planned; returns the bytes written. */
-function encodePatched(p: ClientPatch, i: number): number {
-  const a = scratch.len;
-  encodeAttr(i, patchedValue(p, i), scratch);
   planScratch(a, scratch.len);
   return scratch.len - a;
 }

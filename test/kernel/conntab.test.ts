@@ -17,7 +17,7 @@ import { loadConfig } from '../../src/config.js';
 import { createOtlpMetricExporter, resolveExporter } from '../../src/export.js';
 import { registerConnTableMetrics } from '../../src/traces/index.js';
 import { startProbe } from '../helpers/probe.js';
-import { ConnTable, decodeConnDump, type ConnEntry } from '../../src/traces/conntab.js';
+import { CONN_QUERY_SIZE, ConnTable, decodeConnDump, type ConnEntry } from '../../src/traces/conntab.js';
 import type { ToaEvent } from '../../src/decode.js';
 
 const test = gatedTest(privilegedGate(), nativeGate());
@@ -99,6 +99,17 @@ test.serial('a connection is found right after its accept, before the reader thr
       [1, 1, 1],
       'each connection found once',
     );
+    // enrichment's lookup: the entries written into the table's reused result buffer, the same
+    const into: boolean[] = [];
+    const reusing = new ConnTable((q, out) => {
+      const res = probe.native.connFind!(q, out);
+      into.push(out !== undefined && res === out);
+      return res;
+    });
+    const key = (l: ConnEntry[] | undefined) => l?.filter((e) => e.localPort === port).map((e) => [e.peerPort, e.toaAddr, e.toaPort, e.toaTrusted]);
+    for (let i = 0; i < 2; i++) t.deepEqual(reusing.lookupMany(peers, true).map(key), found.map(key), `reusing lookup ${i + 1}`);
+    t.deepEqual(into, [true, true], 'written into the buffer given');
+    t.throws(() => probe.native.connFind!(Buffer.alloc(CONN_QUERY_SIZE), Buffer.alloc(10)), { instanceOf: TypeError, message: /out must be a Buffer of at least/ });
   } finally {
     await srv.stop();
     await probe.stop();

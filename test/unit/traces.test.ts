@@ -40,13 +40,17 @@ function pack(e: { local: number[]; peer: number[]; lport: number; pport: number
 
 /** connFind over packed entries, answered as toa_core_conn_find does (the kernel side is tested
  * in test/kernel/conntab.test.ts): per query, the entries with its peer, found first. Counts calls. */
-function finder(entries: Buffer): { find: (q: Buffer) => Buffer; calls: number; peers: number } {
+function finder(entries: Buffer): { find: (q: Buffer, into?: Buffer) => Buffer; calls: number; peers: number; into: (Buffer | undefined)[] } {
   const f = {
     calls: 0,
     peers: 0,
-    find: (q: Buffer) => {
+    into: [] as (Buffer | undefined)[],
+    find: (q: Buffer, into?: Buffer) => {
       f.calls++;
-      const out = Buffer.alloc((q.length / CONN_QUERY_SIZE) * CONN_WAYS * CONN_ENTRY_SIZE);
+      f.into.push(into);
+      // into the caller's buffer when given, zeroed first (as the core does)
+      const size = (q.length / CONN_QUERY_SIZE) * CONN_WAYS * CONN_ENTRY_SIZE;
+      const out = into ? into.fill(0, 0, size) : Buffer.alloc(size);
       for (let i = 0; i * CONN_QUERY_SIZE < q.length; i++) {
         f.peers++;
         const qo = i * CONN_QUERY_SIZE;
@@ -157,6 +161,18 @@ test('ConnTable.lookupMany: one find per request, each distinct peer asked once,
   t.is(r[4], undefined);
   t.deepEqual(table.lookupMany([]), []);
   t.is(f.calls, 1, 'no peers, no call');
+});
+test('ConnTable.lookupMany with reuse: one result buffer between lookups, nothing of the previous lookup left in it', (t) => {
+  const f = finder(pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40000, toa: [203, 0, 113, 9], tport: 1, src: 2, trusted: 1, accept: 1n, pid: 0 }));
+  const table = new ConnTable(f.find);
+  const first = table.lookupMany([{ addr: '198.18.2.1', port: 40000 }], true);
+  t.like(first[0]![0], { toaAddr: '203.0.113.9', localPort: 80 });
+  t.deepEqual(table.lookupMany([{ addr: '198.18.2.1', port: 40001 }], true), [undefined], 'the previous entry is not found again');
+  t.like(table.lookupMany([{ addr: '198.18.2.1', port: 40001 }, { addr: '198.18.2.1', port: 40000 }], true)[1]![0], { toaAddr: '203.0.113.9' });
+  t.truthy(f.into[0]);
+  t.true(f.into[1]!.buffer === f.into[0]!.buffer && f.into[1]!.byteOffset === f.into[0]!.byteOffset, 'the same memory');
+  table.lookupMany([{ addr: '198.18.2.1', port: 40000 }]);
+  t.is(f.into[3], undefined, 'without reuse: a buffer of its own');
 });
 
 test('applyClient: replaces client.address only when it is the socket peer; never network.peer.*; privacy mask', (t) => {
