@@ -470,8 +470,22 @@ function encodeIntAttr(i: number, v: number, s: Scratch): void {
   b[o++] = w.intTag;
   s.len = writeVarint(b, o, v);
 }
+/** The last value written for each WRITTEN attribute in this serialization and where its field
+ * is in the scratch: spans of one connection (keep-alive) get the same fields, and every span the
+ * same lvs.toa.source: a field already written is planned from where it is, not encoded again. */
+const memoValue: (string | number | undefined)[] = WRITTEN.map(() => undefined);
+const memoStart: number[] = WRITTEN.map(() => 0);
+const memoEnd: number[] = WRITTEN.map(() => 0);
+const valueOf = (p: ClientPatch, i: number): string | number | undefined =>
+  i === CLIENT_ADDRESS || i === TOA_CLIENT_IP ? p.client : i === TOA_SOURCE ? p.source : p.port;
+
 /** Appends the attribute field WRITTEN[i] with the value the patch gives it, planned; returns the bytes written. */
 function encodePatched(p: ClientPatch, i: number): number {
+  const v = valueOf(p, i);
+  if (v !== undefined && memoValue[i] === v) {
+    planScratch(memoStart[i]!, memoEnd[i]!);
+    return memoEnd[i]! - memoStart[i]!;
+  }
   const a = scratch.len;
   switch (i) {
     case CLIENT_ADDRESS:
@@ -489,6 +503,9 @@ function encodePatched(p: ClientPatch, i: number): number {
       throw new Error(`no written attribute ${i}`);
   }
   planScratch(a, scratch.len);
+  memoValue[i] = v;
+  memoStart[i] = a;
+  memoEnd[i] = scratch.len;
   return scratch.len - a;
 }
 
@@ -533,13 +550,20 @@ function planSpan(span: WireSpan, p: ClientPatch): number {
   return len;
 }
 
-/** Pass 1: new content lengths, bottom up (-1: the part is unchanged). */
+/** Pass 1: new content lengths, bottom up (-1: the part is unchanged). A group's spans are
+ * measured in its loop: most are unchanged, and a call per span costs more than the check. */
 function measure(p: Group | WireSpan): number {
   if (isSpan(p)) return (p.newLen = p.changed && p.patch ? planSpan(p, p.patch) : -1);
   let len = p.contentEnd - p.contentStart;
   let any = false;
   for (const c of p.children) {
-    if (measure(c) < 0) continue;
+    if (isSpan(c)) {
+      if (!c.changed || !c.patch) {
+        c.newLen = -1;
+        continue;
+      }
+      c.newLen = planSpan(c, c.patch);
+    } else if (measure(c) < 0) continue;
     any = true;
     len += varintLen(c.newLen) + c.newLen - (c.contentEnd - c.lenStart);
   }
@@ -576,6 +600,7 @@ function emit(p: Group | WireSpan, src: Buffer, out: Buffer, o: number): number 
 export function serializeTraceRequest(w: WireRequest, alloc: (size: number) => Buffer = (n) => Buffer.allocUnsafe(n)): Buffer | undefined {
   scratch.len = 0;
   planLen = 0;
+  memoValue.fill(undefined);
   const total = measure(w.root);
   if (total < 0) return undefined;
   const out = alloc(total);
