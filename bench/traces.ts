@@ -8,13 +8,15 @@
  * probe's table (no kernel needed; the kernel side is measured by
  * `npm run bench:accept -- --conntab-compare 65536`).
  *
- *   npm run bench:traces -- [--seconds 5] [--rounds 2] [--spans 512] [--concurrency 4] [--entries 65536] [--server-share 1,0.125]
+ *   npm run bench:traces -- [--seconds 5] [--rounds 2] [--spans 512] [--concurrency 4] [--entries 65536] [--server-share 1,0.125] [--spans-per-connection 1]
  *   npm run bench:traces -- --against main [--rounds 3] [--seconds 4]
  *
  * --server-share F[,F...]: the share of SERVER spans in the requests (the others alternate INTERNAL
  * and CLIENT, with the same attributes); every SERVER span is matched and enriched. Default both
  * 1 (the worst case: every span enriched) and 0.125 (one SERVER span among 8, what an instrumented
  * app sends per request it serves); each share is measured plain and enriched.
+ * --spans-per-connection N: N consecutive SERVER spans have the same socket peer, as the requests
+ * of one keep-alive connection (default 1: every SERVER span its own connection, the worst case).
  *
  * The pass-through runs what the sidecar runs: the tree's TypeScript compiled by tsc (into
  * .cache/traces-bench/, not through tsx, whose keepNames wrapper costs CPU per closure), under the
@@ -55,6 +57,7 @@ const { values } = parseArgs({
     entries: { type: 'string', default: '65536' },
     rounds: { type: 'string', default: '2' },
     'server-share': { type: 'string', default: '1,0.125' },
+    'spans-per-connection': { type: 'string', default: '1' },
     against: { type: 'string' },
     'child-flags': { type: 'string', default: '' },
     /** passthrough: the compiled src/ whose code runs; stages: the compiled src/traces/ directories whose code is timed, comma-separated */
@@ -64,6 +67,8 @@ const { values } = parseArgs({
 const ENTRIES = Number(values.entries);
 const SHARES = values['server-share'].split(',').map(Number);
 if (SHARES.some((f) => !(f > 0 && f <= 1))) throw new Error(`--server-share: fractions in (0, 1], comma-separated (got ${values['server-share']})`);
+const PER_CONNECTION = Number(values['spans-per-connection']);
+if (!(Number.isInteger(PER_CONNECTION) && PER_CONNECTION >= 1)) throw new Error(`--spans-per-connection: a whole number ≥ 1 (got ${values['spans-per-connection']})`);
 const BOOT_TO_UNIX = BigInt(Date.now()) * 1_000_000n - 3600n * 1_000_000_000n;
 
 /** Entry i: peer 198.18.2.(1 + i / 60000):(1024 + i % 60000), TOA 10.x.y.z trusted (every peer distinct). */
@@ -158,7 +163,8 @@ function request(nSpans: number, seed: number, serverShare: number): Buffer {
   const start = (BigInt(Date.now()) * 1_000_000n).toString();
   const kv = (key: string, v: string | number) => ({ key, value: typeof v === 'string' ? { stringValue: v } : { intValue: v } });
   const spans = Array.from({ length: nSpans }, (_, i) => {
-    const k = (seed * nSpans + i) % Math.min(ENTRIES, 60000);
+    // the connection (table entry) of SERVER span i: PER_CONNECTION consecutive ones share one (keep-alive)
+    const k = Math.floor((seed * nSpans + i) / (every * PER_CONNECTION)) % Math.min(ENTRIES, 60000);
     return {
       traceId: randomBytes(16), spanId: randomBytes(8), name: 'GET /api/items/{id}', kind: i % every === 0 ? 2 : (i % every) % 2 === 1 ? 1 : 3, startTimeUnixNano: start, endTimeUnixNano: start,
       attributes: [
@@ -283,7 +289,7 @@ async function runStages(): Promise<Record<string, Row>> {
   const libs = sides.map((s) => join(dirname(s.script), '..', 'src', 'traces'));
   const out: Record<string, Row> = {};
   for (const share of SHARES) {
-    const args = ['--role', 'stages', '--lib', libs.join(','), '--spans', String(values.spans), '--entries', String(ENTRIES), '--server-share', String(share)];
+    const args = ['--role', 'stages', '--lib', libs.join(','), '--spans', String(values.spans), '--entries', String(ENTRIES), '--server-share', String(share), '--spans-per-connection', String(PER_CONNECTION)];
     const child = spawn(node, [...flags, sides[0]!.script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     const r = await nextJson<Row[]>(lines(child));
     child.kill();
@@ -315,7 +321,7 @@ async function main(): Promise<void> {
     const bodies = bodiesOf.get(SHARES[0]!)!;
     const rounds = Number(values.rounds);
     console.log(
-      `request: ${values.spans} spans, ${Math.round(bodies[0]!.length / 1024)} KiB protobuf, SERVER share ${SHARES.join(' and ')}; table ${ENTRIES} entries; ${values.concurrency} in flight; ${values.seconds} s per run, ${rounds} rounds; ` +
+      `request: ${values.spans} spans, ${Math.round(bodies[0]!.length / 1024)} KiB protobuf, SERVER share ${SHARES.join(' and ')}, ${PER_CONNECTION} SERVER span(s) per connection; table ${ENTRIES} entries; ${values.concurrency} in flight; ${values.seconds} s per run, ${rounds} rounds; ` +
         `pass-through: ${runtime.node === process.execPath ? 'node' : 'bundled node'} ${execFileSync(runtime.node, ['--version'], { encoding: 'utf8' }).trim()} ${runtime.flags.join(' ')}, tsc output`,
     );
     const runs = new Map<string, Row[]>();
