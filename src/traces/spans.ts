@@ -120,12 +120,16 @@ export interface SocketPeer {
   from: string;
 }
 
+/** a TCP port: anything else names no socket (a query would carry only its low 16 bits and
+ * could find another port's connection) */
+const isPort = (n: number | undefined): n is number => n !== undefined && Number.isInteger(n) && n >= 0 && n <= 65535;
+
 function peerPair(attrs: readonly KeyValue[], a: string, p: string): SocketPeer | undefined {
   const addr = str(findAttr(attrs, a));
   if (addr === undefined) return undefined;
   const port = int(findAttr(attrs, p));
   const c = canonicalAddress(addr);
-  return c !== undefined && port !== undefined ? { addr: c, port, from: a } : undefined;
+  return c !== undefined && isPort(port) ? { addr: c, port, from: a } : undefined;
 }
 
 /** The span's socket peer (canonical address), in the order of precedence of CORRELATION.md. */
@@ -136,7 +140,7 @@ export function socketPeer(attrs: readonly KeyValue[]): SocketPeer | undefined {
   if (envoy !== undefined) {
     const hp = splitHostPort(envoy);
     const c = hp ? canonicalAddress(hp.addr) : undefined;
-    if (hp && c !== undefined) return { addr: c, port: hp.port, from: 'peer.address' };
+    if (hp && c !== undefined && isPort(hp.port)) return { addr: c, port: hp.port, from: 'peer.address' };
   }
   // Python's stable semconv: the socket peer as client.address/client.port, no network.peer.*
   if (findAttr(attrs, 'network.peer.address') === undefined) return peerPair(attrs, 'client.address', 'client.port');

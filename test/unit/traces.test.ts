@@ -114,6 +114,11 @@ test('socketPeer: every naming in order, Envoy host:port, Python client.* only w
   t.like(socketPeer([kv('client.address', '198.18.2.1'), kv('client.port', 40003)]), { port: 40003, from: 'client.address' });
   t.is(socketPeer([kv('network.peer.address', 'not-an-ip'), kv('client.address', '198.18.2.1'), kv('client.port', 1)]), undefined);
   t.is(socketPeer([kv('http.method', 'GET')]), undefined);
+  // a port outside 0..65535 names no socket: its low 16 bits (4464) must not find port 4464's connection
+  t.is(socketPeer([kv('network.peer.address', '198.18.2.1'), kv('network.peer.port', 70000)]), undefined);
+  t.is(socketPeer([kv('network.peer.address', '198.18.2.1'), kv('network.peer.port', -1)]), undefined);
+  t.is(socketPeer([kv('peer.address', '198.18.2.1:99999')]), undefined);
+  t.like(socketPeer([kv('network.peer.address', '198.18.2.1'), kv('network.peer.port', 65535)]), { port: 65535 });
   t.deepEqual(splitHostPort('10.0.0.1:80'), { addr: '10.0.0.1', port: 80 });
   t.is(splitHostPort('10.0.0.1'), undefined);
 });
@@ -415,7 +420,7 @@ test('protobuf walk: without enrichment no attribute is decoded; string values r
   const w = parseTraceRequest(wire);
   t.deepEqual(w.spans.slice(0, addrs.length).map((s) => socketPeer(s.attributes)?.addr), addrs.map((a) => canonicalAddress(a)));
   t.deepEqual(w.spans.slice(0, addrs.length).map((s) => s.attributes[2]!.value?.stringValue), addrs);
-  t.deepEqual(w.spans.map((s) => socketPeer(s.attributes)?.port), [...addrs.map((a, i) => (canonicalAddress(a) ? 40000 + i : undefined)), 40100, -1, undefined], 'a port that is no integer is none (not a default 0)');
+  t.deepEqual(w.spans.map((s) => socketPeer(s.attributes)?.port), [...addrs.map((a, i) => (canonicalAddress(a) ? 40000 + i : undefined)), 40100, undefined, undefined], 'a port that is no integer or out of range (-1) is none (not a default 0)');
   t.is(Number(toBigInt((w.spans[10]!.attributes[1]!.value?.arrayValue as { values: { intValue: unknown }[] }).values[0]!.intValue)), 1);
   const plain = parseTraceRequest(wire, { attributes: false });
   t.is(plain.spans.length, spans.length);
