@@ -259,10 +259,6 @@ export class ConnTable {
   /** the result buffer of reusing lookups (lookupMany's `reuse`), grown like q: a request of
    * 512 peers would otherwise allocate 180 KiB outside the heap */
   private res: Buffer | undefined;
-  /** lookupMany's query slot of each peer asked (IPv4: address * 65536 + port; others: address,
-   * then port), emptied at each lookup */
-  private readonly slotOf4 = new Map<number, number>();
-  private readonly slotOf = new Map<string, Map<number, number>>();
 
   constructor(private readonly find: ConnFindFn) {}
 
@@ -272,26 +268,14 @@ export class ConnTable {
   lookupMany(peers: readonly PeerRef[], reuse = false): (ConnEntry[] | undefined)[] {
     const out = new Array<ConnEntry[] | undefined>(peers.length);
     if (peers.length === 0) return out;
-    // equal peers share a query: slot by one number for an IPv4 peer (address and port), else by
-    // address, then port (no key made per span); the maps are kept between lookups
-    const slotOf4 = this.slotOf4;
-    const slotOf = this.slotOf;
-    slotOf4.clear();
-    slotOf.clear();
+    // equal peers share a query: slot by address, then port (small integers, no key made per span)
+    const slotOf = new Map<string, Map<number, number>>();
     const slots = new Array<number>(peers.length);
     if (this.q.length < peers.length * CONN_QUERY_SIZE) this.q = Buffer.alloc(Math.max(peers.length, 2 * (this.q.length / CONN_QUERY_SIZE)) * CONN_QUERY_SIZE);
     const q = this.q;
     let n = 0;
     for (let i = 0; i < peers.length; i++) {
       const p = peers[i]!;
-      const v4 = ipv4Number(p.addr);
-      if (v4 !== undefined) {
-        const key = v4 * 65536 + (p.port & 0xffff);
-        let slot = slotOf4.get(key);
-        if (slot === undefined && writeQuery(q, n * CONN_QUERY_SIZE, p)) slotOf4.set(key, (slot = n++));
-        slots[i] = slot ?? -1;
-        continue;
-      }
       let ports = slotOf.get(p.addr);
       let slot = ports?.get(p.port);
       if (slot === undefined && writeQuery(q, n * CONN_QUERY_SIZE, p)) {
