@@ -36,6 +36,17 @@
 #define TOA_ACCEPT_LEN8 1
 #define TOA_ACCEPT_LEN20 2
 
+/* must match bpf/toa_report.bpf.h TOA_BENCH_SKIP_CONNTAB_LOG */
+#define TOA_BENCH_SKIP_CONNTAB_LOG 2048
+
+/* The benchmark hook TOA_OTEL_BENCH_SKIP (bench/bpf-cost.ts; bits in bpf/toa_report.bpf.h), 0 when unset. */
+static uint32_t bench_skip(void)
+{
+	const char *v = getenv("TOA_OTEL_BENCH_SKIP");
+
+	return v ? (uint32_t)strtoul(v, NULL, 0) : 0;
+}
+
 #ifndef ENOTSUPP
 #define ENOTSUPP 524 /* kernel-internal errno that leaks out of BPF_PROG_LOAD */
 #endif
@@ -648,9 +659,7 @@ static void size_maps(struct toa_core *c, const struct attempt *a, const struct 
 	bpf_map__set_max_entries(s->maps.merge, cfg->merge_max_keys ? cfg->merge_max_keys : 1);
 	bpf_map__set_max_entries(s->maps.merge_seen, seen);
 	s->rodata->cfg_seen_mask = seen - 1;
-	/* benchmark hook, read only when set (bench/bpf-cost.ts; bpf/toa_report.bpf.h) */
-	if (getenv("TOA_OTEL_BENCH_SKIP"))
-		s->rodata->cfg_bench_skip = (__u32)strtoul(getenv("TOA_OTEL_BENCH_SKIP"), NULL, 0);
+	s->rodata->cfg_bench_skip = bench_skip();
 	if (c->claim_xchg)
 		bpf_map__set_max_entries(s->maps.merge_claims, 1); /* the lock map of < 5.12 is unused */
 	toa_buffer_setup(&c->buf, s->maps.events, c->buf.ring, cfg->ringbuf_bytes);
@@ -1031,7 +1040,7 @@ static int try_mode(struct toa_core *c, int mode, const struct toa_core_config *
 	c->conntab_max = cfg->conntab_max_entries;
 	/* the per-CPU logs need fetching atomics (5.12, as BPF_XCHG); the benchmark hook's
 	 * TOA_BENCH_SKIP_CONNTAB_LOG picks the ring fallback (bench:accept, tests) */
-	c->conntab_use_log = c->claim_xchg && !(getenv("TOA_OTEL_BENCH_SKIP") && (strtoul(getenv("TOA_OTEL_BENCH_SKIP"), NULL, 0) & 2048));
+	c->conntab_use_log = c->claim_xchg && !(bench_skip() & TOA_BENCH_SKIP_CONNTAB_LOG);
 	c->conntab_log.ncpu = c->conntab_use_log ? (uint32_t)libbpf_num_possible_cpus() : 0;
 	if (c->conntab_use_log && (int)c->conntab_log.ncpu <= 0)
 		c->conntab_use_log = false, c->conntab_log.ncpu = 0;
