@@ -296,7 +296,7 @@ export class ConnTable {
           if (!this.res || this.res.length < size) this.res = Buffer.allocUnsafeSlow(Math.max(size, 2 * (this.res?.length ?? 0)));
           into = this.res.subarray(0, size);
         }
-        res = into ? this.find(q.subarray(0, n * CONN_QUERY_SIZE), into) : this.find(q.subarray(0, n * CONN_QUERY_SIZE));
+        res = this.find(q.subarray(0, n * CONN_QUERY_SIZE), into);
       } catch (e) {
         this.errors++;
         this.lastError = e as Error;

@@ -34,8 +34,7 @@ export function connTableOf(probe: NativeProbe | undefined, log: Logger): ConnTa
     });
     return undefined;
   }
-  const find = probe.connFind.bind(probe);
-  return new ConnTable((q, out) => (out ? find(q, out) : find(q)));
+  return new ConnTable(probe.connFind.bind(probe));
 }
 
 export async function startTraces(d: TracesDeps): Promise<OtlpPassThrough> {
@@ -45,18 +44,19 @@ export async function startTraces(d: TracesDeps): Promise<OtlpPassThrough> {
   return pt;
 }
 
-/** Status line fields from the kernel's counters: entries present = inserted - evicted. */
+/** Entries present in the table: inserted - evicted (replacing a tuple's entry adds none). */
+const connTableEntries = (c: NativeConnStats['counters']): number => Math.max(0, (c.inserted ?? 0) - (c.evicted ?? 0));
+
+/** Status line fields from the kernel's counters. */
 export function connTableStatus(probe: NativeProbe | undefined, table: ConnTable | undefined): Record<string, number> {
   const st = probe?.connStats?.();
   if (!st || !table) return {};
   const c = st.counters;
-  const inserted = c.inserted ?? 0;
-  const evicted = c.evicted ?? 0;
   return {
-    connTableEntries: Math.max(0, inserted - evicted),
-    connTableInserted: inserted,
+    connTableEntries: connTableEntries(c),
+    connTableInserted: c.inserted ?? 0,
     connTableReplaced: c.replaced ?? 0,
-    connTableEvicted: evicted,
+    connTableEvicted: c.evicted ?? 0,
     connTableLost: c.lost ?? 0,
   };
 }
@@ -80,7 +80,7 @@ export function registerConnTableMetrics(mp: MeterProvider, stats: () => NativeC
       const st = stats();
       if (!st) return;
       for (const k of CONN_TABLE_RESULTS) r.observe(records, st.counters[k] ?? 0, { result: k });
-      r.observe(entries, Math.max(0, (st.counters.inserted ?? 0) - (st.counters.evicted ?? 0)));
+      r.observe(entries, connTableEntries(st.counters));
     },
     [records, entries],
   );

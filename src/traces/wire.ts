@@ -550,10 +550,10 @@ function planSpan(span: WireSpan, p: ClientPatch): number {
   return len;
 }
 
-/** Pass 1: new content lengths, bottom up (-1: the part is unchanged). A group's spans are
- * measured in its loop: most are unchanged, and a call per span costs more than the check. */
-function measure(p: Group | WireSpan): number {
-  if (isSpan(p)) return (p.newLen = p.changed && p.patch ? planSpan(p, p.patch) : -1);
+/** Pass 1: new content lengths of a group and the parts below it, bottom up (-1: unchanged). A
+ * group's spans are measured in its loop: most are unchanged, and a call per span costs more than
+ * the check. */
+function measure(p: Group): number {
   let len = p.contentEnd - p.contentStart;
   let any = false;
   for (const c of p.children) {
