@@ -101,20 +101,18 @@ try {
     }
     await srv.stop();
     const f0 = (x: number) => x.toFixed(0);
-    const med = (f: (c: (typeof cmp)[number]) => number) => median(cmp.map(f));
     console.log(`\nconnection table (${compareEntries} entries) in the kernel, ${N} connections per run, sock_ops callbacks of the RS sockets (mode ${values.mode})`);
     console.log(`round | BPF ns/conn without | with | added | runs/conn without | with | handler ns without | with | handler added${withRing ? ' | ring: BPF ns/conn | added | handler ns | handler added' : ''}`);
-    const row = (c: (typeof cmp)[number]) => [
-      f0(c.off.ns), f0(c.on.ns), f0(c.on.ns - c.off.ns), c.off.runs.toFixed(1), c.on.runs.toFixed(1), f0(c.off.handler), f0(c.on.handler), f0(c.on.handler - c.off.handler),
-      ...(c.ring ? [f0(c.ring.ns), f0(c.ring.ns - c.off.ns), f0(c.ring.handler), f0(c.ring.handler - c.off.handler)] : []),
+    // one round's numbers in the header's order; the median row is the median of each column
+    const columns = (c: (typeof cmp)[number]) => [
+      c.off.ns, c.on.ns, c.on.ns - c.off.ns, c.off.runs, c.on.runs, c.off.handler, c.on.handler, c.on.handler - c.off.handler,
+      ...(c.ring ? [c.ring.ns, c.ring.ns - c.off.ns, c.ring.handler, c.ring.handler - c.off.handler] : []),
     ];
-    for (const [i, c] of cmp.entries()) console.log(`${i + 1} | ${row(c).join(' | ')}`);
-    const medians = [
-      f0(med((c) => c.off.ns)), f0(med((c) => c.on.ns)), f0(med((c) => c.on.ns - c.off.ns)), med((c) => c.off.runs).toFixed(1), med((c) => c.on.runs).toFixed(1),
-      f0(med((c) => c.off.handler)), f0(med((c) => c.on.handler)), f0(med((c) => c.on.handler - c.off.handler)),
-      ...(withRing ? [f0(med((c) => c.ring!.ns)), f0(med((c) => c.ring!.ns - c.off.ns)), f0(med((c) => c.ring!.handler)), f0(med((c) => c.ring!.handler - c.off.handler))] : []),
-    ];
-    console.log(`median | ${medians.join(' | ')}`);
+    const RUNS_COLUMNS = [3, 4]; // runs/conn: one decimal
+    const fmt = (xs: number[]) => xs.map((x, i) => (RUNS_COLUMNS.includes(i) ? x.toFixed(1) : f0(x))).join(' | ');
+    const table = cmp.map(columns);
+    for (const [i, xs] of table.entries()) console.log(`${i + 1} | ${fmt(xs)}`);
+    console.log(`median | ${fmt(table[0]!.map((_, col) => median(table.map((xs) => xs[col]!))))}`);
     const added = cmp.map((c) => c.on.ns - c.off.ns);
     console.log(`spread of "added" (BPF ns/conn): ${f0(Math.min(...added))} .. ${f0(Math.max(...added))}`);
   }
