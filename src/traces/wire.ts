@@ -229,12 +229,18 @@ export function parseTraceRequest(buf: Uint8Array, opts: WalkOptions = {}): Wire
     const kvEnd = kvStart + len;
     // every encoder writes the key first, then the value: the key is recognised by its bytes and
     // only the value is decoded; any other layout is decoded whole
-    if (len > 0 && buf[kvStart] === keyTag) {
-      r.pos = kvStart + 1;
-      const klen = r.uint32();
-      const keyEnd = r.pos + klen;
+    if (len > 1 && buf[kvStart] === keyTag) {
+      // a length below 128 is its one byte (every SPAN_KEY's): read here, not through the Reader
+      let klen = buf[kvStart + 1]!;
+      let keyStart = kvStart + 2;
+      if (klen >= 0x80) {
+        r.pos = kvStart + 1;
+        klen = r.uint32();
+        keyStart = r.pos;
+      }
+      const keyEnd = keyStart + klen;
       if (keyEnd <= kvEnd) {
-        const index = spanKeyAt(buf, r.pos, klen);
+        const index = spanKeyAt(buf, keyStart, klen);
         if (index < 0) {
           r.pos = kvEnd;
           return undefined;
@@ -247,7 +253,7 @@ export function parseTraceRequest(buf: Uint8Array, opts: WalkOptions = {}): Wire
         }
         if (buf[keyEnd] === valueTag) {
           r.pos = keyEnd + 1;
-          const vlen = r.uint32();
+          const vlen = buf[r.pos]! < 0x80 ? buf[r.pos++]! : r.uint32();
           if (r.pos + vlen === kvEnd) {
             value(kv, vlen);
             return kv;
