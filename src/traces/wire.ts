@@ -121,28 +121,26 @@ function fieldIds(): FieldIds {
 const keyValue = () => otlpSchema().request.traces.root.lookupType('opentelemetry.proto.common.v1.KeyValue');
 const anyValue = () => otlpSchema().request.traces.root.lookupType('opentelemetry.proto.common.v1.AnyValue');
 
-/** SPAN_KEYS as UTF-8 bytes in a table indexed by keySlot: every attribute of a server span is
- * looked up, and most keys are not SPAN_KEYS (an empty slot answers after reading three bytes). */
-const KEY_SLOTS = 1024;
-const keySlot = (len: number, first: number, last: number) => (len * 67 + first * 5 + last * 11) & (KEY_SLOTS - 1);
-const KEYS_BY_SLOT: ({ index: number; bytes: Uint8Array }[] | undefined)[] = Array.from({ length: KEY_SLOTS }, () => undefined);
+/** SPAN_KEYS as UTF-8 bytes by their first byte and length (at first * 32 + length):
+ * every attribute of a server span is looked up, and most keys are not SPAN_KEYS (answered from
+ * one byte and the length). Every SPAN_KEY is shorter than 32 bytes. */
+const KEYS_BY_SHAPE: ({ index: number; bytes: Uint8Array }[] | undefined)[] = Array.from({ length: 256 * 32 }, () => undefined);
 const SPAN_KEY_INDEX = new Map<string, number>(SPAN_KEYS.map((k, i) => [k, i]));
 SPAN_KEYS.forEach((k, index) => {
   const b = new Uint8Array(Buffer.from(k, 'utf8'));
-  const slot = keySlot(b.length, b[0]!, b[b.length - 1]!);
-  KEYS_BY_SLOT[slot] = [...(KEYS_BY_SLOT[slot] ?? []), { index, bytes: b }];
+  if (b.length >= 32) throw new Error(`span key ${k} is 32 bytes or longer`);
+  const shape = b[0]! * 32 + b.length;
+  KEYS_BY_SHAPE[shape] = [...(KEYS_BY_SHAPE[shape] ?? []), { index, bytes: b }];
 });
 /** The index in SPAN_KEYS of the key whose UTF-8 bytes are buf[start, start + len), else -1: the
  * key is known without decoding it. */
 function spanKeyAt(buf: Uint8Array, start: number, len: number): number {
-  if (len === 0) return -1;
-  const last = len - 1;
-  const cands = KEYS_BY_SLOT[keySlot(len, buf[start]!, buf[start + last]!)];
+  if (len === 0 || len >= 32) return -1;
+  const cands = KEYS_BY_SHAPE[buf[start]! * 32 + len];
   if (cands === undefined) return -1;
   next: for (const c of cands) {
     const b = c.bytes;
-    if (b.length !== len) continue;
-    for (let i = 0; i < last; i++) if (buf[start + i] !== b[i]) continue next;
+    for (let i = 1; i < len; i++) if (buf[start + i] !== b[i]) continue next;
     return c.index;
   }
   return -1;
