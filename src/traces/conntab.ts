@@ -38,6 +38,9 @@ export interface ConnEntry {
   toaTrusted: boolean;
   toaAddr: string;
   toaPort: number;
+  /** the TOA address as a 32-bit number (int32, first byte highest) when it is IPv4, read without
+   * making its text (the protobuf splice writes its digits); absent or undefined otherwise */
+  readonly toaV4?: number | undefined;
 }
 
 /** An entry read from a connFind()/connDump() buffer: the numbers a match compares are read at
@@ -88,6 +91,13 @@ class DecodedConnEntry implements ConnEntry {
   }
   get cgroupId(): bigint {
     return this.buf.readBigUInt64LE(this.o + CONN_KEY_SIZE + V.cgroup);
+  }
+  get toaV4(): number | undefined {
+    const v = this.o + CONN_KEY_SIZE;
+    const b = this.buf;
+    if (b[v + V.toaSource] === 0 || (b[v + V.flags]! & TOA_FLAG_TOA_V6) !== 0) return undefined;
+    const a = v + V.toaAddr;
+    return (b[a]! << 24) | (b[a + 1]! << 16) | (b[a + 2]! << 8) | b[a + 3]!;
   }
   get toaAddr(): string {
     if (this.toaText !== undefined) return this.toaText;

@@ -183,6 +183,9 @@ function deleteAttr(attrs: KeyValue[], key: string): void {
 export interface ClientPatch {
   /** the real client's address (through the privacy mask when one is set) */
   readonly client: string;
+  /** the same address as a 32-bit number (int32, first byte highest) when it is IPv4 and not
+   * masked: the protobuf splice writes its digits from it, without the text */
+  readonly clientV4?: number | undefined;
   /** its port; undefined under a privacy mask */
   readonly port: number | undefined;
   /** lvs.toa.source */
@@ -191,14 +194,34 @@ export interface ClientPatch {
   readonly setClient: boolean;
 }
 
+/** A ClientPatch of an unmasked IPv4 client: its text is made only when read (the protobuf
+ * splice writes the digits of clientV4; making a string per span cost more than the rest of its
+ * match, measured). */
+class V4ClientPatch implements ClientPatch {
+  private text: string | undefined = undefined;
+  constructor(
+    readonly clientV4: number,
+    readonly port: number,
+    readonly source: string,
+    readonly setClient: boolean,
+  ) {}
+  get client(): string {
+    const v = this.clientV4;
+    return (this.text ??= `${v >>> 24}.${(v >>> 16) & 0xff}.${(v >>> 8) & 0xff}.${v & 0xff}`);
+  }
+}
+
 /** The attributes a trusted TOA gives one span (pure). */
 export function clientPatch(attrs: readonly KeyValue[], peer: SocketPeer, e: ConnEntry, mask: AddressMask | undefined): ClientPatch {
   const appClient = str(findAttr(attrs, 'client.address'));
+  const setClient = appClient === undefined || canonicalAddress(appClient) === peer.addr;
+  const v4 = mask ? undefined : e.toaV4;
+  if (v4 !== undefined) return new V4ClientPatch(v4, e.toaPort, e.toaSource, setClient);
   return {
     client: mask ? mask(e.toaAddr) : e.toaAddr,
     port: mask ? undefined : e.toaPort,
     source: e.toaSource,
-    setClient: appClient === undefined || canonicalAddress(appClient) === peer.addr,
+    setClient,
   };
 }
 

@@ -458,6 +458,37 @@ function encodeStringAttr(i: number, v: string, s: Scratch): void {
   s.len = o;
 }
 
+const decimalLength = (n: number) => (n >= 100 ? 3 : n >= 10 ? 2 : 1);
+/** Writes the decimal digits of n (0-255) at o of b; returns the end. */
+function writeOctet(b: Buffer, o: number, n: number): number {
+  if (n >= 100) b[o++] = 48 + ((n / 100) | 0);
+  if (n >= 10) b[o++] = 48 + (((n / 10) | 0) % 10);
+  b[o++] = 48 + (n % 10);
+  return o;
+}
+
+/** Appends to s the `attributes` field WRITTEN[i] = the dotted decimal text of IPv4 address v
+ * (int32, first byte highest), an AnyValue of one string field: written from the number. */
+function encodeV4Attr(i: number, v: number, s: Scratch): void {
+  const w = writtenFields();
+  const a = v >>> 24;
+  const b2 = (v >>> 16) & 0xff;
+  const c = (v >>> 8) & 0xff;
+  const d = v & 0xff;
+  const svLen = decimalLength(a) + decimalLength(b2) + decimalLength(c) + decimalLength(d) + 3;
+  let o = attrHead(w, i, 2 + svLen, s);
+  const b = s.buf;
+  b[o++] = w.stringTag;
+  b[o++] = svLen; // at most 15
+  o = writeOctet(b, o, a);
+  b[o++] = 46; // '.'
+  o = writeOctet(b, o, b2);
+  b[o++] = 46;
+  o = writeOctet(b, o, c);
+  b[o++] = 46;
+  s.len = writeOctet(b, o, d);
+}
+
 /** Appends to s the `attributes` field WRITTEN[i] = v, an AnyValue of one int field: a small
  * non-negative integer (ports) written here, any other through the schema's encoder. */
 function encodeIntAttr(i: number, v: number, s: Scratch): void {
@@ -481,7 +512,7 @@ const memoValue: (string | number | undefined)[] = WRITTEN.map(() => undefined);
 const memoStart: number[] = WRITTEN.map(() => 0);
 const memoEnd: number[] = WRITTEN.map(() => 0);
 const valueOf = (p: ClientPatch, i: number): string | number | undefined =>
-  i === CLIENT_ADDRESS || i === TOA_CLIENT_IP ? p.client : i === TOA_SOURCE ? p.source : p.port;
+  i === CLIENT_ADDRESS || i === TOA_CLIENT_IP ? (p.clientV4 ?? p.client) : i === TOA_SOURCE ? p.source : p.port;
 
 /** Appends the attribute field WRITTEN[i] with the value the patch gives it, planned; returns the bytes written. */
 function encodePatched(p: ClientPatch, i: number): number {
@@ -494,7 +525,8 @@ function encodePatched(p: ClientPatch, i: number): number {
   switch (i) {
     case CLIENT_ADDRESS:
     case TOA_CLIENT_IP:
-      encodeStringAttr(i, p.client, scratch);
+      if (p.clientV4 !== undefined) encodeV4Attr(i, p.clientV4, scratch);
+      else encodeStringAttr(i, p.client, scratch);
       break;
     case CLIENT_PORT:
     case TOA_CLIENT_PORT:

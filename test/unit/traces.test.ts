@@ -276,6 +276,39 @@ test('protobuf walk + splice gives what a full decode, enrich and encode gives; 
   t.throws(() => parseTraceRequest(Buffer.from([0x0a, 0x05, 0x12, 0x10, 0, 0, 0])));
 });
 
+test('IPv4 clients are written from their number (every octet width) as the text the object path writes; IPv6 and masked clients as text', async (t) => {
+  const { parseTraceRequest, serializeTraceRequest } = await import('../../src/traces/wire.js');
+  const { enrichSpans } = await import('../../src/traces/spans.js');
+  const type = otlpSchema().request.traces;
+  const t0 = 1_105n * S;
+  const clients: { toa: number[]; text: string; v6?: boolean }[] = [
+    { toa: [0, 9, 10, 99], text: '0.9.10.99' }, { toa: [100, 255, 1, 0], text: '100.255.1.0' }, { toa: [255, 255, 255, 255], text: '255.255.255.255' },
+    { toa: [1, 2, 3, 4], text: '1.2.3.4' }, { toa: [32, 1, 13, 184, ...Array<number>(11).fill(0), 7], text: '2001:db8::7', v6: true },
+  ];
+  const spans = clients.map((_, i) => ({
+    traceId: Buffer.alloc(16, i + 1), spanId: Buffer.alloc(8, 2), name: 'GET', kind: 2, startTimeUnixNano: t0.toString(), endTimeUnixNano: t0.toString(),
+    attributes: [kv('network.peer.address', '198.18.2.1'), kv('network.peer.port', 40000 + i)],
+  }));
+  const wire = Buffer.from(type.encode(type.fromObject({ resourceSpans: [{ scopeSpans: [{ spans }] }] })).finish());
+  const dump = Buffer.concat(clients.map((c, i) => {
+    const b = pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40000 + i, toa: c.toa, tport: 1000 + i, src: 2, trusted: 1, accept: 100n * S, pid: 0 });
+    if (c.v6) b[40 + 25] |= 1 << 3; // TOA_FLAG_TOA_V6
+    return b;
+  }));
+  const asObj = (b: Uint8Array) => type.toObject(type.decode(b), { longs: String, bytes: String, defaults: false }) as { resourceSpans: { scopeSpans: { spans: { attributes: never[] }[] }[] }[] };
+  for (const mask of [undefined, (a: string) => `masked(${a})`]) {
+    const o = { ...opts, mask };
+    const w = parseTraceRequest(wire);
+    t.is(enrichSpans(w.spans, new ConnTable(finder(dump).find), o).enriched, clients.length);
+    const spliced = serializeTraceRequest(w)!;
+    const full = type.decode(wire);
+    enrichRequest(full as never, new ConnTable(finder(dump).find), o);
+    t.deepEqual(asObj(spliced), asObj(type.encode(full).finish()), `mask ${mask ? 'on' : 'off'}`);
+    const got = asObj(spliced).resourceSpans[0]!.scopeSpans[0]!.spans.map((x) => attrsOf(x.attributes)['client.address']);
+    t.deepEqual(got, clients.map((c) => (mask ? mask(c.text) : c.text)));
+  }
+});
+
 test('protobuf walk: a KeyValue whose value comes before its key is still read; attributes enrichment does not use stay byte for byte', async (t) => {
   const { parseTraceRequest, serializeTraceRequest } = await import('../../src/traces/wire.js');
   const { enrichSpans } = await import('../../src/traces/spans.js');
