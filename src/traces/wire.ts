@@ -146,6 +146,17 @@ function spanKeyAt(buf: Uint8Array, start: number, len: number): number {
   return -1;
 }
 
+/** The varint buf[pos, end) when it is 1 to 4 bytes (a value below 2^28: ports, pids), else -1. */
+function smallVarint(buf: Uint8Array, pos: number, end: number): number {
+  let n = 0;
+  for (let shift = 0; pos < end && shift < 28; shift += 7) {
+    const b = buf[pos++]!;
+    n |= (b & 0x7f) << shift;
+    if (b < 0x80) return pos === end ? n : -1;
+  }
+  return -1;
+}
+
 /** A decoded message as a plain object of the fields it has: protobufjs' message objects answer
  * every unset field with its default (an AnyValue of a string would have an intValue 0). */
 const decoded = (type: protobuf.Type, m: protobuf.Message): never => type.toObject(m) as never;
@@ -183,7 +194,7 @@ export function parseTraceRequest(buf: Uint8Array, opts: WalkOptions = {}): Wire
   let lastLen = -1;
   const string = (): string => {
     const at = r.pos;
-    const len = r.uint32();
+    const len = buf[at]! < 0x80 ? buf[r.pos++]! : r.uint32(); // a length below 128 is its one byte
     const start = r.pos;
     if (len === lastLen && len < 64) {
       let i = 0;
@@ -210,10 +221,16 @@ export function parseTraceRequest(buf: Uint8Array, opts: WalkOptions = {}): Wire
       if (r.pos === vEnd) return;
       kv.stringValue = undefined;
     } else if (vlen > 0 && buf[vStart] === intTag) {
-      // a varint of at most 4 bytes (< 2^28: ports, pids) reads the same as int32, without the
-      // two objects of an int64 read; a longer one is read as int64
+      // a varint of at most 4 bytes (< 2^28: ports, pids) read here, without the two objects of
+      // an int64 read; a longer one is read as int64
+      const n = smallVarint(buf, vStart + 1, vEnd);
+      if (n >= 0) {
+        kv.intValue = n;
+        r.pos = vEnd;
+        return;
+      }
       r.pos = vStart + 1;
-      kv.intValue = vlen <= 5 ? r.int32() : r.int64();
+      kv.intValue = r.int64();
       if (r.pos === vEnd) return;
       kv.intValue = undefined;
     }

@@ -292,7 +292,7 @@ test('IPv4 clients are written from their number (every octet width) as the text
   const wire = Buffer.from(type.encode(type.fromObject({ resourceSpans: [{ scopeSpans: [{ spans }] }] })).finish());
   const dump = Buffer.concat(clients.map((c, i) => {
     const b = pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40000 + i, toa: c.toa, tport: 1000 + i, src: 2, trusted: 1, accept: 100n * S, pid: 0 });
-    if (c.v6) b[40 + 25] |= 1 << 3; // TOA_FLAG_TOA_V6
+    if (c.v6) b[40 + 25] = b[40 + 25]! | (1 << 3); // TOA_FLAG_TOA_V6
     return b;
   }));
   const asObj = (b: Uint8Array) => type.toObject(type.decode(b), { longs: String, bytes: String, defaults: false }) as { resourceSpans: { scopeSpans: { spans: { attributes: never[] }[] }[] }[] };
