@@ -488,22 +488,25 @@ function writeOctet(b: Buffer, o: number, n: number): number {
  * (int32, first byte highest), an AnyValue of one string field: written from the number. */
 function encodeV4Attr(i: number, v: number, s: Scratch): void {
   const w = writtenFields();
-  const a = v >>> 24;
-  const b2 = (v >>> 16) & 0xff;
-  const c = (v >>> 8) & 0xff;
-  const d = v & 0xff;
-  const svLen = decimalLength(a) + decimalLength(b2) + decimalLength(c) + decimalLength(d) + 3;
-  let o = attrHead(w, i, 2 + svLen, s);
+  const svLen = v4TextLength(v);
+  const o = attrHead(w, i, 2 + svLen, s);
   const b = s.buf;
-  b[o++] = w.stringTag;
-  b[o++] = svLen; // at most 15
-  o = writeOctet(b, o, a);
+  b[o] = w.stringTag;
+  b[o + 1] = svLen; // at most 15
+  s.len = writeV4Text(b, o + 2, v);
+}
+
+/** The length of the dotted decimal text of IPv4 address v (int32, first byte highest). */
+const v4TextLength = (v: number) => decimalLength(v >>> 24) + decimalLength((v >>> 16) & 0xff) + decimalLength((v >>> 8) & 0xff) + decimalLength(v & 0xff) + 3;
+/** Writes that text at o of b; returns the end. */
+function writeV4Text(b: Buffer, o: number, v: number): number {
+  o = writeOctet(b, o, v >>> 24);
   b[o++] = 46; // '.'
-  o = writeOctet(b, o, b2);
+  o = writeOctet(b, o, (v >>> 16) & 0xff);
   b[o++] = 46;
-  o = writeOctet(b, o, c);
+  o = writeOctet(b, o, (v >>> 8) & 0xff);
   b[o++] = 46;
-  s.len = writeOctet(b, o, d);
+  return writeOctet(b, o, v & 0xff);
 }
 
 /** Appends to s the `attributes` field WRITTEN[i] = v, an AnyValue of one int field: a small
@@ -598,9 +601,79 @@ function planSpan(span: WireSpan, p: ClientPatch): number {
   }
   planCopy(pos, span.contentEnd);
   len += span.contentEnd - pos;
-  for (let i = 0; i < WRITTEN.length; i++) if ((seen & (1 << i)) === 0 && action(p, i) === WRITE) len += encodePatched(p, i);
+  let appended = 0; // bit i: WRITTEN[i] is appended
+  for (let i = 0; i < WRITTEN.length; i++) if ((seen & (1 << i)) === 0 && action(p, i) === WRITE) appended |= 1 << i;
+  if (appended !== 0) len += encodeAppended(p, appended);
   span.planEnd = planLen;
   return len;
+}
+
+/** The fields the last span got appended (encodeAppended), in the scratch at [blockStart,
+ * blockEnd): their layout (blockKey: which fields, the client text's and port varint's lengths;
+ * -1: none yet in this serialization), their values, and where the values are in them. */
+let blockKey = -1;
+let blockStart = 0;
+let blockEnd = 0;
+let blockSource = '';
+let blockV4 = 0;
+let blockPort = 0;
+const blockV4At: number[] = [];
+const blockPortAt: number[] = [];
+
+/**
+ * Appends the attribute fields of `fields` (bit i: WRITTEN[i]) with the patch's values, planned;
+ * returns their length. Most spans get the same fields with values of the same lengths (an IPv4
+ * client and a port): the previous span's block is copied (one native move) and this span's
+ * client digits and port written over its values; the same client and port (keep-alive) are
+ * planned from the previous block itself. Any other patch is encoded field by field.
+ */
+function encodeAppended(p: ClientPatch, fields: number): number {
+  const v4 = p.clientV4;
+  const port = p.port;
+  if (v4 === undefined || port === undefined || !(Number.isInteger(port) && port >= 0 && port <= 65535)) {
+    let len = 0;
+    for (let i = 0; i < WRITTEN.length; i++) if ((fields & (1 << i)) !== 0) len += encodePatched(p, i);
+    return len;
+  }
+  const textLen = v4TextLength(v4);
+  const portLen = varintLen(port);
+  const key = fields | (textLen << 5) | (portLen << 9);
+  const s = scratch;
+  const at = s.len;
+  if (key === blockKey && p.source === blockSource) {
+    if (v4 === blockV4 && port === blockPort) {
+      planScratch(blockStart, blockEnd);
+      return blockEnd - blockStart;
+    }
+    const n = blockEnd - blockStart;
+    s.reserve(n);
+    const b = s.buf;
+    b.copyWithin(at, blockStart, blockEnd);
+    for (const v of blockV4At) writeV4Text(b, at + v, v4);
+    for (const v of blockPortAt) writeVarint(b, at + v, port);
+    s.len = at + n;
+  } else {
+    blockV4At.length = 0;
+    blockPortAt.length = 0;
+    for (let i = 0; i < WRITTEN.length; i++) {
+      if ((fields & (1 << i)) === 0) continue;
+      if (i === CLIENT_ADDRESS || i === TOA_CLIENT_IP) {
+        encodeV4Attr(i, v4, s);
+        blockV4At.push(s.len - textLen - at);
+      } else if (i === CLIENT_PORT || i === TOA_CLIENT_PORT) {
+        encodeIntAttr(i, port, s);
+        blockPortAt.push(s.len - portLen - at);
+      } else encodeStringAttr(i, p.source, s);
+    }
+    blockKey = key;
+    blockSource = p.source;
+  }
+  planScratch(at, s.len);
+  blockStart = at;
+  blockEnd = s.len;
+  blockV4 = v4;
+  blockPort = port;
+  return s.len - at;
 }
 
 /** Pass 1: new content lengths of a group and the parts below it, bottom up (-1: unchanged). A
@@ -654,6 +727,7 @@ export function serializeTraceRequest(w: WireRequest, alloc: (size: number) => B
   scratch.len = 0;
   planLen = 0;
   memoValue.fill(undefined);
+  blockKey = -1;
   const total = measure(w.root);
   if (total < 0) return undefined;
   const out = alloc(total);

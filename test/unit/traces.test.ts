@@ -284,10 +284,15 @@ test('IPv4 clients are written from their number (every octet width) as the text
   const clients: { toa: number[]; text: string; v6?: boolean }[] = [
     { toa: [0, 9, 10, 99], text: '0.9.10.99' }, { toa: [100, 255, 1, 0], text: '100.255.1.0' }, { toa: [255, 255, 255, 255], text: '255.255.255.255' },
     { toa: [1, 2, 3, 4], text: '1.2.3.4' }, { toa: [32, 1, 13, 184, ...Array<number>(11).fill(0), 7], text: '2001:db8::7', v6: true },
+    // the same lengths in a row (one layout of the appended fields, other values)
+    { toa: [10, 0, 0, 1], text: '10.0.0.1' }, { toa: [10, 0, 0, 2], text: '10.0.0.2' }, { toa: [10, 0, 9, 9], text: '10.0.9.9' },
   ];
-  const spans = clients.map((_, i) => ({
+  // each client's connection, then the last one's again (keep-alive); the last four spans get
+  // appended fields of one layout: the block copied with other values, then the same one reused
+  const conns = [...clients.keys(), clients.length - 1, clients.length - 1];
+  const spans = conns.map((c, i) => ({
     traceId: Buffer.alloc(16, i + 1), spanId: Buffer.alloc(8, 2), name: 'GET', kind: 2, startTimeUnixNano: t0.toString(), endTimeUnixNano: t0.toString(),
-    attributes: [kv('network.peer.address', '198.18.2.1'), kv('network.peer.port', 40000 + i)],
+    attributes: [kv('network.peer.address', '198.18.2.1'), kv('network.peer.port', 40000 + c), ...(c < 5 && c % 2 === 1 ? [kv('client.address', '198.18.2.1')] : [])],
   }));
   const wire = Buffer.from(type.encode(type.fromObject({ resourceSpans: [{ scopeSpans: [{ spans }] }] })).finish());
   const dump = Buffer.concat(clients.map((c, i) => {
@@ -299,13 +304,13 @@ test('IPv4 clients are written from their number (every octet width) as the text
   for (const mask of [undefined, (a: string) => `masked(${a})`]) {
     const o = { ...opts, mask };
     const w = parseTraceRequest(wire);
-    t.is(enrichSpans(w.spans, new ConnTable(finder(dump).find), o).enriched, clients.length);
+    t.is(enrichSpans(w.spans, new ConnTable(finder(dump).find), o).enriched, conns.length);
     const spliced = serializeTraceRequest(w)!;
     const full = type.decode(wire);
     enrichRequest(full as never, new ConnTable(finder(dump).find), o);
     t.deepEqual(asObj(spliced), asObj(type.encode(full).finish()), `mask ${mask ? 'on' : 'off'}`);
     const got = asObj(spliced).resourceSpans[0]!.scopeSpans[0]!.spans.map((x) => attrsOf(x.attributes)['client.address']);
-    t.deepEqual(got, clients.map((c) => (mask ? mask(c.text) : c.text)));
+    t.deepEqual(got, conns.map((c) => (mask ? mask(clients[c]!.text) : clients[c]!.text)));
   }
 });
 
