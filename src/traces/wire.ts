@@ -696,24 +696,38 @@ function measure(p: Group): number {
   return (p.newLen = any ? len : -1);
 }
 
+/** Writes the plan of a changed span from plan index `from` at o of out; returns the end. */
+function emitSpan(span: WireSpan, from: number, src: Buffer, out: Buffer, o: number): number {
+  const added = scratch.buf;
+  for (let i = from; i < span.planEnd; i += 2) {
+    const a = plan[i]!;
+    const b = plan[i + 1]!;
+    if (a >= 0) o += copy(src, out, o, a, b);
+    else o += copy(added, out, o, -1 - a, -1 - b);
+  }
+  return o;
+}
+
 /** Pass 2: writes part p's new content at o of out; returns the end. */
 function emit(p: Group | WireSpan, src: Buffer, out: Buffer, o: number): number {
-  if (isSpan(p)) {
-    const added = scratch.buf;
-    for (let i = p.planStart; i < p.planEnd; i += 2) {
-      const a = plan[i]!;
-      const b = plan[i + 1]!;
-      if (a >= 0) o += copy(src, out, o, a, b);
-      else o += copy(added, out, o, -1 - a, -1 - b);
-    }
-    return o;
-  }
+  if (isSpan(p)) return emitSpan(p, p.planStart, src, out, o);
   let pos = p.contentStart;
   for (const c of p.children) {
     if (c.newLen < 0) continue;
-    o += copy(src, out, o, pos, c.lenStart); // everything before, and this field's tag as it was
-    o = writeVarint(out, o, c.newLen);
-    o = emit(c, src, out, o);
+    const prefixLen = c.contentStart - c.lenStart;
+    if (isSpan(c) && varintLen(c.newLen) === prefixLen) {
+      // the span's length prefix keeps its width: what comes before it, the prefix and the
+      // span's first piece (its bytes up to the first change; plans start with it) are one copy,
+      // and the new length is written over the old one
+      const firstEnd = plan[c.planStart + 1]!;
+      o += copy(src, out, o, pos, firstEnd);
+      writeVarint(out, o - (firstEnd - c.lenStart), c.newLen);
+      o = emitSpan(c, c.planStart + 2, src, out, o);
+    } else {
+      o += copy(src, out, o, pos, c.lenStart); // everything before, and this field's tag as it was
+      o = writeVarint(out, o, c.newLen);
+      o = emit(c, src, out, o);
+    }
     pos = c.contentEnd;
   }
   return o + copy(src, out, o, pos, p.contentEnd);

@@ -293,6 +293,8 @@ test('IPv4 clients are written from their number (every octet width) as the text
   const spans = conns.map((c, i) => ({
     traceId: Buffer.alloc(16, i + 1), spanId: Buffer.alloc(8, 2), name: 'GET', kind: 2, startTimeUnixNano: t0.toString(), endTimeUnixNano: t0.toString(),
     attributes: [kv('network.peer.address', '198.18.2.1'), kv('network.peer.port', 40000 + c), ...(c < 5 && c % 2 === 1 ? [kv('client.address', '198.18.2.1')] : [])],
+    // every other span long enough that its length prefix keeps its width when the fields are added
+    ...(i % 2 === 0 ? { events: [{ name: 'x'.repeat(200), timeUnixNano: t0.toString() }] } : {}),
   }));
   const wire = Buffer.from(type.encode(type.fromObject({ resourceSpans: [{ scopeSpans: [{ spans }] }] })).finish());
   const dump = Buffer.concat(clients.map((c, i) => {
