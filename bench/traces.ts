@@ -29,11 +29,13 @@
  * harness, so only src/ differs): each round runs both sides, alternating which goes first;
  * medians per side and the ratio of this tree's CPU per span to REF's.
  * --child-flags='--cpu-prof --cpu-prof-dir DIR': extra node flags for the pass-through process.
+ * --pin on: the pass-through alone on one CPU (taskset), the load and the upstream on the others.
  *
  * Not a test: it prints numbers, it does not judge them.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import http from 'node:http';
 import net from 'node:net';
@@ -60,6 +62,7 @@ const { values } = parseArgs({
     'spans-per-connection': { type: 'string', default: '1' },
     against: { type: 'string' },
     'child-flags': { type: 'string', default: '' },
+    pin: { type: 'string', default: 'off' },
     /** passthrough: the compiled src/ whose code runs; stages: the compiled src/traces/ directories whose code is timed, comma-separated */
     lib: { type: 'string', default: '' },
   },
@@ -237,9 +240,8 @@ async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer
   const { node, flags } = runtime!;
   const extra = values['child-flags'].split(' ').filter(Boolean);
   const lib = join(dirname(side.script), '..', 'src');
-  const child = spawn(node, [...flags, ...extra, sides[0]!.script, '--role', 'passthrough', '--lib', lib, '--upstream', upstream, '--enrich', enrich ? '1' : '0', '--entries', String(ENTRIES)], {
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
+  const argv = [...flags, ...extra, sides[0]!.script, '--role', 'passthrough', '--lib', lib, '--upstream', upstream, '--enrich', enrich ? '1' : '0', '--entries', String(ENTRIES)];
+  const child = pinning ? spawn('taskset', ['-c', String(pinning.passthrough), node, ...argv], { stdio: ['pipe', 'pipe', 'inherit'] }) : spawn(node, argv, { stdio: ['pipe', 'pipe', 'inherit'] });
   const out = lines(child);
   const { port } = await nextJson<{ port: number }>(out);
   const agent = new http.Agent({ keepAlive: true, maxSockets: Number(values.concurrency) });
@@ -307,6 +309,28 @@ const round2 = (x: number) => Math.round(x * 100) / 100;
 
 const sides: Side[] = [];
 
+/**
+ * --pin on|off (default off): the pass-through alone on the last CPU, this process (the load) and
+ * the upstream on the others (taskset), the "one core" of the targets taken literally. On the
+ * 2-CPU development machine it made every run slower (the pass-through's own GC and compiler
+ * threads then share its core) and the enriched/plain ratio higher, and it did not make the
+ * rounds steadier (measured), so it is an option.
+ */
+let pinning: { passthrough: number; others: string } | undefined;
+function pinProcesses(sinkPid: number): void {
+  const cpus = availableParallelism();
+  if (values.pin !== 'on' && values.pin !== 'off') throw new Error(`--pin: on or off (got ${values.pin})`);
+  if (values.pin === 'off') return;
+  if (cpus < 2) throw new Error('--pin on: needs 2 or more CPUs');
+  const others = cpus === 2 ? '0' : `0-${cpus - 2}`;
+  try {
+    for (const pid of [process.pid, sinkPid]) execFileSync('taskset', ['-a', '-p', '-c', others, String(pid)], { stdio: 'ignore' });
+  } catch (e) {
+    throw new Error(`--pin on: taskset failed: ${(e as Error).message}`, { cause: e });
+  }
+  pinning = { passthrough: cpus - 1, others };
+}
+
 async function main(): Promise<void> {
   runtime = await sidecarNode();
   sides.push({ name: 'this tree', script: build(packageRoot()) });
@@ -316,13 +340,15 @@ async function main(): Promise<void> {
     if (ref) sides.push({ name: `${values.against} (${ref.commit})`, script: build(ref.dir) });
     const sinkOut = lines(sink);
     const { port } = await nextJson<{ port: number }>(sinkOut);
+    pinProcesses(sink.pid!);
     const upstream = `http://127.0.0.1:${port}`;
     const bodiesOf = new Map(SHARES.map((f) => [f, Array.from({ length: 32 }, (_, i) => request(Number(values.spans), i, f))]));
     const bodies = bodiesOf.get(SHARES[0]!)!;
     const rounds = Number(values.rounds);
     console.log(
       `request: ${values.spans} spans, ${Math.round(bodies[0]!.length / 1024)} KiB protobuf, SERVER share ${SHARES.join(' and ')}, ${PER_CONNECTION} SERVER span(s) per connection; table ${ENTRIES} entries; ${values.concurrency} in flight; ${values.seconds} s per run, ${rounds} rounds; ` +
-        `pass-through: ${runtime.node === process.execPath ? 'node' : 'bundled node'} ${execFileSync(runtime.node, ['--version'], { encoding: 'utf8' }).trim()} ${runtime.flags.join(' ')}, tsc output`,
+        `pass-through: ${runtime.node === process.execPath ? 'node' : 'bundled node'} ${execFileSync(runtime.node, ['--version'], { encoding: 'utf8' }).trim()} ${runtime.flags.join(' ')}, tsc output; ` +
+        (pinning ? `pinned to CPU ${pinning.passthrough}, load and upstream on CPU ${pinning.others}` : 'not pinned'),
     );
     const runs = new Map<string, Row[]>();
     for (let round = 0; round < rounds; round++) {
