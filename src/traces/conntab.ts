@@ -43,42 +43,50 @@ export interface ConnEntry {
   readonly toaV4?: number | undefined;
 }
 
-/** An entry read from a connFind()/connDump() buffer: the numbers a match compares are read at
- * once; the texts and the 64-bit values are made when first read (a span's match needs at most
- * the TOA address, an entry that matches nothing needs none). The buffer is not reused after.
- * (IPv4 texts are not remembered by their bytes: with many distinct clients a bounded cache misses
- * and costs more than it saves on repeats, measured.) */
+/** An entry of a connFind()/connDump() buffer, its fields read from the buffer when asked (the
+ * texts made once): valid while the buffer is (ConnTable.lookupMany's `reuse`: until the next
+ * such lookup). (IPv4 texts are not remembered by their bytes: with many distinct clients a
+ * bounded cache misses and costs more than it saves on repeats, measured.) */
 class DecodedConnEntry implements ConnEntry {
-  readonly family: 4 | 6;
-  readonly localPort: number;
-  readonly peerPort: number;
-  readonly pid: number;
-  readonly toaSource: string;
-  readonly toaKind: number;
-  readonly toaTrusted: boolean;
-  readonly toaPort: number;
-  /** acceptBootNs in ms (a double: the window has 1 s slack, sub-µs precision does not matter) */
-  readonly acceptBootMs: number;
-  private localText: string | undefined;
-  private peerText: string | undefined;
-  private toaText: string | undefined;
+  private localText: string | undefined = undefined;
+  private peerText: string | undefined = undefined;
+  private toaText: string | undefined = undefined;
   constructor(
     private readonly buf: Buffer,
     private readonly o: number,
-  ) {
-    // little-endian fields read byte by byte: Buffer's read methods check their arguments first,
-    // and a request decodes an entry per span
-    const v = o + CONN_KEY_SIZE;
-    this.family = buf[o + K.family] === 6 ? 6 : 4;
-    this.localPort = u16(buf, o + K.localPort);
-    this.peerPort = u16(buf, o + K.peerPort);
-    this.pid = u32(buf, v + V.pid);
-    const src = buf[v + V.toaSource]!;
-    this.toaSource = SOURCES[src] ?? `unknown(${src})`;
-    this.toaKind = buf[v + V.toaKind]!;
-    this.toaTrusted = buf[v + V.toaTrusted] === 1;
-    this.toaPort = u16(buf, v + V.toaPort);
-    this.acceptBootMs = (u32(buf, v + V.accept + 4) * 4294967296 + u32(buf, v + V.accept)) / 1e6;
+  ) {}
+  // every field read from the buffer when asked (little-endian, byte by byte: Buffer's read
+  // methods check their arguments first): a span's match reads a few of them once, and an
+  // object per entry with all of them was most of what enrichment allocated per span
+  get family(): 4 | 6 {
+    return this.buf[this.o + K.family] === 6 ? 6 : 4;
+  }
+  get localPort(): number {
+    return u16(this.buf, this.o + K.localPort);
+  }
+  get peerPort(): number {
+    return u16(this.buf, this.o + K.peerPort);
+  }
+  get pid(): number {
+    return u32(this.buf, this.o + CONN_KEY_SIZE + V.pid);
+  }
+  get toaSource(): string {
+    const src = this.buf[this.o + CONN_KEY_SIZE + V.toaSource]!;
+    return SOURCES[src] ?? `unknown(${src})`;
+  }
+  get toaKind(): number {
+    return this.buf[this.o + CONN_KEY_SIZE + V.toaKind]!;
+  }
+  get toaTrusted(): boolean {
+    return this.buf[this.o + CONN_KEY_SIZE + V.toaTrusted] === 1;
+  }
+  get toaPort(): number {
+    return u16(this.buf, this.o + CONN_KEY_SIZE + V.toaPort);
+  }
+  /** acceptBootNs in ms (a double: the window has 1 s slack, sub-µs precision does not matter) */
+  get acceptBootMs(): number {
+    const v = this.o + CONN_KEY_SIZE + V.accept;
+    return (u32(this.buf, v + 4) * 4294967296 + u32(this.buf, v)) / 1e6;
   }
   get localAddr(): string {
     return (this.localText ??= (this.family === 6 ? formatIPv6 : formatIPv4)(this.buf, this.o + K.localAddr));
