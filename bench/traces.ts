@@ -242,6 +242,16 @@ async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer
   const lib = join(dirname(side.script), '..', 'src');
   const argv = [...flags, ...extra, sides[0]!.script, '--role', 'passthrough', '--lib', lib, '--upstream', upstream, '--enrich', enrich ? '1' : '0', '--entries', String(ENTRIES)];
   const child = pinning ? spawn('taskset', ['-c', String(pinning.passthrough), node, ...argv], { stdio: ['pipe', 'pipe', 'inherit'] }) : spawn(node, argv, { stdio: ['pipe', 'pipe', 'inherit'] });
+  try {
+    return await loadPassThrough(child, bodies);
+  } finally {
+    // a run that failed part way must not leave its pass-through holding its ports
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+  }
+}
+
+/** Loads a started pass-through for --seconds and reads its CPU and counters (it exits after). */
+async function loadPassThrough(child: ChildProcess, bodies: Buffer[]): Promise<Row> {
   const out = lines(child);
   const { port } = await nextJson<{ port: number }>(out);
   const agent = new http.Agent({ keepAlive: true, maxSockets: Number(values.concurrency) });
@@ -256,7 +266,7 @@ async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer
     });
   // warm-up, then measure
   for (let i = 0; i < 20; i++) await post(bodies[i % bodies.length]!);
-  child.stdin.write('reset\n');
+  child.stdin!.write('reset\n');
   await nextJson(out);
   const end = Date.now() + Number(values.seconds) * 1000;
   let sent = 0;
@@ -271,7 +281,7 @@ async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer
     }),
   );
   const secs = (performance.now() - t0) / 1000;
-  child.stdin.write('stats\n');
+  child.stdin!.write('stats\n');
   const st = await nextJson<{ cpuUs: number; rssMiB: number; spans: { spans: number; enriched: number } }>(out);
   agent.destroy();
   const spans = sent * Number(values.spans);
