@@ -122,7 +122,7 @@ export interface SocketPeer {
 
 /** a TCP port: anything else names no socket (a query would carry only its low 16 bits and
  * could find another port's connection) */
-const isPort = (n: number | undefined): n is number => n !== undefined && Number.isInteger(n) && n >= 0 && n <= 65535;
+export const isPort = (n: number | undefined): n is number => n !== undefined && Number.isInteger(n) && n >= 0 && n <= 65535;
 
 function peerPair(attrs: readonly KeyValue[], a: string, p: string): SocketPeer | undefined {
   const addr = str(findAttr(attrs, a));

@@ -10,7 +10,7 @@
 // A full decode + encode with protobufjs cost several times more CPU per span (bench/traces.ts).
 import protobuf from 'protobufjs';
 import { otlpSchema } from './schema.js';
-import { SPAN_KEYS, SPAN_KIND_SERVER, type ClientPatch, type KeyValueLike, type SpanView } from './spans.js';
+import { isPort, SPAN_KEYS, SPAN_KIND_SERVER, type ClientPatch, type KeyValueLike, type SpanView } from './spans.js';
 
 const { Reader, Writer } = protobuf;
 const LEN = 2; // wire type of length-delimited fields
@@ -630,7 +630,7 @@ const blockPortAt: number[] = [];
 function encodeAppended(p: ClientPatch, fields: number): number {
   const v4 = p.clientV4;
   const port = p.port;
-  if (v4 === undefined || port === undefined || !(Number.isInteger(port) && port >= 0 && port <= 65535)) {
+  if (v4 === undefined || !isPort(port)) {
     let len = 0;
     for (let i = 0; i < WRITTEN.length; i++) if ((fields & (1 << i)) !== 0) len += encodePatched(p, i);
     return len;
