@@ -134,6 +134,7 @@ export function decodeConnDump(buf: Buffer): ConnEntry[] {
  * peers (the balancer's local addresses): remembered (bounded) */
 const v4Numbers = new Map<string, number | undefined>();
 function ipv4Number(addr: string): number | undefined {
+  if (addr === lastV4Of) return lastV4; // consecutive spans' peers: the same text, most often
   let n = v4Numbers.get(addr);
   if (n === undefined && !v4Numbers.has(addr)) {
     if (isIPv4(addr)) {
@@ -143,19 +144,31 @@ function ipv4Number(addr: string): number | undefined {
     if (v4Numbers.size >= 4096) v4Numbers.clear();
     v4Numbers.set(addr, n);
   }
+  lastV4Of = addr;
+  lastV4 = n;
   return n;
 }
+let lastV4Of: string | undefined;
+let lastV4: number | undefined;
 
 /** Canonical text of an address as spans and the table spell it: v4-mapped IPv6 becomes IPv4,
  * IPv6 lower-case and compressed; undefined when not an IP address. */
 export function canonicalAddress(a: string): string | undefined {
-  const hit = canonical.get(a);
-  if (hit !== undefined || canonical.has(a)) return hit;
-  const c = canonicalUncached(a);
-  if (canonical.size >= 4096) canonical.clear();
-  canonical.set(a, c);
+  // a span's peer and its client.address are often the same text, and so are consecutive
+  // spans' peers (a balancer's few addresses): the last answer first, then the map
+  if (a === lastCanonicalOf) return lastCanonical;
+  let c = canonical.get(a);
+  if (c === undefined && !canonical.has(a)) {
+    c = canonicalUncached(a);
+    if (canonical.size >= 4096) canonical.clear();
+    canonical.set(a, c);
+  }
+  lastCanonicalOf = a;
+  lastCanonical = c;
   return c;
 }
+let lastCanonicalOf: string | undefined;
+let lastCanonical: string | undefined;
 /** the spans of a host name few distinct addresses: their canonical text, remembered (bounded) */
 const canonical = new Map<string, string | undefined>();
 
@@ -277,6 +290,11 @@ export class ConnTable {
   /** the result buffer of reusing lookups (lookupMany's `reuse`), grown like q: a request of
    * 512 peers would otherwise allocate 180 KiB outside the heap */
   private res: Buffer | undefined;
+  /** lookupMany's dedupe of equal peers: 1 + the latest query slot of each port (0: none), the
+   * slot before it with the same port (-1: none), each slot's address */
+  private readonly byPort = new Int32Array(65536);
+  private sameAddr = new Int32Array(64);
+  private readonly slotAddr: string[] = [];
 
   constructor(private readonly find: ConnFindFn) {}
 
@@ -286,22 +304,33 @@ export class ConnTable {
   lookupMany(peers: readonly PeerRef[], reuse = false): (ConnEntry[] | undefined)[] {
     const out = new Array<ConnEntry[] | undefined>(peers.length);
     if (peers.length === 0) return out;
-    // equal peers share a query: slot by address, then port (small integers, no key made per span)
-    const slotOf = new Map<string, Map<number, number>>();
+    // equal peers share a query: found by port (byPort: the latest slot of each port, kept
+    // between lookups and cleared after each), then address (sameAddr: the slot before with that
+    // port); no Map or key per span
     const slots = new Array<number>(peers.length);
     if (this.q.length < peers.length * CONN_QUERY_SIZE) this.q = Buffer.alloc(Math.max(peers.length, 2 * (this.q.length / CONN_QUERY_SIZE)) * CONN_QUERY_SIZE);
+    if (this.sameAddr.length < peers.length) this.sameAddr = new Int32Array(Math.max(peers.length, 2 * this.sameAddr.length));
     const q = this.q;
+    const byPort = this.byPort;
+    const sameAddr = this.sameAddr;
+    const slotAddr = this.slotAddr;
     let n = 0;
-    for (let i = 0; i < peers.length; i++) {
-      const p = peers[i]!;
-      let ports = slotOf.get(p.addr);
-      let slot = ports?.get(p.port);
-      if (slot === undefined && writeQuery(q, n * CONN_QUERY_SIZE, p)) {
-        slot = n++;
-        if (!ports) slotOf.set(p.addr, (ports = new Map<number, number>()));
-        ports.set(p.port, slot);
+    try {
+      for (let i = 0; i < peers.length; i++) {
+        const p = peers[i]!;
+        const port = p.port & 0xffff; // callers pass TCP ports (isPort)
+        let slot = byPort[port]! - 1;
+        while (slot >= 0 && slotAddr[slot] !== p.addr) slot = sameAddr[slot]!;
+        if (slot < 0 && writeQuery(q, n * CONN_QUERY_SIZE, p)) {
+          slot = n++;
+          sameAddr[slot] = byPort[port]! - 1;
+          slotAddr[slot] = p.addr;
+          byPort[port] = slot + 1;
+        }
+        slots[i] = slot;
       }
-      slots[i] = slot ?? -1;
+    } finally {
+      for (let i = 0; i < peers.length; i++) byPort[peers[i]!.port & 0xffff] = 0;
     }
     let res: Buffer | null = null;
     if (n > 0) {

@@ -305,8 +305,15 @@ export function parseTraceRequest(buf: Uint8Array, opts: WalkOptions = {}): Wire
         // encoders write first) already says otherwise
         if (!decodeAttributes || (span.kind !== 0 && span.kind !== SPAN_KIND_SERVER)) r.pos += len;
         else {
-          const kv = attribute(tagStart, len);
-          if (kv) spanKvs[nSpanKvs++] = kv;
+          // most keys of a server span are not SPAN_KEYS, told by their first byte and length
+          // (a key field of one length byte that fits its KeyValue) without a call
+          const p = r.pos;
+          const klen = buf[p + 1]!;
+          if (buf[p] === keyTag && klen < 32 && klen + 2 <= len && KEYS_BY_SHAPE[buf[p + 2]! * 32 + klen] === undefined) r.pos = p + len;
+          else {
+            const kv = attribute(tagStart, len);
+            if (kv) spanKvs[nSpanKvs++] = kv;
+          }
         }
       } else r.skipType(wt);
     }
@@ -594,12 +601,14 @@ function planSpan(span: WireSpan, p: ClientPatch): number {
     seen |= 1 << i;
     const act = action(p, i);
     if (act === LEAVE) continue;
-    planCopy(pos, kv.start);
+    // the plan starts with a piece of the request (emit relies on it); an empty one later is left
+    // out, so that new fields on either side of it are one piece
+    if (kv.start > pos || planLen === span.planStart) planCopy(pos, kv.start);
     len += kv.start - pos;
     pos = kv.end;
     if (act === WRITE) len += encodePatched(p, i);
   }
-  planCopy(pos, span.contentEnd);
+  if (span.contentEnd > pos || planLen === span.planStart) planCopy(pos, span.contentEnd);
   len += span.contentEnd - pos;
   let appended = 0; // bit i: WRITTEN[i] is appended
   for (let i = 0; i < WRITTEN.length; i++) if ((seen & (1 << i)) === 0 && action(p, i) === WRITE) appended |= 1 << i;

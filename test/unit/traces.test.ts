@@ -4,6 +4,7 @@ import test from 'ava';
 import { canonicalAddress, CONN_ENTRY_SIZE, CONN_QUERY_SIZE, CONN_WAYS, ConnTable, decodeConnDump, matchSpan, type ConnEntry } from '../../src/traces/conntab.js';
 import { applyClient, enrichRequest, socketPeer, splitHostPort, toBigInt } from '../../src/traces/spans.js';
 import { otlpSchema } from '../../src/traces/schema.js';
+import protobuf from 'protobufjs';
 
 const S = 1_000_000_000n;
 const kv = (key: string, v: string | number) => ({ key, value: typeof v === 'string' ? { stringValue: v } : { intValue: v } });
@@ -166,6 +167,22 @@ test('ConnTable.lookupMany: one find per request, each distinct peer asked once,
   t.is(r[4], undefined);
   t.deepEqual(table.lookupMany([]), []);
   t.is(f.calls, 1, 'no peers, no call');
+});
+test('ConnTable.lookupMany: peers that share a port but not an address are asked apart, in every lookup', (t) => {
+  const f = finder(Buffer.concat([
+    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40000, toa: [203, 0, 113, 9], tport: 1, src: 2, trusted: 1, accept: 1n, pid: 0 }),
+    pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 5], lport: 80, pport: 40000, toa: [203, 0, 113, 5], tport: 5, src: 2, trusted: 1, accept: 1n, pid: 0 }),
+  ]));
+  const table = new ConnTable(f.find);
+  const peers = [
+    { addr: '198.18.2.1', port: 40000 }, { addr: '198.18.2.5', port: 40000 }, { addr: '198.18.2.9', port: 40000 },
+    { addr: '198.18.2.5', port: 40000 }, { addr: '198.18.2.1', port: 40000 },
+  ];
+  for (let i = 0; i < 2; i++) {
+    const r = table.lookupMany(peers, true);
+    t.is(f.peers, 3 * (i + 1), 'three distinct peers asked, whatever the lookups before');
+    t.deepEqual(r.map((l) => l?.[0]?.toaAddr), ['203.0.113.9', '203.0.113.5', undefined, '203.0.113.5', '203.0.113.9']);
+  }
 });
 test('ConnTable.lookupMany with reuse: one result buffer between lookups, nothing of the previous lookup left in it', (t) => {
   const f = finder(pack({ local: [198, 18, 2, 2], peer: [198, 18, 2, 1], lport: 80, pport: 40000, toa: [203, 0, 113, 9], tport: 1, src: 2, trusted: 1, accept: 1n, pid: 0 }));
@@ -444,6 +461,29 @@ test('ClientPatch: the protobuf splice writes what applyPatch writes to the deco
       t.true(out.includes(unpatched), 'the unpatched span byte for byte');
     }
   }
+});
+
+test('ClientPatch splice: a span whose first field is the attribute replaced (its kind after it) is spliced right', async (t) => {
+  const { parseTraceRequest, serializeTraceRequest } = await import('../../src/traces/wire.js');
+  const { applyPatch } = await import('../../src/traces/spans.js');
+  const type = otlpSchema().request.traces;
+  const Span = type.root.lookupType('opentelemetry.proto.trace.v1.Span');
+  // client.address, then the peer, then the kind: encoders write fields in number order, a hand-made one need not;
+  // a long name, so that the span's length prefix keeps its width (the splice's merged copy)
+  const attrs = [kv('client.address', '198.18.2.1'), kv('network.peer.address', '198.18.2.1'), kv('network.peer.port', 40000)];
+  const spanBytes = Buffer.concat([Buffer.from(Span.encode(Span.fromObject({ attributes: attrs })).finish()), Buffer.from(Span.encode(Span.fromObject({ kind: 2, name: 'a'.repeat(200) })).finish())]);
+  const wrap = (field: number, b: Uint8Array) => protobuf.Writer.create().uint32((field << 3) | 2).bytes(b).finish();
+  const wire = Buffer.from(wrap(1, wrap(2, wrap(2, spanBytes))));
+  const w = parseTraceRequest(wire);
+  t.is(w.spans[0]!.kind, 2);
+  const patch = { client: '203.0.113.9', port: 1234, source: 'packet_ack', setClient: true };
+  w.spans[0]!.patch = patch;
+  w.spans[0]!.changed = true;
+  const out = serializeTraceRequest(w)!;
+  const expected = type.decode(wire) as unknown as { resourceSpans: { scopeSpans: { spans: { attributes: never[] }[] }[] }[] };
+  applyPatch(expected.resourceSpans[0]!.scopeSpans[0]!.spans[0]!.attributes, patch);
+  const asObj = (b: Uint8Array) => type.toObject(type.decode(b), { longs: String, bytes: String, defaults: false });
+  t.deepEqual(asObj(out), asObj(type.encode(expected as never).finish()));
 });
 
 test('protobuf walk: without enrichment no attribute is decoded; string values repeated across spans are read right; odd values go through the schema', async (t) => {
