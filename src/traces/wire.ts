@@ -285,65 +285,79 @@ export function parseTraceRequest(buf: Uint8Array, opts: WalkOptions = {}): Wire
     return kv;
   };
 
-  const walkSpan = (span: WireSpan): void => {
-    const end = span.contentEnd;
-    nSpanKvs = 0;
+  /** A ScopeSpans message: its spans, each walked in this loop (not a call per span: whether a
+   * compiler inlined such a call decided the walk's speed, up to twice, from one process to the next). */
+  const walkScope = (node: Group, resourceAttrs: KeyValueLike[]): void => {
+    const end = node.contentEnd;
     while (r.pos < end) {
-      const tagStart = r.pos;
       const tag = r.uint32();
-      const field = tag >>> 3;
       const wt = tag & 7;
-      if (field === f.kind && wt === 0) span.kind = r.int32();
-      else if (field === f.start && wt === 1) {
-        // fixed64, little-endian: the low half first
-        span.startLow = r.fixed32();
-        span.startHigh = r.fixed32();
-      } else if (field === f.attrs && wt === LEN) {
-        const len = r.uint32();
-        if (r.pos + len > end) throw new Error(`attribute: length ${len} past the end of its span`);
-        // enrichment reads the attributes of SERVER spans only: skip them when the kind (which
-        // encoders write first) already says otherwise
-        if (!decodeAttributes || (span.kind !== 0 && span.kind !== SPAN_KIND_SERVER)) r.pos += len;
-        else {
-          // most keys of a server span are not SPAN_KEYS, told by their first byte and length
-          // (a key field of one length byte that fits its KeyValue) without a call
-          const p = r.pos;
-          const klen = buf[p + 1]!;
-          if (buf[p] === keyTag && klen < 32 && klen + 2 <= len && KEYS_BY_SHAPE[buf[p + 2]! * 32 + klen] === undefined) r.pos = p + len;
+      if (wt !== LEN || tag >>> 3 !== f.spans) {
+        r.skipType(wt);
+        continue;
+      }
+      const lenStart = r.pos;
+      const len = r.uint32();
+      const contentStart = r.pos;
+      const spanEnd = contentStart + len;
+      if (spanEnd > end) throw new Error(`field ${f.spans}: length ${len} past the end of its message`);
+      const span = new WireSpan(resourceAttrs, lenStart, contentStart, spanEnd);
+      nSpanKvs = 0;
+      while (r.pos < spanEnd) {
+        const tagStart = r.pos;
+        const t = r.uint32();
+        const field = t >>> 3;
+        const w = t & 7;
+        if (field === f.kind && w === 0) span.kind = r.int32();
+        else if (field === f.start && w === 1) {
+          // fixed64, little-endian: the low half first
+          span.startLow = r.fixed32();
+          span.startHigh = r.fixed32();
+        } else if (field === f.attrs && w === LEN) {
+          const alen = r.uint32();
+          if (r.pos + alen > spanEnd) throw new Error(`attribute: length ${alen} past the end of its span`);
+          // enrichment reads the attributes of SERVER spans only: skip them when the kind (which
+          // encoders write first) already says otherwise
+          if (!decodeAttributes || (span.kind !== 0 && span.kind !== SPAN_KIND_SERVER)) r.pos += alen;
           else {
-            const kv = attribute(tagStart, len);
-            if (kv) spanKvs[nSpanKvs++] = kv;
+            // most keys of a server span are not SPAN_KEYS, told by their first byte and length
+            // (a key field of one length byte that fits its KeyValue) without a call
+            const p = r.pos;
+            const klen = buf[p + 1]!;
+            if (buf[p] === keyTag && klen < 32 && klen + 2 <= alen && KEYS_BY_SHAPE[buf[p + 2]! * 32 + klen] === undefined) r.pos = p + alen;
+            else {
+              const kv = attribute(tagStart, alen);
+              if (kv) spanKvs[nSpanKvs++] = kv;
+            }
           }
-        }
-      } else r.skipType(wt);
+        } else r.skipType(w);
+      }
+      if (r.pos !== spanEnd) throw new Error('message does not end at its length');
+      if (nSpanKvs > 0) span.attributes = spanKvs.slice(0, nSpanKvs);
+      spans.push(span);
+      node.children.push(span);
     }
     if (r.pos !== end) throw new Error('message does not end at its length');
-    if (nSpanKvs > 0) span.attributes = spanKvs.slice(0, nSpanKvs);
-    spans.push(span);
   };
 
-  const walk = (node: Group, level: 'req' | 'rs' | 'ss', resourceAttrs: KeyValueLike[]): void => {
+  /** The request (level 'req') or a ResourceSpans message ('rs'). */
+  const walk = (node: Group, level: 'req' | 'rs', resourceAttrs: KeyValueLike[]): void => {
     const end = node.contentEnd;
     while (r.pos < end) {
       const tag = r.uint32();
       const field = tag >>> 3;
       const wt = tag & 7;
-      const child = (level === 'req' && field === f.rs) || (level === 'rs' && field === f.ss) || (level === 'ss' && field === f.spans);
+      const child = (level === 'req' && field === f.rs) || (level === 'rs' && field === f.ss);
       if (wt === LEN && child) {
         const lenStart = r.pos;
         const len = r.uint32();
         const contentStart = r.pos;
         const contentEnd = contentStart + len;
         if (contentEnd > end) throw new Error(`field ${field}: length ${len} past the end of its message`);
-        if (level === 'ss') {
-          const span = new WireSpan(resourceAttrs, lenStart, contentStart, contentEnd);
-          walkSpan(span);
-          node.children.push(span);
-        } else {
-          const g: Group = { lenStart, contentStart, contentEnd, newLen: -1, children: [] };
-          walk(g, level === 'req' ? 'rs' : 'ss', level === 'req' ? [] : resourceAttrs);
-          node.children.push(g);
-        }
+        const g: Group = { lenStart, contentStart, contentEnd, newLen: -1, children: [] };
+        if (level === 'req') walk(g, 'rs', []);
+        else walkScope(g, resourceAttrs);
+        node.children.push(g);
         if (r.pos !== contentEnd) throw new Error(`field ${field}: content does not end at its length`);
       } else if (level === 'rs' && field === f.resource && wt === LEN) {
         // the resource: its attributes (process.pid) go to the spans below it
