@@ -30,6 +30,13 @@
  * medians per side and the ratio of this tree's CPU per span to REF's.
  * --child-flags='--cpu-prof --cpu-prof-dir DIR': extra node flags for the pass-through process.
  * --pin on: the pass-through alone on one CPU (taskset), the load and the upstream on the others.
+ * --processes separate|shared|both (default both): a pass-through process per mode, or a plain and
+ * an enriched pass-through in one process loaded in turns (--seconds each, in slices ABBAABBA), or
+ * both ways each round. On the development VM a new process gets a speed of its own (the same
+ * code ran up to twice as fast in one process as in the next, steady within each), which a
+ * process per mode puts into the ratio; in one process both modes share it.
+ * --warmup S (default 2): seconds of load on each pass-through before it is measured. Each load's
+ * CPU is read 300 ms after its last answer (the GC and compiler work it left behind is its own).
  *
  * Not a test: it prints numbers, it does not judge them.
  */
@@ -42,6 +49,7 @@ import net from 'node:net';
 import readline from 'node:readline';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { CONN_ENTRY_SIZE, CONN_QUERY_SIZE, CONN_WAYS } from '../src/traces/conntab.js';
 import { otlpSchema } from '../src/traces/schema.js';
@@ -63,6 +71,8 @@ const { values } = parseArgs({
     against: { type: 'string' },
     'child-flags': { type: 'string', default: '' },
     pin: { type: 'string', default: 'off' },
+    processes: { type: 'string', default: 'both' },
+    warmup: { type: 'string', default: '2' },
     /** passthrough: the compiled src/ whose code runs; stages: the compiled src/traces/ directories whose code is timed, comma-separated */
     lib: { type: 'string', default: '' },
   },
@@ -70,6 +80,13 @@ const { values } = parseArgs({
 const ENTRIES = Number(values.entries);
 const SHARES = values['server-share'].split(',').map(Number);
 if (SHARES.some((f) => !(f > 0 && f <= 1))) throw new Error(`--server-share: fractions in (0, 1], comma-separated (got ${values['server-share']})`);
+const PROCESSES = values.processes;
+if (PROCESSES !== 'separate' && PROCESSES !== 'shared' && PROCESSES !== 'both') throw new Error(`--processes: separate, shared or both (got ${PROCESSES})`);
+if (!(Number(values.warmup) >= 0)) throw new Error(`--warmup: seconds, 0 or more (got ${values.warmup})`);
+/** the pause after a load before its CPU is read (and before the next load starts) */
+const SETTLE_MS = 300;
+/** the row-name suffix of runs with both modes in one pass-through process */
+const SHARED = ' (1 process)';
 const PER_CONNECTION = Number(values['spans-per-connection']);
 if (!(Number.isInteger(PER_CONNECTION) && PER_CONNECTION >= 1)) throw new Error(`--spans-per-connection: a whole number ≥ 1 (got ${values['spans-per-connection']})`);
 const BOOT_TO_UNIX = BigInt(Date.now()) * 1_000_000n - 3600n * 1_000_000_000n;
@@ -135,25 +152,32 @@ async function passthrough(): Promise<void> {
   const { OtlpPassThrough } = await load<typeof import('../src/traces/receiver.js')>('traces/receiver.js');
   const config = defaults();
   config.otlp.endpoint = values.upstream!;
-  config.traces.listen = `127.0.0.1:${await freePort()}`;
   config.traces.maxInflightBytes = 256 << 20;
-  const table = values.enrich === '1' ? new ConnTable(syntheticFind(ENTRIES)) : undefined;
-  const pt = new OtlpPassThrough({ config, table, bootToUnixNs: () => BOOT_TO_UNIX, mask: undefined, log: createLogger('error'), env: {} });
-  const { port } = await pt.start();
+  const start = async (enrich: boolean) => {
+    const c = structuredClone(config);
+    c.traces.listen = `127.0.0.1:${await freePort()}`;
+    c.traces.grpcListen = 'off'; // OTLP/HTTP is measured (two in one process would want the same gRPC port)
+    const table = enrich ? new ConnTable(syntheticFind(ENTRIES)) : undefined;
+    const pt = new OtlpPassThrough({ config: c, table, bootToUnixNs: () => BOOT_TO_UNIX, mask: undefined, log: createLogger('error'), env: {} });
+    return { pt, port: (await pt.start()).port };
+  };
+  // --enrich both: a plain and an enriched pass-through in this one process (loaded one at a time)
+  const pts = values.enrich === 'both' ? [await start(false), await start(true)] : [await start(values.enrich === '1')];
+  const counted = () => pts.reduce((a, { pt }) => ({ spans: a.spans + pt.counters.spans.spans, enriched: a.enriched + pt.counters.spans.enriched }), { spans: 0, enriched: 0 });
   const cpu0 = process.cpuUsage();
-  let spans0 = 0;
-  let enriched0 = 0;
-  process.stdout.write(JSON.stringify({ port }) + '\n');
+  let at0 = counted();
+  process.stdout.write(JSON.stringify({ port: pts[0]!.port, ports: pts.map((p) => p.port) }) + '\n');
   for await (const line of readline.createInterface({ input: process.stdin })) {
     if (line === 'reset') {
       Object.assign(cpu0, process.cpuUsage());
-      spans0 = pt.counters.spans.spans; // the warm-up requests are not measured
-      enriched0 = pt.counters.spans.enriched;
+      at0 = counted(); // the warm-up requests are not measured
       process.stdout.write('{"reset":true}\n');
     } else if (line === 'stats') {
       const c = process.cpuUsage(cpu0);
-      process.stdout.write(JSON.stringify({ cpuUs: c.user + c.system, rssMiB: process.memoryUsage().rss / 2 ** 20, spans: { spans: pt.counters.spans.spans - spans0, enriched: pt.counters.spans.enriched - enriched0 } }) + '\n');
-      await pt.stop();
+      const now = counted();
+      process.stdout.write(JSON.stringify({ cpuUs: c.user + c.system, rssMiB: process.memoryUsage().rss / 2 ** 20, spans: { spans: now.spans - at0.spans, enriched: now.enriched - at0.enriched } }) + '\n');
+    } else if (line === 'exit') {
+      for (const { pt } of pts) await pt.stop();
       process.exit(0);
     }
   }
@@ -236,63 +260,95 @@ let runtime: { node: string; flags: string[] } | undefined;
 
 type Row = Record<string, number>;
 
-async function run(side: Side, enrich: boolean, upstream: string, bodies: Buffer[]): Promise<Row> {
+/**
+ * Runs a pass-through process of `side` and loads it: one pass-through per mode of `modes`, in
+ * that order (two modes: a plain and an enriched pass-through in the same process, both warmed
+ * up before either is measured). Returns a row per mode.
+ */
+async function run(side: Side, modes: readonly boolean[], upstream: string, bodies: Buffer[]): Promise<Row[]> {
   const { node, flags } = runtime!;
   const extra = values['child-flags'].split(' ').filter(Boolean);
   const lib = join(dirname(side.script), '..', 'src');
-  const argv = [...flags, ...extra, sides[0]!.script, '--role', 'passthrough', '--lib', lib, '--upstream', upstream, '--enrich', enrich ? '1' : '0', '--entries', String(ENTRIES)];
+  const enrichArg = modes.length === 2 ? 'both' : modes[0] ? '1' : '0';
+  const argv = [...flags, ...extra, sides[0]!.script, '--role', 'passthrough', '--lib', lib, '--upstream', upstream, '--enrich', enrichArg, '--entries', String(ENTRIES)];
   const child = pinning ? spawn('taskset', ['-c', String(pinning.passthrough), node, ...argv], { stdio: ['pipe', 'pipe', 'inherit'] }) : spawn(node, argv, { stdio: ['pipe', 'pipe', 'inherit'] });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: Number(values.concurrency) });
   try {
-    return await loadPassThrough(child, bodies);
+    const out = lines(child);
+    const { ports } = await nextJson<{ ports: number[] }>(out);
+    const portOf = (enrich: boolean) => (modes.length === 2 ? ports[enrich ? 1 : 0]! : ports[0]!);
+    // warm-up: 20 requests and --warmup seconds to each (the compiler's work is mostly done before the measured load)
+    for (const m of modes) {
+      const until = Date.now() + Number(values.warmup) * 1000;
+      for (let i = 0; i < 20 || Date.now() < until; i++) await post(agent, portOf(m), bodies[i % bodies.length]!);
+    }
+    await sleep(SETTLE_MS); // what the warm-up left behind is not charged to the first load
+    // one mode: --seconds of load; two modes: --seconds each, in 4 slices in the order ABBAABBA,
+    // so that neither is measured first (or while the compiler still works for the other)
+    const slices = modes.length === 1 ? [0] : [0, 1, 1, 0, 0, 1, 1, 0];
+    const seconds = (Number(values.seconds) * modes.length) / slices.length;
+    const sums = modes.map(() => ({ cpuUs: 0, spans: 0, enriched: 0, sent: 0, failed: 0, secs: 0, rssMiB: 0 }));
+    for (const i of slices) {
+      const l = await load(child, out, agent, portOf(modes[i]!), bodies, seconds);
+      const t = sums[i]!;
+      t.cpuUs += l.cpuUs;
+      t.spans += l.spans;
+      t.enriched += l.enriched;
+      t.sent += l.sent;
+      t.failed += l.failed;
+      t.secs += l.secs;
+      t.rssMiB = Math.max(t.rssMiB, l.rssMiB);
+    }
+    child.stdin.write('exit\n');
+    return sums.map((t) => ({
+      spansPerSec: Math.round((t.sent * Number(values.spans)) / t.secs),
+      cpuUsPerSpan: Math.round((t.cpuUs / t.spans) * 100) / 100,
+      cpuCores: Math.round((t.cpuUs / 1e6 / t.secs) * 100) / 100,
+      enriched: t.enriched,
+      failedRequests: t.failed,
+      rssMiB: Math.round(t.rssMiB),
+    }));
   } finally {
+    agent.destroy();
     // a run that failed part way must not leave its pass-through holding its ports
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
   }
 }
 
-/** Loads a started pass-through for --seconds and reads its CPU and counters (it exits after). */
-async function loadPassThrough(child: ChildProcess, bodies: Buffer[]): Promise<Row> {
-  const out = lines(child);
-  const { port } = await nextJson<{ port: number }>(out);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: Number(values.concurrency) });
-  const post = (b: Buffer) =>
-    new Promise<number>((resolve, reject) => {
-      const r = http.request({ host: '127.0.0.1', port, path: '/v1/traces', method: 'POST', agent, headers: { 'content-type': 'application/x-protobuf', 'content-length': b.length } }, (res) => {
-        res.resume();
-        res.on('end', () => resolve(res.statusCode ?? 0));
-      });
-      r.on('error', reject);
-      r.end(b);
+function post(agent: http.Agent, port: number, b: Buffer): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const r = http.request({ host: '127.0.0.1', port, path: '/v1/traces', method: 'POST', agent, headers: { 'content-type': 'application/x-protobuf', 'content-length': b.length } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
     });
-  // warm-up, then measure
-  for (let i = 0; i < 20; i++) await post(bodies[i % bodies.length]!);
+    r.on('error', reject);
+    r.end(b);
+  });
+}
+
+/** Loads the pass-through on `port` for `seconds`; what was sent and the process's CPU and counters over that time. */
+async function load(child: ChildProcess, out: AsyncIterator<string>, agent: http.Agent, port: number, bodies: Buffer[], seconds: number) {
   child.stdin!.write('reset\n');
   await nextJson(out);
-  const end = Date.now() + Number(values.seconds) * 1000;
+  const end = Date.now() + seconds * 1000;
   let sent = 0;
   let failed = 0;
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: Number(values.concurrency) }, async (_, w) => {
       for (let i = w; Date.now() < end; i += Number(values.concurrency)) {
-        if ((await post(bodies[i % bodies.length]!)) === 200) sent++;
+        if ((await post(agent, port, bodies[i % bodies.length]!)) === 200) sent++;
         else failed++;
       }
     }),
   );
   const secs = (performance.now() - t0) / 1000;
+  // the work the load left behind (GC and compiler threads finishing) is charged to it: read the
+  // CPU after a pause, not the moment the last answer came
+  await sleep(SETTLE_MS);
   child.stdin!.write('stats\n');
   const st = await nextJson<{ cpuUs: number; rssMiB: number; spans: { spans: number; enriched: number } }>(out);
-  agent.destroy();
-  const spans = sent * Number(values.spans);
-  return {
-    spansPerSec: Math.round(spans / secs),
-    cpuUsPerSpan: Math.round((st.cpuUs / st.spans.spans) * 100) / 100,
-    cpuCores: Math.round((st.cpuUs / 1e6 / secs) * 100) / 100,
-    enriched: st.spans.enriched,
-    failedRequests: failed,
-    rssMiB: Math.round(st.rssMiB),
-  };
+  return { cpuUs: st.cpuUs, spans: st.spans.spans, enriched: st.spans.enriched, sent, failed, secs, rssMiB: st.rssMiB };
 }
 
 /** The stage timings of every side, interleaved in one process like the pass-through's (the code of each side's compiled src/traces/). */
@@ -364,14 +420,16 @@ async function main(): Promise<void> {
     for (let round = 0; round < rounds; round++) {
       // alternate which side (and which mode) goes first so that drift on a shared machine favours neither
       const order = round % 2 === 0 ? sides : [...sides].reverse();
+      const modes = round % 2 === 0 ? [false, true] : [true, false];
+      const record = (key: string, r: Row) => {
+        console.error(`round ${round + 1} ${key}: ${JSON.stringify(r)}`);
+        runs.set(key, [...(runs.get(key) ?? []), r]);
+      };
       for (const share of SHARES) {
         for (const side of order) {
-          for (const enrich of round % 2 === 0 ? [false, true] : [true, false]) {
-            const key = `${side.name} ${enrich ? 'enriched' : 'plain'} ${share}`;
-            const r = await run(side, enrich, upstream, bodiesOf.get(share)!);
-            console.error(`round ${round + 1} ${key}: ${JSON.stringify(r)}`);
-            runs.set(key, [...(runs.get(key) ?? []), r]);
-          }
+          const keyOf = (enrich: boolean, suffix = '') => `${side.name} ${enrich ? 'enriched' : 'plain'} ${share}${suffix}`;
+          if (PROCESSES !== 'shared') for (const enrich of modes) record(keyOf(enrich), (await run(side, [enrich], upstream, bodiesOf.get(share)!))[0]!);
+          if (PROCESSES !== 'separate') (await run(side, modes, upstream, bodiesOf.get(share)!)).forEach((r, i) => record(keyOf(modes[i]!, SHARED), r));
         }
       }
     }
@@ -390,18 +448,24 @@ async function main(): Promise<void> {
     }
     console.log(`medians of ${rounds} rounds (CPU µs per span: the pass-through process's user + system time / spans; the last number: the SERVER share)`);
     console.table(table);
-    const cpu = (name: string, mode: string, share: number) => runs.get(`${name} ${mode} ${share}`)!.map((r) => r.cpuUsPerSpan!);
+    const cpu = (name: string, mode: string, share: number, suffix: string) => runs.get(`${name} ${mode} ${share}${suffix}`)!.map((r) => r.cpuUsPerSpan!);
+    const suffixes = PROCESSES === 'both' ? ['', SHARED] : PROCESSES === 'shared' ? [SHARED] : [''];
     for (const share of SHARES) {
-      for (const side of sides) {
-        const e = cpu(side.name, 'enriched', share);
-        const p = cpu(side.name, 'plain', share);
-        console.log(`SERVER share ${share}, ${side.name}: enriched / plain CPU per span ${round2(median(e.map((x, i) => x / p[i]!)))} (median of rounds)`);
-      }
-      if (ref) {
-        for (const mode of ['plain', 'enriched']) {
-          const mine = cpu(sides[0]!.name, mode, share);
-          const base = cpu(sides[1]!.name, mode, share);
-          console.log(`SERVER share ${share}, ${mode}: CPU per span this tree / ${sides[1]!.name} ${round2(median(mine.map((x, i) => x / base[i]!)))} (median of rounds)`);
+      for (const suffix of suffixes) {
+        const how = suffix === '' ? 'a process per mode' : 'both modes in one process';
+        for (const side of sides) {
+          const e = cpu(side.name, 'enriched', share, suffix);
+          const p = cpu(side.name, 'plain', share, suffix);
+          console.log(
+            `SERVER share ${share}, ${side.name}, ${how}: enriched / plain CPU per span ${round2(median(e.map((x, i) => x / p[i]!)))} (median of rounds), ${round2(median(e) / median(p))} (of the medians)`,
+          );
+        }
+        if (ref) {
+          for (const mode of ['plain', 'enriched']) {
+            const mine = cpu(sides[0]!.name, mode, share, suffix);
+            const base = cpu(sides[1]!.name, mode, share, suffix);
+            console.log(`SERVER share ${share}, ${mode}, ${how}: CPU per span this tree / ${sides[1]!.name} ${round2(median(mine.map((x, i) => x / base[i]!)))} (median of rounds)`);
+          }
         }
       }
     }
