@@ -291,7 +291,8 @@ export class ConnTable {
    * 512 peers would otherwise allocate 180 KiB outside the heap */
   private res: Buffer | undefined;
   /** lookupMany's dedupe of equal peers: 1 + the latest query slot of each port (0: none), the
-   * slot before it with the same port (-1: none), each slot's address */
+   * slot before it with the same port (-1: none), each slot's address (the last lookup's stay
+   * until the next overwrites them: strings the spans' attributes hold anyway) */
   private readonly byPort = new Int32Array(65536);
   private sameAddr = new Int32Array(64);
   private readonly slotAddr: string[] = [];
