@@ -130,47 +130,39 @@ export function decodeConnDump(buf: Buffer): ConnEntry[] {
   return out;
 }
 
-/** IPv4 address (canonical text) → its number, undefined for other text; spans of a host name few
- * peers (the balancer's local addresses): remembered (bounded) */
-const v4Numbers = new Map<string, number | undefined>();
-function ipv4Number(addr: string): number | undefined {
-  if (addr === lastV4Of) return lastV4; // consecutive spans' peers: the same text, most often
-  let n = v4Numbers.get(addr);
-  if (n === undefined && !v4Numbers.has(addr)) {
-    if (isIPv4(addr)) {
-      const p = addr.split('.');
-      n = ((+p[0]! * 256 + +p[1]!) * 256 + +p[2]!) * 256 + +p[3]!;
+/**
+ * f remembered for the last 4096 texts it was asked (then forgotten at once), the last answer
+ * checked first: the spans of a host name few addresses (a balancer's), consecutive spans most
+ * often the same one, and a span's peer and client.address are often the same text.
+ */
+function boundedMemo<T>(f: (text: string) => T): (text: string) => T {
+  const known = new Map<string, T>();
+  let lastText: string | undefined;
+  let last: T | undefined;
+  return (text) => {
+    if (text === lastText) return last as T;
+    let v = known.get(text);
+    if (v === undefined && !known.has(text)) {
+      v = f(text);
+      if (known.size >= 4096) known.clear();
+      known.set(text, v);
     }
-    if (v4Numbers.size >= 4096) v4Numbers.clear();
-    v4Numbers.set(addr, n);
-  }
-  lastV4Of = addr;
-  lastV4 = n;
-  return n;
+    lastText = text;
+    last = v;
+    return v as T;
+  };
 }
-let lastV4Of: string | undefined;
-let lastV4: number | undefined;
+
+/** IPv4 address (canonical text) → its number, undefined for other text. */
+const ipv4Number = boundedMemo((addr): number | undefined => {
+  if (!isIPv4(addr)) return undefined;
+  const p = addr.split('.');
+  return ((+p[0]! * 256 + +p[1]!) * 256 + +p[2]!) * 256 + +p[3]!;
+});
 
 /** Canonical text of an address as spans and the table spell it: v4-mapped IPv6 becomes IPv4,
  * IPv6 lower-case and compressed; undefined when not an IP address. */
-export function canonicalAddress(a: string): string | undefined {
-  // a span's peer and its client.address are often the same text, and so are consecutive
-  // spans' peers (a balancer's few addresses): the last answer first, then the map
-  if (a === lastCanonicalOf) return lastCanonical;
-  let c = canonical.get(a);
-  if (c === undefined && !canonical.has(a)) {
-    c = canonicalUncached(a);
-    if (canonical.size >= 4096) canonical.clear();
-    canonical.set(a, c);
-  }
-  lastCanonicalOf = a;
-  lastCanonical = c;
-  return c;
-}
-let lastCanonicalOf: string | undefined;
-let lastCanonical: string | undefined;
-/** the spans of a host name few distinct addresses: their canonical text, remembered (bounded) */
-const canonical = new Map<string, string | undefined>();
+export const canonicalAddress: (a: string) => string | undefined = boundedMemo(canonicalUncached);
 
 function canonicalUncached(a: string): string | undefined {
   let s = a.trim();
@@ -400,12 +392,5 @@ function writeQuery(q: Buffer, o: number, p: PeerRef): boolean {
   return true;
 }
 
-/** canonical IPv6 text → its 16 bytes, remembered (bounded) like v4Numbers */
-const v6Cache = new Map<string, number[] | undefined>();
-function v6Bytes(addr: string): number[] | undefined {
-  if (v6Cache.has(addr)) return v6Cache.get(addr);
-  const b = ipv6Bytes(addr);
-  if (v6Cache.size >= 4096) v6Cache.clear();
-  v6Cache.set(addr, b);
-  return b;
-}
+/** canonical IPv6 text → its 16 bytes */
+const v6Bytes = boundedMemo(ipv6Bytes);
