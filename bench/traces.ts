@@ -166,7 +166,7 @@ async function passthrough(): Promise<void> {
   const counted = () => pts.reduce((a, { pt }) => ({ spans: a.spans + pt.counters.spans.spans, enriched: a.enriched + pt.counters.spans.enriched }), { spans: 0, enriched: 0 });
   const cpu0 = process.cpuUsage();
   let at0 = counted();
-  process.stdout.write(JSON.stringify({ port: pts[0]!.port, ports: pts.map((p) => p.port) }) + '\n');
+  process.stdout.write(JSON.stringify({ ports: pts.map((p) => p.port) }) + '\n');
   for await (const line of readline.createInterface({ input: process.stdin })) {
     if (line === 'reset') {
       Object.assign(cpu0, process.cpuUsage());
